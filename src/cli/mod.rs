@@ -1,0 +1,102 @@
+//! The command line: `serve` and `config check`. The only place that uses `anyhow` and
+//! prints to the terminal.
+
+mod serve;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{defaults, Config, ConfigError, LogFormat};
+
+#[derive(Debug, Parser)]
+#[command(name = "patchpull", version, about = "A registry-side proxy that patches container images on pull")]
+pub struct Cli {
+    /// Configuration file (TOML). Without it, config/patchpull.toml is read when present,
+    /// else the embedded defaults apply. PATCHPULL_* variables override either.
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the registry proxy.
+    Serve,
+    /// Inspect the configuration.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Print the effective configuration (secrets masked), or say precisely what is wrong.
+    Check,
+}
+
+/// sysexits' EX_CONFIG: the configuration is wrong.
+const EXIT_CONFIG: u8 = 78;
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let (path, explicit) = match &cli.config {
+        Some(p) => (p.clone(), true),
+        None => (PathBuf::from(defaults::CONFIG_FILE), false),
+    };
+    let config = match Config::load(&path, explicit) {
+        Ok(c) => c,
+        Err(e) => {
+            report_config_error(&path, explicit, &e);
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    match cli.command {
+        Command::Config {
+            command: ConfigCommand::Check,
+        } => {
+            let source = if path.exists() {
+                format!("# effective configuration: defaults < {} < PATCHPULL_* environment\n", path.display())
+            } else {
+                "# effective configuration: embedded defaults < PATCHPULL_* environment\n".to_string()
+            };
+            print!("{source}{}", config.to_display_toml());
+            ExitCode::SUCCESS
+        }
+        Command::Serve => {
+            init_tracing(&config);
+            match serve::run(config) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn report_config_error(path: &std::path::Path, explicit: bool, e: &ConfigError) {
+    let origin = if path.exists() || explicit {
+        format!("{}", path.display())
+    } else {
+        "embedded defaults".to_string()
+    };
+    eprintln!("error: configuration ({origin}): {e}");
+}
+
+fn init_tracing(config: &Config) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&config.log.level))
+        .unwrap_or_else(|_| EnvFilter::new(defaults::LOG_LEVEL));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match config.log.format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}

@@ -1,0 +1,150 @@
+//! Configuration: figment layers (built-in defaults < TOML file < `PATCHPULL_*` environment)
+//! merged into [`RawConfig`], then checked by [`RawConfig::validate`] into [`Config`], whose
+//! fields are never optional-and-unwrapped later. Every problem is collected and reported
+//! with the key (and the file or variable) it came from.
+
+pub mod defaults;
+mod raw;
+mod secret;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+
+pub use raw::{RawConfig, RawUpstream};
+pub use secret::Secret;
+
+/// The checked configuration the rest of the program runs on.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub storage: StorageConfig,
+    pub cache: CacheConfig,
+    pub log: LogConfig,
+    pub upstream: Vec<UpstreamConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub tls: Option<TlsFiles>,
+    pub shutdown_grace: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct StorageConfig {
+    pub path: PathBuf,
+    pub max_size: u64,
+    pub memory_cache: u64,
+    pub max_manifest_size: u64,
+    pub blob_fill_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct CacheConfig {
+    pub tag_ttl: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    pub level: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    pub name: String,
+    pub aliases: Vec<String>,
+    pub url: reqwest::Url,
+    pub default: bool,
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    pub ca_file: Option<PathBuf>,
+    pub insecure_skip_verify: bool,
+    pub library_prefix: bool,
+    pub tag_ttl: Duration,
+    pub retries: u32,
+    pub connect_timeout: Duration,
+    pub timeout: Duration,
+}
+
+impl UpstreamConfig {
+    /// `host[:port]` of the upstream URL, which containerd sends as `ns=` for a reference
+    /// that names the registry itself.
+    pub fn authority(&self) -> String {
+        match (self.url.host_str(), self.url.port()) {
+            (Some(h), Some(p)) => format!("{h}:{p}"),
+            (Some(h), None) => h.to_string(),
+            _ => String::new(),
+        }
+    }
+}
+
+/// Why a configuration could not be loaded; each line names the key and its source.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {0} does not exist")]
+    MissingFile(PathBuf),
+    #[error("{}", format_figment(.0))]
+    Parse(Box<figment::Error>),
+    #[error("invalid configuration:\n{}", .0.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+    Invalid(Vec<String>),
+}
+
+fn format_figment(err: &figment::Error) -> String {
+    let lines: Vec<String> = err.clone().into_iter().map(|e| format!("  - {e}")).collect();
+    format!("invalid configuration:\n{}", lines.join("\n"))
+}
+
+impl Config {
+    /// Loads defaults < `file` < environment. With `explicit == false` a missing file is
+    /// fine (the embedded defaults run); an explicitly named file must exist.
+    pub fn load(file: &Path, explicit: bool) -> Result<Config, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(RawConfig::default()));
+        if file.exists() {
+            figment = figment.merge(Toml::file_exact(file));
+        } else if explicit {
+            return Err(ConfigError::MissingFile(file.to_path_buf()));
+        }
+        figment = figment.merge(Env::prefixed("PATCHPULL_").split("__"));
+        Self::extract(figment)
+    }
+
+    /// Defaults < the given TOML text, without the environment: what tests build on.
+    pub fn from_toml_str(toml: &str) -> Result<Config, ConfigError> {
+        let figment =
+            Figment::from(Serialized::defaults(RawConfig::default())).merge(Toml::string(toml));
+        Self::extract(figment)
+    }
+
+    fn extract(figment: Figment) -> Result<Config, ConfigError> {
+        let raw: RawConfig = figment
+            .extract()
+            .map_err(|e| ConfigError::Parse(Box::new(e)))?;
+        raw.validate().map_err(ConfigError::Invalid)
+    }
+
+    /// The effective configuration as TOML, secrets masked: what `config check` prints.
+    pub fn to_display_toml(&self) -> String {
+        let view = raw::RawConfig::from_checked(self);
+        toml::to_string_pretty(&view).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,453 @@
+//! The configuration as written: what figment merges and serde checks for unknown keys.
+//! Durations ("30s") and sizes ("4MiB") stay text here and are parsed in `validate`, so an
+//! error names the key that holds the bad value.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Deserializer, Serialize};
+
+use super::{defaults, secret::Secret};
+use super::{
+    CacheConfig, Config, LogConfig, LogFormat, ServerConfig, StorageConfig, TlsFiles,
+    UpstreamConfig,
+};
+use crate::distribution::reference::is_valid_path_component;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawConfig {
+    pub server: RawServer,
+    pub storage: RawStorage,
+    pub cache: RawCache,
+    pub log: RawLog,
+    pub upstream: Vec<RawUpstream>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawServer {
+    /// Address and port to listen on.
+    pub listen: String,
+    /// PEM certificate chain; with `tls_key` switches on TLS.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for `tls_cert`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
+    /// How long in-flight requests may run after SIGTERM/SIGINT.
+    #[serde(deserialize_with = "text_or_number")]
+    pub shutdown_grace: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawStorage {
+    /// Directory of the content-addressed store.
+    pub path: PathBuf,
+    /// Upper bound of the store; least recently used content is evicted above it.
+    #[serde(deserialize_with = "text_or_number")]
+    pub max_size: String,
+    /// Memory for manifests kept in RAM.
+    #[serde(deserialize_with = "text_or_number")]
+    pub memory_cache: String,
+    /// Largest manifest accepted from upstream.
+    #[serde(deserialize_with = "text_or_number")]
+    pub max_manifest_size: String,
+    /// Longest time one upstream blob download may take.
+    #[serde(deserialize_with = "text_or_number")]
+    pub blob_fill_timeout: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawCache {
+    /// How long a resolved tag is served without asking upstream again.
+    #[serde(deserialize_with = "text_or_number")]
+    pub tag_ttl: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawLog {
+    /// `text` or `json`.
+    pub format: String,
+    /// tracing filter directive, e.g. `info` or `patchpull=debug`.
+    pub level: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstream {
+    /// What `ns=` and the path prefix say.
+    pub name: String,
+    /// Base URL of the registry, `https://host[:port]`.
+    pub url: String,
+    /// Used when a request names no upstream.
+    #[serde(default)]
+    pub default: bool,
+    /// More names accepted in `ns=` and as a path prefix.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<Secret>,
+    /// Extra PEM CA certificates trusted for this upstream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    #[serde(default)]
+    pub insecure_skip_verify: bool,
+    /// Prepend `library/` to one-component names (Docker Hub); default: name is docker.io.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub library_prefix: Option<bool>,
+    #[serde(
+        default,
+        deserialize_with = "opt_text_or_number",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub tag_ttl: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retries: Option<u32>,
+    #[serde(
+        default,
+        deserialize_with = "opt_text_or_number",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub connect_timeout: Option<String>,
+    #[serde(
+        default,
+        deserialize_with = "opt_text_or_number",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub timeout: Option<String>,
+}
+
+impl Default for RawConfig {
+    fn default() -> Self {
+        RawConfig {
+            server: RawServer::default(),
+            storage: RawStorage::default(),
+            cache: RawCache::default(),
+            log: RawLog::default(),
+            upstream: vec![RawUpstream {
+                name: defaults::UPSTREAM_NAME.into(),
+                url: defaults::UPSTREAM_URL.into(),
+                default: true,
+                aliases: Vec::new(),
+                username: None,
+                password: None,
+                ca_file: None,
+                insecure_skip_verify: false,
+                library_prefix: None,
+                tag_ttl: None,
+                retries: None,
+                connect_timeout: None,
+                timeout: None,
+            }],
+        }
+    }
+}
+
+impl Default for RawServer {
+    fn default() -> Self {
+        RawServer {
+            listen: defaults::LISTEN.into(),
+            tls_cert: None,
+            tls_key: None,
+            shutdown_grace: fmt_duration(defaults::SHUTDOWN_GRACE),
+        }
+    }
+}
+
+impl Default for RawStorage {
+    fn default() -> Self {
+        RawStorage {
+            path: defaults::STORAGE_PATH.into(),
+            max_size: fmt_size(defaults::STORAGE_MAX_SIZE),
+            memory_cache: fmt_size(defaults::MEMORY_CACHE),
+            max_manifest_size: fmt_size(defaults::MAX_MANIFEST_SIZE),
+            blob_fill_timeout: fmt_duration(defaults::BLOB_FILL_TIMEOUT),
+        }
+    }
+}
+
+impl Default for RawCache {
+    fn default() -> Self {
+        RawCache {
+            tag_ttl: fmt_duration(defaults::TAG_TTL),
+        }
+    }
+}
+
+impl Default for RawLog {
+    fn default() -> Self {
+        RawLog {
+            format: defaults::LOG_FORMAT.into(),
+            level: defaults::LOG_LEVEL.into(),
+        }
+    }
+}
+
+fn fmt_duration(d: std::time::Duration) -> String {
+    humantime::format_duration(d).to_string()
+}
+
+fn fmt_size(bytes: u64) -> String {
+    const UNITS: [(&str, u64); 3] = [("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)];
+    for (unit, factor) in UNITS {
+        if bytes >= factor && bytes % factor == 0 {
+            return format!("{}{unit}", bytes / factor);
+        }
+    }
+    bytes.to_string()
+}
+
+/// Accepts `"30s"` as well as a bare number, which the environment provider produces.
+fn text_or_number<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum TextOrNumber {
+        Text(String),
+        Number(u64),
+    }
+    Ok(match TextOrNumber::deserialize(d)? {
+        TextOrNumber::Text(s) => s,
+        TextOrNumber::Number(n) => n.to_string(),
+    })
+}
+
+fn opt_text_or_number<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    text_or_number(d).map(Some)
+}
+
+/// Collects every problem instead of stopping at the first.
+struct Problems(Vec<String>);
+
+impl Problems {
+    fn duration(&mut self, key: &str, text: &str) -> std::time::Duration {
+        let parsed = if text.trim() == "0" {
+            Ok(std::time::Duration::ZERO)
+        } else {
+            humantime::parse_duration(text.trim())
+        };
+        parsed.unwrap_or_else(|e| {
+            self.0.push(format!(
+                "`{key}`: expected a duration such as \"30s\" or \"5m\", found {text:?} ({e})"
+            ));
+            std::time::Duration::ZERO
+        })
+    }
+
+    fn size(&mut self, key: &str, text: &str) -> u64 {
+        match text.trim().parse::<bytesize::ByteSize>() {
+            Ok(size) => size.as_u64(),
+            Err(e) => {
+                self.0.push(format!(
+                    "`{key}`: expected a size such as \"4MiB\" or \"20GiB\", found {text:?} ({e})"
+                ));
+                0
+            }
+        }
+    }
+}
+
+impl RawConfig {
+    /// Checks every field and builds the [`Config`], or lists every problem found.
+    pub fn validate(self) -> Result<Config, Vec<String>> {
+        let mut p = Problems(Vec::new());
+
+        let listen = self.server.listen.parse::<SocketAddr>().unwrap_or_else(|e| {
+            p.0.push(format!(
+                "`server.listen`: expected host:port such as \"127.0.0.1:5000\", found {:?} ({e})",
+                self.server.listen
+            ));
+            SocketAddr::from(([127, 0, 0, 1], 0))
+        });
+        let tls = match (self.server.tls_cert, self.server.tls_key) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => {
+                for (k, path) in [("server.tls_cert", &cert), ("server.tls_key", &key)] {
+                    if !path.is_file() {
+                        p.0.push(format!("`{k}`: file {} does not exist", path.display()));
+                    }
+                }
+                Some(TlsFiles { cert, key })
+            }
+            _ => {
+                p.0.push("`server.tls_cert` and `server.tls_key` must be set together".into());
+                None
+            }
+        };
+        let shutdown_grace = p.duration("server.shutdown_grace", &self.server.shutdown_grace);
+
+        let storage = StorageConfig {
+            path: self.storage.path,
+            max_size: p.size("storage.max_size", &self.storage.max_size),
+            memory_cache: p.size("storage.memory_cache", &self.storage.memory_cache),
+            max_manifest_size: p.size("storage.max_manifest_size", &self.storage.max_manifest_size),
+            blob_fill_timeout: p.duration("storage.blob_fill_timeout", &self.storage.blob_fill_timeout),
+        };
+        let tag_ttl = p.duration("cache.tag_ttl", &self.cache.tag_ttl);
+
+        let format = match self.log.format.as_str() {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            other => {
+                p.0.push(format!("`log.format`: expected \"text\" or \"json\", found {other:?}"));
+                LogFormat::Text
+            }
+        };
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
+            p.0.push(format!("`log.level`: {:?} is not a valid filter ({e})", self.log.level));
+        }
+
+        let mut upstreams = Vec::new();
+        let mut names = HashSet::new();
+        let mut defaults_seen = 0;
+        for (i, u) in self.upstream.into_iter().enumerate() {
+            let key = |field: &str| format!("upstream[{i}].{field}");
+            for name in std::iter::once(&u.name).chain(&u.aliases) {
+                if !is_valid_upstream_name(name) {
+                    p.0.push(format!(
+                        "`{}`: {name:?} is not usable as a path prefix (lowercase letters, digits, \
+                         '.', '_' and '-'; no ':' or '/'); give an upstream with a port an alias",
+                        key("name")
+                    ));
+                }
+                if !names.insert(name.clone()) {
+                    p.0.push(format!("`{}`: the name {name:?} is used twice", key("name")));
+                }
+            }
+            let url = match reqwest::Url::parse(&u.url) {
+                Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {
+                    Some(url)
+                }
+                Ok(_) => {
+                    p.0.push(format!("`{}`: expected an http or https URL, found {:?}", key("url"), u.url));
+                    None
+                }
+                Err(e) => {
+                    p.0.push(format!("`{}`: {:?} is not a URL ({e})", key("url"), u.url));
+                    None
+                }
+            };
+            if u.password.is_some() && u.username.is_none() {
+                p.0.push(format!("`{}`: a password needs a username", key("password")));
+            }
+            if let Some(ca) = &u.ca_file {
+                if !ca.is_file() {
+                    p.0.push(format!("`{}`: file {} does not exist", key("ca_file"), ca.display()));
+                }
+            }
+            if u.default {
+                defaults_seen += 1;
+            }
+            let tag_ttl = match &u.tag_ttl {
+                Some(t) => p.duration(&key("tag_ttl"), t),
+                None => tag_ttl,
+            };
+            let connect_timeout = match &u.connect_timeout {
+                Some(t) => p.duration(&key("connect_timeout"), t),
+                None => defaults::UPSTREAM_CONNECT_TIMEOUT,
+            };
+            let timeout = match &u.timeout {
+                Some(t) => p.duration(&key("timeout"), t),
+                None => defaults::UPSTREAM_TIMEOUT,
+            };
+            if let Some(url) = url {
+                upstreams.push(UpstreamConfig {
+                    library_prefix: u.library_prefix.unwrap_or(u.name == "docker.io"),
+                    name: u.name,
+                    aliases: u.aliases,
+                    url,
+                    default: u.default,
+                    username: u.username,
+                    password: u.password,
+                    ca_file: u.ca_file,
+                    insecure_skip_verify: u.insecure_skip_verify,
+                    tag_ttl,
+                    retries: u.retries.unwrap_or(defaults::UPSTREAM_RETRIES),
+                    connect_timeout,
+                    timeout,
+                });
+            }
+        }
+        if defaults_seen > 1 {
+            p.0.push("`upstream.default`: at most one upstream can be the default".into());
+        }
+
+        if !p.0.is_empty() {
+            return Err(p.0);
+        }
+        Ok(Config {
+            server: ServerConfig {
+                listen,
+                tls,
+                shutdown_grace,
+            },
+            storage,
+            cache: CacheConfig { tag_ttl },
+            log: LogConfig {
+                format,
+                level: self.log.level,
+            },
+            upstream: upstreams,
+        })
+    }
+
+    /// The checked config written back in the file's own shape (for `config check`).
+    pub(super) fn from_checked(c: &Config) -> RawConfig {
+        RawConfig {
+            server: RawServer {
+                listen: c.server.listen.to_string(),
+                tls_cert: c.server.tls.as_ref().map(|t| t.cert.clone()),
+                tls_key: c.server.tls.as_ref().map(|t| t.key.clone()),
+                shutdown_grace: fmt_duration(c.server.shutdown_grace),
+            },
+            storage: RawStorage {
+                path: c.storage.path.clone(),
+                max_size: fmt_size(c.storage.max_size),
+                memory_cache: fmt_size(c.storage.memory_cache),
+                max_manifest_size: fmt_size(c.storage.max_manifest_size),
+                blob_fill_timeout: fmt_duration(c.storage.blob_fill_timeout),
+            },
+            cache: RawCache {
+                tag_ttl: fmt_duration(c.cache.tag_ttl),
+            },
+            log: RawLog {
+                format: match c.log.format {
+                    LogFormat::Text => "text".into(),
+                    LogFormat::Json => "json".into(),
+                },
+                level: c.log.level.clone(),
+            },
+            upstream: c
+                .upstream
+                .iter()
+                .map(|u| RawUpstream {
+                    name: u.name.clone(),
+                    url: u.url.to_string(),
+                    default: u.default,
+                    aliases: u.aliases.clone(),
+                    username: u.username.clone(),
+                    password: u.password.clone(),
+                    ca_file: u.ca_file.clone(),
+                    insecure_skip_verify: u.insecure_skip_verify,
+                    library_prefix: Some(u.library_prefix),
+                    tag_ttl: Some(fmt_duration(u.tag_ttl)),
+                    retries: Some(u.retries),
+                    connect_timeout: Some(fmt_duration(u.connect_timeout)),
+                    timeout: Some(fmt_duration(u.timeout)),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Upstream names are the first path component of a prefixed request, so they follow the
+/// repository component grammar (which has no ':').
+fn is_valid_upstream_name(name: &str) -> bool {
+    is_valid_path_component(name)
+}

@@ -1,0 +1,156 @@
+use super::*;
+
+#[test]
+fn embedded_defaults_are_valid_and_mirror_docker_hub() {
+    let c = Config::from_toml_str("").unwrap();
+    assert_eq!(c.server.listen.to_string(), "127.0.0.1:5000");
+    assert_eq!(c.upstream.len(), 1);
+    assert_eq!(c.upstream[0].name, "docker.io");
+    assert!(c.upstream[0].default);
+    assert!(c.upstream[0].library_prefix);
+    assert_eq!(c.cache.tag_ttl, defaults::TAG_TTL);
+    assert_eq!(c.storage.max_size, defaults::STORAGE_MAX_SIZE);
+}
+
+#[test]
+fn file_replaces_the_upstream_list_and_parses_units() {
+    let c = Config::from_toml_str(
+        r#"
+        [server]
+        listen = "127.0.0.1:0"
+        shutdown_grace = "5s"
+        [storage]
+        max_size = "1GiB"
+        memory_cache = "8MiB"
+        [[upstream]]
+        name = "local"
+        url = "http://127.0.0.1:5001"
+        tag_ttl = "2m"
+        "#,
+    )
+    .unwrap();
+    assert_eq!(c.upstream.len(), 1);
+    assert_eq!(c.upstream[0].name, "local");
+    assert!(!c.upstream[0].library_prefix);
+    assert_eq!(c.upstream[0].tag_ttl, Duration::from_secs(120));
+    assert_eq!(c.server.shutdown_grace, Duration::from_secs(5));
+    assert_eq!(c.storage.max_size, 1 << 30);
+    assert_eq!(c.storage.memory_cache, 8 << 20);
+}
+
+#[test]
+fn unknown_keys_are_errors_that_name_the_key() {
+    let e = Config::from_toml_str("[server]\nlisten = \"127.0.0.1:1\"\nlisten_port = 5\n").unwrap_err();
+    let msg = e.to_string();
+    assert!(msg.contains("listen_port"), "{msg}");
+    let e = Config::from_toml_str("[nope]\n").unwrap_err();
+    assert!(e.to_string().contains("nope"), "{e}");
+}
+
+#[test]
+fn every_problem_is_reported_with_its_key() {
+    let e = Config::from_toml_str(
+        r#"
+        [server]
+        listen = "nowhere"
+        shutdown_grace = "soon"
+        [storage]
+        max_size = "lots"
+        [log]
+        format = "xml"
+        [[upstream]]
+        name = "127.0.0.1:5000"
+        url = "ftp://x"
+        password = "p"
+        [[upstream]]
+        name = "a"
+        url = "http://a"
+        default = true
+        [[upstream]]
+        name = "a"
+        url = "http://b"
+        default = true
+        "#,
+    )
+    .unwrap_err()
+    .to_string();
+    for key in [
+        "server.listen",
+        "server.shutdown_grace",
+        "storage.max_size",
+        "log.format",
+        "upstream[0].name",
+        "upstream[0].url",
+        "upstream[0].password",
+        "upstream[2].name",
+        "upstream.default",
+    ] {
+        assert!(e.contains(key), "missing {key} in:\n{e}");
+    }
+}
+
+#[test]
+fn wrong_types_name_the_key() {
+    let e = Config::from_toml_str("[server]\nlisten = 5\n").unwrap_err().to_string();
+    assert!(e.contains("listen"), "{e}");
+}
+
+#[test]
+fn display_masks_secrets() {
+    let c = Config::from_toml_str(
+        r#"
+        [[upstream]]
+        name = "docker.io"
+        url = "https://registry-1.docker.io"
+        username = "bot"
+        password = "s3cr3t-value"
+        "#,
+    )
+    .unwrap();
+    let shown = c.to_display_toml();
+    assert!(!shown.contains("s3cr3t-value"), "{shown}");
+    assert!(shown.contains("[REDACTED]"));
+    assert!(!format!("{c:?}").contains("s3cr3t-value"));
+    // What config check prints is itself a valid configuration.
+    let reparsed = Config::from_toml_str(&shown).unwrap();
+    assert_eq!(reparsed.upstream[0].username.as_deref(), Some("bot"));
+}
+
+#[test]
+fn documented_keys_match_the_config() {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/configuration.md"))
+        .expect("docs/configuration.md exists");
+    let raw = toml::to_string(&raw::RawConfig::from_checked(
+        &Config::from_toml_str(
+            r#"
+            [server]
+            tls_cert = "Cargo.toml"
+            tls_key = "Cargo.toml"
+            [[upstream]]
+            name = "x"
+            url = "http://x"
+            aliases = ["y"]
+            username = "u"
+            password = "p"
+            ca_file = "Cargo.toml"
+            "#,
+        )
+        .unwrap(),
+    ))
+    .unwrap();
+    let value: toml::Value = toml::from_str(&raw).unwrap();
+    let mut missing = Vec::new();
+    for (section, table) in value.as_table().unwrap() {
+        let table = match table {
+            toml::Value::Array(a) => a[0].as_table().unwrap().clone(),
+            t => t.as_table().unwrap().clone(),
+        };
+        for key in table.keys() {
+            let dotted = format!("`{section}.{key}`");
+            if !doc.contains(&dotted) {
+                missing.push(dotted);
+            }
+        }
+    }
+    assert!(missing.is_empty(), "docs/configuration.md lacks {missing:?}");
+}

@@ -1,0 +1,18 @@
+//! patchpull: a registry-side proxy that patches container images on pull.
+//!
+//! Today the crate is the pull-through mirror that everything else stands on: the OCI pull
+//! API (`distribution`), the upstream client (`upstream`), the content-addressed store
+//! (`store`), the HTTP server (`server`) and the command line (`cli`). Imports point down:
+//! `cli` -> `server` -> `mirror` -> (`upstream`, `store`) -> `distribution`.
+#![forbid(unsafe_code)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
+pub mod cli;
+pub mod config;
+pub mod distribution;
+pub mod error;
+pub mod metrics;
+pub mod mirror;
+pub mod server;
+pub mod store;
+pub mod upstream;

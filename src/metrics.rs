@@ -1,0 +1,142 @@
+//! Prometheus metrics, owned in one struct and registered under the `patchpull` prefix.
+//! Label values come from closed sets (routes, outcomes, configured upstream names),
+//! never from repositories, tags or digests.
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+pub enum Route {
+    Base,
+    Manifest,
+    Blob,
+    Tags,
+    Referrers,
+    Upload,
+    Health,
+    Metrics,
+    Other,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub route: Route,
+    pub method: String,
+    pub status: u16,
+}
+
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+pub enum CacheKind {
+    Tag,
+    Manifest,
+    Blob,
+}
+
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+pub enum CacheResult {
+    Hit,
+    Miss,
+    /// Served from cache because upstream could not be asked (429, down).
+    Stale,
+    /// Joined a download already in flight.
+    Joined,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CacheLabels {
+    pub kind: CacheKind,
+    pub result: CacheResult,
+}
+
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+pub enum UpstreamOp {
+    HeadManifest,
+    GetManifest,
+    HeadBlob,
+    GetBlob,
+    Tags,
+    Referrers,
+    Token,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UpstreamLabels {
+    pub upstream: String,
+    pub op: UpstreamOp,
+    pub status: u16,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BytesLabels {
+    pub route: Route,
+}
+
+pub struct Metrics {
+    pub requests: Family<RequestLabels, Counter>,
+    pub cache: Family<CacheLabels, Counter>,
+    pub upstream_latency: Family<UpstreamLabels, Histogram>,
+    pub bytes_served: Family<BytesLabels, Counter>,
+    pub blob_fill_failures: Counter,
+    pub evictions: Counter,
+    registry: Registry,
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("patchpull");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register("http_requests", "HTTP requests by route and status", requests.clone());
+        let cache = Family::<CacheLabels, Counter>::default();
+        registry.register("cache_lookups", "Cache lookups by kind and result", cache.clone());
+        let upstream_latency =
+            Family::<UpstreamLabels, Histogram>::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.001, 2.0, 16))
+            });
+        registry.register(
+            "upstream_request_duration_seconds",
+            "Latency of upstream requests until response headers",
+            upstream_latency.clone(),
+        );
+        let bytes_served = Family::<BytesLabels, Counter>::default();
+        registry.register("bytes_served", "Response body bytes sent to clients", bytes_served.clone());
+        let blob_fill_failures = Counter::default();
+        registry.register(
+            "blob_fill_failures",
+            "Upstream blob downloads that failed or did not verify",
+            blob_fill_failures.clone(),
+        );
+        let evictions = Counter::default();
+        registry.register("store_evictions", "Store entries evicted to stay under max_size", evictions.clone());
+        Metrics {
+            requests,
+            cache,
+            upstream_latency,
+            bytes_served,
+            blob_fill_failures,
+            evictions,
+            registry,
+        }
+    }
+
+    pub fn cache(&self, kind: CacheKind, result: CacheResult) {
+        self.cache.get_or_create(&CacheLabels { kind, result }).inc();
+    }
+
+    /// The text exposition format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

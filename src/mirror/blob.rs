@@ -1,0 +1,391 @@
+//! Blobs: served from the store when present; otherwise one fill task per digest downloads
+//! from upstream into a temp file while every client that asked (or asks later) reads that
+//! file as it grows. The fill owns the upstream stream, survives client hang-ups, resumes a
+//! broken stream with Range, and verifies the digest before commit. Readers never receive
+//! the last byte of a blob before it verified, so a client is never handed a complete body
+//! that turned out to be wrong.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::distribution::{Digest, ErrorCode};
+use crate::error::ApiError;
+use crate::metrics::{CacheKind, CacheResult, Metrics};
+use crate::store::{Store, StoreError};
+use crate::upstream::{retry::backoff, Route, UpstreamError};
+
+/// Bytes per read from disk and per response frame.
+const READ_CHUNK: usize = 256 * 1024;
+/// Progress is published to readers at least this often (in bytes written).
+const PUBLISH_EVERY: u64 = 256 * 1024;
+/// Chunks queued between the network task and the disk writer (backpressure).
+const WRITE_QUEUE: usize = 64;
+
+#[derive(Clone)]
+enum FillState {
+    Starting,
+    Streaming {
+        size: Option<u64>,
+        written: u64,
+        file: Arc<File>,
+    },
+    Done {
+        size: u64,
+        file: Arc<File>,
+    },
+    Failed(ApiError),
+}
+
+struct Fill {
+    state: watch::Sender<FillState>,
+}
+
+type InFlight = Arc<Mutex<HashMap<Digest, Arc<Fill>>>>;
+
+fn lock(map: &InFlight) -> std::sync::MutexGuard<'_, HashMap<Digest, Arc<Fill>>> {
+    // A poisoned lock only means a panic elsewhere mid-operation; the map stays valid.
+    map.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The single-flight table of blob downloads in progress.
+pub struct BlobFills {
+    store: Arc<Store>,
+    in_flight: InFlight,
+    tasks: TaskTracker,
+    cancel: CancellationToken,
+    fill_timeout: Duration,
+    metrics: Arc<Metrics>,
+}
+
+/// An open blob: its size (if known) and where its bytes come from.
+pub struct BlobHandle {
+    pub size: Option<u64>,
+    file: Arc<File>,
+    fill: Option<watch::Receiver<FillState>>,
+}
+
+impl BlobFills {
+    pub fn new(store: Arc<Store>, fill_timeout: Duration, metrics: Arc<Metrics>) -> BlobFills {
+        BlobFills {
+            store,
+            in_flight: InFlight::default(),
+            tasks: TaskTracker::new(),
+            cancel: CancellationToken::new(),
+            fill_timeout,
+            metrics,
+        }
+    }
+
+    /// Stops every fill (at shutdown, after the drain); their temp files are removed.
+    pub async fn shutdown(&self) {
+        self.cancel.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
+    }
+
+    /// The size of a blob without downloading it: store, fill in flight, or upstream HEAD.
+    pub async fn size(&self, route: &Route, digest: &Digest) -> Result<u64, ApiError> {
+        if let Some(size) = self.store.blob_size(digest) {
+            self.metrics.cache(CacheKind::Blob, CacheResult::Hit);
+            return Ok(size);
+        }
+        let fill = lock(&self.in_flight).get(digest).cloned();
+        if let Some(fill) = fill {
+            if let Ok(BlobHandle { size: Some(size), .. }) = wait_for_start(fill.state.subscribe()).await {
+                return Ok(size);
+            }
+        }
+        route
+            .upstream
+            .head_blob(&route.repository, digest)
+            .await
+            .map_err(|e| e.into_api(ErrorCode::BlobUnknown))
+    }
+
+    /// Opens a blob for reading, starting or joining its download when it is not stored.
+    pub async fn open(&self, route: &Route, digest: &Digest) -> Result<BlobHandle, ApiError> {
+        if let Some((file, size)) = self.store.open_blob(digest) {
+            self.metrics.cache(CacheKind::Blob, CacheResult::Hit);
+            return Ok(BlobHandle {
+                size: Some(size),
+                file: Arc::new(file),
+                fill: None,
+            });
+        }
+        let (fill, joined) = {
+            let mut in_flight = lock(&self.in_flight);
+            match in_flight.get(digest) {
+                Some(fill) => (fill.clone(), true),
+                None => {
+                    let fill = Arc::new(Fill {
+                        state: watch::Sender::new(FillState::Starting),
+                    });
+                    in_flight.insert(digest.clone(), fill.clone());
+                    self.spawn_fill(route.clone(), digest.clone(), fill.clone());
+                    (fill, false)
+                }
+            }
+        };
+        let result = if joined { CacheResult::Joined } else { CacheResult::Miss };
+        self.metrics.cache(CacheKind::Blob, result);
+        wait_for_start(fill.state.subscribe()).await
+    }
+
+    fn spawn_fill(&self, route: Route, digest: Digest, fill: Arc<Fill>) {
+        let store = self.store.clone();
+        let metrics = self.metrics.clone();
+        let timeout = self.fill_timeout;
+        let cancel = self.cancel.clone();
+        let in_flight = self.in_flight.clone();
+        self.tasks.spawn(async move {
+            let outcome = tokio::select! {
+                r = tokio::time::timeout(timeout, run_fill(&store, &route, &digest, &fill)) => match r {
+                    Ok(r) => r,
+                    Err(_) => Err(ApiError::upstream(
+                        ErrorCode::Unknown,
+                        http::StatusCode::GATEWAY_TIMEOUT,
+                        format!(
+                            "download of {digest} from upstream {} did not finish within {}s",
+                            route.upstream.name(),
+                            timeout.as_secs()
+                        ),
+                    )),
+                },
+                _ = cancel.cancelled() => Err(ApiError::internal("the server is shutting down")),
+            };
+            if let Err(e) = outcome {
+                metrics.blob_fill_failures.inc();
+                tracing::warn!(%digest, upstream = route.upstream.name(), error = %e.message, "blob download failed");
+                fill.state.send_replace(FillState::Failed(e));
+            }
+            lock(&in_flight).remove(&digest);
+        });
+    }
+}
+
+/// Waits until a fill knows its size (or failed), then hands out a reader.
+async fn wait_for_start(mut rx: watch::Receiver<FillState>) -> Result<BlobHandle, ApiError> {
+    loop {
+        let state = rx.borrow_and_update().clone();
+        match state {
+            FillState::Starting => {}
+            FillState::Streaming { size, file, .. } => return Ok(BlobHandle { size, file, fill: Some(rx) }),
+            FillState::Done { size, file } => {
+                return Ok(BlobHandle {
+                    size: Some(size),
+                    file,
+                    fill: Some(rx),
+                })
+            }
+            FillState::Failed(e) => return Err(e),
+        }
+        if rx.changed().await.is_err() {
+            return Err(ApiError::internal("blob download ended without a result"));
+        }
+    }
+}
+
+fn mismatch_error(route: &Route, digest: &Digest, e: StoreError) -> ApiError {
+    match e {
+        StoreError::DigestMismatch { .. } | StoreError::SizeMismatch { .. } => ApiError::upstream(
+            ErrorCode::Unknown,
+            http::StatusCode::BAD_GATEWAY,
+            format!("upstream {} sent content for {digest} that does not verify: {e}", route.upstream.name()),
+        ),
+        other => other.into(),
+    }
+}
+
+/// Downloads one blob into the store, publishing progress to readers.
+async fn run_fill(store: &Arc<Store>, route: &Route, digest: &Digest, fill: &Arc<Fill>) -> Result<(), ApiError> {
+    let upstream = &route.upstream;
+    let (mut response, total) = upstream
+        .get_blob(&route.repository, digest, 0)
+        .await
+        .map_err(|e| e.into_api(ErrorCode::BlobUnknown))?;
+    let store_for_writer = store.clone();
+    let d = digest.clone();
+    let mut writer = tokio::task::spawn_blocking(move || store_for_writer.blob_writer(&d))
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))??;
+    let file = Arc::new(writer.open_reader()?);
+    fill.state.send_replace(FillState::Streaming {
+        size: total,
+        written: 0,
+        file: file.clone(),
+    });
+
+    // The disk side: hash and write on a blocking thread, publish progress per flush.
+    let (tx, mut rx) = mpsc::channel::<Bytes>(WRITE_QUEUE);
+    let state = fill.clone();
+    let disk = tokio::task::spawn_blocking(move || -> Result<crate::store::BlobWriter, StoreError> {
+        let mut published = 0u64;
+        while let Some(chunk) = rx.blocking_recv() {
+            writer.write(&chunk)?;
+            if writer.written() - published >= PUBLISH_EVERY || rx.is_empty() {
+                published = writer.flush()?;
+                state.state.send_modify(|s| {
+                    if let FillState::Streaming { written, .. } = s {
+                        *written = published;
+                    }
+                });
+            }
+        }
+        Ok(writer)
+    });
+
+    // The network side: stream, resume with Range after a break, bound the length.
+    let mut received = 0u64;
+    let mut resumes = 0u32;
+    let network: Result<(), ApiError> = loop {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                received += chunk.len() as u64;
+                if total.is_some_and(|t| received > t) {
+                    break Err(ApiError::upstream(
+                        ErrorCode::Unknown,
+                        http::StatusCode::BAD_GATEWAY,
+                        format!("upstream {} sent more bytes for {digest} than announced", upstream.name()),
+                    ));
+                }
+                if tx.send(chunk).await.is_err() {
+                    break Ok(()); // the disk side failed; its error is reported below
+                }
+            }
+            Ok(None) => break Ok(()),
+            Err(e) => {
+                let reason = crate::upstream::describe_reqwest(&e);
+                if resumes >= upstream.config().retries || total.is_none() {
+                    break Err(UpstreamError::Unavailable {
+                        upstream: upstream.name().to_string(),
+                        reason: format!("blob {digest} broke off after {received} bytes: {reason}"),
+                    }
+                    .into_api(ErrorCode::BlobUnknown));
+                }
+                tokio::time::sleep(backoff(resumes)).await;
+                resumes += 1;
+                tracing::debug!(%digest, received, resumes, "resuming blob download with Range");
+                match upstream.get_blob(&route.repository, digest, received).await {
+                    Ok((r, _)) => response = r,
+                    Err(e) => break Err(e.into_api(ErrorCode::BlobUnknown)),
+                }
+            }
+        }
+    };
+    drop(tx);
+    let writer = disk.await.map_err(|e| ApiError::internal(e.to_string()))?;
+    network?;
+    let writer = writer.map_err(ApiError::from)?;
+    let size = tokio::task::spawn_blocking(move || writer.commit(total))
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?
+        .map_err(|e| mismatch_error(route, digest, e))?;
+    store.committed(digest, size);
+    fill.state.send_replace(FillState::Done { size, file });
+    Ok(())
+}
+
+impl BlobHandle {
+    /// Reads `[start, end)` (end `None`: to the end of the blob) as a stream of chunks.
+    pub fn into_stream(
+        self,
+        start: u64,
+        end: Option<u64>,
+    ) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
+        let reader = Reader {
+            file: self.file,
+            pos: start,
+            end: end.or(self.size),
+            fill: self.fill,
+        };
+        futures_util::stream::unfold(reader, |mut r| async move {
+            match r.next_chunk().await {
+                Some(item) => Some((item, r)),
+                None => None,
+            }
+        })
+    }
+}
+
+struct Reader {
+    file: Arc<File>,
+    pos: u64,
+    end: Option<u64>,
+    fill: Option<watch::Receiver<FillState>>,
+}
+
+impl Reader {
+    /// How far the file may be read now; `None` when the fill failed.
+    fn readable(&mut self) -> Result<(u64, bool), ApiError> {
+        let Some(rx) = &mut self.fill else {
+            return Ok((self.end.unwrap_or(0), true));
+        };
+        let state = rx.borrow_and_update();
+        match &*state {
+            FillState::Done { size, .. } => Ok((*size, true)),
+            // Hold back the last byte until the digest verified.
+            FillState::Streaming { written, .. } => Ok((written.saturating_sub(1), false)),
+            FillState::Starting => Ok((0, false)),
+            FillState::Failed(e) => Err(e.clone()),
+        }
+    }
+
+    async fn next_chunk(&mut self) -> Option<Result<Bytes, std::io::Error>> {
+        loop {
+            let (limit, complete) = match self.readable() {
+                Ok(r) => r,
+                Err(e) => return Some(Err(std::io::Error::other(e.message))),
+            };
+            let end = self.end.unwrap_or(u64::MAX);
+            let limit = limit.min(end);
+            if self.pos >= end || (complete && self.pos >= limit) {
+                return None;
+            }
+            if self.pos < limit {
+                let len = (limit - self.pos).min(READ_CHUNK as u64) as usize;
+                let file = self.file.clone();
+                let pos = self.pos;
+                let read = tokio::task::spawn_blocking(move || {
+                    let mut buf = BytesMut::zeroed(len);
+                    let mut filled = 0;
+                    while filled < len {
+                        match file.read_at(&mut buf[filled..], pos + filled as u64) {
+                            Ok(0) => break,
+                            Ok(n) => filled += n,
+                            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                            Err(e) => return Err(e),
+                        }
+                    }
+                    buf.truncate(filled);
+                    Ok(buf.freeze())
+                })
+                .await;
+                return match read {
+                    Ok(Ok(bytes)) if bytes.is_empty() => Some(Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "blob file is shorter than its size",
+                    ))),
+                    Ok(Ok(bytes)) => {
+                        self.pos += bytes.len() as u64;
+                        Some(Ok(bytes))
+                    }
+                    Ok(Err(e)) => Some(Err(e)),
+                    Err(e) => Some(Err(std::io::Error::other(e))),
+                };
+            }
+            // Wait for the fill to write more.
+            let rx = self.fill.as_mut()?;
+            if rx.changed().await.is_err() {
+                return Some(Err(std::io::Error::other("blob download ended")));
+            }
+        }
+    }
+}

@@ -1,0 +1,141 @@
+//! Commits content into the store: write to a temp file while hashing, check size and
+//! digest, fsync, rename into place, fsync the directory. A writer dropped before commit
+//! deletes its temp file. Blocking I/O: call from a blocking thread.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::StoreError;
+use crate::distribution::reference::Hasher;
+use crate::distribution::Digest;
+
+static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// Buffer between the network and the disk; progress is published per flush.
+const WRITE_BUFFER: usize = 256 * 1024;
+
+/// A temp file that removes itself unless it was renamed into place.
+struct TempPath {
+    path: PathBuf,
+    armed: bool,
+}
+
+impl Drop for TempPath {
+    fn drop(&mut self) {
+        if self.armed {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
+
+pub struct BlobWriter {
+    file: BufWriter<File>,
+    temp: TempPath,
+    hasher: Hasher,
+    written: u64,
+    expected: Digest,
+    final_path: PathBuf,
+}
+
+impl BlobWriter {
+    pub(super) fn create(tmp_dir: &Path, final_path: PathBuf, expected: &Digest) -> Result<BlobWriter, StoreError> {
+        let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let path = tmp_dir.join(format!("{}.{}.{n}.part", expected.hex(), std::process::id()));
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|e| StoreError::io("creating", &path, e))?;
+        Ok(BlobWriter {
+            file: BufWriter::with_capacity(WRITE_BUFFER, file),
+            temp: TempPath { path, armed: true },
+            hasher: Hasher::new(expected.algorithm()),
+            written: 0,
+            expected: expected.clone(),
+            final_path,
+        })
+    }
+
+    /// A second handle on the temp file, for readers that follow the download.
+    pub fn open_reader(&self) -> Result<File, StoreError> {
+        File::open(&self.temp.path).map_err(|e| StoreError::io("opening", &self.temp.path, e))
+    }
+
+    pub fn write(&mut self, buf: &[u8]) -> Result<(), StoreError> {
+        self.hasher.update(buf);
+        self.file
+            .write_all(buf)
+            .map_err(|e| StoreError::io("writing", &self.temp.path, e))?;
+        self.written += buf.len() as u64;
+        Ok(())
+    }
+
+    /// Flushes buffered bytes so readers of the temp file can see them; returns how many
+    /// bytes are now in the file.
+    pub fn flush(&mut self) -> Result<u64, StoreError> {
+        self.file.flush().map_err(|e| StoreError::io("writing", &self.temp.path, e))?;
+        Ok(self.written)
+    }
+
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
+    /// Verifies and moves the content into place. Content that does not hash to the
+    /// expected digest is deleted, never kept.
+    pub fn commit(mut self, expected_size: Option<u64>) -> Result<u64, StoreError> {
+        self.flush()?;
+        if let Some(size) = expected_size {
+            if size != self.written {
+                return Err(StoreError::SizeMismatch {
+                    digest: self.expected.clone(),
+                    expected: size,
+                    actual: self.written,
+                });
+            }
+        }
+        let actual = std::mem::replace(&mut self.hasher, Hasher::new(self.expected.algorithm())).finish();
+        if actual != self.expected {
+            return Err(StoreError::DigestMismatch {
+                expected: self.expected.clone(),
+                actual,
+            });
+        }
+        let file = self
+            .file
+            .get_ref()
+            .sync_all()
+            .map_err(|e| StoreError::io("syncing", &self.temp.path, e));
+        file?;
+        rename_into_place(&self.temp.path, &self.final_path)?;
+        self.temp.armed = false;
+        Ok(self.written)
+    }
+}
+
+/// rename + fsync of the directory; an existing target holds the same verified content,
+/// so it counts as success.
+pub(super) fn rename_into_place(from: &Path, to: &Path) -> Result<(), StoreError> {
+    let dir = to.parent().ok_or_else(|| StoreError::io("renaming", to, io::ErrorKind::InvalidInput.into()))?;
+    fs::create_dir_all(dir).map_err(|e| StoreError::io("creating", dir, e))?;
+    fs::rename(from, to).map_err(|e| StoreError::io("renaming into", to, e))?;
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| StoreError::io("syncing", dir, e))
+}
+
+/// Writes small content (a manifest, a media type) atomically.
+pub(super) fn write_small(tmp_dir: &Path, to: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+    let path = tmp_dir.join(format!("small.{}.{n}.part", std::process::id()));
+    let mut temp = TempPath { path, armed: true };
+    let mut file = File::create(&temp.path).map_err(|e| StoreError::io("creating", &temp.path, e))?;
+    file.write_all(bytes)
+        .and_then(|_| file.sync_all())
+        .map_err(|e| StoreError::io("writing", &temp.path, e))?;
+    rename_into_place(&temp.path, to)?;
+    temp.armed = false;
+    Ok(())
+}

@@ -1,0 +1,694 @@
+//! One upstream registry: HEAD-first manifest resolution, manifests with verified digests,
+//! blob streams (resumable with Range), tags and referrers. Auth, retries and 429 handling
+//! wrap every request in [`Upstream::send`].
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+
+use super::auth::{parse_challenge, Challenge, Credentials, TokenCache, TokenResponse, DEFAULT_TOKEN_LIFETIME};
+use super::retry::{backoff, parse_retry_after};
+use crate::config::{Secret, UpstreamConfig};
+use crate::distribution::media_type::{self, UPSTREAM_ACCEPT};
+use crate::distribution::reference::{Digest, Reference};
+use crate::metrics::{Metrics, UpstreamLabels, UpstreamOp};
+
+/// The longest `Retry-After` honoured; a hostile or broken upstream cannot park us longer.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
+/// Tags are paginated upstream; stop following `Link` after this many pages.
+const MAX_TAG_PAGES: usize = 100;
+/// Bounds a tags list or referrers index read from upstream.
+const MAX_LISTING_BYTES: usize = 16 * 1024 * 1024;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("upstream {upstream} has no {what}")]
+    NotFound { upstream: String, what: String },
+    #[error("upstream {upstream} requires credentials for {repository} that were not accepted ({detail})")]
+    Unauthorized {
+        upstream: String,
+        repository: String,
+        detail: String,
+    },
+    #[error("upstream {upstream} denied access to {repository}")]
+    Denied { upstream: String, repository: String },
+    #[error("upstream {upstream} is rate limiting requests{}", retry_hint(.retry_after))]
+    RateLimited {
+        upstream: String,
+        retry_after: Option<Duration>,
+    },
+    #[error("upstream {upstream} is unavailable: {reason}")]
+    Unavailable { upstream: String, reason: String },
+    #[error("upstream {upstream} sent an invalid response: {reason}")]
+    Protocol { upstream: String, reason: String },
+    #[error("cannot set up the client for upstream {upstream}: {reason}")]
+    Setup { upstream: String, reason: String },
+}
+
+fn retry_hint(after: &Option<Duration>) -> String {
+    after.map(|d| format!("; retry after {}s", d.as_secs())).unwrap_or_default()
+}
+
+/// What a HEAD on a manifest tells.
+#[derive(Debug, Clone)]
+pub struct ManifestHead {
+    pub digest: Digest,
+    pub media_type: String,
+    pub size: u64,
+}
+
+/// A manifest as upstream sent it, digest verified.
+#[derive(Debug, Clone)]
+pub struct FetchedManifest {
+    pub bytes: Bytes,
+    pub media_type: String,
+    pub digest: Digest,
+}
+
+/// Upstream's referrers index for a subject.
+#[derive(Debug, Clone)]
+pub struct Referrers {
+    pub bytes: Bytes,
+    pub filters_applied: bool,
+}
+
+pub struct Upstream {
+    config: UpstreamConfig,
+    http: reqwest::Client,
+    base: String,
+    credentials: Option<Credentials>,
+    tokens: TokenCache,
+    /// Set once the upstream answered with a Basic challenge, so later requests send the
+    /// credentials up front instead of being refused first.
+    basic_auth: AtomicBool,
+    rate_limited_until: Mutex<Option<Instant>>,
+    metrics: Arc<Metrics>,
+}
+
+impl Upstream {
+    pub(super) fn new(config: UpstreamConfig, metrics: Arc<Metrics>) -> Result<Upstream, UpstreamError> {
+        let setup = |reason: String| UpstreamError::Setup {
+            upstream: config.name.clone(),
+            reason,
+        };
+        let mut builder = reqwest::Client::builder()
+            .connect_timeout(config.connect_timeout)
+            .read_timeout(config.timeout)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .user_agent(concat!("patchpull/", env!("CARGO_PKG_VERSION")))
+            .danger_accept_invalid_certs(config.insecure_skip_verify);
+        if let Some(ca) = &config.ca_file {
+            let pem = std::fs::read(ca).map_err(|e| setup(format!("reading {}: {e}", ca.display())))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| setup(format!("parsing {}: {e}", ca.display())))?;
+            if certs.is_empty() {
+                return Err(setup(format!("{} holds no PEM certificate", ca.display())));
+            }
+            for cert in certs {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        let http = builder.build().map_err(|e| setup(e.to_string()))?;
+        let credentials = match (&config.username, &config.password) {
+            (Some(u), Some(p)) => Some(Credentials {
+                username: u.clone(),
+                password: p.clone(),
+            }),
+            (Some(u), None) => Some(Credentials {
+                username: u.clone(),
+                password: Secret::new(""),
+            }),
+            _ => None,
+        };
+        Ok(Upstream {
+            base: config.url.as_str().trim_end_matches('/').to_string(),
+            config,
+            http,
+            credentials,
+            tokens: TokenCache::default(),
+            basic_auth: AtomicBool::new(false),
+            rate_limited_until: Mutex::new(None),
+            metrics,
+        })
+    }
+
+    pub fn config(&self) -> &UpstreamConfig {
+        &self.config
+    }
+
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    fn unavailable(&self, reason: impl Into<String>) -> UpstreamError {
+        UpstreamError::Unavailable {
+            upstream: self.config.name.clone(),
+            reason: reason.into(),
+        }
+    }
+
+    fn protocol(&self, reason: impl Into<String>) -> UpstreamError {
+        UpstreamError::Protocol {
+            upstream: self.config.name.clone(),
+            reason: reason.into(),
+        }
+    }
+
+    fn not_found(&self, what: String) -> UpstreamError {
+        UpstreamError::NotFound {
+            upstream: self.config.name.clone(),
+            what,
+        }
+    }
+
+    /// The remaining `Retry-After` window of a previous 429, if any.
+    pub fn rate_limited_for(&self) -> Option<Duration> {
+        let until = (*self.rate_limited_until.lock().ok()?)?;
+        until.checked_duration_since(Instant::now()).filter(|d| !d.is_zero())
+    }
+
+    /// Sends one request with auth, retries on connection errors and 5xx, and 429 handling.
+    /// Returns any other response, including 404, for the caller to interpret.
+    async fn send(
+        &self,
+        op: UpstreamOp,
+        method: Method,
+        url: &str,
+        repository: &str,
+        headers: HeaderMap,
+        timeout: Option<Duration>,
+    ) -> Result<reqwest::Response, UpstreamError> {
+        if let Some(wait) = self.rate_limited_for() {
+            return Err(UpstreamError::RateLimited {
+                upstream: self.config.name.clone(),
+                retry_after: Some(wait),
+            });
+        }
+        let scope = format!("repository:{repository}:pull");
+        let mut auth_attempted = false;
+        let mut attempt = 0u32;
+        loop {
+            let mut req = self.http.request(method.clone(), url).headers(headers.clone());
+            if let Some(t) = timeout {
+                req = req.timeout(t);
+            }
+            if let Some(token) = self.tokens.get(&scope) {
+                req = req.header(header::AUTHORIZATION, format!("Bearer {}", token.expose()));
+            } else if let (true, Some(creds)) = (self.basic_auth.load(Ordering::Relaxed), &self.credentials) {
+                req = req.header(header::AUTHORIZATION, creds.basic_header());
+            }
+            let started = Instant::now();
+            let result = req.send().await;
+            let status = result.as_ref().map(|r| r.status().as_u16()).unwrap_or(0);
+            self.observe(op, status, started);
+            let response = match result {
+                Ok(r) => r,
+                Err(e) => {
+                    if attempt < self.config.retries && (e.is_connect() || e.is_timeout()) {
+                        tokio::time::sleep(backoff(attempt)).await;
+                        attempt += 1;
+                        continue;
+                    }
+                    return Err(self.unavailable(describe_reqwest(&e)));
+                }
+            };
+            match response.status() {
+                StatusCode::UNAUTHORIZED if !auth_attempted => {
+                    auth_attempted = true;
+                    let challenge = response
+                        .headers()
+                        .get(header::WWW_AUTHENTICATE)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(parse_challenge);
+                    match challenge {
+                        Some(Challenge::Bearer { realm, service, scope: asked }) => {
+                            let token_scope = asked.unwrap_or_else(|| scope.clone());
+                            let (token, ttl) =
+                                self.fetch_token(&realm, service.as_deref(), &token_scope, repository).await?;
+                            self.tokens.put(&scope, token, ttl);
+                            continue;
+                        }
+                        Some(Challenge::Basic) if self.credentials.is_some() => {
+                            self.basic_auth.store(true, Ordering::Relaxed);
+                            continue;
+                        }
+                        _ => return Err(self.unauthorized(repository, "no usable challenge")),
+                    }
+                }
+                StatusCode::UNAUTHORIZED => {
+                    self.tokens.forget(&scope);
+                    let detail = if self.credentials.is_some() {
+                        "credentials refused"
+                    } else {
+                        "anonymous access refused"
+                    };
+                    return Err(self.unauthorized(repository, detail));
+                }
+                StatusCode::FORBIDDEN => {
+                    return Err(UpstreamError::Denied {
+                        upstream: self.config.name.clone(),
+                        repository: repository.to_string(),
+                    })
+                }
+                StatusCode::TOO_MANY_REQUESTS => {
+                    let retry_after = response
+                        .headers()
+                        .get(header::RETRY_AFTER)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(parse_retry_after)
+                        .map(|d| d.min(MAX_RETRY_AFTER));
+                    if let (Some(wait), Ok(mut until)) = (retry_after, self.rate_limited_until.lock()) {
+                        *until = Some(Instant::now() + wait);
+                    }
+                    return Err(UpstreamError::RateLimited {
+                        upstream: self.config.name.clone(),
+                        retry_after,
+                    });
+                }
+                s if s.is_server_error() => {
+                    if attempt < self.config.retries {
+                        tokio::time::sleep(backoff(attempt)).await;
+                        attempt += 1;
+                        continue;
+                    }
+                    return Err(self.unavailable(format!("HTTP {s} after {} attempts", attempt + 1)));
+                }
+                _ => return Ok(response),
+            }
+        }
+    }
+
+    fn unauthorized(&self, repository: &str, detail: &str) -> UpstreamError {
+        UpstreamError::Unauthorized {
+            upstream: self.config.name.clone(),
+            repository: repository.to_string(),
+            detail: detail.to_string(),
+        }
+    }
+
+    fn observe(&self, op: UpstreamOp, status: u16, started: Instant) {
+        self.metrics
+            .upstream_latency
+            .get_or_create(&UpstreamLabels {
+                upstream: self.config.name.clone(),
+                op,
+                status,
+            })
+            .observe(started.elapsed().as_secs_f64());
+    }
+
+    /// The Docker token protocol: GET realm?service=&scope=, Basic credentials if configured.
+    async fn fetch_token(
+        &self,
+        realm: &str,
+        service: Option<&str>,
+        scope: &str,
+        repository: &str,
+    ) -> Result<(Secret, Duration), UpstreamError> {
+        let mut params = vec![("scope", scope)];
+        if let Some(s) = service {
+            params.push(("service", s));
+        }
+        let url = reqwest::Url::parse_with_params(realm, &params)
+            .map_err(|e| self.protocol(format!("token realm {realm:?} is not a URL: {e}")))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(self.protocol(format!("token realm {realm:?} is not http(s)")));
+        }
+        let mut req = self.http.get(url).timeout(self.config.timeout);
+        if let Some(creds) = &self.credentials {
+            req = req.header(header::AUTHORIZATION, creds.basic_header());
+        }
+        let started = Instant::now();
+        let result = req.send().await;
+        self.observe(
+            UpstreamOp::Token,
+            result.as_ref().map(|r| r.status().as_u16()).unwrap_or(0),
+            started,
+        );
+        let response = result.map_err(|e| self.unavailable(format!("token endpoint: {}", describe_reqwest(&e))))?;
+        match response.status() {
+            s if s.is_success() => {}
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+                return Err(self.unauthorized(repository, "token endpoint refused the request"))
+            }
+            StatusCode::TOO_MANY_REQUESTS => {
+                return Err(UpstreamError::RateLimited {
+                    upstream: self.config.name.clone(),
+                    retry_after: None,
+                })
+            }
+            s => return Err(self.unavailable(format!("token endpoint answered HTTP {s}"))),
+        }
+        let body = read_limited(response, 1024 * 1024)
+            .await
+            .map_err(|e| self.protocol(format!("token response: {e}")))?;
+        let parsed: TokenResponse = serde_json::from_slice(&body)
+            .map_err(|e| self.protocol(format!("token response is not JSON: {e}")))?;
+        let token = parsed
+            .token
+            .or(parsed.access_token)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| self.protocol("token response has no token"))?;
+        let ttl = parsed
+            .expires_in
+            .map(Duration::from_secs)
+            .filter(|d| !d.is_zero())
+            .unwrap_or(DEFAULT_TOKEN_LIFETIME);
+        Ok((Secret::new(token), ttl))
+    }
+
+    fn manifest_url(&self, repository: &str, reference: &Reference) -> String {
+        format!("{}/v2/{repository}/manifests/{reference}", self.base)
+    }
+
+    /// Resolves a manifest with HEAD (free on Docker Hub's rate limit). Falls back to GET
+    /// when upstream omits `Docker-Content-Digest`.
+    pub async fn head_manifest(
+        &self,
+        repository: &str,
+        reference: &Reference,
+        max_size: u64,
+    ) -> Result<(ManifestHead, Option<FetchedManifest>), UpstreamError> {
+        let url = self.manifest_url(repository, reference);
+        let mut headers = HeaderMap::new();
+        headers.insert(header::ACCEPT, HeaderValue::from_static(UPSTREAM_ACCEPT));
+        let response = self
+            .send(UpstreamOp::HeadManifest, Method::HEAD, &url, repository, headers, Some(self.config.timeout))
+            .await?;
+        if response.status() == StatusCode::NOT_FOUND {
+            return Err(self.not_found(format!("manifest {repository}:{reference}")));
+        }
+        if !response.status().is_success() {
+            return Err(self.protocol(format!("HEAD manifest answered HTTP {}", response.status())));
+        }
+        let digest = header_str(response.headers(), "docker-content-digest").and_then(|d| d.parse::<Digest>().ok());
+        let length = response.content_length().filter(|l| *l > 0);
+        let media_type = content_type(response.headers());
+        match (digest, length, media_type) {
+            (Some(digest), Some(size), Some(media_type)) if is_manifest_type(&media_type) => {
+                if let Reference::Digest(asked) = reference {
+                    if *asked != digest {
+                        return Err(self.protocol(format!("asked for {asked}, HEAD answered {digest}")));
+                    }
+                }
+                Ok((ManifestHead { digest, media_type, size }, None))
+            }
+            _ => {
+                let fetched = self.get_manifest(repository, reference, max_size).await?;
+                let head = ManifestHead {
+                    digest: fetched.digest.clone(),
+                    media_type: fetched.media_type.clone(),
+                    size: fetched.bytes.len() as u64,
+                };
+                Ok((head, Some(fetched)))
+            }
+        }
+    }
+
+    /// Fetches a manifest's exact bytes and verifies them against the requested digest, or
+    /// against `Docker-Content-Digest` for a tag.
+    pub async fn get_manifest(
+        &self,
+        repository: &str,
+        reference: &Reference,
+        max_size: u64,
+    ) -> Result<FetchedManifest, UpstreamError> {
+        let url = self.manifest_url(repository, reference);
+        let mut headers = HeaderMap::new();
+        headers.insert(header::ACCEPT, HeaderValue::from_static(UPSTREAM_ACCEPT));
+        let response = self
+            .send(UpstreamOp::GetManifest, Method::GET, &url, repository, headers, Some(self.config.timeout))
+            .await?;
+        if response.status() == StatusCode::NOT_FOUND {
+            return Err(self.not_found(format!("manifest {repository}:{reference}")));
+        }
+        if !response.status().is_success() {
+            return Err(self.protocol(format!("GET manifest answered HTTP {}", response.status())));
+        }
+        if response.content_length().is_some_and(|l| l > max_size) {
+            return Err(self.protocol(format!("manifest is larger than the {max_size}-byte limit")));
+        }
+        let announced = header_str(response.headers(), "docker-content-digest").and_then(|d| d.parse::<Digest>().ok());
+        let header_type = content_type(response.headers());
+        let bytes = read_limited(response, max_size as usize)
+            .await
+            .map_err(|e| self.protocol(format!("manifest {repository}:{reference}: {e}")))?;
+        let expected = match reference {
+            Reference::Digest(d) => Some(d.clone()),
+            Reference::Tag(_) => announced,
+        };
+        let digest = match &expected {
+            Some(expected) => {
+                let actual = expected.same_algorithm_of(&bytes);
+                if actual != *expected {
+                    return Err(self.protocol(format!(
+                        "manifest {repository}:{reference} does not match its digest: expected {expected}, got {actual}"
+                    )));
+                }
+                actual
+            }
+            None => Digest::sha256_of(&bytes),
+        };
+        let media_type = header_type
+            .filter(|t| is_manifest_type(t))
+            .or_else(|| sniff_media_type(&bytes))
+            .ok_or_else(|| self.protocol(format!("manifest {repository}:{reference} has no known media type")))?;
+        Ok(FetchedManifest { bytes, media_type, digest })
+    }
+
+    fn blob_url(&self, repository: &str, digest: &Digest) -> String {
+        format!("{}/v2/{repository}/blobs/{digest}", self.base)
+    }
+
+    /// The size of a blob upstream.
+    pub async fn head_blob(&self, repository: &str, digest: &Digest) -> Result<u64, UpstreamError> {
+        let url = self.blob_url(repository, digest);
+        let response = self
+            .send(UpstreamOp::HeadBlob, Method::HEAD, &url, repository, HeaderMap::new(), Some(self.config.timeout))
+            .await?;
+        if response.status() == StatusCode::NOT_FOUND {
+            return Err(self.not_found(format!("blob {digest} in {repository}")));
+        }
+        if !response.status().is_success() {
+            return Err(self.protocol(format!("HEAD blob answered HTTP {}", response.status())));
+        }
+        response
+            .content_length()
+            .ok_or_else(|| self.protocol(format!("HEAD blob {digest} has no Content-Length")))
+    }
+
+    /// Starts a blob download at `offset` (a resume after a broken stream uses Range).
+    /// Returns the response (200 from 0, or 206 from `offset`) and the blob's total size
+    /// when upstream says it.
+    pub async fn get_blob(
+        &self,
+        repository: &str,
+        digest: &Digest,
+        offset: u64,
+    ) -> Result<(reqwest::Response, Option<u64>), UpstreamError> {
+        let url = self.blob_url(repository, digest);
+        let mut headers = HeaderMap::new();
+        if offset > 0 {
+            let range = HeaderValue::from_str(&format!("bytes={offset}-"))
+                .map_err(|e| self.protocol(e.to_string()))?;
+            headers.insert(header::RANGE, range);
+        }
+        let response = self
+            .send(UpstreamOp::GetBlob, Method::GET, &url, repository, headers, None)
+            .await?;
+        match response.status() {
+            StatusCode::NOT_FOUND => Err(self.not_found(format!("blob {digest} in {repository}"))),
+            StatusCode::OK if offset == 0 => {
+                let total = response.content_length();
+                Ok((response, total))
+            }
+            StatusCode::PARTIAL_CONTENT if offset > 0 => {
+                let total = header_str(response.headers(), "content-range")
+                    .and_then(|v| v.rsplit_once('/').and_then(|(_, total)| total.parse::<u64>().ok()));
+                Ok((response, total))
+            }
+            s => Err(self.protocol(format!("GET blob {digest} (offset {offset}) answered HTTP {s}"))),
+        }
+    }
+
+    /// Every tag of a repository, following `Link` pagination (bounded).
+    pub async fn tags(&self, repository: &str) -> Result<Vec<String>, UpstreamError> {
+        #[derive(serde::Deserialize)]
+        struct TagList {
+            tags: Option<Vec<String>>,
+        }
+        let mut url = format!("{}/v2/{repository}/tags/list", self.base);
+        let mut all = Vec::new();
+        for _ in 0..MAX_TAG_PAGES {
+            let response = self
+                .send(UpstreamOp::Tags, Method::GET, &url, repository, HeaderMap::new(), Some(self.config.timeout))
+                .await?;
+            if response.status() == StatusCode::NOT_FOUND {
+                return Err(self.not_found(format!("repository {repository}")));
+            }
+            if !response.status().is_success() {
+                return Err(self.protocol(format!("tags list answered HTTP {}", response.status())));
+            }
+            let next = header_str(response.headers(), "link").and_then(|l| next_link(&l));
+            let body = read_limited(response, MAX_LISTING_BYTES)
+                .await
+                .map_err(|e| self.protocol(format!("tags list: {e}")))?;
+            let page: TagList =
+                serde_json::from_slice(&body).map_err(|e| self.protocol(format!("tags list is not JSON: {e}")))?;
+            all.extend(page.tags.unwrap_or_default());
+            match next {
+                // Only follow links that stay on this upstream.
+                Some(next) if next.starts_with('/') => url = format!("{}{next}", origin_of(&self.base)),
+                Some(next) if next.starts_with(&self.base) => url = next,
+                _ => break,
+            }
+        }
+        Ok(all)
+    }
+
+    /// Upstream's referrers index for `subject`; `None` when upstream has none (404).
+    pub async fn referrers(
+        &self,
+        repository: &str,
+        subject: &Digest,
+        artifact_type: Option<&str>,
+    ) -> Result<Option<Referrers>, UpstreamError> {
+        let mut url = format!("{}/v2/{repository}/referrers/{subject}", self.base);
+        if let Some(t) = artifact_type {
+            url.push_str("?artifactType=");
+            url.extend(form_urlencoded::byte_serialize(t.as_bytes()));
+        }
+        let mut headers = HeaderMap::new();
+        headers.insert(header::ACCEPT, HeaderValue::from_static(media_type::OCI_INDEX));
+        let response = self
+            .send(UpstreamOp::Referrers, Method::GET, &url, repository, headers, Some(self.config.timeout))
+            .await?;
+        if response.status() == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        if !response.status().is_success() {
+            return Err(self.protocol(format!("referrers answered HTTP {}", response.status())));
+        }
+        let filters_applied = header_str(response.headers(), "oci-filters-applied")
+            .is_some_and(|v| v.split(',').any(|f| f.trim() == "artifactType"));
+        let bytes = read_limited(response, MAX_LISTING_BYTES)
+            .await
+            .map_err(|e| self.protocol(format!("referrers: {e}")))?;
+        Ok(Some(Referrers { bytes, filters_applied }))
+    }
+}
+
+fn origin_of(base: &str) -> String {
+    match reqwest::Url::parse(base) {
+        Ok(u) => u.origin().ascii_serialization(),
+        Err(_) => base.to_string(),
+    }
+}
+
+/// `<url>; rel="next"` from a `Link` header.
+fn next_link(link: &str) -> Option<String> {
+    link.split(',').find_map(|part| {
+        let (target, params) = part.split_once(';')?;
+        params
+            .contains("rel=\"next\"")
+            .then(|| target.trim().trim_start_matches('<').trim_end_matches('>').to_string())
+    })
+}
+
+fn header_str(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers.get(name).and_then(|v| v.to_str().ok()).map(|s| s.trim().to_string())
+}
+
+fn content_type(headers: &HeaderMap) -> Option<String> {
+    header_str(headers, "content-type")
+        .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+        .filter(|v| !v.is_empty())
+}
+
+fn is_manifest_type(t: &str) -> bool {
+    matches!(
+        t,
+        media_type::OCI_MANIFEST
+            | media_type::OCI_INDEX
+            | media_type::DOCKER_MANIFEST
+            | media_type::DOCKER_MANIFEST_LIST
+            | media_type::DOCKER_SCHEMA1_SIGNED
+            | media_type::DOCKER_SCHEMA1
+    ) || (t.starts_with("application/vnd.") && t.ends_with("+json"))
+}
+
+/// For upstreams that send `application/json`: the manifest's own `mediaType`, or its
+/// shape (an OCI manifest may omit the field).
+fn sniff_media_type(bytes: &[u8]) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+    if let Some(t) = value.get("mediaType").and_then(|t| t.as_str()) {
+        return Some(t.to_string());
+    }
+    if value.get("manifests").is_some() {
+        Some(media_type::OCI_INDEX.to_string())
+    } else if value.get("layers").is_some() || value.get("config").is_some() {
+        Some(media_type::OCI_MANIFEST.to_string())
+    } else if value.get("fsLayers").is_some() {
+        Some(media_type::DOCKER_SCHEMA1_SIGNED.to_string())
+    } else {
+        None
+    }
+}
+
+/// Reads a whole (small) body, refusing more than `limit` bytes.
+async fn read_limited(mut response: reqwest::Response, limit: usize) -> Result<Bytes, String> {
+    let mut buf = BytesMut::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| describe_reqwest(&e))? {
+        if buf.len() + chunk.len() > limit {
+            return Err(format!("body exceeds the {limit}-byte limit"));
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf.freeze())
+}
+
+/// A reqwest error without the URL's query (which may hold a scope, never a secret, but
+/// keeps messages short) and with its source chain.
+pub(crate) fn describe_reqwest(e: &reqwest::Error) -> String {
+    let kind = if e.is_connect() {
+        "connection failed"
+    } else if e.is_timeout() {
+        "timed out"
+    } else if e.is_body() || e.is_decode() {
+        "body read failed"
+    } else {
+        "request failed"
+    };
+    let mut msg = kind.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        source = s.source();
+    }
+    msg
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn link_headers() {
+        assert_eq!(
+            next_link(r#"</v2/a/tags/list?n=2&last=b>; rel="next""#).as_deref(),
+            Some("/v2/a/tags/list?n=2&last=b")
+        );
+        assert_eq!(next_link("</x>; rel=\"prev\""), None);
+    }
+
+    #[test]
+    fn sniffs_media_types() {
+        assert_eq!(sniff_media_type(br#"{"manifests":[]}"#).as_deref(), Some(media_type::OCI_INDEX));
+        assert_eq!(sniff_media_type(br#"{"mediaType":"x","layers":[]}"#).as_deref(), Some("x"));
+        assert_eq!(sniff_media_type(b"nope"), None);
+    }
+}
