@@ -88,20 +88,31 @@ impl Metrics {
     pub fn new() -> Metrics {
         let mut registry = Registry::with_prefix("patchpull");
         let requests = Family::<RequestLabels, Counter>::default();
-        registry.register("http_requests", "HTTP requests by route and status", requests.clone());
+        registry.register(
+            "http_requests",
+            "HTTP requests by route and status",
+            requests.clone(),
+        );
         let cache = Family::<CacheLabels, Counter>::default();
-        registry.register("cache_lookups", "Cache lookups by kind and result", cache.clone());
-        let upstream_latency =
-            Family::<UpstreamLabels, Histogram>::new_with_constructor(|| {
-                Histogram::new(exponential_buckets(0.001, 2.0, 16))
-            });
+        registry.register(
+            "cache_lookups",
+            "Cache lookups by kind and result",
+            cache.clone(),
+        );
+        let upstream_latency = Family::<UpstreamLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.001, 2.0, 16))
+        });
         registry.register(
             "upstream_request_duration_seconds",
             "Latency of upstream requests until response headers",
             upstream_latency.clone(),
         );
         let bytes_served = Family::<BytesLabels, Counter>::default();
-        registry.register("bytes_served", "Response body bytes sent to clients", bytes_served.clone());
+        registry.register(
+            "bytes_served",
+            "Response body bytes sent to clients",
+            bytes_served.clone(),
+        );
         let blob_fill_failures = Counter::default();
         registry.register(
             "blob_fill_failures",
@@ -109,7 +120,11 @@ impl Metrics {
             blob_fill_failures.clone(),
         );
         let evictions = Counter::default();
-        registry.register("store_evictions", "Store entries evicted to stay under max_size", evictions.clone());
+        registry.register(
+            "store_evictions",
+            "Store entries evicted to stay under max_size",
+            evictions.clone(),
+        );
         Metrics {
             requests,
             cache,
@@ -122,7 +137,9 @@ impl Metrics {
     }
 
     pub fn cache(&self, kind: CacheKind, result: CacheResult) {
-        self.cache.get_or_create(&CacheLabels { kind, result }).inc();
+        self.cache
+            .get_or_create(&CacheLabels { kind, result })
+            .inc();
     }
 
     /// The text exposition format.

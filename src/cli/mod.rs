@@ -11,7 +11,11 @@ use clap::{Parser, Subcommand};
 use crate::config::{defaults, Config, ConfigError, LogFormat};
 
 #[derive(Debug, Parser)]
-#[command(name = "patchpull", version, about = "A registry-side proxy that patches container images on pull")]
+#[command(
+    name = "patchpull",
+    version,
+    about = "A registry-side proxy that patches container images on pull"
+)]
 pub struct Cli {
     /// Configuration file (TOML). Without it, config/patchpull.toml is read when present,
     /// else the embedded defaults apply. PATCHPULL_* variables override either.
@@ -60,9 +64,13 @@ pub fn main() -> ExitCode {
             command: ConfigCommand::Check,
         } => {
             let source = if path.exists() {
-                format!("# effective configuration: defaults < {} < PATCHPULL_* environment\n", path.display())
+                format!(
+                    "# effective configuration: defaults < {} < PATCHPULL_* environment\n",
+                    path.display()
+                )
             } else {
-                "# effective configuration: embedded defaults < PATCHPULL_* environment\n".to_string()
+                "# effective configuration: embedded defaults < PATCHPULL_* environment\n"
+                    .to_string()
             };
             print!("{source}{}", config.to_display_toml());
             ExitCode::SUCCESS
@@ -94,7 +102,11 @@ fn init_tracing(config: &Config) {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&config.log.level))
         .unwrap_or_else(|_| EnvFilter::new(defaults::LOG_LEVEL));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
     let _ = match config.log.format {
         LogFormat::Json => builder.json().try_init(),
         LogFormat::Text => builder.try_init(),

@@ -107,8 +107,39 @@ pub enum ConfigError {
 }
 
 fn format_figment(err: &figment::Error) -> String {
-    let lines: Vec<String> = err.clone().into_iter().map(|e| format!("  - {e}")).collect();
+    let lines: Vec<String> = err
+        .clone()
+        .into_iter()
+        .map(|e| {
+            // A value under a secret key is never repeated back, not even a wrong one.
+            if e.path.iter().any(|k| k == "password") {
+                let source = e
+                    .metadata
+                    .as_ref()
+                    .map(|m| format!(" in {}", m.name))
+                    .unwrap_or_default();
+                return format!("  - `{}`: expected a string{source}", e.path.join("."));
+            }
+            format!("  - {}", without_source_excerpt(&e.to_string()))
+        })
+        .collect();
     format!("invalid configuration:\n{}", lines.join("\n"))
+}
+
+/// TOML syntax errors quote the offending source line, which may hold a password; keep
+/// the position and the complaint, drop the quoted lines (`  |`, `3 | ...`).
+fn without_source_excerpt(message: &str) -> String {
+    message
+        .lines()
+        .filter(|line| {
+            let t = line.trim_start();
+            let rest = t
+                .trim_start_matches(|c: char| c.is_ascii_digit())
+                .trim_start();
+            !rest.starts_with('|')
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 impl Config {

@@ -258,13 +258,17 @@ impl RawConfig {
     pub fn validate(self) -> Result<Config, Vec<String>> {
         let mut p = Problems(Vec::new());
 
-        let listen = self.server.listen.parse::<SocketAddr>().unwrap_or_else(|e| {
-            p.0.push(format!(
+        let listen = self
+            .server
+            .listen
+            .parse::<SocketAddr>()
+            .unwrap_or_else(|e| {
+                p.0.push(format!(
                 "`server.listen`: expected host:port such as \"127.0.0.1:5000\", found {:?} ({e})",
                 self.server.listen
             ));
-            SocketAddr::from(([127, 0, 0, 1], 0))
-        });
+                SocketAddr::from(([127, 0, 0, 1], 0))
+            });
         let tls = match (self.server.tls_cert, self.server.tls_key) {
             (None, None) => None,
             (Some(cert), Some(key)) => {
@@ -287,7 +291,8 @@ impl RawConfig {
             max_size: p.size("storage.max_size", &self.storage.max_size),
             memory_cache: p.size("storage.memory_cache", &self.storage.memory_cache),
             max_manifest_size: p.size("storage.max_manifest_size", &self.storage.max_manifest_size),
-            blob_fill_timeout: p.duration("storage.blob_fill_timeout", &self.storage.blob_fill_timeout),
+            blob_fill_timeout: p
+                .duration("storage.blob_fill_timeout", &self.storage.blob_fill_timeout),
         };
         let tag_ttl = p.duration("cache.tag_ttl", &self.cache.tag_ttl);
 
@@ -295,12 +300,17 @@ impl RawConfig {
             "text" => LogFormat::Text,
             "json" => LogFormat::Json,
             other => {
-                p.0.push(format!("`log.format`: expected \"text\" or \"json\", found {other:?}"));
+                p.0.push(format!(
+                    "`log.format`: expected \"text\" or \"json\", found {other:?}"
+                ));
                 LogFormat::Text
             }
         };
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
-            p.0.push(format!("`log.level`: {:?} is not a valid filter ({e})", self.log.level));
+            p.0.push(format!(
+                "`log.level`: {:?} is not a valid filter ({e})",
+                self.log.level
+            ));
         }
 
         let mut upstreams = Vec::new();
@@ -317,28 +327,49 @@ impl RawConfig {
                     ));
                 }
                 if !names.insert(name.clone()) {
-                    p.0.push(format!("`{}`: the name {name:?} is used twice", key("name")));
+                    p.0.push(format!(
+                        "`{}`: the name {name:?} is used twice",
+                        key("name")
+                    ));
                 }
             }
+            let shown = redact_userinfo(&u.url);
             let url = match reqwest::Url::parse(&u.url) {
+                Ok(url) if !url.username().is_empty() || url.password().is_some() => {
+                    p.0.push(format!(
+                        "`{}`: {shown:?} carries credentials; set `username` and `password` instead",
+                        key("url")
+                    ));
+                    None
+                }
                 Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {
                     Some(url)
                 }
                 Ok(_) => {
-                    p.0.push(format!("`{}`: expected an http or https URL, found {:?}", key("url"), u.url));
+                    p.0.push(format!(
+                        "`{}`: expected an http or https URL, found {shown:?}",
+                        key("url")
+                    ));
                     None
                 }
                 Err(e) => {
-                    p.0.push(format!("`{}`: {:?} is not a URL ({e})", key("url"), u.url));
+                    p.0.push(format!("`{}`: {shown:?} is not a URL ({e})", key("url")));
                     None
                 }
             };
             if u.password.is_some() && u.username.is_none() {
-                p.0.push(format!("`{}`: a password needs a username", key("password")));
+                p.0.push(format!(
+                    "`{}`: a password needs a username",
+                    key("password")
+                ));
             }
             if let Some(ca) = &u.ca_file {
                 if !ca.is_file() {
-                    p.0.push(format!("`{}`: file {} does not exist", key("ca_file"), ca.display()));
+                    p.0.push(format!(
+                        "`{}`: file {} does not exist",
+                        key("ca_file"),
+                        ca.display()
+                    ));
                 }
             }
             if u.default {
@@ -443,6 +474,16 @@ impl RawConfig {
                 })
                 .collect(),
         }
+    }
+}
+
+/// `scheme://user:pass@host` → `scheme://***@host`, for messages about a URL.
+fn redact_userinfo(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            format!("{}***{}", &url[..scheme_end + 3], &url[at..])
+        }
+        _ => url.to_string(),
     }
 }
 

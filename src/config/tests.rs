@@ -40,7 +40,8 @@ fn file_replaces_the_upstream_list_and_parses_units() {
 
 #[test]
 fn unknown_keys_are_errors_that_name_the_key() {
-    let e = Config::from_toml_str("[server]\nlisten = \"127.0.0.1:1\"\nlisten_port = 5\n").unwrap_err();
+    let e =
+        Config::from_toml_str("[server]\nlisten = \"127.0.0.1:1\"\nlisten_port = 5\n").unwrap_err();
     let msg = e.to_string();
     assert!(msg.contains("listen_port"), "{msg}");
     let e = Config::from_toml_str("[nope]\n").unwrap_err();
@@ -91,7 +92,9 @@ fn every_problem_is_reported_with_its_key() {
 
 #[test]
 fn wrong_types_name_the_key() {
-    let e = Config::from_toml_str("[server]\nlisten = 5\n").unwrap_err().to_string();
+    let e = Config::from_toml_str("[server]\nlisten = 5\n")
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("listen"), "{e}");
 }
 
@@ -118,8 +121,11 @@ fn display_masks_secrets() {
 
 #[test]
 fn documented_keys_match_the_config() {
-    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/configuration.md"))
-        .expect("docs/configuration.md exists");
+    let doc = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/docs/configuration.md"
+    ))
+    .expect("docs/configuration.md exists");
     let raw = toml::to_string(&raw::RawConfig::from_checked(
         &Config::from_toml_str(
             r#"
@@ -152,5 +158,35 @@ fn documented_keys_match_the_config() {
             }
         }
     }
-    assert!(missing.is_empty(), "docs/configuration.md lacks {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "docs/configuration.md lacks {missing:?}"
+    );
+}
+
+#[test]
+fn shipped_config_file_equals_the_embedded_defaults() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config/patchpull.toml");
+    let text = std::fs::read_to_string(path).unwrap();
+    let from_file = Config::from_toml_str(&text).unwrap();
+    let defaults = Config::from_toml_str("").unwrap();
+    assert_eq!(from_file.to_display_toml(), defaults.to_display_toml());
+}
+
+#[test]
+fn errors_never_echo_secrets() {
+    for text in [
+        "[[upstream]]\nname = \"a\"\nurl = \"http://a\"\npassword = \"Zq9-secret\" oops\n",
+        "[[upstream]]\nname = \"a\"\nurl = \"http://bot:Zq9-secret@a\"\n",
+        "[[upstream]]\nname = \"a\"\nurl = \"http://a\"\npassword = [\"Zq9-secret\"]\n",
+    ] {
+        let e = Config::from_toml_str(text).unwrap_err().to_string();
+        assert!(!e.contains("Zq9-secret"), "{e}");
+        assert!(e.contains("line") || e.contains("upstream"), "{e}");
+    }
+    let c = Config::from_toml_str("[[upstream]]\nname = \"a\"\nurl = \"http://a\"\nusername = \"u\"\npassword = 80417263955\n").unwrap();
+    assert_eq!(
+        c.upstream[0].password.as_ref().unwrap().expose(),
+        "80417263955"
+    );
 }

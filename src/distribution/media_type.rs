@@ -60,7 +60,11 @@ impl Accept {
     }
 
     pub fn allows(&self, media_type: &str) -> bool {
-        self.any || self.types.iter().any(|t| t.eq_ignore_ascii_case(media_type))
+        self.any
+            || self
+                .types
+                .iter()
+                .any(|t| t.eq_ignore_ascii_case(media_type))
     }
 }
 
@@ -79,7 +83,10 @@ mod tests {
 
     #[test]
     fn narrow_accept_refuses_indexes() {
-        let a = Accept::parse([DOCKER_MANIFEST, "application/vnd.oci.image.manifest.v1+json;q=0.9"]);
+        let a = Accept::parse([
+            DOCKER_MANIFEST,
+            "application/vnd.oci.image.manifest.v1+json;q=0.9",
+        ]);
         assert!(a.allows(DOCKER_MANIFEST));
         assert!(a.allows(OCI_MANIFEST));
         assert!(!a.allows(OCI_INDEX));

@@ -127,13 +127,18 @@ mod tests {
     fn parses_every_endpoint() {
         let r = DistributionRequest::parse("/v2/", None).unwrap();
         assert_eq!(r.endpoint, Endpoint::Base);
-        let r = DistributionRequest::parse("/v2/library/nginx/manifests/1.25", Some("ns=docker.io"))
-            .unwrap();
+        let r =
+            DistributionRequest::parse("/v2/library/nginx/manifests/1.25", Some("ns=docker.io"))
+                .unwrap();
         assert_eq!(r.name, "library/nginx");
-        assert_eq!(r.endpoint, Endpoint::Manifest(Reference::Tag("1.25".into())));
+        assert_eq!(
+            r.endpoint,
+            Endpoint::Manifest(Reference::Tag("1.25".into()))
+        );
         assert_eq!(r.ns.as_deref(), Some("docker.io"));
-        let r = DistributionRequest::parse(&format!("/v2/docker.io/a/b/c/blobs/{}", digest()), None)
-            .unwrap();
+        let r =
+            DistributionRequest::parse(&format!("/v2/docker.io/a/b/c/blobs/{}", digest()), None)
+                .unwrap();
         assert_eq!(r.name, "docker.io/a/b/c");
         assert!(matches!(r.endpoint, Endpoint::Blob(_)));
         let r = DistributionRequest::parse("/v2/a/tags/list", Some("n=2&last=b")).unwrap();
@@ -195,7 +200,13 @@ mod tests {
             DistributionRequest::parse("/v2/a/tags/list", Some("n=-1")),
             Err(PathError::Pagination(_))
         ));
-        assert_eq!(DistributionRequest::parse("/v3/", None), Err(PathError::NotFound));
-        assert_eq!(DistributionRequest::parse("/v2/a/nope/x", None), Err(PathError::NotFound));
+        assert_eq!(
+            DistributionRequest::parse("/v3/", None),
+            Err(PathError::NotFound)
+        );
+        assert_eq!(
+            DistributionRequest::parse("/v2/a/nope/x", None),
+            Err(PathError::NotFound)
+        );
     }
 }

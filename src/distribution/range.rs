@@ -100,7 +100,10 @@ mod tests {
         assert_eq!(resolve(Some("bytes=-30"), 10), part(0, 9));
         assert_eq!(resolve(Some("bytes=8-100"), 10), part(8, 9));
         assert_eq!(resolve(Some("bytes=10-"), 10), RangeRequest::Unsatisfiable);
-        assert_eq!(resolve(Some("bytes=10-12"), 10), RangeRequest::Unsatisfiable);
+        assert_eq!(
+            resolve(Some("bytes=10-12"), 10),
+            RangeRequest::Unsatisfiable
+        );
         assert_eq!(resolve(Some("bytes=-0"), 10), RangeRequest::Unsatisfiable);
         assert_eq!(resolve(Some("bytes=0-1,3-4"), 10), RangeRequest::Full);
         assert_eq!(resolve(Some("bytes=5-2"), 10), RangeRequest::Full);

@@ -140,7 +140,9 @@ impl FromStr for Digest {
             _ => return Err(bad()),
         };
         if hex.len() != algorithm.hex_len()
-            || !hex.bytes().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c))
+            || !hex
+                .bytes()
+                .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c))
         {
             return Err(bad());
         }
@@ -296,7 +298,9 @@ mod tests {
         ] {
             assert!(bad.parse::<Digest>().is_err(), "{bad}");
         }
-        assert!(format!("sha512:{}", "0".repeat(128)).parse::<Digest>().is_ok());
+        assert!(format!("sha512:{}", "0".repeat(128))
+            .parse::<Digest>()
+            .is_ok());
     }
 
     #[test]
@@ -312,9 +316,14 @@ mod tests {
 
     #[test]
     fn references_parse_as_tag_or_digest() {
-        assert_eq!("latest".parse::<Reference>().unwrap(), Reference::Tag("latest".into()));
+        assert_eq!(
+            "latest".parse::<Reference>().unwrap(),
+            Reference::Tag("latest".into())
+        );
         assert!(matches!(
-            format!("sha256:{}", "b".repeat(64)).parse::<Reference>().unwrap(),
+            format!("sha256:{}", "b".repeat(64))
+                .parse::<Reference>()
+                .unwrap(),
             Reference::Digest(_)
         ));
         assert!("sha256:nope".parse::<Reference>().is_err());

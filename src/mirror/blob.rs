@@ -23,9 +23,13 @@ use crate::store::{Store, StoreError};
 use crate::upstream::{retry::backoff, Route, UpstreamError};
 
 /// Bytes per read from disk and per response frame.
-const READ_CHUNK: usize = 256 * 1024;
-/// Progress is published to readers at least this often (in bytes written).
-const PUBLISH_EVERY: u64 = 256 * 1024;
+const READ_CHUNK: usize = 512 * 1024;
+/// Chunks a committed blob's reader thread may read ahead of the socket.
+const READ_AHEAD: usize = 2;
+/// Progress is published to readers after this many bytes, or after a pause in the stream
+/// ([`PUBLISH_PAUSE`]); publishing per network chunk would wake readers for tiny reads.
+const PUBLISH_EVERY: u64 = 1024 * 1024;
+const PUBLISH_PAUSE: Duration = Duration::from_millis(20);
 /// Chunks queued between the network task and the disk writer (backpressure).
 const WRITE_QUEUE: usize = 64;
 
@@ -99,7 +103,10 @@ impl BlobFills {
         }
         let fill = lock(&self.in_flight).get(digest).cloned();
         if let Some(fill) = fill {
-            if let Ok(BlobHandle { size: Some(size), .. }) = wait_for_start(fill.state.subscribe()).await {
+            if let Ok(BlobHandle {
+                size: Some(size), ..
+            }) = wait_for_start(fill.state.subscribe()).await
+            {
                 return Ok(size);
             }
         }
@@ -134,7 +141,11 @@ impl BlobFills {
                 }
             }
         };
-        let result = if joined { CacheResult::Joined } else { CacheResult::Miss };
+        let result = if joined {
+            CacheResult::Joined
+        } else {
+            CacheResult::Miss
+        };
         self.metrics.cache(CacheKind::Blob, result);
         wait_for_start(fill.state.subscribe()).await
     }
@@ -177,7 +188,13 @@ async fn wait_for_start(mut rx: watch::Receiver<FillState>) -> Result<BlobHandle
         let state = rx.borrow_and_update().clone();
         match state {
             FillState::Starting => {}
-            FillState::Streaming { size, file, .. } => return Ok(BlobHandle { size, file, fill: Some(rx) }),
+            FillState::Streaming { size, file, .. } => {
+                return Ok(BlobHandle {
+                    size,
+                    file,
+                    fill: Some(rx),
+                })
+            }
             FillState::Done { size, file } => {
                 return Ok(BlobHandle {
                     size: Some(size),
@@ -198,14 +215,22 @@ fn mismatch_error(route: &Route, digest: &Digest, e: StoreError) -> ApiError {
         StoreError::DigestMismatch { .. } | StoreError::SizeMismatch { .. } => ApiError::upstream(
             ErrorCode::Unknown,
             http::StatusCode::BAD_GATEWAY,
-            format!("upstream {} sent content for {digest} that does not verify: {e}", route.upstream.name()),
+            format!(
+                "upstream {} sent content for {digest} that does not verify: {e}",
+                route.upstream.name()
+            ),
         ),
         other => other.into(),
     }
 }
 
 /// Downloads one blob into the store, publishing progress to readers.
-async fn run_fill(store: &Arc<Store>, route: &Route, digest: &Digest, fill: &Arc<Fill>) -> Result<(), ApiError> {
+async fn run_fill(
+    store: &Arc<Store>,
+    route: &Route,
+    digest: &Digest,
+    fill: &Arc<Fill>,
+) -> Result<(), ApiError> {
     let upstream = &route.upstream;
     let (mut response, total) = upstream
         .get_blob(&route.repository, digest, 0)
@@ -226,21 +251,27 @@ async fn run_fill(store: &Arc<Store>, route: &Route, digest: &Digest, fill: &Arc
     // The disk side: hash and write on a blocking thread, publish progress per flush.
     let (tx, mut rx) = mpsc::channel::<Bytes>(WRITE_QUEUE);
     let state = fill.clone();
-    let disk = tokio::task::spawn_blocking(move || -> Result<crate::store::BlobWriter, StoreError> {
-        let mut published = 0u64;
-        while let Some(chunk) = rx.blocking_recv() {
-            writer.write(&chunk)?;
-            if writer.written() - published >= PUBLISH_EVERY || rx.is_empty() {
-                published = writer.flush()?;
-                state.state.send_modify(|s| {
-                    if let FillState::Streaming { written, .. } = s {
-                        *written = published;
-                    }
-                });
+    let disk =
+        tokio::task::spawn_blocking(move || -> Result<crate::store::BlobWriter, StoreError> {
+            let mut published = 0u64;
+            let mut last_publish = std::time::Instant::now();
+            while let Some(chunk) = rx.blocking_recv() {
+                writer.write(&chunk)?;
+                let backlog = writer.written() - published;
+                if backlog >= PUBLISH_EVERY
+                    || (rx.is_empty() && last_publish.elapsed() >= PUBLISH_PAUSE)
+                {
+                    published = writer.flush()?;
+                    last_publish = std::time::Instant::now();
+                    state.state.send_modify(|s| {
+                        if let FillState::Streaming { written, .. } = s {
+                            *written = published;
+                        }
+                    });
+                }
             }
-        }
-        Ok(writer)
-    });
+            Ok(writer)
+        });
 
     // The network side: stream, resume with Range after a break, bound the length.
     let mut received = 0u64;
@@ -253,7 +284,10 @@ async fn run_fill(store: &Arc<Store>, route: &Route, digest: &Digest, fill: &Arc
                     break Err(ApiError::upstream(
                         ErrorCode::Unknown,
                         http::StatusCode::BAD_GATEWAY,
-                        format!("upstream {} sent more bytes for {digest} than announced", upstream.name()),
+                        format!(
+                            "upstream {} sent more bytes for {digest} than announced",
+                            upstream.name()
+                        ),
                     ));
                 }
                 if tx.send(chunk).await.is_err() {
@@ -300,19 +334,71 @@ impl BlobHandle {
         start: u64,
         end: Option<u64>,
     ) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
-        let reader = Reader {
-            file: self.file,
-            pos: start,
-            end: end.or(self.size),
-            fill: self.fill,
+        let end = end.or(self.size);
+        let source = match (self.fill, end) {
+            (None, Some(end)) => Source::ReadAhead(read_ahead(self.file, start, end)),
+            (fill, end) => Source::Follow(Reader {
+                file: self.file,
+                pos: start,
+                end,
+                fill,
+            }),
         };
-        futures_util::stream::unfold(reader, |mut r| async move {
-            match r.next_chunk().await {
-                Some(item) => Some((item, r)),
-                None => None,
-            }
+        futures_util::stream::unfold(source, |mut source| async move {
+            let item = match &mut source {
+                Source::ReadAhead(rx) => rx.recv().await,
+                Source::Follow(r) => r.next_chunk().await,
+            };
+            item.map(|i| (i, source))
         })
     }
+}
+
+enum Source {
+    /// A committed blob: a blocking thread reads ahead sequentially.
+    ReadAhead(mpsc::Receiver<Result<Bytes, std::io::Error>>),
+    /// A blob being downloaded: reads follow the fill's progress.
+    Follow(Reader),
+}
+
+/// Reads `[start, end)` of a file on a blocking thread, a few chunks ahead of the socket,
+/// so disk reads and socket writes overlap. The thread stops when the receiver goes away.
+fn read_ahead(
+    file: Arc<File>,
+    start: u64,
+    end: u64,
+) -> mpsc::Receiver<Result<Bytes, std::io::Error>> {
+    use std::io::{Read, Seek, SeekFrom};
+    let (tx, rx) = mpsc::channel(READ_AHEAD);
+    tokio::task::spawn_blocking(move || {
+        // The file was opened for this request alone, so its cursor is ours.
+        let mut f = &*file;
+        if let Err(e) = f.seek(SeekFrom::Start(start)) {
+            let _ = tx.blocking_send(Err(e));
+            return;
+        }
+        let mut pos = start;
+        while pos < end {
+            let want = (end - pos).min(READ_CHUNK as u64);
+            let mut buf = Vec::with_capacity(want as usize);
+            let item = match f.take(want).read_to_end(&mut buf) {
+                Ok(0) => Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "blob file is shorter than its size",
+                )),
+                Ok(n) => {
+                    pos += n as u64;
+                    Ok(Bytes::from(buf))
+                }
+                Err(e) => Err(e),
+            };
+            let failed = item.is_err();
+            if tx.blocking_send(item).is_err() || failed {
+                return;
+            }
+        }
+    });
+    rx
 }
 
 struct Reader {

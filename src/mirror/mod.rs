@@ -64,12 +64,22 @@ pub struct TagPage {
 }
 
 impl Mirror {
-    pub fn new(config: &Config, store: Arc<Store>, metrics: Arc<Metrics>) -> Result<Mirror, UpstreamError> {
+    pub fn new(
+        config: &Config,
+        store: Arc<Store>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Mirror, UpstreamError> {
         let allowlist = Allowlist::new(&config.upstream, metrics.clone())?;
-        let tags = moka::future::Cache::builder().max_capacity(TAG_CACHE_ENTRIES).build();
+        let tags = moka::future::Cache::builder()
+            .max_capacity(TAG_CACHE_ENTRIES)
+            .build();
         Ok(Mirror {
             allowlist,
-            blobs: BlobFills::new(store.clone(), config.storage.blob_fill_timeout, metrics.clone()),
+            blobs: BlobFills::new(
+                store.clone(),
+                config.storage.blob_fill_timeout,
+                metrics.clone(),
+            ),
             store,
             tags,
             max_manifest_size: config.storage.max_manifest_size,
@@ -166,13 +176,21 @@ impl Mirror {
             None => Err(ApiError::upstream(
                 ErrorCode::ManifestUnknown,
                 http::StatusCode::NOT_FOUND,
-                format!("upstream {} has no manifest {}:{tag}", route.upstream.name(), route.repository),
+                format!(
+                    "upstream {} has no manifest {}:{tag}",
+                    route.upstream.name(),
+                    route.repository
+                ),
             )),
         }
     }
 
     /// A manifest by digest: store, else upstream (verified, then stored for good).
-    async fn manifest_by_digest(&self, route: &Route, digest: &Digest) -> Result<ServedManifest, ApiError> {
+    async fn manifest_by_digest(
+        &self,
+        route: &Route,
+        digest: &Digest,
+    ) -> Result<ServedManifest, ApiError> {
         if let Some(m) = self.store.manifest(digest).await? {
             self.metrics.cache(CacheKind::Manifest, CacheResult::Hit);
             return Ok(m);
@@ -180,7 +198,11 @@ impl Mirror {
         self.metrics.cache(CacheKind::Manifest, CacheResult::Miss);
         let fetched = route
             .upstream
-            .get_manifest(&route.repository, &Reference::Digest(digest.clone()), self.max_manifest_size)
+            .get_manifest(
+                &route.repository,
+                &Reference::Digest(digest.clone()),
+                self.max_manifest_size,
+            )
             .await
             .map_err(|e| e.into_api(ErrorCode::ManifestUnknown))?;
         Ok(self
@@ -195,7 +217,12 @@ impl Mirror {
 
     /// GET a manifest. A tag resolves through the tag cache; when the client does not accept
     /// an index, the linux/amd64 manifest from it is served, as Docker Hub does.
-    pub async fn manifest(&self, route: &Route, reference: &Reference, accept: &Accept) -> Result<ServedManifest, ApiError> {
+    pub async fn manifest(
+        &self,
+        route: &Route,
+        reference: &Reference,
+        accept: &Accept,
+    ) -> Result<ServedManifest, ApiError> {
         match reference {
             Reference::Digest(d) => self.manifest_by_digest(route, d).await,
             Reference::Tag(tag) => {
@@ -211,7 +238,12 @@ impl Mirror {
     }
 
     /// HEAD a manifest: by tag from the tag cache alone when the client accepts its type.
-    pub async fn manifest_info(&self, route: &Route, reference: &Reference, accept: &Accept) -> Result<ManifestInfo, ApiError> {
+    pub async fn manifest_info(
+        &self,
+        route: &Route,
+        reference: &Reference,
+        accept: &Accept,
+    ) -> Result<ManifestInfo, ApiError> {
         if let Reference::Tag(tag) = reference {
             let head = self.resolve_tag(route, tag).await?;
             if accept.allows(&head.media_type) {
@@ -265,7 +297,9 @@ impl Mirror {
             .manifests
             .iter()
             .find(|e| {
-                e.platform.as_ref().is_some_and(|p| p.os == "linux" && p.architecture == "amd64")
+                e.platform
+                    .as_ref()
+                    .is_some_and(|p| p.os == "linux" && p.architecture == "amd64")
                     && accept.allows(&e.media_type)
             })
             .and_then(|e| e.digest.parse::<Digest>().ok())
@@ -281,7 +315,12 @@ impl Mirror {
     }
 
     /// A page of upstream's tags, sorted lexically, after `last`, at most `n`.
-    pub async fn tags(&self, route: &Route, n: Option<usize>, last: Option<&str>) -> Result<TagPage, ApiError> {
+    pub async fn tags(
+        &self,
+        route: &Route,
+        n: Option<usize>,
+        last: Option<&str>,
+    ) -> Result<TagPage, ApiError> {
         let mut tags = route
             .upstream
             .tags(&route.repository)
@@ -301,7 +340,10 @@ impl Mirror {
                 next_last = page.last().cloned();
             }
         }
-        Ok(TagPage { tags: page, next_last })
+        Ok(TagPage {
+            tags: page,
+            next_last,
+        })
     }
 
     /// Upstream's referrers of `subject`, or an empty index when it has none.
@@ -317,8 +359,13 @@ impl Mirror {
             .await
             .map_err(|e| e.into_api(ErrorCode::ManifestUnknown))?;
         match found {
-            Some(r) if r.filters_applied || artifact_type.is_none() => Ok((r.bytes, r.filters_applied)),
-            Some(r) => Ok((filter_referrers(&r.bytes, artifact_type.unwrap_or_default())?, true)),
+            Some(r) if r.filters_applied || artifact_type.is_none() => {
+                Ok((r.bytes, r.filters_applied))
+            }
+            Some(r) => Ok((
+                filter_referrers(&r.bytes, artifact_type.unwrap_or_default())?,
+                true,
+            )),
             None => Ok((empty_index(), artifact_type.is_some())),
         }
     }

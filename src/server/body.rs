@@ -8,7 +8,9 @@ use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Full, StreamBody};
 pub type Body = UnsyncBoxBody<Bytes, std::io::Error>;
 
 pub fn full(bytes: Bytes) -> Body {
-    Full::new(bytes).map_err(|never| match never {}).boxed_unsync()
+    Full::new(bytes)
+        .map_err(|never| match never {})
+        .boxed_unsync()
 }
 
 pub fn empty() -> Body {

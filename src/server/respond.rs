@@ -14,9 +14,15 @@ pub const API_VERSION: HeaderValue = HeaderValue::from_static("registry/2.0");
 
 pub fn error_response(method: &Method, err: &ApiError) -> Response<Body> {
     match err.origin {
-        Origin::Internal => tracing::error!(code = err.code.as_str(), status = err.status.as_u16(), error = %err.message, "request failed"),
-        Origin::Upstream => tracing::warn!(code = err.code.as_str(), status = err.status.as_u16(), error = %err.message, "request failed"),
-        Origin::Client => tracing::debug!(code = err.code.as_str(), status = err.status.as_u16(), error = %err.message, "request refused"),
+        Origin::Internal => {
+            tracing::error!(code = err.code.as_str(), status = err.status.as_u16(), error = %err.message, "request failed")
+        }
+        Origin::Upstream => {
+            tracing::warn!(code = err.code.as_str(), status = err.status.as_u16(), error = %err.message, "request failed")
+        }
+        Origin::Client => {
+            tracing::debug!(code = err.code.as_str(), status = err.status.as_u16(), error = %err.message, "request refused")
+        }
     }
     let body = serde_json::json!({
         "errors": [{
@@ -37,7 +43,11 @@ pub fn error_response(method: &Method, err: &ApiError) -> Response<Body> {
     if let Some(total) = err.range_total {
         builder = builder.header(header::CONTENT_RANGE, format!("bytes */{total}"));
     }
-    let body = if method == Method::HEAD { full(Bytes::new()) } else { full(bytes) };
+    let body = if method == Method::HEAD {
+        full(Bytes::new())
+    } else {
+        full(bytes)
+    };
     builder.body(body).unwrap_or_else(|_| {
         let mut r = Response::new(super::body::empty());
         *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;

@@ -54,14 +54,23 @@ async fn dispatch<B>(state: &AppState, req: &Request<B>) -> (Route, Response<Bod
         "/healthz" => return (Route::Health, text(StatusCode::OK, "ok\n")),
         "/readyz" => {
             let ready = state.is_ready();
-            let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-            return (Route::Health, text(status, if ready { "ready\n" } else { "not ready\n" }));
+            let status = if ready {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
+            return (
+                Route::Health,
+                text(status, if ready { "ready\n" } else { "not ready\n" }),
+            );
         }
         "/metrics" => {
             let mut r = text(StatusCode::OK, &state.metrics.encode());
             r.headers_mut().insert(
                 header::CONTENT_TYPE,
-                HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+                HeaderValue::from_static(
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                ),
             );
             return (Route::Metrics, r);
         }
@@ -79,7 +88,9 @@ async fn dispatch<B>(state: &AppState, req: &Request<B>) -> (Route, Response<Bod
         Endpoint::Tags { .. } => Route::Tags,
         Endpoint::Referrers { .. } => Route::Referrers,
     };
-    let result = if parsed.endpoint == Endpoint::Upload || (method != Method::GET && method != Method::HEAD) {
+    let result = if parsed.endpoint == Endpoint::Upload
+        || (method != Method::GET && method != Method::HEAD)
+    {
         Err(ApiError::new(
             ErrorCode::Unsupported,
             "patchpull is a read-only mirror: pushes and deletes are not supported",
@@ -91,7 +102,11 @@ async fn dispatch<B>(state: &AppState, req: &Request<B>) -> (Route, Response<Bod
         Ok(r) => r,
         Err(e) => error_response(method, &e),
     };
-    if let Some(ns) = parsed.ns.as_deref().and_then(|ns| HeaderValue::from_str(ns).ok()) {
+    if let Some(ns) = parsed
+        .ns
+        .as_deref()
+        .and_then(|ns| HeaderValue::from_str(ns).ok())
+    {
         response.headers_mut().insert("oci-namespace", ns);
     }
     (route_label, response)
@@ -100,27 +115,35 @@ async fn dispatch<B>(state: &AppState, req: &Request<B>) -> (Route, Response<Bod
 fn path_error(e: PathError) -> ApiError {
     let message = e.to_string();
     match e {
-        PathError::NotFound => ApiError::new(ErrorCode::Unsupported, format!("{message}: see the OCI distribution spec"))
-            .with_status(StatusCode::NOT_FOUND),
+        PathError::NotFound => ApiError::new(
+            ErrorCode::Unsupported,
+            format!("{message}: see the OCI distribution spec"),
+        )
+        .with_status(StatusCode::NOT_FOUND),
         PathError::Name(_) => ApiError::new(ErrorCode::NameInvalid, message),
-        PathError::Reference(crate::distribution::reference::InvalidReference::Digest(_)) | PathError::Digest(_) => {
-            ApiError::new(ErrorCode::DigestInvalid, message)
-        }
+        PathError::Reference(crate::distribution::reference::InvalidReference::Digest(_))
+        | PathError::Digest(_) => ApiError::new(ErrorCode::DigestInvalid, message),
         PathError::Reference(_) => ApiError::new(ErrorCode::ManifestInvalid, message),
-        PathError::Pagination(_) => ApiError::new(ErrorCode::Unsupported, message).with_status(StatusCode::BAD_REQUEST),
+        PathError::Pagination(_) => {
+            ApiError::new(ErrorCode::Unsupported, message).with_status(StatusCode::BAD_REQUEST)
+        }
     }
 }
 
 fn text(status: StatusCode, s: &str) -> Response<Body> {
     let mut r = Response::new(body::full(Bytes::from(s.to_string())));
     *r.status_mut() = status;
-    r.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     r
 }
 
 fn base_builder(status: StatusCode) -> http::response::Builder {
-    Response::builder().status(status).header(API_VERSION_HEADER, API_VERSION)
+    Response::builder()
+        .status(status)
+        .header(API_VERSION_HEADER, API_VERSION)
 }
 
 fn finish(builder: http::response::Builder, body: Body) -> Result<Response<Body>, ApiError> {
@@ -138,7 +161,11 @@ async fn serve<B>(
     let head = req.method() == Method::HEAD;
     let mirror = &state.mirror;
     if parsed.endpoint == Endpoint::Base {
-        let body = if head { body::empty() } else { body::full(Bytes::from_static(b"{}")) };
+        let body = if head {
+            body::empty()
+        } else {
+            body::full(Bytes::from_static(b"{}"))
+        };
         return finish(
             base_builder(StatusCode::OK)
                 .header(header::CONTENT_TYPE, "application/json")
@@ -149,7 +176,12 @@ async fn serve<B>(
     let route = mirror.route(&parsed.name, parsed.ns.as_deref())?;
     match &parsed.endpoint {
         Endpoint::Manifest(reference) => {
-            let accept = Accept::parse(req.headers().get_all(header::ACCEPT).iter().filter_map(|v| v.to_str().ok()));
+            let accept = Accept::parse(
+                req.headers()
+                    .get_all(header::ACCEPT)
+                    .iter()
+                    .filter_map(|v| v.to_str().ok()),
+            );
             if head {
                 let info = mirror.manifest_info(&route, reference, &accept).await?;
                 return finish(
@@ -160,7 +192,10 @@ async fn serve<B>(
             let m = mirror.manifest(&route, reference, &accept).await?;
             if let Reference::Digest(d) = reference {
                 if *d != m.digest {
-                    return Err(ApiError::internal(format!("store returned {} for {d}", m.digest)));
+                    return Err(ApiError::internal(format!(
+                        "store returned {} for {d}",
+                        m.digest
+                    )));
                 }
             }
             count_bytes(state, route_label, m.bytes.len() as u64);
@@ -179,10 +214,16 @@ async fn serve<B>(
             };
             if head {
                 let size = mirror.blob_size(&route, digest).await?;
-                return finish(blob_headers(StatusCode::OK).header(header::CONTENT_LENGTH, size), body::empty());
+                return finish(
+                    blob_headers(StatusCode::OK).header(header::CONTENT_LENGTH, size),
+                    body::empty(),
+                );
             }
             let handle = mirror.open_blob(&route, digest).await?;
-            let range_header = req.headers().get(header::RANGE).and_then(|v| v.to_str().ok());
+            let range_header = req
+                .headers()
+                .get(header::RANGE)
+                .and_then(|v| v.to_str().ok());
             match handle.size {
                 Some(size) => match range::resolve(range_header, size) {
                     RangeRequest::Full => {
@@ -205,12 +246,18 @@ async fn serve<B>(
                         range_total: Some(size),
                         ..ApiError::new(
                             ErrorCode::RangeInvalid,
-                            format!("range {:?} is outside blob {digest} of {size} bytes", range_header.unwrap_or("")),
+                            format!(
+                                "range {:?} is outside blob {digest} of {size} bytes",
+                                range_header.unwrap_or("")
+                            ),
                         )
                     }),
                 },
                 // Upstream sent no length: stream it whole, without Range support.
-                None => finish(blob_headers(StatusCode::OK), body::stream(handle.into_stream(0, None))),
+                None => finish(
+                    blob_headers(StatusCode::OK),
+                    body::stream(handle.into_stream(0, None)),
+                ),
             }
         }
         Endpoint::Tags { n, last } => {
@@ -230,17 +277,36 @@ async fn serve<B>(
                 link.push_str(">; rel=\"next\"");
                 builder = builder.header(header::LINK, link);
             }
-            finish(builder, if head { body::empty() } else { body::full(bytes) })
+            finish(
+                builder,
+                if head {
+                    body::empty()
+                } else {
+                    body::full(bytes)
+                },
+            )
         }
-        Endpoint::Referrers { subject, artifact_type } => {
-            let (bytes, filtered) = mirror.referrers(&route, subject, artifact_type.as_deref()).await?;
+        Endpoint::Referrers {
+            subject,
+            artifact_type,
+        } => {
+            let (bytes, filtered) = mirror
+                .referrers(&route, subject, artifact_type.as_deref())
+                .await?;
             let mut builder = base_builder(StatusCode::OK)
                 .header(header::CONTENT_TYPE, OCI_INDEX)
                 .header(header::CONTENT_LENGTH, bytes.len());
             if filtered {
                 builder = builder.header("oci-filters-applied", "artifactType");
             }
-            finish(builder, if head { body::empty() } else { body::full(bytes) })
+            finish(
+                builder,
+                if head {
+                    body::empty()
+                } else {
+                    body::full(bytes)
+                },
+            )
         }
         Endpoint::Base | Endpoint::Upload => Err(ApiError::internal("unreachable endpoint")),
     }
@@ -255,5 +321,9 @@ fn manifest_headers(digest: &str, media_type: &str, size: u64) -> http::response
 }
 
 fn count_bytes(state: &AppState, route: Route, n: u64) {
-    state.metrics.bytes_served.get_or_create(&BytesLabels { route }).inc_by(n);
+    state
+        .metrics
+        .bytes_served
+        .get_or_create(&BytesLabels { route })
+        .inc_by(n);
 }

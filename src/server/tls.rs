@@ -7,7 +7,10 @@ use crate::config::TlsFiles;
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     #[error("reading {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("{0} holds no PEM certificate")]
     NoCertificate(String),
     #[error("{0} holds no PEM private key")]

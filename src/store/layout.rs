@@ -21,11 +21,15 @@ pub fn blobs_dir(root: &Path) -> PathBuf {
 }
 
 pub fn blob_path(root: &Path, digest: &Digest) -> PathBuf {
-    root.join("blobs").join(digest.algorithm().as_str()).join(digest.hex())
+    root.join("blobs")
+        .join(digest.algorithm().as_str())
+        .join(digest.hex())
 }
 
 pub fn manifest_type_path(root: &Path, digest: &Digest) -> PathBuf {
-    root.join("manifests").join(digest.algorithm().as_str()).join(digest.hex())
+    root.join("manifests")
+        .join(digest.algorithm().as_str())
+        .join(digest.hex())
 }
 
 pub fn tmp_dir(root: &Path) -> PathBuf {

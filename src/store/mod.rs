@@ -31,7 +31,11 @@ pub enum StoreError {
     #[error("content does not match its digest: expected {expected}, got {actual}")]
     DigestMismatch { expected: Digest, actual: Digest },
     #[error("content of {digest} has {actual} bytes, upstream announced {expected}")]
-    SizeMismatch { digest: Digest, expected: u64, actual: u64 },
+    SizeMismatch {
+        digest: Digest,
+        expected: u64,
+        actual: u64,
+    },
 }
 
 impl StoreError {
@@ -75,7 +79,11 @@ impl Store {
     /// what is on disk, oldest first, so eviction order survives restarts.
     pub fn open(config: &StorageConfig, metrics: Arc<Metrics>) -> Result<Store, StoreError> {
         let root = config.path.clone();
-        for dir in [layout::blobs_dir(&root), layout::tmp_dir(&root), root.join("manifests")] {
+        for dir in [
+            layout::blobs_dir(&root),
+            layout::tmp_dir(&root),
+            root.join("manifests"),
+        ] {
             std::fs::create_dir_all(&dir).map_err(|e| StoreError::io("creating", &dir, e))?;
         }
         let tmp = layout::tmp_dir(&root);
@@ -104,7 +112,11 @@ impl Store {
                 u32::try_from(m.bytes.len() + 256).unwrap_or(u32::MAX)
             })
             .build();
-        let store = Store { root, index, manifests };
+        let store = Store {
+            root,
+            index,
+            manifests,
+        };
         store.load_index()?;
         Ok(store)
     }
@@ -113,15 +125,23 @@ impl Store {
         let mut found: Vec<(SystemTime, Digest, u64)> = Vec::new();
         for alg in ["sha256", "sha512"] {
             let dir = layout::blobs_dir(&self.root).join(alg);
-            let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
             for entry in entries.flatten() {
                 let name = entry.file_name();
-                let Some(digest) = name.to_str().and_then(|hex| format!("{alg}:{hex}").parse::<Digest>().ok())
+                let Some(digest) = name
+                    .to_str()
+                    .and_then(|hex| format!("{alg}:{hex}").parse::<Digest>().ok())
                 else {
                     continue;
                 };
                 if let Ok(meta) = entry.metadata() {
-                    found.push((meta.modified().unwrap_or(SystemTime::UNIX_EPOCH), digest, meta.len()));
+                    found.push((
+                        meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+                        digest,
+                        meta.len(),
+                    ));
                 }
             }
         }
@@ -152,7 +172,11 @@ impl Store {
 
     /// A writer for new content; call [`Store::committed`] after its commit succeeds.
     pub fn blob_writer(&self, digest: &Digest) -> Result<BlobWriter, StoreError> {
-        BlobWriter::create(&layout::tmp_dir(&self.root), layout::blob_path(&self.root, digest), digest)
+        BlobWriter::create(
+            &layout::tmp_dir(&self.root),
+            layout::blob_path(&self.root, digest),
+            digest,
+        )
     }
 
     /// Records committed content in the index (may evict older content).
@@ -161,7 +185,10 @@ impl Store {
     }
 
     /// A manifest from memory or disk, marking it used.
-    pub async fn manifest(&self, digest: &Digest) -> Result<Option<Arc<StoredManifest>>, StoreError> {
+    pub async fn manifest(
+        &self,
+        digest: &Digest,
+    ) -> Result<Option<Arc<StoredManifest>>, StoreError> {
         if let Some(m) = self.manifests.get(digest) {
             self.index.get(digest);
             return Ok(Some(m));
@@ -171,31 +198,34 @@ impl Store {
         }
         let root = self.root.clone();
         let d = digest.clone();
-        let loaded = tokio::task::spawn_blocking(move || -> Result<Option<StoredManifest>, StoreError> {
-            let path = layout::blob_path(&root, &d);
-            let bytes = match std::fs::read(&path) {
-                Ok(b) => Bytes::from(b),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-                Err(e) => return Err(StoreError::io("reading", &path, e)),
-            };
-            if !d.verifies(&bytes) {
-                // Bit rot or tampering: drop it so it is fetched again.
-                let _ = std::fs::remove_file(&path);
-                return Ok(None);
-            }
-            let media_type = std::fs::read_to_string(layout::manifest_type_path(&root, &d))
-                .ok()
-                .map(|t| t.trim().to_string())
-                .filter(|t| !t.is_empty());
-            let Some(media_type) = media_type else { return Ok(None) };
-            Ok(Some(StoredManifest {
-                digest: d,
-                media_type,
-                bytes,
-            }))
-        })
-        .await
-        .map_err(|e| StoreError::io("reading", &self.root, std::io::Error::other(e)))??;
+        let loaded =
+            tokio::task::spawn_blocking(move || -> Result<Option<StoredManifest>, StoreError> {
+                let path = layout::blob_path(&root, &d);
+                let bytes = match std::fs::read(&path) {
+                    Ok(b) => Bytes::from(b),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                    Err(e) => return Err(StoreError::io("reading", &path, e)),
+                };
+                if !d.verifies(&bytes) {
+                    // Bit rot or tampering: drop it so it is fetched again.
+                    let _ = std::fs::remove_file(&path);
+                    return Ok(None);
+                }
+                let media_type = std::fs::read_to_string(layout::manifest_type_path(&root, &d))
+                    .ok()
+                    .map(|t| t.trim().to_string())
+                    .filter(|t| !t.is_empty());
+                let Some(media_type) = media_type else {
+                    return Ok(None);
+                };
+                Ok(Some(StoredManifest {
+                    digest: d,
+                    media_type,
+                    bytes,
+                }))
+            })
+            .await
+            .map_err(|e| StoreError::io("reading", &self.root, std::io::Error::other(e)))??;
         Ok(loaded.map(|m| {
             let m = Arc::new(m);
             self.manifests.insert(digest.clone(), m.clone());
@@ -204,15 +234,23 @@ impl Store {
     }
 
     /// Stores a manifest whose bytes the caller verified against `digest`.
-    pub async fn put_manifest(&self, manifest: StoredManifest) -> Result<Arc<StoredManifest>, StoreError> {
+    pub async fn put_manifest(
+        &self,
+        manifest: StoredManifest,
+    ) -> Result<Arc<StoredManifest>, StoreError> {
         let manifest = Arc::new(manifest);
         if self.index.get(&manifest.digest).is_none() {
             let root = self.root.clone();
             let m = manifest.clone();
             let size = tokio::task::spawn_blocking(move || -> Result<u64, StoreError> {
                 let tmp = layout::tmp_dir(&root);
-                writer::write_small(&tmp, &layout::manifest_type_path(&root, &m.digest), m.media_type.as_bytes())?;
-                let mut w = BlobWriter::create(&tmp, layout::blob_path(&root, &m.digest), &m.digest)?;
+                writer::write_small(
+                    &tmp,
+                    &layout::manifest_type_path(&root, &m.digest),
+                    m.media_type.as_bytes(),
+                )?;
+                let mut w =
+                    BlobWriter::create(&tmp, layout::blob_path(&root, &m.digest), &m.digest)?;
                 w.write(&m.bytes)?;
                 w.commit(Some(m.bytes.len() as u64))
             })
@@ -220,7 +258,8 @@ impl Store {
             .map_err(|e| StoreError::io("writing", &self.root, std::io::Error::other(e)))??;
             self.committed(&manifest.digest, size);
         }
-        self.manifests.insert(manifest.digest.clone(), manifest.clone());
+        self.manifests
+            .insert(manifest.digest.clone(), manifest.clone());
         Ok(manifest)
     }
 

@@ -39,14 +39,25 @@ fn content_that_does_not_verify_is_never_kept() {
     let claimed = Digest::sha256_of(b"good");
     let mut w = store.blob_writer(&claimed).unwrap();
     w.write(b"evil").unwrap();
-    assert!(matches!(w.commit(None), Err(StoreError::DigestMismatch { .. })));
+    assert!(matches!(
+        w.commit(None),
+        Err(StoreError::DigestMismatch { .. })
+    ));
     assert!(store.open_blob(&claimed).is_none());
     assert!(!layout::blob_path(dir.path(), &claimed).exists());
-    assert_eq!(std::fs::read_dir(layout::tmp_dir(dir.path())).unwrap().count(), 0);
+    assert_eq!(
+        std::fs::read_dir(layout::tmp_dir(dir.path()))
+            .unwrap()
+            .count(),
+        0
+    );
 
     let mut w = store.blob_writer(&claimed).unwrap();
     w.write(b"good").unwrap();
-    assert!(matches!(w.commit(Some(5)), Err(StoreError::SizeMismatch { .. })));
+    assert!(matches!(
+        w.commit(Some(5)),
+        Err(StoreError::SizeMismatch { .. })
+    ));
     assert!(!layout::blob_path(dir.path(), &claimed).exists());
 }
 
@@ -58,11 +69,21 @@ fn abandoned_writes_leave_nothing_behind() {
     let mut w = store.blob_writer(&d).unwrap();
     w.write(b"partial").unwrap();
     drop(w);
-    assert_eq!(std::fs::read_dir(layout::tmp_dir(dir.path())).unwrap().count(), 0);
+    assert_eq!(
+        std::fs::read_dir(layout::tmp_dir(dir.path()))
+            .unwrap()
+            .count(),
+        0
+    );
     // A temp file left by a crash is removed at the next start.
     std::fs::write(layout::tmp_dir(dir.path()).join("crash.part"), b"junk").unwrap();
     let _store = open(dir.path(), "1GiB");
-    assert_eq!(std::fs::read_dir(layout::tmp_dir(dir.path())).unwrap().count(), 0);
+    assert_eq!(
+        std::fs::read_dir(layout::tmp_dir(dir.path()))
+            .unwrap()
+            .count(),
+        0
+    );
 }
 
 #[test]

@@ -40,9 +40,17 @@ pub struct BlobWriter {
 }
 
 impl BlobWriter {
-    pub(super) fn create(tmp_dir: &Path, final_path: PathBuf, expected: &Digest) -> Result<BlobWriter, StoreError> {
+    pub(super) fn create(
+        tmp_dir: &Path,
+        final_path: PathBuf,
+        expected: &Digest,
+    ) -> Result<BlobWriter, StoreError> {
         let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-        let path = tmp_dir.join(format!("{}.{}.{n}.part", expected.hex(), std::process::id()));
+        let path = tmp_dir.join(format!(
+            "{}.{}.{n}.part",
+            expected.hex(),
+            std::process::id()
+        ));
         let file = OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -75,7 +83,9 @@ impl BlobWriter {
     /// Flushes buffered bytes so readers of the temp file can see them; returns how many
     /// bytes are now in the file.
     pub fn flush(&mut self) -> Result<u64, StoreError> {
-        self.file.flush().map_err(|e| StoreError::io("writing", &self.temp.path, e))?;
+        self.file
+            .flush()
+            .map_err(|e| StoreError::io("writing", &self.temp.path, e))?;
         Ok(self.written)
     }
 
@@ -96,7 +106,8 @@ impl BlobWriter {
                 });
             }
         }
-        let actual = std::mem::replace(&mut self.hasher, Hasher::new(self.expected.algorithm())).finish();
+        let actual =
+            std::mem::replace(&mut self.hasher, Hasher::new(self.expected.algorithm())).finish();
         if actual != self.expected {
             return Err(StoreError::DigestMismatch {
                 expected: self.expected.clone(),
@@ -118,7 +129,9 @@ impl BlobWriter {
 /// rename + fsync of the directory; an existing target holds the same verified content,
 /// so it counts as success.
 pub(super) fn rename_into_place(from: &Path, to: &Path) -> Result<(), StoreError> {
-    let dir = to.parent().ok_or_else(|| StoreError::io("renaming", to, io::ErrorKind::InvalidInput.into()))?;
+    let dir = to
+        .parent()
+        .ok_or_else(|| StoreError::io("renaming", to, io::ErrorKind::InvalidInput.into()))?;
     fs::create_dir_all(dir).map_err(|e| StoreError::io("creating", dir, e))?;
     fs::rename(from, to).map_err(|e| StoreError::io("renaming into", to, e))?;
     File::open(dir)
@@ -131,7 +144,8 @@ pub(super) fn write_small(tmp_dir: &Path, to: &Path, bytes: &[u8]) -> Result<(),
     let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
     let path = tmp_dir.join(format!("small.{}.{n}.part", std::process::id()));
     let mut temp = TempPath { path, armed: true };
-    let mut file = File::create(&temp.path).map_err(|e| StoreError::io("creating", &temp.path, e))?;
+    let mut file =
+        File::create(&temp.path).map_err(|e| StoreError::io("creating", &temp.path, e))?;
     file.write_all(bytes)
         .and_then(|_| file.sync_all())
         .map_err(|e| StoreError::io("writing", &temp.path, e))?;

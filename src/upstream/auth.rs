@@ -32,7 +32,12 @@ pub fn parse_challenge(header: &str) -> Option<Challenge> {
         return None;
     }
     let params = parse_params(rest);
-    let get = |k: &str| params.iter().find(|(key, _)| key.eq_ignore_ascii_case(k)).map(|(_, v)| v.clone());
+    let get = |k: &str| {
+        params
+            .iter()
+            .find(|(key, _)| key.eq_ignore_ascii_case(k))
+            .map(|(_, v)| v.clone())
+    };
     Some(Challenge::Bearer {
         realm: get("realm")?,
         service: get("service"),
@@ -91,7 +96,10 @@ pub struct Credentials {
 impl Credentials {
     pub fn basic_header(&self) -> String {
         let raw = format!("{}:{}", self.username, self.password.expose());
-        format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(raw))
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(raw)
+        )
     }
 }
 
@@ -115,12 +123,17 @@ impl TokenCache {
 
     pub fn put(&self, scope: &str, token: Secret, expires_in: Duration) {
         // Renew a little early so a token never expires between check and use.
-        let margin = (expires_in / 10).max(Duration::from_secs(5)).min(expires_in / 2);
+        let margin = (expires_in / 10)
+            .max(Duration::from_secs(5))
+            .min(expires_in / 2);
         if let Ok(mut tokens) = self.tokens.lock() {
             if tokens.len() >= MAX_CACHED_SCOPES {
                 tokens.clear();
             }
-            tokens.insert(scope.to_string(), (token, Instant::now() + expires_in - margin));
+            tokens.insert(
+                scope.to_string(),
+                (token, Instant::now() + expires_in - margin),
+            );
         }
     }
 
@@ -160,7 +173,10 @@ mod tests {
                 scope: Some("repository:samalba/my-app:pull,push".into()),
             }
         );
-        assert_eq!(parse_challenge(r#"Basic realm="x""#), Some(Challenge::Basic));
+        assert_eq!(
+            parse_challenge(r#"Basic realm="x""#),
+            Some(Challenge::Basic)
+        );
         assert_eq!(parse_challenge("Negotiate abc"), None);
         assert_eq!(parse_challenge("Bearer service=x"), None);
     }

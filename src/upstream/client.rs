@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 
-use super::auth::{parse_challenge, Challenge, Credentials, TokenCache, TokenResponse, DEFAULT_TOKEN_LIFETIME};
+use super::auth::{
+    parse_challenge, Challenge, Credentials, TokenCache, TokenResponse, DEFAULT_TOKEN_LIFETIME,
+};
 use super::retry::{backoff, parse_retry_after};
 use crate::config::{Secret, UpstreamConfig};
 use crate::distribution::media_type::{self, UPSTREAM_ACCEPT};
@@ -34,7 +36,10 @@ pub enum UpstreamError {
         detail: String,
     },
     #[error("upstream {upstream} denied access to {repository}")]
-    Denied { upstream: String, repository: String },
+    Denied {
+        upstream: String,
+        repository: String,
+    },
     #[error("upstream {upstream} is rate limiting requests{}", retry_hint(.retry_after))]
     RateLimited {
         upstream: String,
@@ -49,7 +54,9 @@ pub enum UpstreamError {
 }
 
 fn retry_hint(after: &Option<Duration>) -> String {
-    after.map(|d| format!("; retry after {}s", d.as_secs())).unwrap_or_default()
+    after
+        .map(|d| format!("; retry after {}s", d.as_secs()))
+        .unwrap_or_default()
 }
 
 /// What a HEAD on a manifest tells.
@@ -85,11 +92,16 @@ pub struct Upstream {
     /// credentials up front instead of being refused first.
     basic_auth: AtomicBool,
     rate_limited_until: Mutex<Option<Instant>>,
+    /// One token request at a time per upstream: concurrent cold pulls share its result.
+    token_fetch: tokio::sync::Mutex<()>,
     metrics: Arc<Metrics>,
 }
 
 impl Upstream {
-    pub(super) fn new(config: UpstreamConfig, metrics: Arc<Metrics>) -> Result<Upstream, UpstreamError> {
+    pub(super) fn new(
+        config: UpstreamConfig,
+        metrics: Arc<Metrics>,
+    ) -> Result<Upstream, UpstreamError> {
         let setup = |reason: String| UpstreamError::Setup {
             upstream: config.name.clone(),
             reason,
@@ -101,7 +113,8 @@ impl Upstream {
             .user_agent(concat!("patchpull/", env!("CARGO_PKG_VERSION")))
             .danger_accept_invalid_certs(config.insecure_skip_verify);
         if let Some(ca) = &config.ca_file {
-            let pem = std::fs::read(ca).map_err(|e| setup(format!("reading {}: {e}", ca.display())))?;
+            let pem =
+                std::fs::read(ca).map_err(|e| setup(format!("reading {}: {e}", ca.display())))?;
             let certs = reqwest::Certificate::from_pem_bundle(&pem)
                 .map_err(|e| setup(format!("parsing {}: {e}", ca.display())))?;
             if certs.is_empty() {
@@ -131,6 +144,7 @@ impl Upstream {
             tokens: TokenCache::default(),
             basic_auth: AtomicBool::new(false),
             rate_limited_until: Mutex::new(None),
+            token_fetch: tokio::sync::Mutex::new(()),
             metrics,
         })
     }
@@ -167,7 +181,9 @@ impl Upstream {
     /// The remaining `Retry-After` window of a previous 429, if any.
     pub fn rate_limited_for(&self) -> Option<Duration> {
         let until = (*self.rate_limited_until.lock().ok()?)?;
-        until.checked_duration_since(Instant::now()).filter(|d| !d.is_zero())
+        until
+            .checked_duration_since(Instant::now())
+            .filter(|d| !d.is_zero())
     }
 
     /// Sends one request with auth, retries on connection errors and 5xx, and 429 handling.
@@ -191,13 +207,19 @@ impl Upstream {
         let mut auth_attempted = false;
         let mut attempt = 0u32;
         loop {
-            let mut req = self.http.request(method.clone(), url).headers(headers.clone());
+            let mut req = self
+                .http
+                .request(method.clone(), url)
+                .headers(headers.clone());
             if let Some(t) = timeout {
                 req = req.timeout(t);
             }
-            if let Some(token) = self.tokens.get(&scope) {
+            let sent_token = self.tokens.get(&scope);
+            if let Some(token) = &sent_token {
                 req = req.header(header::AUTHORIZATION, format!("Bearer {}", token.expose()));
-            } else if let (true, Some(creds)) = (self.basic_auth.load(Ordering::Relaxed), &self.credentials) {
+            } else if let (true, Some(creds)) =
+                (self.basic_auth.load(Ordering::Relaxed), &self.credentials)
+            {
                 req = req.header(header::AUTHORIZATION, creds.basic_header());
             }
             let started = Instant::now();
@@ -224,10 +246,20 @@ impl Upstream {
                         .and_then(|v| v.to_str().ok())
                         .and_then(parse_challenge);
                     match challenge {
-                        Some(Challenge::Bearer { realm, service, scope: asked }) => {
+                        Some(Challenge::Bearer {
+                            realm,
+                            service,
+                            scope: asked,
+                        }) => {
+                            let _turn = self.token_fetch.lock().await;
+                            let fresh = self.tokens.get(&scope);
+                            if fresh.is_some() && fresh != sent_token {
+                                continue; // another request fetched one while we waited
+                            }
                             let token_scope = asked.unwrap_or_else(|| scope.clone());
-                            let (token, ttl) =
-                                self.fetch_token(&realm, service.as_deref(), &token_scope, repository).await?;
+                            let (token, ttl) = self
+                                .fetch_token(&realm, service.as_deref(), &token_scope, repository)
+                                .await?;
                             self.tokens.put(&scope, token, ttl);
                             continue;
                         }
@@ -260,7 +292,9 @@ impl Upstream {
                         .and_then(|v| v.to_str().ok())
                         .and_then(parse_retry_after)
                         .map(|d| d.min(MAX_RETRY_AFTER));
-                    if let (Some(wait), Ok(mut until)) = (retry_after, self.rate_limited_until.lock()) {
+                    if let (Some(wait), Ok(mut until)) =
+                        (retry_after, self.rate_limited_until.lock())
+                    {
                         *until = Some(Instant::now() + wait);
                     }
                     return Err(UpstreamError::RateLimited {
@@ -274,7 +308,9 @@ impl Upstream {
                         attempt += 1;
                         continue;
                     }
-                    return Err(self.unavailable(format!("HTTP {s} after {} attempts", attempt + 1)));
+                    return Err(
+                        self.unavailable(format!("HTTP {s} after {} attempts", attempt + 1))
+                    );
                 }
                 _ => return Ok(response),
             }
@@ -328,7 +364,8 @@ impl Upstream {
             result.as_ref().map(|r| r.status().as_u16()).unwrap_or(0),
             started,
         );
-        let response = result.map_err(|e| self.unavailable(format!("token endpoint: {}", describe_reqwest(&e))))?;
+        let response = result
+            .map_err(|e| self.unavailable(format!("token endpoint: {}", describe_reqwest(&e))))?;
         match response.status() {
             s if s.is_success() => {}
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
@@ -376,7 +413,14 @@ impl Upstream {
         let mut headers = HeaderMap::new();
         headers.insert(header::ACCEPT, HeaderValue::from_static(UPSTREAM_ACCEPT));
         let response = self
-            .send(UpstreamOp::HeadManifest, Method::HEAD, &url, repository, headers, Some(self.config.timeout))
+            .send(
+                UpstreamOp::HeadManifest,
+                Method::HEAD,
+                &url,
+                repository,
+                headers,
+                Some(self.config.timeout),
+            )
             .await?;
         if response.status() == StatusCode::NOT_FOUND {
             return Err(self.not_found(format!("manifest {repository}:{reference}")));
@@ -384,17 +428,27 @@ impl Upstream {
         if !response.status().is_success() {
             return Err(self.protocol(format!("HEAD manifest answered HTTP {}", response.status())));
         }
-        let digest = header_str(response.headers(), "docker-content-digest").and_then(|d| d.parse::<Digest>().ok());
+        let digest = header_str(response.headers(), "docker-content-digest")
+            .and_then(|d| d.parse::<Digest>().ok());
         let length = response.content_length().filter(|l| *l > 0);
         let media_type = content_type(response.headers());
         match (digest, length, media_type) {
             (Some(digest), Some(size), Some(media_type)) if is_manifest_type(&media_type) => {
                 if let Reference::Digest(asked) = reference {
                     if *asked != digest {
-                        return Err(self.protocol(format!("asked for {asked}, HEAD answered {digest}")));
+                        return Err(
+                            self.protocol(format!("asked for {asked}, HEAD answered {digest}"))
+                        );
                     }
                 }
-                Ok((ManifestHead { digest, media_type, size }, None))
+                Ok((
+                    ManifestHead {
+                        digest,
+                        media_type,
+                        size,
+                    },
+                    None,
+                ))
             }
             _ => {
                 let fetched = self.get_manifest(repository, reference, max_size).await?;
@@ -420,7 +474,14 @@ impl Upstream {
         let mut headers = HeaderMap::new();
         headers.insert(header::ACCEPT, HeaderValue::from_static(UPSTREAM_ACCEPT));
         let response = self
-            .send(UpstreamOp::GetManifest, Method::GET, &url, repository, headers, Some(self.config.timeout))
+            .send(
+                UpstreamOp::GetManifest,
+                Method::GET,
+                &url,
+                repository,
+                headers,
+                Some(self.config.timeout),
+            )
             .await?;
         if response.status() == StatusCode::NOT_FOUND {
             return Err(self.not_found(format!("manifest {repository}:{reference}")));
@@ -431,7 +492,8 @@ impl Upstream {
         if response.content_length().is_some_and(|l| l > max_size) {
             return Err(self.protocol(format!("manifest is larger than the {max_size}-byte limit")));
         }
-        let announced = header_str(response.headers(), "docker-content-digest").and_then(|d| d.parse::<Digest>().ok());
+        let announced = header_str(response.headers(), "docker-content-digest")
+            .and_then(|d| d.parse::<Digest>().ok());
         let header_type = content_type(response.headers());
         let bytes = read_limited(response, max_size as usize)
             .await
@@ -455,8 +517,16 @@ impl Upstream {
         let media_type = header_type
             .filter(|t| is_manifest_type(t))
             .or_else(|| sniff_media_type(&bytes))
-            .ok_or_else(|| self.protocol(format!("manifest {repository}:{reference} has no known media type")))?;
-        Ok(FetchedManifest { bytes, media_type, digest })
+            .ok_or_else(|| {
+                self.protocol(format!(
+                    "manifest {repository}:{reference} has no known media type"
+                ))
+            })?;
+        Ok(FetchedManifest {
+            bytes,
+            media_type,
+            digest,
+        })
     }
 
     fn blob_url(&self, repository: &str, digest: &Digest) -> String {
@@ -467,7 +537,14 @@ impl Upstream {
     pub async fn head_blob(&self, repository: &str, digest: &Digest) -> Result<u64, UpstreamError> {
         let url = self.blob_url(repository, digest);
         let response = self
-            .send(UpstreamOp::HeadBlob, Method::HEAD, &url, repository, HeaderMap::new(), Some(self.config.timeout))
+            .send(
+                UpstreamOp::HeadBlob,
+                Method::HEAD,
+                &url,
+                repository,
+                HeaderMap::new(),
+                Some(self.config.timeout),
+            )
             .await?;
         if response.status() == StatusCode::NOT_FOUND {
             return Err(self.not_found(format!("blob {digest} in {repository}")));
@@ -497,7 +574,14 @@ impl Upstream {
             headers.insert(header::RANGE, range);
         }
         let response = self
-            .send(UpstreamOp::GetBlob, Method::GET, &url, repository, headers, None)
+            .send(
+                UpstreamOp::GetBlob,
+                Method::GET,
+                &url,
+                repository,
+                headers,
+                None,
+            )
             .await?;
         match response.status() {
             StatusCode::NOT_FOUND => Err(self.not_found(format!("blob {digest} in {repository}"))),
@@ -506,11 +590,15 @@ impl Upstream {
                 Ok((response, total))
             }
             StatusCode::PARTIAL_CONTENT if offset > 0 => {
-                let total = header_str(response.headers(), "content-range")
-                    .and_then(|v| v.rsplit_once('/').and_then(|(_, total)| total.parse::<u64>().ok()));
+                let total = header_str(response.headers(), "content-range").and_then(|v| {
+                    v.rsplit_once('/')
+                        .and_then(|(_, total)| total.parse::<u64>().ok())
+                });
                 Ok((response, total))
             }
-            s => Err(self.protocol(format!("GET blob {digest} (offset {offset}) answered HTTP {s}"))),
+            s => Err(self.protocol(format!(
+                "GET blob {digest} (offset {offset}) answered HTTP {s}"
+            ))),
         }
     }
 
@@ -524,7 +612,14 @@ impl Upstream {
         let mut all = Vec::new();
         for _ in 0..MAX_TAG_PAGES {
             let response = self
-                .send(UpstreamOp::Tags, Method::GET, &url, repository, HeaderMap::new(), Some(self.config.timeout))
+                .send(
+                    UpstreamOp::Tags,
+                    Method::GET,
+                    &url,
+                    repository,
+                    HeaderMap::new(),
+                    Some(self.config.timeout),
+                )
                 .await?;
             if response.status() == StatusCode::NOT_FOUND {
                 return Err(self.not_found(format!("repository {repository}")));
@@ -536,12 +631,14 @@ impl Upstream {
             let body = read_limited(response, MAX_LISTING_BYTES)
                 .await
                 .map_err(|e| self.protocol(format!("tags list: {e}")))?;
-            let page: TagList =
-                serde_json::from_slice(&body).map_err(|e| self.protocol(format!("tags list is not JSON: {e}")))?;
+            let page: TagList = serde_json::from_slice(&body)
+                .map_err(|e| self.protocol(format!("tags list is not JSON: {e}")))?;
             all.extend(page.tags.unwrap_or_default());
             match next {
                 // Only follow links that stay on this upstream.
-                Some(next) if next.starts_with('/') => url = format!("{}{next}", origin_of(&self.base)),
+                Some(next) if next.starts_with('/') => {
+                    url = format!("{}{next}", origin_of(&self.base))
+                }
                 Some(next) if next.starts_with(&self.base) => url = next,
                 _ => break,
             }
@@ -562,9 +659,19 @@ impl Upstream {
             url.extend(form_urlencoded::byte_serialize(t.as_bytes()));
         }
         let mut headers = HeaderMap::new();
-        headers.insert(header::ACCEPT, HeaderValue::from_static(media_type::OCI_INDEX));
+        headers.insert(
+            header::ACCEPT,
+            HeaderValue::from_static(media_type::OCI_INDEX),
+        );
         let response = self
-            .send(UpstreamOp::Referrers, Method::GET, &url, repository, headers, Some(self.config.timeout))
+            .send(
+                UpstreamOp::Referrers,
+                Method::GET,
+                &url,
+                repository,
+                headers,
+                Some(self.config.timeout),
+            )
             .await?;
         if response.status() == StatusCode::NOT_FOUND {
             return Ok(None);
@@ -577,7 +684,10 @@ impl Upstream {
         let bytes = read_limited(response, MAX_LISTING_BYTES)
             .await
             .map_err(|e| self.protocol(format!("referrers: {e}")))?;
-        Ok(Some(Referrers { bytes, filters_applied }))
+        Ok(Some(Referrers {
+            bytes,
+            filters_applied,
+        }))
     }
 }
 
@@ -592,19 +702,32 @@ fn origin_of(base: &str) -> String {
 fn next_link(link: &str) -> Option<String> {
     link.split(',').find_map(|part| {
         let (target, params) = part.split_once(';')?;
-        params
-            .contains("rel=\"next\"")
-            .then(|| target.trim().trim_start_matches('<').trim_end_matches('>').to_string())
+        params.contains("rel=\"next\"").then(|| {
+            target
+                .trim()
+                .trim_start_matches('<')
+                .trim_end_matches('>')
+                .to_string()
+        })
     })
 }
 
 fn header_str(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers.get(name).and_then(|v| v.to_str().ok()).map(|s| s.trim().to_string())
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(|s| s.trim().to_string())
 }
 
 fn content_type(headers: &HeaderMap) -> Option<String> {
     header_str(headers, "content-type")
-        .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
         .filter(|v| !v.is_empty())
 }
 
@@ -687,8 +810,14 @@ mod tests {
 
     #[test]
     fn sniffs_media_types() {
-        assert_eq!(sniff_media_type(br#"{"manifests":[]}"#).as_deref(), Some(media_type::OCI_INDEX));
-        assert_eq!(sniff_media_type(br#"{"mediaType":"x","layers":[]}"#).as_deref(), Some("x"));
+        assert_eq!(
+            sniff_media_type(br#"{"manifests":[]}"#).as_deref(),
+            Some(media_type::OCI_INDEX)
+        );
+        assert_eq!(
+            sniff_media_type(br#"{"mediaType":"x","layers":[]}"#).as_deref(),
+            Some("x")
+        );
         assert_eq!(sniff_media_type(b"nope"), None);
     }
 }

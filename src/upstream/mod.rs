@@ -30,7 +30,10 @@ pub struct Route {
 }
 
 impl Allowlist {
-    pub fn new(configs: &[UpstreamConfig], metrics: Arc<Metrics>) -> Result<Allowlist, UpstreamError> {
+    pub fn new(
+        configs: &[UpstreamConfig],
+        metrics: Arc<Metrics>,
+    ) -> Result<Allowlist, UpstreamError> {
         let mut upstreams = Vec::new();
         let mut default = None;
         for (i, cfg) in configs.iter().enumerate() {
@@ -59,7 +62,10 @@ impl Allowlist {
                 .ok_or_else(|| {
                     ApiError::new(
                         ErrorCode::NameUnknown,
-                        format!("no upstream named {:?} is configured (ns parameter)", truncate(ns)),
+                        format!(
+                            "no upstream named {:?} is configured (ns parameter)",
+                            truncate(ns)
+                        ),
                     )
                 })?;
             (upstream, name)
@@ -69,15 +75,18 @@ impl Allowlist {
         {
             (upstream, rest)
         } else {
-            let upstream = self.default.and_then(|i| self.upstreams.get(i)).ok_or_else(|| {
-                ApiError::new(
-                    ErrorCode::NameUnknown,
-                    format!(
+            let upstream = self
+                .default
+                .and_then(|i| self.upstreams.get(i))
+                .ok_or_else(|| {
+                    ApiError::new(
+                        ErrorCode::NameUnknown,
+                        format!(
                         "repository {name:?} names no configured upstream (use ns= or a path \
                          prefix such as /v2/<upstream>/<repository>) and no default upstream is set"
                     ),
-                )
-            })?;
+                    )
+                })?;
             (upstream, name)
         };
         let repository = if upstream.config().library_prefix && !repo.contains('/') {
@@ -106,7 +115,11 @@ impl UpstreamError {
         use http::StatusCode;
         let message = self.to_string();
         match self {
-            UpstreamError::NotFound { .. } => ApiError::upstream(not_found, StatusCode::NOT_FOUND, message),
+            // Not our fault nor upstream's: the client asked for something that does not exist.
+            UpstreamError::NotFound { .. } => ApiError {
+                origin: crate::error::Origin::Client,
+                ..ApiError::upstream(not_found, StatusCode::NOT_FOUND, message)
+            },
             UpstreamError::Unauthorized { .. } | UpstreamError::Denied { .. } => {
                 // 403, not 401: a 401 would tell the client to authenticate with the proxy,
                 // which cannot help; the proxy's own upstream credentials are at fault.
@@ -114,7 +127,11 @@ impl UpstreamError {
             }
             UpstreamError::RateLimited { retry_after, .. } => ApiError {
                 retry_after,
-                ..ApiError::upstream(ErrorCode::TooManyRequests, StatusCode::TOO_MANY_REQUESTS, message)
+                ..ApiError::upstream(
+                    ErrorCode::TooManyRequests,
+                    StatusCode::TOO_MANY_REQUESTS,
+                    message,
+                )
             },
             UpstreamError::Unavailable { .. } => {
                 ApiError::upstream(ErrorCode::Unknown, StatusCode::BAD_GATEWAY, message)
