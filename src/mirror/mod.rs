@@ -166,7 +166,7 @@ impl Mirror {
                             })
                         }))
                     }
-                    Err(e) => Err(ApiError::from(e.into_api(ErrorCode::ManifestUnknown))),
+                    Err(e) => Err(e.into_api(ErrorCode::ManifestUnknown)),
                 }
             })
             .await

@@ -13,7 +13,7 @@ use std::time::SystemTime;
 use bytes::Bytes;
 use moka::notification::RemovalCause;
 
-pub use writer::BlobWriter;
+pub use writer::{BlobWriter, VerifiedBlob};
 
 use crate::config::StorageConfig;
 use crate::distribution::Digest;

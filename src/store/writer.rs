@@ -73,6 +73,12 @@ impl BlobWriter {
 
     pub fn write(&mut self, buf: &[u8]) -> Result<(), StoreError> {
         self.hasher.update(buf);
+        self.write_unhashed(buf)
+    }
+
+    /// Writes without hashing, for callers that hash the same bytes on another thread and
+    /// commit with [`BlobWriter::commit_hashed`] (hashing and writing then overlap).
+    pub fn write_unhashed(&mut self, buf: &[u8]) -> Result<(), StoreError> {
         self.file
             .write_all(buf)
             .map_err(|e| StoreError::io("writing", &self.temp.path, e))?;
@@ -96,6 +102,20 @@ impl BlobWriter {
     /// Verifies and moves the content into place. Content that does not hash to the
     /// expected digest is deleted, never kept.
     pub fn commit(mut self, expected_size: Option<u64>) -> Result<u64, StoreError> {
+        let actual =
+            std::mem::replace(&mut self.hasher, Hasher::new(self.expected.algorithm())).finish();
+        self.verify(actual, expected_size)?.persist()
+    }
+
+    /// Checks size and digest of what was written (`actual` computed by the caller over
+    /// exactly these bytes). The result can be served at once; [`VerifiedBlob::persist`]
+    /// then makes it durable, which is slow for large blobs (fsync), so clients need not
+    /// wait for it.
+    pub fn verify(
+        mut self,
+        actual: Digest,
+        expected_size: Option<u64>,
+    ) -> Result<VerifiedBlob, StoreError> {
         self.flush()?;
         if let Some(size) = expected_size {
             if size != self.written {
@@ -106,23 +126,36 @@ impl BlobWriter {
                 });
             }
         }
-        let actual =
-            std::mem::replace(&mut self.hasher, Hasher::new(self.expected.algorithm())).finish();
         if actual != self.expected {
             return Err(StoreError::DigestMismatch {
                 expected: self.expected.clone(),
                 actual,
             });
         }
-        let file = self
-            .file
+        Ok(VerifiedBlob { writer: self })
+    }
+}
+
+/// Content that verified but is not in the store yet; dropped unpersisted, it is deleted.
+pub struct VerifiedBlob {
+    writer: BlobWriter,
+}
+
+impl VerifiedBlob {
+    pub fn size(&self) -> u64 {
+        self.writer.written
+    }
+
+    /// fsync, rename into place, fsync the directory.
+    pub fn persist(mut self) -> Result<u64, StoreError> {
+        let w = &mut self.writer;
+        w.file
             .get_ref()
             .sync_all()
-            .map_err(|e| StoreError::io("syncing", &self.temp.path, e));
-        file?;
-        rename_into_place(&self.temp.path, &self.final_path)?;
-        self.temp.armed = false;
-        Ok(self.written)
+            .map_err(|e| StoreError::io("syncing", &w.temp.path, e))?;
+        rename_into_place(&w.temp.path, &w.final_path)?;
+        w.temp.armed = false;
+        Ok(w.written)
     }
 }
 

@@ -430,7 +430,7 @@ impl Upstream {
         }
         let digest = header_str(response.headers(), "docker-content-digest")
             .and_then(|d| d.parse::<Digest>().ok());
-        let length = response.content_length().filter(|l| *l > 0);
+        let length = header_length(response.headers()).filter(|l| *l > 0);
         let media_type = content_type(response.headers());
         match (digest, length, media_type) {
             (Some(digest), Some(size), Some(media_type)) if is_manifest_type(&media_type) => {
@@ -552,8 +552,7 @@ impl Upstream {
         if !response.status().is_success() {
             return Err(self.protocol(format!("HEAD blob answered HTTP {}", response.status())));
         }
-        response
-            .content_length()
+        header_length(response.headers())
             .ok_or_else(|| self.protocol(format!("HEAD blob {digest} has no Content-Length")))
     }
 
@@ -710,6 +709,12 @@ fn next_link(link: &str) -> Option<String> {
                 .to_string()
         })
     })
+}
+
+/// `Content-Length` as sent. reqwest's `content_length()` reports the body it will read,
+/// which for a HEAD response is always 0.
+fn header_length(headers: &HeaderMap) -> Option<u64> {
+    header_str(headers, "content-length").and_then(|v| v.parse().ok())
 }
 
 fn header_str(headers: &HeaderMap, name: &str) -> Option<String> {

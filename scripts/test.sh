@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Everything CI checks, in order, failing fast: install the real components the integration
+# tests drive (only what is missing, only as root), then rustfmt, clippy, and the whole test
+# suite with REQUIRE_TEST_TOOLS=1 so no test may skip for want of a tool.
+#
+# Extra arguments go to the test binaries, e.g. `scripts/test.sh faults` or `-- --nocapture`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# binary -> Debian package that provides it
+declare -A PACKAGE_OF=(
+  [docker-registry]=docker-registry
+  [skopeo]=skopeo
+  [containerd]=containerd
+  [ctr]=containerd
+  [runc]=runc
+  [curl]=curl
+  [wrk]=wrk
+  [jq]=jq
+  [htpasswd]=apache2-utils
+)
+
+missing=()
+for bin in "${!PACKAGE_OF[@]}"; do
+  if ! command -v "$bin" >/dev/null 2>&1 && [ ! -x "/usr/sbin/$bin" ]; then
+    missing+=("${PACKAGE_OF[$bin]}")
+  fi
+done
+# The runnable test image copies the host's busybox into a rootfs: it must be static.
+if [ ! -x /bin/busybox ] || ldd /bin/busybox >/dev/null 2>&1; then
+  missing+=(busybox-static)
+fi
+
+if [ "${#missing[@]}" -gt 0 ]; then
+  mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "test.sh: missing packages: ${missing[*]}; install them or run as root" >&2
+    exit 1
+  fi
+  echo "test.sh: installing ${missing[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update
+  apt-get install -y --no-install-recommends "${missing[@]}"
+fi
+
+echo "test.sh: cargo fmt --check" >&2
+cargo fmt --all -- --check
+
+echo "test.sh: cargo clippy" >&2
+cargo clippy --all-targets -- -D warnings
+
+echo "test.sh: cargo test" >&2
+# Each test has its own ports, temp dirs, registry and containerd, so tests run in parallel;
+# a few more threads than cores, since most of the time is spent waiting on child processes.
+export REQUIRE_TEST_TOOLS=1
+cargo test --all-targets -- --test-threads="${RUST_TEST_THREADS:-4}" "$@"
+cargo test --doc
