@@ -13,6 +13,7 @@ pub mod distribution;
 pub mod error;
 pub mod metrics;
 pub mod mirror;
+pub mod pkgs;
 pub mod server;
 pub mod store;
 pub mod upstream;

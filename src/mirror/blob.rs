@@ -32,7 +32,10 @@ const READ_AHEAD: usize = 2;
 const PUBLISH_EVERY: u64 = 1024 * 1024;
 const PUBLISH_PAUSE: Duration = Duration::from_millis(20);
 /// Batches queued between the network task and the disk writer (backpressure).
-const WRITE_QUEUE: usize = 4;
+const WRITE_QUEUE: usize = 2;
+/// The most recently written bytes of a download stay in memory this long (in bytes), so
+/// clients that keep up with the download are served without reading the file back.
+const RECENT_WINDOW: u64 = 2 * 1024 * 1024;
 
 #[derive(Clone)]
 enum FillState {
@@ -41,6 +44,7 @@ enum FillState {
         size: Option<u64>,
         written: u64,
         file: Arc<File>,
+        recent: Arc<Mutex<Recent>>,
     },
     Done {
         size: u64,
@@ -51,6 +55,37 @@ enum FillState {
 
 struct Fill {
     state: watch::Sender<FillState>,
+}
+
+/// The tail of a download that is already on disk, kept as the chunks that arrived.
+#[derive(Default)]
+struct Recent {
+    chunks: std::collections::VecDeque<(u64, Bytes)>,
+    bytes: u64,
+}
+
+impl Recent {
+    fn push(&mut self, offset: u64, chunk: Bytes) {
+        self.bytes += chunk.len() as u64;
+        self.chunks.push_back((offset, chunk));
+        while self.bytes > RECENT_WINDOW {
+            match self.chunks.pop_front() {
+                Some((_, old)) => self.bytes -= old.len() as u64,
+                None => break,
+            }
+        }
+    }
+
+    /// Bytes from `pos` up to `limit` if they are still in memory (zero-copy slice).
+    fn slice(&self, pos: u64, limit: u64) -> Option<Bytes> {
+        let (offset, chunk) = self
+            .chunks
+            .iter()
+            .find(|(offset, chunk)| *offset <= pos && pos < offset + chunk.len() as u64)?;
+        let start = (pos - offset) as usize;
+        let end = ((limit - offset) as usize).min(chunk.len());
+        (start < end).then(|| chunk.slice(start..end))
+    }
 }
 
 type InFlight = Arc<Mutex<HashMap<Digest, Arc<Fill>>>>;
@@ -243,10 +278,12 @@ async fn run_fill(
         .await
         .map_err(|e| ApiError::internal(e.to_string()))??;
     let file = Arc::new(writer.open_reader()?);
+    let recent = Arc::new(Mutex::new(Recent::default()));
     fill.state.send_replace(FillState::Streaming {
         size: total,
         written: 0,
         file: file.clone(),
+        recent: recent.clone(),
     });
 
     // The disk side: hash and write on a blocking thread, publish progress per flush.
@@ -268,10 +305,17 @@ async fn run_fill(
     let disk =
         tokio::task::spawn_blocking(move || -> Result<crate::store::BlobWriter, StoreError> {
             while let Some(batch) = rx.blocking_recv() {
+                let mut offset = writer.written();
                 for chunk in batch.iter() {
                     writer.write_unhashed(chunk)?;
                 }
                 let published = writer.flush()?;
+                if let Ok(mut recent) = recent.lock() {
+                    for chunk in batch.iter() {
+                        recent.push(offset, chunk.clone());
+                        offset += chunk.len() as u64;
+                    }
+                }
                 state.state.send_modify(|s| {
                     if let FillState::Streaming { written, .. } = s {
                         *written = published;
@@ -444,24 +488,28 @@ struct Reader {
 }
 
 impl Reader {
-    /// How far the file may be read now; `None` when the fill failed.
-    fn readable(&mut self) -> Result<(u64, bool), ApiError> {
+    /// How far the file may be read now, whether the blob is complete, and the in-memory
+    /// tail of a download in progress.
+    #[allow(clippy::type_complexity)]
+    fn readable(&mut self) -> Result<(u64, bool, Option<Arc<Mutex<Recent>>>), ApiError> {
         let Some(rx) = &mut self.fill else {
-            return Ok((self.end.unwrap_or(0), true));
+            return Ok((self.end.unwrap_or(0), true, None));
         };
         let state = rx.borrow_and_update();
         match &*state {
-            FillState::Done { size, .. } => Ok((*size, true)),
+            FillState::Done { size, .. } => Ok((*size, true, None)),
             // Hold back the last byte until the digest verified.
-            FillState::Streaming { written, .. } => Ok((written.saturating_sub(1), false)),
-            FillState::Starting => Ok((0, false)),
+            FillState::Streaming {
+                written, recent, ..
+            } => Ok((written.saturating_sub(1), false, Some(recent.clone()))),
+            FillState::Starting => Ok((0, false, None)),
             FillState::Failed(e) => Err(e.clone()),
         }
     }
 
     async fn next_chunk(&mut self) -> Option<Result<Bytes, std::io::Error>> {
         loop {
-            let (limit, complete) = match self.readable() {
+            let (limit, complete, recent) = match self.readable() {
                 Ok(r) => r,
                 Err(e) => return Some(Err(std::io::Error::other(e.message))),
             };
@@ -469,6 +517,11 @@ impl Reader {
             let limit = limit.min(end);
             if self.pos >= end || (complete && self.pos >= limit) {
                 return None;
+            }
+            let in_memory = recent.and_then(|r| r.lock().ok()?.slice(self.pos, limit));
+            if let Some(bytes) = in_memory {
+                self.pos += bytes.len() as u64;
+                return Some(Ok(bytes));
             }
             if self.pos < limit {
                 let len = (limit - self.pos).min(READ_CHUNK as u64) as usize;
@@ -508,5 +561,29 @@ impl Reader {
                 return Some(Err(std::io::Error::other("blob download ended")));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recent_window_serves_only_what_it_holds_and_forgets_the_oldest() {
+        let mut r = Recent::default();
+        let chunk = Bytes::from(vec![7u8; 1024 * 1024]);
+        r.push(0, chunk.clone());
+        r.push(1024 * 1024, Bytes::from(vec![8u8; 1024 * 1024]));
+        assert_eq!(r.slice(10, 20).unwrap(), Bytes::from(vec![7u8; 10]));
+        // Bounded by the limit (the publish point), and by the chunk it starts in.
+        assert_eq!(r.slice(1024 * 1024 - 4, 3 * 1024 * 1024).unwrap().len(), 4);
+        assert!(r.slice(5, 5).is_none());
+        r.push(2 * 1024 * 1024, Bytes::from(vec![9u8; 16]));
+        assert!(
+            r.slice(10, 20).is_none(),
+            "the oldest chunk should have been dropped"
+        );
+        assert_eq!(r.slice(2 * 1024 * 1024 + 1, u64::MAX).unwrap().len(), 15);
+        assert!(r.slice(3 * 1024 * 1024, u64::MAX).is_none());
     }
 }

@@ -1,0 +1,383 @@
+//! [`Plan`]: the one answer every scan source gives, whether a Trivy report, a copa report,
+//! the built-in scanner or a scanner command: per platform, which OS packages to update from
+//! which version to which, the vulnerability ids each update fixes, and everything that was
+//! read but deliberately not planned, with the reason.
+//!
+//! A plan is data for the patcher and for people; it is serialized into caches and outputs,
+//! so every list in it is sorted and de-duplicated, and the same input always gives the same
+//! bytes.
+
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::pkgs::{compare_versions, Ecosystem, OsRelease};
+
+/// Vulnerability severity, in Trivy's scale. The derived order is the severity order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Severity {
+    Unknown,
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+impl Severity {
+    /// Every severity, lowest first.
+    pub const ALL: [Severity; 5] = [
+        Severity::Unknown,
+        Severity::Low,
+        Severity::Medium,
+        Severity::High,
+        Severity::Critical,
+    ];
+
+    /// Parses `UNKNOWN`, `LOW`, `MEDIUM`, `HIGH` or `CRITICAL`, in any case; `None` otherwise.
+    pub fn parse(text: &str) -> Option<Severity> {
+        Severity::ALL
+            .into_iter()
+            .find(|severity| severity.as_str().eq_ignore_ascii_case(text))
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Unknown => "UNKNOWN",
+            Severity::Low => "LOW",
+            Severity::Medium => "MEDIUM",
+            Severity::High => "HIGH",
+            Severity::Critical => "CRITICAL",
+        }
+    }
+}
+
+impl fmt::Display for Severity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An image platform, as an OCI index names it: `linux/arm64/v8`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Platform {
+    pub os: String,
+    pub architecture: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub variant: Option<String>,
+}
+
+impl Platform {
+    /// A `linux` platform without variant.
+    pub fn linux(architecture: &str) -> Platform {
+        Platform {
+            os: "linux".to_owned(),
+            architecture: architecture.to_owned(),
+            variant: None,
+        }
+    }
+}
+
+impl fmt::Display for Platform {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.os, self.architecture)?;
+        if let Some(variant) = &self.variant {
+            write!(f, "/{variant}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Where a plan came from. Part of the scan cache key: two plans for the same image digest
+/// and platform are interchangeable only when their sources are equal.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum PlanSource {
+    /// A Trivy JSON report (SchemaVersion 2) supplied with the request or the config.
+    TrivyReport,
+    /// A copa native report; `api_version` is `v1alpha1` or `v1alpha2`.
+    CopaReport { api_version: String },
+    /// patchpull's own scanner; `index_version` identifies the repository indexes it read
+    /// (a plan made from older indexes is stale once they change).
+    BuiltinScanner { index_version: String },
+    /// A configured scanner command whose Trivy JSON output was read.
+    ScannerCommand { command: String },
+}
+
+/// The whole plan for one image: one entry per platform, sorted by platform.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Plan {
+    pub source: PlanSource,
+    pub platforms: Vec<PlatformPlan>,
+}
+
+impl Plan {
+    /// Builds a plan, sorting the platforms so equal inputs serialize to equal bytes.
+    pub fn new(source: PlanSource, mut platforms: Vec<PlatformPlan>) -> Plan {
+        platforms.sort_by(|a, b| a.platform.cmp(&b.platform));
+        Plan { source, platforms }
+    }
+
+    /// True when no platform has anything to update.
+    pub fn has_no_updates(&self) -> bool {
+        self.platforms.iter().all(|p| p.updates.is_empty())
+    }
+}
+
+/// What to do for one platform of an image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlatformPlan {
+    pub platform: Platform,
+    /// The image's own `/etc/os-release`, not what a report claims.
+    pub os: OsRelease,
+    pub ecosystem: Ecosystem,
+    /// Sorted by package name, then installed version.
+    pub updates: Vec<PackageUpdate>,
+    /// One entry per (package, vulnerability) that was read but not planned, sorted.
+    pub not_planned: Vec<NotPlanned>,
+}
+
+/// One package to update.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PackageUpdate {
+    pub name: String,
+    /// The version the image's package database records.
+    pub installed_version: String,
+    /// The highest fixed version any of `fixes` needs: installing it fixes all of them.
+    pub fixed_version: String,
+    /// Sorted by id; empty when the source asked for the update without naming one.
+    pub fixes: Vec<FixedVulnerability>,
+}
+
+/// A vulnerability an update fixes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FixedVulnerability {
+    pub id: String,
+    /// `None` when the source does not say (copa reports carry no severity).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub severity: Option<Severity>,
+    /// The first version that fixes this vulnerability; at most the update's `fixed_version`.
+    pub fixed_version: String,
+}
+
+/// A finding that was read and kept, but not planned.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct NotPlanned {
+    pub name: String,
+    pub installed_version: String,
+    /// Empty when the source named none.
+    pub vulnerability_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub severity: Option<Severity>,
+    /// The fixed versions the source listed, as listed; empty when it knows no fix.
+    pub fixed_versions: Vec<String>,
+    pub reason: SkipReason,
+}
+
+/// Why a finding was not planned.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum SkipReason {
+    /// A language package (Python, Node, Go, Java...): read and kept, but patchpull only
+    /// updates OS packages.
+    LanguagePackage {
+        /// `python-pkg`, `gobinary`, ... when the source says.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        package_type: Option<String>,
+        /// Where in the image (a lock file, a binary, a site-packages entry).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        location: Option<String>,
+    },
+    /// The source knows no fixed version; `status` is its word for why (`will_not_fix`,
+    /// `affected`, `fix_deferred`, ...).
+    NoFixedVersion {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        status: Option<String>,
+    },
+    /// No listed fixed version is newer than the installed one: the image already has the
+    /// fix, or the source's data is wrong. Nothing to install either way.
+    FixNotNewer,
+    /// Below the configured minimum severity; an unknown or unstated severity counts as
+    /// `UNKNOWN`, the lowest.
+    BelowMinimumSeverity { minimum: Severity },
+    /// The package is in the exclude list.
+    Excluded,
+    /// An include list is set and does not name the package.
+    NotIncluded,
+}
+
+impl fmt::Display for SkipReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SkipReason::LanguagePackage { package_type, .. } => {
+                let kind = package_type.as_deref().unwrap_or("language");
+                write!(f, "{kind} package: read and kept, but not planned (only OS packages are patched)")
+            }
+            SkipReason::NoFixedVersion { status: Some(status) } => {
+                write!(f, "no fixed version (status {status})")
+            }
+            SkipReason::NoFixedVersion { status: None } => f.write_str("no fixed version"),
+            SkipReason::FixNotNewer => {
+                f.write_str("no fixed version is newer than the installed one")
+            }
+            SkipReason::BelowMinimumSeverity { minimum } => {
+                write!(f, "severity is below the minimum {minimum}")
+            }
+            SkipReason::Excluded => f.write_str("package is excluded"),
+            SkipReason::NotIncluded => f.write_str("package is not in the include list"),
+        }
+    }
+}
+
+/// What the operator asked to plan. The default plans every fixable OS package.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PlanOptions {
+    /// Findings below this severity are not planned; unknown severities count as `UNKNOWN`.
+    pub min_severity: Option<Severity>,
+    /// When not empty, only these package names are planned.
+    pub include: BTreeSet<String>,
+    /// These package names are never planned; wins over `include`.
+    pub exclude: BTreeSet<String>,
+}
+
+impl PlanOptions {
+    /// Why the name filters reject `name`, if they do.
+    pub fn name_filter(&self, name: &str) -> Option<SkipReason> {
+        if self.exclude.contains(name) {
+            Some(SkipReason::Excluded)
+        } else if !self.include.is_empty() && !self.include.contains(name) {
+            Some(SkipReason::NotIncluded)
+        } else {
+            None
+        }
+    }
+
+    /// Why the severity threshold rejects `severity`, if it does.
+    pub fn severity_filter(&self, severity: Option<Severity>) -> Option<SkipReason> {
+        let minimum = self.min_severity?;
+        (severity.unwrap_or(Severity::Unknown) < minimum)
+            .then_some(SkipReason::BelowMinimumSeverity { minimum })
+    }
+}
+
+/// A vulnerability as a source reports it, before it is attached to an update.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VulnerabilityRef {
+    pub id: String,
+    pub severity: Option<Severity>,
+}
+
+/// Collects one platform's fixes and skips in any order and produces the sorted
+/// [`PlatformPlan`]. Every source uses it, so they all group and order the same way.
+#[derive(Debug)]
+pub struct PlatformPlanBuilder {
+    platform: Platform,
+    os: OsRelease,
+    ecosystem: Ecosystem,
+    pending: BTreeMap<(String, String), PendingUpdate>,
+    not_planned: Vec<NotPlanned>,
+}
+
+#[derive(Debug, Default)]
+struct PendingUpdate {
+    fixed_versions: Vec<String>,
+    fixes: BTreeMap<String, FixedVulnerability>,
+}
+
+impl PlatformPlanBuilder {
+    pub fn new(platform: Platform, os: OsRelease, ecosystem: Ecosystem) -> PlatformPlanBuilder {
+        PlatformPlanBuilder {
+            platform,
+            os,
+            ecosystem,
+            pending: BTreeMap::new(),
+            not_planned: Vec::new(),
+        }
+    }
+
+    /// Records that updating `name` from `installed_version` to `fixed_version` (which the
+    /// caller has checked is newer) fixes `vulnerability`.
+    pub fn add_fix(
+        &mut self,
+        name: &str,
+        installed_version: &str,
+        fixed_version: &str,
+        vulnerability: Option<VulnerabilityRef>,
+    ) {
+        let pending = self
+            .pending
+            .entry((name.to_owned(), installed_version.to_owned()))
+            .or_default();
+        pending.fixed_versions.push(fixed_version.to_owned());
+        let Some(vulnerability) = vulnerability.filter(|v| !v.id.is_empty()) else {
+            return;
+        };
+        let ecosystem = self.ecosystem;
+        pending
+            .fixes
+            .entry(vulnerability.id.clone())
+            .and_modify(|known| {
+                // The same id twice (two results, two advisories): the later fix and the
+                // higher severity are the safe readings.
+                if highest(ecosystem, &known.fixed_version, fixed_version) != known.fixed_version {
+                    known.fixed_version = fixed_version.to_owned();
+                }
+                known.severity = known.severity.max(vulnerability.severity);
+            })
+            .or_insert(FixedVulnerability {
+                id: vulnerability.id,
+                severity: vulnerability.severity,
+                fixed_version: fixed_version.to_owned(),
+            });
+    }
+
+    /// Records a finding that is not planned.
+    pub fn skip(&mut self, entry: NotPlanned) {
+        self.not_planned.push(entry);
+    }
+
+    pub fn finish(self) -> PlatformPlan {
+        let ecosystem = self.ecosystem;
+        let updates = self
+            .pending
+            .into_iter()
+            .filter_map(|((name, installed_version), pending)| {
+                let fixed_version = pending
+                    .fixed_versions
+                    .iter()
+                    .fold(None::<&str>, |best, v| {
+                        Some(best.map_or(v.as_str(), |b| highest(ecosystem, b, v)))
+                    })?
+                    .to_owned();
+                Some(PackageUpdate {
+                    name,
+                    installed_version,
+                    fixed_version,
+                    fixes: pending.fixes.into_values().collect(),
+                })
+            })
+            .collect();
+        let mut not_planned = self.not_planned;
+        not_planned.sort();
+        not_planned.dedup();
+        PlatformPlan {
+            platform: self.platform,
+            os: self.os,
+            ecosystem,
+            updates,
+            not_planned,
+        }
+    }
+}
+
+/// The higher of two versions by the ecosystem's order; versions the ecosystem calls equal
+/// but that are spelled differently are tie-broken by bytes, so the choice never depends on
+/// input order.
+fn highest<'v>(ecosystem: Ecosystem, a: &'v str, b: &'v str) -> &'v str {
+    match compare_versions(ecosystem, a, b).then_with(|| a.cmp(b)) {
+        Ordering::Less => b,
+        Ordering::Equal | Ordering::Greater => a,
+    }
+}
