@@ -83,6 +83,16 @@ pub(crate) fn ancestors(path: &[u8]) -> impl Iterator<Item = &[u8]> {
         .map(move |(i, _)| &path[..i])
 }
 
+/// What every path below `dir` starts with: `dir/`, or nothing for the root. Range scans
+/// over sorted paths must use this, not `dir`: `usr-x` sorts between `usr` and `usr/bin`.
+pub(crate) fn dir_prefix(dir: &[u8]) -> Vec<u8> {
+    if dir.is_empty() {
+        Vec::new()
+    } else {
+        [dir, b"/"].concat()
+    }
+}
+
 /// Whether `path` lies strictly below `dir` (`dir` the root holds everything but itself).
 pub(crate) fn is_below(path: &[u8], dir: &[u8]) -> bool {
     if dir.is_empty() {
@@ -117,7 +127,9 @@ pub(crate) enum Resolved<'n> {
     },
     Absent,
     /// Undecided: the lexical path that lower layers must be searched for.
-    Pending { path: Vec<u8> },
+    Pending {
+        path: Vec<u8>,
+    },
     /// More than the allowed number of symbolic links were followed.
     TooManyLinks,
 }
@@ -212,7 +224,10 @@ pub(crate) fn resolve<'n, E>(
 
 /// Components in reverse order, so that `pop` yields them first to last.
 fn split_reversed(path: &[u8]) -> Vec<Vec<u8>> {
-    path.split(|b| *b == b'/').rev().map(<[u8]>::to_vec).collect()
+    path.split(|b| *b == b'/')
+        .rev()
+        .map(<[u8]>::to_vec)
+        .collect()
 }
 
 #[cfg(test)]
@@ -221,7 +236,8 @@ mod tests {
 
     #[test]
     fn entry_paths_are_normalised_or_rejected() {
-        let cases: &[(&[u8], Result<&[u8], PathError>)] = &[
+        type Case<'a> = (&'a [u8], Result<&'a [u8], PathError>);
+        let cases: &[Case] = &[
             (b"./etc/os-release", Ok(b"etc/os-release")),
             (b"/etc//passwd", Ok(b"etc/passwd")),
             (b"usr/lib/", Ok(b"usr/lib")),
@@ -240,8 +256,14 @@ mod tests {
 
     #[test]
     fn request_paths_stay_inside_the_root() {
-        assert_eq!(normalize_request_path(b"/../../etc/os-release"), b"etc/os-release");
-        assert_eq!(normalize_request_path(b"/var/lib/dpkg/status.d/"), b"var/lib/dpkg/status.d");
+        assert_eq!(
+            normalize_request_path(b"/../../etc/os-release"),
+            b"etc/os-release"
+        );
+        assert_eq!(
+            normalize_request_path(b"/var/lib/dpkg/status.d/"),
+            b"var/lib/dpkg/status.d"
+        );
     }
 
     #[test]
@@ -250,7 +272,10 @@ mod tests {
         assert_eq!(parent(b"a"), b"");
         assert_eq!(file_name(b"a/b/c"), b"c");
         assert_eq!(join(b"", b"x"), b"x");
-        assert_eq!(ancestors(b"a/b/c").collect::<Vec<_>>(), vec![&b"a"[..], b"a/b"]);
+        assert_eq!(
+            ancestors(b"a/b/c").collect::<Vec<_>>(),
+            vec![&b"a"[..], b"a/b"]
+        );
         assert!(is_below(b"a/b", b"a"));
         assert!(!is_below(b"ab", b"a"));
         assert!(!is_below(b"a", b"a"));

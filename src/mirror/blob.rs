@@ -19,11 +19,14 @@ use tokio_util::task::TaskTracker;
 use crate::distribution::{Digest, ErrorCode};
 use crate::error::ApiError;
 use crate::metrics::{CacheKind, CacheResult, Metrics};
+use super::buffers::BufferPool;
 use crate::store::{Store, StoreError};
 use crate::upstream::{retry::backoff, Route, UpstreamError};
 
 /// Bytes per read from disk and per response frame.
 const READ_CHUNK: usize = 512 * 1024;
+/// Read buffers kept for reuse (at `READ_CHUNK` each).
+const POOLED_BUFFERS: usize = 32;
 /// Chunks a committed blob's reader thread may read ahead of the socket.
 const READ_AHEAD: usize = 2;
 /// Network chunks (often 16 KiB) are handed to the disk writer in batches of this many
@@ -98,6 +101,7 @@ fn lock(map: &InFlight) -> std::sync::MutexGuard<'_, HashMap<Digest, Arc<Fill>>>
 /// The single-flight table of blob downloads in progress.
 pub struct BlobFills {
     store: Arc<Store>,
+    buffers: Arc<BufferPool>,
     in_flight: InFlight,
     tasks: TaskTracker,
     cancel: CancellationToken,
@@ -109,6 +113,7 @@ pub struct BlobFills {
 pub struct BlobHandle {
     pub size: Option<u64>,
     file: Arc<File>,
+    buffers: Option<Arc<BufferPool>>,
     fill: Option<watch::Receiver<FillState>>,
 }
 
@@ -116,6 +121,7 @@ impl BlobFills {
     pub fn new(store: Arc<Store>, fill_timeout: Duration, metrics: Arc<Metrics>) -> BlobFills {
         BlobFills {
             store,
+            buffers: BufferPool::new(READ_CHUNK, POOLED_BUFFERS),
             in_flight: InFlight::default(),
             tasks: TaskTracker::new(),
             cancel: CancellationToken::new(),
@@ -124,11 +130,16 @@ impl BlobFills {
         }
     }
 
-    /// Stops every fill (at shutdown, after the drain); their temp files are removed.
-    pub async fn shutdown(&self) {
-        self.cancel.cancel();
+    /// At shutdown, after the drain: downloads get up to `grace` to finish (a client may
+    /// already have all the bytes of one that is being made durable), then the rest are
+    /// cancelled and their temp files removed.
+    pub async fn shutdown(&self, grace: Duration) {
         self.tasks.close();
-        self.tasks.wait().await;
+        if tokio::time::timeout(grace, self.tasks.wait()).await.is_err() {
+            tracing::warn!("cancelling blob downloads still running at shutdown");
+            self.cancel.cancel();
+            self.tasks.wait().await;
+        }
     }
 
     /// The size of a blob without downloading it: store, fill in flight, or upstream HEAD.
@@ -160,6 +171,7 @@ impl BlobFills {
             return Ok(BlobHandle {
                 size: Some(size),
                 file: Arc::new(file),
+                buffers: Some(self.buffers.clone()),
                 fill: None,
             });
         }
@@ -228,6 +240,7 @@ async fn wait_for_start(mut rx: watch::Receiver<FillState>) -> Result<BlobHandle
                 return Ok(BlobHandle {
                     size,
                     file,
+                    buffers: None,
                     fill: Some(rx),
                 })
             }
@@ -235,6 +248,7 @@ async fn wait_for_start(mut rx: watch::Receiver<FillState>) -> Result<BlobHandle
                 return Ok(BlobHandle {
                     size: Some(size),
                     file,
+                    buffers: None,
                     fill: Some(rx),
                 })
             }
@@ -414,9 +428,11 @@ impl BlobHandle {
         end: Option<u64>,
     ) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
         let end = end.or(self.size);
-        let source = match (self.fill, end) {
-            (None, Some(end)) => Source::ReadAhead(read_ahead(self.file, start, end)),
-            (fill, end) => Source::Follow(Reader {
+        let source = match (self.fill, end, self.buffers) {
+            (None, Some(end), Some(buffers)) => {
+                Source::ReadAhead(read_ahead(self.file, start, end, buffers))
+            }
+            (fill, end, _) => Source::Follow(Reader {
                 file: self.file,
                 pos: start,
                 end,
@@ -446,6 +462,7 @@ fn read_ahead(
     file: Arc<File>,
     start: u64,
     end: u64,
+    buffers: Arc<BufferPool>,
 ) -> mpsc::Receiver<Result<Bytes, std::io::Error>> {
     use std::io::{Read, Seek, SeekFrom};
     let (tx, rx) = mpsc::channel(READ_AHEAD);
@@ -458,8 +475,8 @@ fn read_ahead(
         }
         let mut pos = start;
         while pos < end {
-            let want = (end - pos).min(READ_CHUNK as u64);
-            let mut buf = Vec::with_capacity(want as usize);
+            let want = (end - pos).min(buffers.buffer_size() as u64);
+            let mut buf = buffers.take();
             let item = match f.take(want).read_to_end(&mut buf) {
                 Ok(0) => Err(std::io::Error::new(
                     std::io::ErrorKind::UnexpectedEof,
@@ -467,7 +484,7 @@ fn read_ahead(
                 )),
                 Ok(n) => {
                     pos += n as u64;
-                    Ok(Bytes::from(buf))
+                    Ok(buffers.freeze(buf))
                 }
                 Err(e) => Err(e),
             };

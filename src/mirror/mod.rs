@@ -4,6 +4,7 @@
 //! good. Handlers in `server` call exactly one method here per request.
 
 pub mod blob;
+mod buffers;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -95,8 +96,9 @@ impl Mirror {
         &self.store
     }
 
-    pub async fn shutdown(&self) {
-        self.blobs.shutdown().await;
+    /// Lets downloads in progress finish within `grace`, then cancels the rest.
+    pub async fn shutdown(&self, grace: Duration) {
+        self.blobs.shutdown(grace).await;
     }
 
     /// Resolves a tag to the manifest upstream has for it now: from the tag cache within the

@@ -209,12 +209,16 @@ async fn serve(
         grace_secs = grace.as_secs(),
         "shutting down: draining in-flight requests"
     );
+    let started = std::time::Instant::now();
     if tokio::time::timeout(grace, graceful.shutdown())
         .await
         .is_err()
     {
         tracing::warn!("grace period over; closing remaining connections");
     }
-    state.mirror.shutdown().await;
+    state
+        .mirror
+        .shutdown(grace.saturating_sub(started.elapsed()))
+        .await;
     state.mirror.store().sync();
 }
