@@ -16,10 +16,10 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::buffers::BufferPool;
 use crate::distribution::{Digest, ErrorCode};
 use crate::error::ApiError;
 use crate::metrics::{CacheKind, CacheResult, Metrics};
-use super::buffers::BufferPool;
 use crate::store::{Store, StoreError};
 use crate::upstream::{retry::backoff, Route, UpstreamError};
 
@@ -135,7 +135,10 @@ impl BlobFills {
     /// cancelled and their temp files removed.
     pub async fn shutdown(&self, grace: Duration) {
         self.tasks.close();
-        if tokio::time::timeout(grace, self.tasks.wait()).await.is_err() {
+        if tokio::time::timeout(grace, self.tasks.wait())
+            .await
+            .is_err()
+        {
             tracing::warn!("cancelling blob downloads still running at shutdown");
             self.cancel.cancel();
             self.tasks.wait().await;
