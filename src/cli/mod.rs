@@ -1,6 +1,7 @@
 //! The command line: `serve` and `config check`. The only place that uses `anyhow` and
 //! prints to the terminal.
 
+mod scan;
 mod serve;
 
 use std::path::PathBuf;
@@ -30,6 +31,8 @@ pub struct Cli {
 enum Command {
     /// Run the registry proxy.
     Serve,
+    /// Read an image's packages and plan its fixes (from --report).
+    Scan(scan::ScanArgs),
     /// Inspect the configuration.
     Config {
         #[command(subcommand)]
@@ -74,6 +77,16 @@ pub fn main() -> ExitCode {
             };
             print!("{source}{}", config.to_display_toml());
             ExitCode::SUCCESS
+        }
+        Command::Scan(args) => {
+            init_tracing(&config);
+            match scan::run(config, args) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
         }
         Command::Serve => {
             init_tracing(&config);

@@ -424,6 +424,24 @@ async fn run_fill(
 }
 
 impl BlobHandle {
+    /// Waits until the whole blob is downloaded and verified, then returns its file.
+    pub async fn complete_file(self) -> Result<Arc<File>, ApiError> {
+        let Some(mut rx) = self.fill else {
+            return Ok(self.file);
+        };
+        loop {
+            let state = rx.borrow_and_update().clone();
+            match state {
+                FillState::Done { file, .. } => return Ok(file),
+                FillState::Failed(e) => return Err(e),
+                FillState::Starting | FillState::Streaming { .. } => {}
+            }
+            if rx.changed().await.is_err() {
+                return Err(ApiError::internal("blob download ended without a result"));
+            }
+        }
+    }
+
     /// Reads `[start, end)` (end `None`: to the end of the blob) as a stream of chunks.
     pub fn into_stream(
         self,

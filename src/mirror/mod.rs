@@ -5,6 +5,7 @@
 
 pub mod blob;
 mod buffers;
+pub mod image;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -43,6 +43,7 @@ impl Severity {
             .find(|severity| severity.as_str().eq_ignore_ascii_case(text))
     }
 
+    /// Trivy's spelling: `UNKNOWN`, `LOW`, ...
     pub fn as_str(self) -> &'static str {
         match self {
             Severity::Unknown => "UNKNOWN",
@@ -199,6 +200,9 @@ pub enum SkipReason {
     /// No listed fixed version is newer than the installed one: the image already has the
     /// fix, or the source's data is wrong. Nothing to install either way.
     FixNotNewer,
+    /// A listed fixed version, or the installed one, is not a valid version for the
+    /// ecosystem, so whether it fixes anything cannot be decided. `detail` names it.
+    InvalidVersion { detail: String },
     /// Below the configured minimum severity; an unknown or unstated severity counts as
     /// `UNKNOWN`, the lowest.
     BelowMinimumSeverity { minimum: Severity },
@@ -213,14 +217,22 @@ impl fmt::Display for SkipReason {
         match self {
             SkipReason::LanguagePackage { package_type, .. } => {
                 let kind = package_type.as_deref().unwrap_or("language");
-                write!(f, "{kind} package: read and kept, but not planned (only OS packages are patched)")
+                write!(
+                    f,
+                    "{kind} package: read and kept, but not planned (only OS packages are patched)"
+                )
             }
-            SkipReason::NoFixedVersion { status: Some(status) } => {
+            SkipReason::NoFixedVersion {
+                status: Some(status),
+            } => {
                 write!(f, "no fixed version (status {status})")
             }
             SkipReason::NoFixedVersion { status: None } => f.write_str("no fixed version"),
             SkipReason::FixNotNewer => {
                 f.write_str("no fixed version is newer than the installed one")
+            }
+            SkipReason::InvalidVersion { detail } => {
+                write!(f, "cannot compare versions: {detail}")
             }
             SkipReason::BelowMinimumSeverity { minimum } => {
                 write!(f, "severity is below the minimum {minimum}")
@@ -287,6 +299,8 @@ struct PendingUpdate {
 }
 
 impl PlatformPlanBuilder {
+    /// Starts a plan for `platform`; `os` and `ecosystem` are the image's, and `ecosystem`
+    /// orders the versions.
     pub fn new(platform: Platform, os: OsRelease, ecosystem: Ecosystem) -> PlatformPlanBuilder {
         PlatformPlanBuilder {
             platform,
@@ -338,6 +352,8 @@ impl PlatformPlanBuilder {
         self.not_planned.push(entry);
     }
 
+    /// One update per (package, installed version) with the highest fixed version among
+    /// its fixes; fixes sorted by id; skips sorted and de-duplicated.
     pub fn finish(self) -> PlatformPlan {
         let ecosystem = self.ecosystem;
         let updates = self
@@ -379,5 +395,95 @@ fn highest<'v>(ecosystem: Ecosystem, a: &'v str, b: &'v str) -> &'v str {
     match compare_versions(ecosystem, a, b).then_with(|| a.cmp(b)) {
         Ordering::Less => b,
         Ordering::Equal | Ordering::Greater => a,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn severities_parse_in_any_case_and_order_by_severity() {
+        assert_eq!(Severity::parse("critical"), Some(Severity::Critical));
+        assert_eq!(Severity::parse("Medium"), Some(Severity::Medium));
+        assert_eq!(Severity::parse("SEVERE"), None);
+        assert!(Severity::ALL.windows(2).all(|pair| pair[0] < pair[1]));
+        assert_eq!(serde_json::to_string(&Severity::High).unwrap(), "\"HIGH\"");
+    }
+
+    #[test]
+    fn filters_exclude_before_include_and_count_unknown_as_lowest() {
+        let options = PlanOptions {
+            min_severity: Some(Severity::Low),
+            include: BTreeSet::from(["a".to_owned(), "b".to_owned()]),
+            exclude: BTreeSet::from(["b".to_owned()]),
+        };
+        assert_eq!(options.name_filter("a"), None);
+        assert_eq!(options.name_filter("b"), Some(SkipReason::Excluded));
+        assert_eq!(options.name_filter("c"), Some(SkipReason::NotIncluded));
+        let below = Some(SkipReason::BelowMinimumSeverity {
+            minimum: Severity::Low,
+        });
+        assert_eq!(options.severity_filter(None), below);
+        assert_eq!(options.severity_filter(Some(Severity::Unknown)), below);
+        assert_eq!(options.severity_filter(Some(Severity::Low)), None);
+        assert_eq!(PlanOptions::default().severity_filter(None), None);
+    }
+
+    #[test]
+    fn reasons_and_platforms_read_well() {
+        let reason = SkipReason::LanguagePackage {
+            package_type: Some("python-pkg".to_owned()),
+            location: None,
+        };
+        assert_eq!(
+            reason.to_string(),
+            "python-pkg package: read and kept, but not planned (only OS packages are patched)"
+        );
+        let reason = SkipReason::NoFixedVersion {
+            status: Some("will_not_fix".to_owned()),
+        };
+        assert_eq!(reason.to_string(), "no fixed version (status will_not_fix)");
+        let platform = Platform {
+            variant: Some("v7".to_owned()),
+            ..Platform::linux("arm")
+        };
+        assert_eq!(platform.to_string(), "linux/arm/v7");
+    }
+
+    #[test]
+    fn plan_sources_serialize_as_tagged_cache_key_parts() {
+        let source = PlanSource::BuiltinScanner {
+            index_version: "bookworm-security@2024-08-20T10:00:00Z".to_owned(),
+        };
+        assert_eq!(
+            serde_json::to_string(&source).unwrap(),
+            r#"{"kind":"builtin_scanner","index_version":"bookworm-security@2024-08-20T10:00:00Z"}"#
+        );
+    }
+
+    #[test]
+    fn platforms_are_sorted() {
+        let platform_plan = |platform: Platform| PlatformPlan {
+            platform,
+            os: OsRelease::default(),
+            ecosystem: Ecosystem::Dpkg,
+            updates: Vec::new(),
+            not_planned: Vec::new(),
+        };
+        let plan = Plan::new(
+            PlanSource::TrivyReport,
+            vec![
+                platform_plan(Platform::linux("arm64")),
+                platform_plan(Platform::linux("amd64")),
+            ],
+        );
+        let order: Vec<&str> = plan
+            .platforms
+            .iter()
+            .map(|p| p.platform.architecture.as_str())
+            .collect();
+        assert_eq!(order, ["amd64", "arm64"]);
+        assert!(plan.has_no_updates());
     }
 }

@@ -14,11 +14,13 @@
 
 use super::json::{self, Object};
 use super::{
-    nonempty, split_fixed_versions, Finding, FindingClass, ReportError, ReportFormat, ReportOs, ScanReport,
+    nonempty, split_fixed_versions, Finding, FindingClass, ReportError, ReportFormat, ReportOs,
+    ScanReport,
 };
 
 /// The top-level field that identifies a copa report.
 pub(super) const VERSION_FIELD: &str = "apiVersion";
+/// The `apiVersion` values this module reads.
 pub const V1ALPHA1: &str = "v1alpha1";
 pub const V1ALPHA2: &str = "v1alpha2";
 
@@ -65,13 +67,13 @@ pub(super) fn from_document(root: &Object<'_>) -> Result<ScanReport, ReportError
     };
     let mut findings = Vec::new();
     for update in root.opt_object_array(os_key)? {
-        findings.push(read_update(&update, None)?);
+        findings.push(read_update(&update, UpdateList::Os)?);
     }
     for key in language_keys {
         // nodeUpdates predates the `type` field; its packages are all npm packages.
         let default_type = (*key == "nodeUpdates").then_some("node-pkg");
         for update in root.opt_object_array(key)? {
-            findings.push(read_update(&update, Some(default_type))?);
+            findings.push(read_update(&update, UpdateList::Language { default_type })?);
         }
     }
 
@@ -84,11 +86,19 @@ pub(super) fn from_document(root: &Object<'_>) -> Result<ScanReport, ReportError
     })
 }
 
-/// `language` is `None` for OS updates, `Some(default type)` for language updates.
-fn read_update(update: &Object<'_>, language: Option<Option<&str>>) -> Result<Finding, ReportError> {
-    let class = match language {
-        None => FindingClass::OsPackage,
-        Some(default_type) => FindingClass::LanguagePackage {
+/// Which list of a copa report an update is in.
+enum UpdateList {
+    Os,
+    /// `default_type` applies when the update has no `type`.
+    Language {
+        default_type: Option<&'static str>,
+    },
+}
+
+fn read_update(update: &Object<'_>, list: UpdateList) -> Result<Finding, ReportError> {
+    let class = match list {
+        UpdateList::Os => FindingClass::OsPackage,
+        UpdateList::Language { default_type } => FindingClass::LanguagePackage {
             package_type: nonempty(update.opt_str("type")?)
                 .or_else(|| default_type.map(str::to_owned)),
             location: None,

@@ -37,6 +37,7 @@ pub enum ReportFormat {
 }
 
 impl ReportFormat {
+    /// The [`PlanSource`] of plans made from reports in this format.
     pub fn plan_source(self) -> PlanSource {
         match self {
             ReportFormat::Trivy => PlanSource::TrivyReport,

@@ -9,7 +9,8 @@
 
 use super::json::{self, Object};
 use super::{
-    nonempty, split_fixed_versions, Finding, FindingClass, ReportError, ReportFormat, ReportOs, ScanReport,
+    nonempty, split_fixed_versions, Finding, FindingClass, ReportError, ReportFormat, ReportOs,
+    ScanReport,
 };
 use crate::scan::plan::Severity;
 

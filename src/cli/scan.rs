@@ -1,0 +1,340 @@
+//! `patchpull scan <image-ref>`: read an image's package inventory through the mirror
+//! machinery (verified, cached blobs; only the layers that hold the package database) and
+//! print the plan: from a report (`--report`), or the inventory alone when no source of
+//! fixes is given.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+
+use crate::config::Config;
+use crate::distribution::reference::is_valid_name;
+use crate::distribution::Reference;
+use crate::metrics::Metrics;
+use crate::mirror::image::PlatformImage;
+use crate::mirror::Mirror;
+use crate::pkgs::Inventory;
+use crate::scan::plan::{Plan, PlanOptions, Platform, Severity};
+use crate::scan::report;
+use crate::store::Store;
+
+#[derive(Debug, clap::Args)]
+pub struct ScanArgs {
+    /// Image reference: `[registry[:port]/]repository[:tag|@digest]`.
+    image: String,
+    /// Output: `table` for people, `trivy` for Trivy-schema JSON.
+    #[arg(long, default_value = "table", value_parser = ["table", "trivy"])]
+    format: String,
+    /// A Trivy or copa report to check against the image and plan from.
+    #[arg(long, value_name = "FILE")]
+    report: Option<PathBuf>,
+    /// Reach a registry that is not configured as an upstream over plain HTTP.
+    #[arg(long)]
+    insecure: bool,
+    /// Only this platform of a multi-platform image, e.g. `linux/arm64`.
+    #[arg(long)]
+    platform: Option<String>,
+    /// Leave out fixes below this severity (LOW, MEDIUM, HIGH, CRITICAL).
+    #[arg(long)]
+    min_severity: Option<String>,
+}
+
+/// `registry/repo:tag` split into its parts; Docker Hub rules for names without a registry.
+struct ImageRef {
+    registry: String,
+    repository: String,
+    reference: Reference,
+}
+
+fn parse_image_ref(text: &str) -> anyhow::Result<ImageRef> {
+    let (rest, reference) = match text.rsplit_once('@') {
+        Some((rest, digest)) => (rest, Reference::Digest(digest.parse()?)),
+        None => match text.rsplit_once(':') {
+            Some((rest, tag)) if !tag.contains('/') => (rest, tag.parse()?),
+            _ => (text, Reference::Tag("latest".into())),
+        },
+    };
+    let (registry, repository) = match rest.split_once('/') {
+        Some((first, path))
+            if first.contains('.') || first.contains(':') || first == "localhost" =>
+        {
+            (first.to_string(), path.to_string())
+        }
+        _ => ("docker.io".to_string(), rest.to_string()),
+    };
+    if !is_valid_name(&repository) {
+        bail!("{repository:?} is not a valid repository name");
+    }
+    Ok(ImageRef {
+        registry,
+        repository,
+        reference,
+    })
+}
+
+pub fn run(mut config: Config, args: ScanArgs) -> anyhow::Result<()> {
+    let image = parse_image_ref(&args.image)?;
+    let known = config.upstream.iter().any(|u| {
+        u.name == image.registry
+            || u.aliases.contains(&image.registry)
+            || u.authority() == image.registry
+    });
+    if !known {
+        // The user named this registry on the command line; reach it like any upstream.
+        let scheme = if args.insecure { "http" } else { "https" };
+        let mut adhoc = config
+            .upstream
+            .first()
+            .cloned()
+            .context("the configuration has no upstream to copy settings from")?;
+        adhoc.name = "cli".into();
+        adhoc.aliases = vec![];
+        adhoc.default = false;
+        adhoc.username = None;
+        adhoc.password = None;
+        adhoc.library_prefix = image.registry == "docker.io";
+        adhoc.url = format!("{scheme}://{}", image.registry).parse()?;
+        config.upstream.push(adhoc);
+    }
+    let min_severity = match &args.min_severity {
+        Some(s) => Some(Severity::parse(s).with_context(|| format!("unknown severity {s:?}"))?),
+        None => None,
+    };
+    let report_bytes = match &args.report {
+        Some(path) => {
+            Some(std::fs::read(path).with_context(|| format!("reading {}", path.display()))?)
+        }
+        None => None,
+    };
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let metrics = Arc::new(Metrics::new());
+        let store = Arc::new(Store::open(&config.storage, metrics.clone())?);
+        let mirror = Arc::new(Mirror::new(&config, store, metrics)?);
+        let ns = if known {
+            image.registry.clone()
+        } else {
+            "cli".into()
+        };
+        let route = mirror
+            .route(&image.repository, Some(&ns))
+            .map_err(|e| anyhow::anyhow!(e.message))?;
+        let mut images = mirror
+            .platform_images(&route, &image.reference)
+            .await
+            .map_err(|e| anyhow::anyhow!("{}: {}", args.image, e.message))?;
+        if let Some(wanted) = &args.platform {
+            images.retain(|i| {
+                i.platform.to_string() == *wanted
+                    || format!("{}/{}", i.platform.os, i.platform.architecture) == *wanted
+            });
+            if images.is_empty() {
+                bail!("{} has no platform {wanted}", args.image);
+            }
+        }
+        let parsed_report = match &report_bytes {
+            Some(bytes) => Some(report::parse(bytes).context("reading the report")?),
+            None => None,
+        };
+        let options = PlanOptions {
+            min_severity,
+            ..PlanOptions::default()
+        };
+        let mut platform_plans = Vec::new();
+        let mut inventories = Vec::new();
+        for img in &images {
+            let inventory = mirror
+                .inventory(&route, img)
+                .await
+                .map_err(|e| anyhow::anyhow!("{} ({}): {}", args.image, img.platform, e.message))?
+                .with_context(|| {
+                    format!(
+                        "{} ({}): no supported package database found",
+                        args.image, img.platform
+                    )
+                })?;
+            let platform = to_plan_platform(img);
+            if let Some(report) = &parsed_report {
+                let plan = report::plan_from_report(report, &platform, &inventory, &options)
+                    .map_err(|e| {
+                        anyhow::anyhow!(
+                            "the report does not match {} ({}):\n{e}",
+                            args.image,
+                            img.platform
+                        )
+                    })?;
+                platform_plans.extend(plan.platforms);
+            }
+            inventories.push((img.clone(), inventory));
+        }
+        let plan = parsed_report
+            .as_ref()
+            .map(|r| Plan::new(r.format.plan_source(), platform_plans));
+        let out = match args.format.as_str() {
+            "trivy" => trivy_json(&args.image, &inventories, plan.as_ref())?,
+            _ => table(&inventories, plan.as_ref()),
+        };
+        print!("{out}");
+        anyhow::Ok(())
+    })
+}
+
+fn to_plan_platform(img: &PlatformImage) -> Platform {
+    Platform {
+        os: img.platform.os.clone(),
+        architecture: img.platform.architecture.clone(),
+        variant: img.platform.variant.clone(),
+    }
+}
+
+fn table(inventories: &[(PlatformImage, Inventory)], plan: Option<&Plan>) -> String {
+    let mut out = String::new();
+    for (img, inventory) in inventories {
+        let os = inventory
+            .os
+            .pretty_name
+            .clone()
+            .unwrap_or_else(|| inventory.os.id.clone());
+        out.push_str(&format!(
+            "{} {} ({os}, {} packages, {})\n",
+            img.platform,
+            img.manifest.digest,
+            inventory.packages.len(),
+            inventory.ecosystem
+        ));
+        let Some(plan) = plan else {
+            out.push_str("  no report given: inventory only (use --report FILE)\n");
+            continue;
+        };
+        let platform = to_plan_platform(img);
+        for p in plan.platforms.iter().filter(|p| p.platform == platform) {
+            if p.updates.is_empty() {
+                out.push_str("  nothing to update\n");
+            }
+            let rows: Vec<[String; 4]> = p
+                .updates
+                .iter()
+                .map(|u| {
+                    let ids: Vec<&str> = u.fixes.iter().map(|f| f.id.as_str()).collect();
+                    [
+                        u.name.clone(),
+                        u.installed_version.clone(),
+                        u.fixed_version.clone(),
+                        ids.join(", "),
+                    ]
+                })
+                .collect();
+            let header = ["PACKAGE", "INSTALLED", "FIXED", "VULNERABILITIES"].map(String::from);
+            let mut widths = header.clone().map(|h| h.len());
+            for row in &rows {
+                for (w, cell) in widths.iter_mut().zip(row) {
+                    *w = (*w).max(cell.len());
+                }
+            }
+            for row in std::iter::once(&header).chain(&rows) {
+                out.push_str(&format!(
+                    "  {:<w0$}  {:<w1$}  {:<w2$}  {}\n",
+                    row[0],
+                    row[1],
+                    row[2],
+                    row[3],
+                    w0 = widths[0],
+                    w1 = widths[1],
+                    w2 = widths[2]
+                ));
+            }
+            if !p.not_planned.is_empty() {
+                out.push_str(&format!(
+                    "  not planned: {} finding(s)\n",
+                    p.not_planned.len()
+                ));
+                for n in &p.not_planned {
+                    out.push_str(&format!(
+                        "    {} {} {}: {}\n",
+                        n.name, n.installed_version, n.vulnerability_id, n.reason
+                    ));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Trivy's JSON schema (SchemaVersion 2), so tools that read Trivy reports read this.
+fn trivy_json(
+    artifact: &str,
+    inventories: &[(PlatformImage, Inventory)],
+    plan: Option<&Plan>,
+) -> anyhow::Result<String> {
+    let mut results = Vec::new();
+    let mut metadata_os = serde_json::Value::Null;
+    for (img, inventory) in inventories {
+        metadata_os = serde_json::json!({
+            "Family": inventory.os.id,
+            "Name": inventory.os.version_id.clone().unwrap_or_default(),
+        });
+        let platform = to_plan_platform(img);
+        let mut vulns = Vec::new();
+        if let Some(plan) = plan {
+            for p in plan.platforms.iter().filter(|p| p.platform == platform) {
+                for u in &p.updates {
+                    for f in &u.fixes {
+                        vulns.push(serde_json::json!({
+                            "VulnerabilityID": f.id,
+                            "PkgName": u.name,
+                            "InstalledVersion": u.installed_version,
+                            "FixedVersion": f.fixed_version,
+                            "Severity": f.severity.map(|s| s.as_str()).unwrap_or("UNKNOWN"),
+                        }));
+                    }
+                }
+            }
+        }
+        results.push(serde_json::json!({
+            "Target": format!("{artifact} ({})", img.platform),
+            "Class": "os-pkgs",
+            "Type": inventory.os.id,
+            "Packages": inventory.packages.iter().map(|p| serde_json::json!({
+                "Name": p.name, "Version": p.version, "Arch": p.architecture,
+            })).collect::<Vec<_>>(),
+            "Vulnerabilities": vulns,
+        }));
+    }
+    let doc = serde_json::json!({
+        "SchemaVersion": 2,
+        "ArtifactName": artifact,
+        "ArtifactType": "container_image",
+        "Metadata": { "OS": metadata_os },
+        "Results": results,
+    });
+    Ok(serde_json::to_string_pretty(&doc)? + "\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn image_references_follow_docker_rules() {
+        let r = parse_image_ref("nginx").unwrap();
+        assert_eq!(
+            (r.registry.as_str(), r.repository.as_str()),
+            ("docker.io", "nginx")
+        );
+        assert_eq!(r.reference, Reference::Tag("latest".into()));
+        let r = parse_image_ref("127.0.0.1:5000/a/b:1.2").unwrap();
+        assert_eq!(
+            (r.registry.as_str(), r.repository.as_str()),
+            ("127.0.0.1:5000", "a/b")
+        );
+        assert_eq!(r.reference, Reference::Tag("1.2".into()));
+        let d = format!("sha256:{}", "a".repeat(64));
+        let r = parse_image_ref(&format!("ghcr.io/x/y@{d}")).unwrap();
+        assert_eq!(r.reference, Reference::Digest(d.parse().unwrap()));
+        let r = parse_image_ref("localhost/x").unwrap();
+        assert_eq!(r.registry, "localhost");
+        assert!(parse_image_ref("Bad/Name").is_err());
+        assert!(parse_image_ref("x@sha256:nope").is_err());
+    }
+}

@@ -1,0 +1,239 @@
+//! `patchpull scan` against images in a real registry: the inventory is read from the image
+//! (dpkg status and os-release in different layers, distroless status.d), a Trivy report is
+//! checked against it and planned, and a report for another image is refused with the
+//! difference named.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::images::{self, Entry, Format};
+use common::registry::Registry;
+use common::require_tools;
+
+const OS_RELEASE: &[u8] = b"PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nNAME=\"Debian GNU/Linux\"\nVERSION_ID=\"12\"\nVERSION=\"12 (bookworm)\"\nVERSION_CODENAME=bookworm\nID=debian\n";
+
+const STATUS: &[u8] = b"Package: libssl3\nStatus: install ok installed\nArchitecture: amd64\nSource: openssl\nVersion: 3.0.15-1~deb12u1\n\nPackage: tzdata\nStatus: install ok installed\nArchitecture: all\nVersion: 2024a-0+deb12u1\n\nPackage: removed-thing\nStatus: deinstall ok config-files\nArchitecture: amd64\nVersion: 1.0\n";
+
+fn trivy_report(openssl_installed: &str) -> String {
+    serde_json::json!({
+        "SchemaVersion": 2,
+        "ArtifactName": "test/deb:1",
+        "ArtifactType": "container_image",
+        "Metadata": {"OS": {"Family": "debian", "Name": "12.8"}},
+        "Results": [{
+            "Target": "test/deb:1 (debian 12.8)",
+            "Class": "os-pkgs",
+            "Type": "debian",
+            "Vulnerabilities": [
+                {"VulnerabilityID": "CVE-2024-9143", "PkgName": "libssl3", "InstalledVersion": openssl_installed,
+                 "FixedVersion": "3.0.15-1~deb12u2", "Severity": "HIGH"},
+                {"VulnerabilityID": "CVE-2025-0001", "PkgName": "libssl3", "InstalledVersion": openssl_installed,
+                 "FixedVersion": "3.0.16-1~deb12u1", "Severity": "MEDIUM"},
+                {"VulnerabilityID": "CVE-2024-0002", "PkgName": "tzdata", "InstalledVersion": "2024a-0+deb12u1",
+                 "FixedVersion": "", "Severity": "LOW"}
+            ]
+        }]
+    })
+    .to_string()
+}
+
+fn scan(dir: &Path, args: &[&str]) -> (bool, String, String) {
+    let config = dir.join("scan.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[storage]\npath = {:?}\n[log]\nlevel = \"warn\"\n",
+            dir.join("store").display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_patchpull"))
+        .arg("--config")
+        .arg(&config)
+        .arg("scan")
+        .args(args)
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scan_reads_the_inventory_and_plans_from_a_trivy_report() {
+    if !require_tools(&[common::registry::REGISTRY_BIN]) {
+        return;
+    }
+    let registry = Registry::start().await;
+    let lower = images::layer(
+        Format::Oci,
+        &[
+            Entry::Dir("etc/"),
+            Entry::File("usr/lib/os-release", OS_RELEASE, 0o644),
+            Entry::Symlink("etc/os-release", "../usr/lib/os-release"),
+        ],
+    );
+    let upper = images::layer(
+        Format::Oci,
+        &[
+            Entry::Dir("var/lib/dpkg/"),
+            Entry::File("var/lib/dpkg/status", STATUS, 0o644),
+        ],
+    );
+    let image = images::assemble(Format::Oci, "amd64", vec![lower, upper], &["/bin/sh"]);
+    images::push_image(&registry.url(), "test/deb", "1", &image).await;
+    let reference = format!("{}/test/deb:1", registry.authority());
+
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, out, err) = scan(dir.path(), &["--insecure", &reference]);
+    assert!(ok, "{err}");
+    assert!(out.contains("linux/amd64"), "{out}");
+    assert!(
+        out.contains("Debian GNU/Linux 12 (bookworm), 2 packages, dpkg"),
+        "{out}"
+    );
+
+    let report = dir.path().join("report.json");
+    std::fs::write(&report, trivy_report("3.0.15-1~deb12u1")).unwrap();
+    let (ok, out, err) = scan(
+        dir.path(),
+        &[
+            "--insecure",
+            &reference,
+            "--report",
+            report.to_str().unwrap(),
+        ],
+    );
+    assert!(ok, "{err}");
+    let line = out
+        .lines()
+        .find(|l| l.trim_start().starts_with("libssl3"))
+        .unwrap_or_else(|| panic!("{out}"));
+    let cells: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(
+        cells[..3],
+        ["libssl3", "3.0.15-1~deb12u1", "3.0.16-1~deb12u1"],
+        "{out}"
+    );
+    assert!(
+        line.contains("CVE-2024-9143") && line.contains("CVE-2025-0001"),
+        "{line}"
+    );
+    assert!(
+        out.contains("tzdata 2024a-0+deb12u1 CVE-2024-0002"),
+        "{out}"
+    );
+
+    let (ok, out, err) = scan(
+        dir.path(),
+        &[
+            "--insecure",
+            &reference,
+            "--report",
+            report.to_str().unwrap(),
+            "--format",
+            "trivy",
+        ],
+    );
+    assert!(ok, "{err}");
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(json["SchemaVersion"], 2);
+    assert_eq!(json["Metadata"]["OS"]["Family"], "debian");
+    let vulns = json["Results"][0]["Vulnerabilities"].as_array().unwrap();
+    let ids: Vec<&str> = vulns
+        .iter()
+        .map(|v| v["VulnerabilityID"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["CVE-2024-9143", "CVE-2025-0001"]);
+    assert_eq!(vulns[0]["PkgName"], "libssl3");
+    assert_eq!(vulns[0]["Severity"], "HIGH");
+
+    // A report made for another build of the image is refused, saying what differs.
+    std::fs::write(&report, trivy_report("3.0.11-1~deb12u2")).unwrap();
+    let (ok, _, err) = scan(
+        dir.path(),
+        &[
+            "--insecure",
+            &reference,
+            "--report",
+            report.to_str().unwrap(),
+        ],
+    );
+    assert!(!ok);
+    assert!(err.contains("does not match"), "{err}");
+    assert!(
+        err.contains("3.0.11-1~deb12u2") && err.contains("3.0.15-1~deb12u1"),
+        "{err}"
+    );
+
+    // Bad input: a malformed report and a name that is not one.
+    std::fs::write(&report, b"{\"SchemaVersion\": 2, \"Results\": [").unwrap();
+    let (ok, _, err) = scan(
+        dir.path(),
+        &[
+            "--insecure",
+            &reference,
+            "--report",
+            report.to_str().unwrap(),
+        ],
+    );
+    assert!(!ok);
+    assert!(err.contains("report"), "{err}");
+    let (ok, _, err) = scan(dir.path(), &["--insecure", "127.0.0.1:1/UPPER/case"]);
+    assert!(!ok);
+    assert!(err.contains("not a valid repository name"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scan_reads_distroless_status_d() {
+    if !require_tools(&[common::registry::REGISTRY_BIN]) {
+        return;
+    }
+    let registry = Registry::start().await;
+    let os_release = b"PRETTY_NAME=\"Distroless\"\nNAME=\"Debian GNU/Linux\"\nID=\"debian\"\nVERSION_ID=\"12\"\nVERSION=\"Debian GNU/Linux 12 (bookworm)\"\nHOME_URL=\"https://github.com/GoogleContainerTools/distroless\"\n";
+    let base = images::layer(
+        Format::Docker,
+        &[
+            Entry::File("etc/os-release", os_release, 0o644),
+            Entry::File(
+                "var/lib/dpkg/status.d/libc6",
+                b"Package: libc6\nVersion: 2.36-9+deb12u7\nArchitecture: amd64\nSource: glibc\n",
+                0o644,
+            ),
+            Entry::File(
+                "var/lib/dpkg/status.d/tzdata",
+                b"Package: tzdata\nVersion: 2024a-0+deb12u1\nArchitecture: all\n",
+                0o644,
+            ),
+        ],
+    );
+    let upper = images::layer(
+        Format::Docker,
+        &[Entry::File("var/lib/dpkg/status.d/.wh.tzdata", b"", 0o644)],
+    );
+    let image = images::assemble(Format::Docker, "arm64", vec![base, upper], &["/app"]);
+    images::push_image(&registry.url(), "distroless/base", "12", &image).await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let reference = format!("{}/distroless/base:12", registry.authority());
+    let (ok, out, err) = scan(dir.path(), &["--insecure", &reference, "--format", "trivy"]);
+    assert!(ok, "{err}");
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let packages = json["Results"][0]["Packages"].as_array().unwrap();
+    let names: Vec<&str> = packages
+        .iter()
+        .map(|p| p["Name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["libc6"], "the whited-out tzdata must not be listed");
+    assert!(json["Results"][0]["Target"]
+        .as_str()
+        .unwrap()
+        .contains("linux/arm64"));
+}
