@@ -45,6 +45,14 @@ for tool in docker-registry wrk curl python3 sha256sum gzip tar busybox timeout;
   command -v "$tool" >/dev/null || die "$tool is not installed (apt-get install docker-registry wrk curl busybox)"
 done
 
+# build first, so that a failing build wastes nothing and its load is over before measuring
+if [[ " $PROXIES " == *" patchpull "* && -z "$PATCHPULL_BIN" ]]; then
+  log "cargo build --release (bounded to 30 min)"
+  (cd "$ROOT" && timeout 1800 cargo build --release --bin patchpull >&2) || die "release build failed"
+  PATCHPULL_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/patchpull"
+fi
+[[ " $PROXIES " != *" patchpull "* || -x "$PATCHPULL_BIN" ]] || die "no patchpull binary at $PATCHPULL_BIN"
+
 # --- processes and cleanup ------------------------------------------------------------------
 WORK="$(mktemp -d "$WORK_PARENT/patchpull-bench.XXXXXX")"
 LOAD_AT_START="$(cut -d' ' -f1-3 /proc/loadavg)"
@@ -271,9 +279,13 @@ until curl -s -o /dev/null --max-time 1 -r 0-0 "http://127.0.0.1:$HTTPD_PORT/blo
   ((SECONDS < deadline)) || die "busybox httpd did not start"
   sleep 0.1
 done
-R[base.httpd]="$(get_blob "http://127.0.0.1:$HTTPD_PORT/blob")"
+speeds=()
+for i in $(seq 1 "$CACHED_RUNS"); do speeds+=("$(get_blob "http://127.0.0.1:$HTTPD_PORT/blob")"); done
+R[base.httpd]="$(median "${speeds[@]}")"
 # the upstream registry itself, no proxy
-R[base.upstream]="$(get_blob "$UP$BLOB_PATH")"
+speeds=()
+for i in $(seq 1 "$CACHED_RUNS"); do speeds+=("$(get_blob "$UP$BLOB_PATH")"); done
+R[base.upstream]="$(median "${speeds[@]}")"
 log "baselines: cat $(mib_s "${R[base.cat]}") MiB/s, curl file:// $(mib_s "${R[base.curlfile]}") MiB/s," \
   "busybox httpd $(mib_s "${R[base.httpd]}") MiB/s, upstream direct $(mib_s "${R[base.upstream]}") MiB/s"
 
@@ -414,13 +426,6 @@ bench_proxy() {
   rm -rf "$store"
 }
 
-if [[ " $PROXIES " == *" patchpull "* && -z "$PATCHPULL_BIN" ]]; then
-  log "cargo build --release (bounded to 30 min)"
-  (cd "$ROOT" && timeout 1800 cargo build --release --bin patchpull >&2) || die "release build failed"
-  PATCHPULL_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/patchpull"
-fi
-[[ " $PROXIES " != *" patchpull "* || -x "$PATCHPULL_BIN" ]] || die "no patchpull binary at $PATCHPULL_BIN"
-
 for proxy in $PROXIES; do
   log "=== $proxy ==="
   bench_proxy "$proxy"
@@ -459,6 +464,7 @@ row() { printf '%-44s %14s %14s\n' "$@"; }
   printf '  %-40s %8s MiB/s\n' "curl -o /dev/null file://FILE" "$(mib_s "${R[base.curlfile]}")"
   printf '  %-40s %8s MiB/s\n' "curl from busybox httpd (loopback copy)" "$(mib_s "${R[base.httpd]}")"
   printf '  %-40s %8s MiB/s\n' "curl from the upstream registry direct" "$(mib_s "${R[base.upstream]}")"
+  echo "  (the last two: median of $CACHED_RUNS runs)"
 } | tee "$WORK/table.txt"
 
 # targets from the issue; "plain copy" = curl from busybox httpd over loopback

@@ -79,15 +79,30 @@ impl Recent {
         }
     }
 
-    /// Bytes from `pos` up to `limit` if they are still in memory (zero-copy slice).
-    fn slice(&self, pos: u64, limit: u64) -> Option<Bytes> {
-        let (offset, chunk) = self
+    /// Bytes from `pos` up to `limit` (at most `max`) if they are still in memory. Network
+    /// chunks are small, so consecutive ones are gathered into one buffer: one response
+    /// frame per chunk would cost a socket write each.
+    fn slice(&self, pos: u64, limit: u64, max: usize) -> Option<Bytes> {
+        let first = self
             .chunks
             .iter()
-            .find(|(offset, chunk)| *offset <= pos && pos < offset + chunk.len() as u64)?;
-        let start = (pos - offset) as usize;
-        let end = ((limit - offset) as usize).min(chunk.len());
-        (start < end).then(|| chunk.slice(start..end))
+            .position(|(offset, chunk)| *offset <= pos && pos < offset + chunk.len() as u64)?;
+        let want = (limit.saturating_sub(pos) as usize).min(max);
+        if want == 0 {
+            return None;
+        }
+        let mut out = BytesMut::with_capacity(want);
+        let mut at = pos;
+        for (offset, chunk) in self.chunks.iter().skip(first) {
+            if out.len() >= want || *offset > at {
+                break;
+            }
+            let start = (at - offset) as usize;
+            let take = (chunk.len() - start).min(want - out.len());
+            out.extend_from_slice(&chunk[start..start + take]);
+            at += take as u64;
+        }
+        Some(out.freeze())
     }
 }
 
@@ -556,7 +571,7 @@ impl Reader {
             if self.pos >= end || (complete && self.pos >= limit) {
                 return None;
             }
-            let in_memory = recent.and_then(|r| r.lock().ok()?.slice(self.pos, limit));
+            let in_memory = recent.and_then(|r| r.lock().ok()?.slice(self.pos, limit, READ_CHUNK));
             if let Some(bytes) = in_memory {
                 self.pos += bytes.len() as u64;
                 return Some(Ok(bytes));
@@ -609,19 +624,23 @@ mod tests {
     #[test]
     fn recent_window_serves_only_what_it_holds_and_forgets_the_oldest() {
         let mut r = Recent::default();
-        let chunk = Bytes::from(vec![7u8; 1024 * 1024]);
-        r.push(0, chunk.clone());
+        r.push(0, Bytes::from(vec![7u8; 1024 * 1024]));
         r.push(1024 * 1024, Bytes::from(vec![8u8; 1024 * 1024]));
-        assert_eq!(r.slice(10, 20).unwrap(), Bytes::from(vec![7u8; 10]));
-        // Bounded by the limit (the publish point), and by the chunk it starts in.
-        assert_eq!(r.slice(1024 * 1024 - 4, 3 * 1024 * 1024).unwrap().len(), 4);
-        assert!(r.slice(5, 5).is_none());
+        assert_eq!(r.slice(10, 20, 64).unwrap(), Bytes::from(vec![7u8; 10]));
+        // Bounded by the limit (the publish point) and by `max`, gathered across chunks.
+        let across = r.slice(1024 * 1024 - 4, 3 * 1024 * 1024, 8).unwrap();
+        assert_eq!(&across[..], &[7, 7, 7, 7, 8, 8, 8, 8]);
+        assert_eq!(r.slice(0, 100, usize::MAX).unwrap().len(), 100);
+        assert!(r.slice(5, 5, 64).is_none());
         r.push(2 * 1024 * 1024, Bytes::from(vec![9u8; 16]));
         assert!(
-            r.slice(10, 20).is_none(),
+            r.slice(10, 20, 64).is_none(),
             "the oldest chunk should have been dropped"
         );
-        assert_eq!(r.slice(2 * 1024 * 1024 + 1, u64::MAX).unwrap().len(), 15);
-        assert!(r.slice(3 * 1024 * 1024, u64::MAX).is_none());
+        assert_eq!(
+            r.slice(2 * 1024 * 1024 + 1, u64::MAX, 64).unwrap().len(),
+            15
+        );
+        assert!(r.slice(3 * 1024 * 1024, u64::MAX, 64).is_none());
     }
 }
