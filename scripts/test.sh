@@ -18,6 +18,12 @@ declare -A PACKAGE_OF=(
   [wrk]=wrk
   [jq]=jq
   [htpasswd]=apache2-utils
+  [gpg]=gnupg
+  [apt-ftparchive]=apt-utils
+  [xz]=xz-utils
+  [zstd]=zstd
+  [dpkg-deb]=dpkg
+  [rpm]=rpm
 )
 
 missing=()
@@ -29,6 +35,11 @@ done
 # The runnable test image copies the host's busybox into a rootfs: it must be static.
 if [ ! -x /bin/busybox ] || ldd /bin/busybox >/dev/null 2>&1; then
   missing+=(busybox-static)
+fi
+
+# The built-in scanner verifies Debian's signed indexes with the archive keyring.
+if [ ! -f /usr/share/keyrings/debian-archive-keyring.gpg ]; then
+  missing+=(debian-archive-keyring)
 fi
 
 if [ "${#missing[@]}" -gt 0 ]; then
@@ -53,5 +64,7 @@ echo "test.sh: cargo test" >&2
 # Each test has its own ports, temp dirs, registry and containerd, so tests run in parallel;
 # a few more threads than cores, since most of the time is spent waiting on child processes.
 export REQUIRE_TEST_TOOLS=1
+# Debian's archive is reachable from CI: scan against the real bookworm-security suite.
+export DEBIAN_ARCHIVE_TESTS="${DEBIAN_ARCHIVE_TESTS:-1}"
 cargo test --all-targets -- --test-threads="${RUST_TEST_THREADS:-4}" "$@"
 cargo test --doc

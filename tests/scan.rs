@@ -92,7 +92,7 @@ async fn scan_reads_the_inventory_and_plans_from_a_trivy_report() {
     let reference = format!("{}/test/deb:1", registry.authority());
 
     let dir = tempfile::tempdir().unwrap();
-    let (ok, out, err) = scan(dir.path(), &["--insecure", &reference]);
+    let (ok, out, err) = scan(dir.path(), &["--insecure", "--inventory-only", &reference]);
     assert!(ok, "{err}");
     assert!(out.contains("linux/amd64"), "{out}");
     assert!(
@@ -223,7 +223,16 @@ async fn scan_reads_distroless_status_d() {
 
     let dir = tempfile::tempdir().unwrap();
     let reference = format!("{}/distroless/base:12", registry.authority());
-    let (ok, out, err) = scan(dir.path(), &["--insecure", &reference, "--format", "trivy"]);
+    let (ok, out, err) = scan(
+        dir.path(),
+        &[
+            "--insecure",
+            "--inventory-only",
+            &reference,
+            "--format",
+            "trivy",
+        ],
+    );
     assert!(ok, "{err}");
     let json: serde_json::Value = serde_json::from_str(&out).unwrap();
     let packages = json["Results"][0]["Packages"].as_array().unwrap();
@@ -236,4 +245,110 @@ async fn scan_reads_distroless_status_d() {
         .as_str()
         .unwrap()
         .contains("linux/arm64"));
+}
+
+/// The newest `Version:` of `package` in a Packages index, computed here without patchpull
+/// (the same paragraph walk anyone would write), for comparing against the scanner.
+fn newest_in_index(index: &str, package: &str) -> Option<String> {
+    let mut newest: Option<String> = None;
+    for paragraph in index.split("\n\n") {
+        let field = |name: &str| {
+            paragraph
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("{name}: ")).map(str::to_string))
+        };
+        if field("Package").as_deref() == Some(package) {
+            let v = field("Version")?;
+            let newer = match &newest {
+                None => true,
+                Some(n) => Command::new("dpkg")
+                    .args(["--compare-versions", &v, "gt", n])
+                    .status()
+                    .map(|s| s.success())
+                    .unwrap_or(false),
+            };
+            if newer {
+                newest = Some(v);
+            }
+        }
+    }
+    newest
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn builtin_scan_against_the_real_debian_security_archive() {
+    if std::env::var("DEBIAN_ARCHIVE_TESTS").as_deref() != Ok("1") {
+        eprintln!("skipped: set DEBIAN_ARCHIVE_TESTS=1 to scan against deb.debian.org");
+        return;
+    }
+    if !require_tools(&[common::registry::REGISTRY_BIN, "curl", "xz", "dpkg"]) {
+        return;
+    }
+    let registry = Registry::start().await;
+    // An old bookworm point-release libssl3: bookworm-security has fixes for it.
+    let status = b"Package: libssl3\nStatus: install ok installed\nArchitecture: amd64\nSource: openssl\nVersion: 3.0.9-1\n";
+    let layer = images::layer(
+        Format::Oci,
+        &[
+            Entry::File("etc/os-release", OS_RELEASE, 0o644),
+            Entry::File("var/lib/dpkg/status", status, 0o644),
+        ],
+    );
+    let image = images::assemble(Format::Oci, "amd64", vec![layer], &["/bin/sh"]);
+    images::push_image(&registry.url(), "real/deb", "1", &image).await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let reference = format!("{}/real/deb:1", registry.authority());
+    let (ok, out, err) = scan(dir.path(), &["--insecure", &reference, "--format", "trivy"]);
+    assert!(ok, "{err}");
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let vulns = json["Results"][0]["Vulnerabilities"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert!(!vulns.is_empty(), "{out}");
+    assert!(vulns.iter().all(|v| v["PkgName"] == "libssl3"));
+    assert!(vulns
+        .iter()
+        .all(|v| v["VulnerabilityID"].as_str().unwrap().starts_with("CVE-")));
+
+    // Independently: the newest libssl3 in bookworm-security's own index.
+    let xz = Command::new("sh")
+        .arg("-c")
+        .arg("curl -fsS http://deb.debian.org/debian-security/dists/bookworm-security/main/binary-amd64/Packages.xz | xz -d")
+        .output()
+        .unwrap();
+    assert!(xz.status.success());
+    let index = String::from_utf8_lossy(&xz.stdout);
+    let expected = newest_in_index(&index, "libssl3").expect("libssl3 in bookworm-security");
+    let fixed: Vec<&str> = vulns
+        .iter()
+        .map(|v| v["FixedVersion"].as_str().unwrap())
+        .collect();
+    assert!(
+        fixed.iter().all(|f| *f == expected
+            || Command::new("dpkg")
+                .args(["--compare-versions", f, "le", &expected])
+                .status()
+                .unwrap()
+                .success()),
+        "fixed versions {fixed:?} vs bookworm-security's {expected}"
+    );
+    let (ok, table, err) = scan(dir.path(), &["--insecure", &reference]);
+    assert!(ok, "{err}");
+    let line = table
+        .lines()
+        .find(|l| l.trim_start().starts_with("libssl3"))
+        .unwrap();
+    let planned = line.split_whitespace().nth(2).unwrap();
+    // The plan takes the newest across the security, point-release and updates suites,
+    // so it is at least what the security suite has.
+    assert!(
+        Command::new("dpkg")
+            .args(["--compare-versions", planned, "ge", &expected])
+            .status()
+            .unwrap()
+            .success(),
+        "plan updates libssl3 to {planned}, bookworm-security has {expected}: {line}"
+    );
 }

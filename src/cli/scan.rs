@@ -1,7 +1,7 @@
 //! `patchpull scan <image-ref>`: read an image's package inventory through the mirror
 //! machinery (verified, cached blobs; only the layers that hold the package database) and
-//! print the plan: from a report (`--report`), or the inventory alone when no source of
-//! fixes is given.
+//! print the plan: from a report (`--report`), else from the built-in scanner for dpkg
+//! images (the distribution's signed repositories), else the inventory alone.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -14,7 +14,8 @@ use crate::distribution::Reference;
 use crate::metrics::Metrics;
 use crate::mirror::image::PlatformImage;
 use crate::mirror::Mirror;
-use crate::pkgs::Inventory;
+use crate::pkgs::{Ecosystem, Inventory};
+use crate::scan::builtin::{BuiltinConfig, BuiltinScanner};
 use crate::scan::plan::{Plan, PlanOptions, Platform, Severity};
 use crate::scan::report;
 use crate::store::Store;
@@ -38,6 +39,9 @@ pub struct ScanArgs {
     /// Leave out fixes below this severity (LOW, MEDIUM, HIGH, CRITICAL).
     #[arg(long)]
     min_severity: Option<String>,
+    /// Only list what is installed; do not look for fixes.
+    #[arg(long)]
+    inventory_only: bool,
 }
 
 /// `registry/repo:tag` split into its parts; Docker Hub rules for names without a registry.
@@ -143,6 +147,8 @@ pub fn run(mut config: Config, args: ScanArgs) -> anyhow::Result<()> {
         };
         let mut platform_plans = Vec::new();
         let mut inventories = Vec::new();
+        let mut builtin: Option<BuiltinScanner> = None;
+        let mut builtin_source = None;
         for img in &images {
             let inventory = mirror
                 .inventory(&route, img)
@@ -165,12 +171,33 @@ pub fn run(mut config: Config, args: ScanArgs) -> anyhow::Result<()> {
                         )
                     })?;
                 platform_plans.extend(plan.platforms);
+            } else if !args.inventory_only && inventory.ecosystem == Ecosystem::Dpkg {
+                if builtin.is_none() {
+                    let cache_dir = config.storage.path.join("scan-cache");
+                    builtin = Some(
+                        BuiltinScanner::new(BuiltinConfig::new(cache_dir))
+                            .map_err(|e| anyhow::anyhow!("built-in scanner: {e}"))?,
+                    );
+                }
+                let Some(scanner) = builtin.as_ref() else {
+                    bail!("built-in scanner unavailable");
+                };
+                let scanned = scanner
+                    .scan(&inventory, &platform, &options)
+                    .await
+                    .map_err(|e| {
+                        anyhow::anyhow!("built-in scan of {} ({}): {e}", args.image, img.platform)
+                    })?;
+                builtin_source = Some(scanned.plan.source.clone());
+                platform_plans.extend(scanned.plan.platforms);
             }
             inventories.push((img.clone(), inventory));
         }
-        let plan = parsed_report
-            .as_ref()
-            .map(|r| Plan::new(r.format.plan_source(), platform_plans));
+        let plan = match (&parsed_report, builtin_source) {
+            (Some(r), _) => Some(Plan::new(r.format.plan_source(), platform_plans)),
+            (None, Some(source)) => Some(Plan::new(source, platform_plans)),
+            (None, None) => None,
+        };
         let out = match args.format.as_str() {
             "trivy" => trivy_json(&args.image, &inventories, plan.as_ref())?,
             _ => table(&inventories, plan.as_ref()),
@@ -204,7 +231,9 @@ fn table(inventories: &[(PlatformImage, Inventory)], plan: Option<&Plan>) -> Str
             inventory.ecosystem
         ));
         let Some(plan) = plan else {
-            out.push_str("  no report given: inventory only (use --report FILE)\n");
+            out.push_str(
+                "  inventory only (no report given, and no built-in scanner for this image)\n",
+            );
             continue;
         };
         let platform = to_plan_platform(img);

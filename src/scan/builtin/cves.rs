@@ -1,0 +1,269 @@
+//! CVE ids for updates, from the new version's `changelog.Debian.gz`.
+//!
+//! The changelog is in the updated package's own `.deb`, unless its doc directory (or its
+//! changelog file) is a symlink into another package's, as `-data`, `-common` and `-dev`
+//! packages often do: then the linked package of the same source version is fetched too
+//! (one hop). Failing that, the source package's doc directory in the same `.deb` is tried.
+
+use std::collections::HashMap;
+use std::io::{Seek, SeekFrom};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use futures_util::StreamExt;
+
+use super::cache::DiskCache;
+use super::changelog;
+use super::deb::{read_docs, DebDocs, DebLimits};
+use super::fetch::Fetcher;
+use super::index::{DebFile, IndexEntry};
+use super::matching::Found;
+use super::repo::{blocking, lock, LoadedSuite};
+use super::{BuiltinConfig, BuiltinError, ChangelogStatus, CveFix};
+
+/// Changelogs fetched concurrently; small, since each is a download plus decompression.
+const CONCURRENT_DEBS: usize = 4;
+
+/// Reads changelogs for one scan.
+pub struct ChangelogReader<'s> {
+    config: &'s BuiltinConfig,
+    fetcher: &'s Fetcher,
+    cache: &'s DiskCache,
+    suites: &'s [LoadedSuite],
+    native_architecture: &'s str,
+    docs: Mutex<HashMap<String, Arc<DebDocs>>>,
+    /// One fetch per `.deb` at a time: a package and the one its doc directory links to
+    /// are often read concurrently.
+    fetching: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    downloads: AtomicUsize,
+}
+
+impl<'s> ChangelogReader<'s> {
+    pub fn new(
+        config: &'s BuiltinConfig,
+        fetcher: &'s Fetcher,
+        cache: &'s DiskCache,
+        suites: &'s [LoadedSuite],
+        native_architecture: &'s str,
+    ) -> ChangelogReader<'s> {
+        ChangelogReader {
+            config,
+            fetcher,
+            cache,
+            suites,
+            native_architecture,
+            docs: Mutex::default(),
+            fetching: Mutex::default(),
+            downloads: AtomicUsize::new(0),
+        }
+    }
+
+    /// The CVE fixes of every update, in `found`'s order.
+    pub async fn read_all(&self, found: &[Found]) -> Vec<(Vec<CveFix>, ChangelogStatus)> {
+        futures_util::stream::iter(found)
+            .map(|f| self.read(f))
+            .buffered(CONCURRENT_DEBS)
+            .collect()
+            .await
+    }
+
+    async fn read(&self, found: &Found) -> (Vec<CveFix>, ChangelogStatus) {
+        match self.changelog_of(found).await {
+            Ok(gz) => match changelog::parse_gz(&gz, self.config.limits.max_changelog_bytes) {
+                Ok(entries) => {
+                    let fixes = changelog::fixed_between(
+                        &entries,
+                        found.installed_source_version(),
+                        found.entry.source_version(),
+                    );
+                    let fixes = fixes
+                        .into_iter()
+                        .map(|(id, fixed_version)| CveFix { id, fixed_version })
+                        .collect();
+                    (fixes, ChangelogStatus::Read)
+                }
+                Err(reason) => (Vec::new(), ChangelogStatus::Unavailable { reason }),
+            },
+            Err(reason) => (Vec::new(), ChangelogStatus::Unavailable { reason }),
+        }
+    }
+
+    /// The gzip bytes of the changelog that covers `found`'s new version.
+    async fn changelog_of(&self, found: &Found) -> Result<Vec<u8>, String> {
+        let entry = &found.entry;
+        let docs = self.docs_of(found.suite, entry).await?;
+        if let Some(gz) = docs.changelogs.get(&*entry.name) {
+            return Ok(gz.clone());
+        }
+        let linked = docs
+            .links
+            .get(&*entry.name)
+            .map(|target| link_dir(target, false))
+            .or_else(|| {
+                let key = format!("{}/changelog.Debian.gz", entry.name);
+                docs.links.get(&key).map(|target| link_dir(target, true))
+            })
+            .filter(|dir| !dir.is_empty() && **dir != *entry.name);
+        if let Some(dir) = linked {
+            if let Some(gz) = docs.changelogs.get(&dir) {
+                return Ok(gz.clone());
+            }
+            let other = self.sibling(found, &dir).ok_or_else(|| {
+                format!(
+                    "usr/share/doc/{} links to {dir}, and no package {dir} {} is in the suites",
+                    entry.name,
+                    entry.source_version()
+                )
+            })?;
+            let other_docs = self.docs_of(found.suite, &other).await?;
+            return other_docs.changelogs.get(&dir).cloned().ok_or_else(|| {
+                format!("{dir}'s .deb has no usr/share/doc/{dir}/changelog.Debian.gz")
+            });
+        }
+        docs.changelogs
+            .get(entry.source_name())
+            .cloned()
+            .ok_or_else(|| {
+                format!(
+                    "the .deb has no usr/share/doc/{}/changelog.Debian.gz",
+                    entry.name
+                )
+            })
+    }
+
+    /// The package `name` built from the same source version as `found`, in the suite
+    /// `found` came from, for the image's architecture or `all` (an arch-`all` package's
+    /// docs often link to an arch-specific sibling's).
+    fn sibling(&self, found: &Found, name: &str) -> Option<IndexEntry> {
+        self.suites[found.suite]
+            .indexes
+            .iter()
+            .flat_map(|index| index.lookup(name))
+            .find(|e| {
+                (*e.architecture == *self.native_architecture || &*e.architecture == "all")
+                    && e.source_name() == found.entry.source_name()
+                    && e.source_version() == found.entry.source_version()
+            })
+            .cloned()
+    }
+
+    /// The docs of `entry`'s `.deb`: from this scan, the disk cache, or the pool.
+    async fn docs_of(&self, suite: usize, entry: &IndexEntry) -> Result<Arc<DebDocs>, String> {
+        let deb = entry.deb.as_ref().ok_or_else(|| {
+            format!(
+                "the index gives no Filename, Size and SHA256 for {}",
+                entry.name
+            )
+        })?;
+        let sha256 = deb.sha256_hex();
+        let gate = lock(&self.fetching)
+            .entry(sha256.clone())
+            .or_default()
+            .clone();
+        let _one_fetch = gate.lock().await;
+        if let Some(docs) = lock(&self.docs).get(&sha256) {
+            return Ok(docs.clone());
+        }
+        let path = self.cache.debdocs_path(&sha256);
+        let cached = blocking(move || Ok(std::fs::read(&path).ok()))
+            .await
+            .map_err(|e| e.to_string())?
+            .and_then(|json| serde_json::from_slice::<DebDocs>(&json).ok());
+        let docs = match cached {
+            Some(docs) => docs,
+            None => self.download_docs(suite, deb).await?,
+        };
+        let docs = Arc::new(docs);
+        lock(&self.docs).insert(sha256, docs.clone());
+        Ok(docs)
+    }
+
+    async fn download_docs(&self, suite: usize, deb: &DebFile) -> Result<DebDocs, String> {
+        let limits = &self.config.limits;
+        if deb.size > limits.max_deb_bytes {
+            return Err(format!(
+                "{} is {} bytes, more than the limit of {}",
+                deb.filename, deb.size, limits.max_deb_bytes
+            ));
+        }
+        if self.downloads.fetch_add(1, Ordering::Relaxed) >= limits.max_changelog_downloads {
+            return Err(format!(
+                "more than {} .deb downloads in one scan",
+                limits.max_changelog_downloads
+            ));
+        }
+        let url = self.suites[suite].suite.pool_url(&deb.filename);
+        let temp = self.cache.temp_file().map_err(|e| e.to_string())?;
+        let (sha, size) = self
+            .fetcher
+            .download(&url, &temp, limits.max_deb_bytes)
+            .await
+            .map_err(|f| format!("fetching {url}: {}", f.reason))?;
+        if sha != deb.sha256_hex() || size != deb.size {
+            return Err(format!(
+                "{url} does not match its index: expected {} bytes with SHA256 {}, got {size} bytes with SHA256 {sha}",
+                deb.size,
+                deb.sha256_hex()
+            ));
+        }
+        let deb_limits = DebLimits {
+            max_unpacked: limits.max_deb_unpacked_bytes,
+            max_changelog: limits.max_changelog_bytes,
+        };
+        let (cache, target, filename) = (
+            self.cache.clone(),
+            self.cache.debdocs_path(&deb.sha256_hex()),
+            deb.filename.clone(),
+        );
+        blocking(move || {
+            let mut file = temp
+                .file
+                .try_clone()
+                .map_err(|e| cache_io(&temp.path, &e))?;
+            file.seek(SeekFrom::Start(0))
+                .map_err(|e| cache_io(&temp.path, &e))?;
+            let docs = match read_docs(&mut file, deb_limits) {
+                Ok(docs) => docs,
+                Err(reason) => return Ok(Err(format!("{filename}: {reason}"))),
+            };
+            let json = serde_json::to_vec(&docs).map_err(|e| BuiltinError::Cache {
+                path: target.clone(),
+                reason: e.to_string(),
+            })?;
+            cache.write_file(&target, &json)?;
+            Ok(Ok(docs))
+        })
+        .await
+        .map_err(|e| e.to_string())?
+    }
+}
+
+fn cache_io(path: &std::path::Path, error: &std::io::Error) -> BuiltinError {
+    super::cache::cache_error(path, "reading", error)
+}
+
+/// The doc directory a symlink points at: `foo`, `../foo`, `/usr/share/doc/foo` -> `foo`;
+/// for a link of the changelog file itself, the target's parent directory.
+fn link_dir(target: &str, of_changelog_file: bool) -> String {
+    let target = target.trim_end_matches('/');
+    let target = if of_changelog_file {
+        target.rsplit_once('/').map_or("", |(dir, _)| dir)
+    } else {
+        target
+    };
+    target.rsplit('/').next().unwrap_or_default().to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::link_dir;
+
+    #[test]
+    fn link_targets_name_a_doc_directory() {
+        assert_eq!(link_dir("hello", false), "hello");
+        assert_eq!(link_dir("../doc/hello/", false), "hello");
+        assert_eq!(link_dir("/usr/share/doc/hello", false), "hello");
+        assert_eq!(link_dir("../hello/changelog.Debian.gz", true), "hello");
+        assert_eq!(link_dir("changelog.Debian.gz", true), "");
+    }
+}
