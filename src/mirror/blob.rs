@@ -36,16 +36,22 @@ const PUBLISH_EVERY: u64 = 1024 * 1024;
 const PUBLISH_PAUSE: Duration = Duration::from_millis(20);
 /// Batches queued between the network task and the disk writer (backpressure).
 const WRITE_QUEUE: usize = 2;
-/// The most recently written bytes of a download stay in memory this long (in bytes), so
-/// clients that keep up with the download are served without reading the file back.
-const RECENT_WINDOW: u64 = 2 * 1024 * 1024;
+/// The most recently received bytes of a download stay in memory this long (in bytes), so
+/// clients that keep up are served straight from the network, not after the disk write
+/// and not by reading the file back. It must exceed the write queue's backlog.
+const RECENT_WINDOW: u64 = 4 * 1024 * 1024;
+/// Readers are woken after this many newly received bytes (or at each batch hand-off).
+const RECEIVE_PUBLISH: u64 = 256 * 1024;
 
 #[derive(Clone)]
 enum FillState {
     Starting,
     Streaming {
         size: Option<u64>,
+        /// Bytes on disk (readable from `file`).
         written: u64,
+        /// Bytes received from upstream (the newest of them in `recent`).
+        received: u64,
         file: Arc<File>,
         recent: Arc<Mutex<Recent>>,
     },
@@ -314,6 +320,7 @@ async fn run_fill(
     fill.state.send_replace(FillState::Streaming {
         size: total,
         written: 0,
+        received: 0,
         file: file.clone(),
         recent: recent.clone(),
     });
@@ -337,17 +344,10 @@ async fn run_fill(
     let disk =
         tokio::task::spawn_blocking(move || -> Result<crate::store::BlobWriter, StoreError> {
             while let Some(batch) = rx.blocking_recv() {
-                let mut offset = writer.written();
                 for chunk in batch.iter() {
                     writer.write_unhashed(chunk)?;
                 }
                 let published = writer.flush()?;
-                if let Ok(mut recent) = recent.lock() {
-                    for chunk in batch.iter() {
-                        recent.push(offset, chunk.clone());
-                        offset += chunk.len() as u64;
-                    }
-                }
                 state.state.send_modify(|s| {
                     if let FillState::Streaming { written, .. } = s {
                         *written = published;
@@ -359,6 +359,14 @@ async fn run_fill(
     let mut batch: Vec<Bytes> = Vec::new();
     let mut batch_len = 0u64;
     let mut last_handoff = std::time::Instant::now();
+    let mut announced = 0u64;
+    let announce = |received: u64| {
+        fill.state.send_modify(|s| {
+            if let FillState::Streaming { received: r, .. } = s {
+                *r = received;
+            }
+        });
+    };
 
     // The network side: stream, resume with Range after a break, bound the length.
     let mut received = 0u64;
@@ -377,9 +385,20 @@ async fn run_fill(
                         ),
                     ));
                 }
+                if let Ok(mut recent) = recent.lock() {
+                    recent.push(received - chunk.len() as u64, chunk.clone());
+                }
+                if received - announced >= RECEIVE_PUBLISH {
+                    announced = received;
+                    announce(received);
+                }
                 batch_len += chunk.len() as u64;
                 batch.push(chunk);
                 if batch_len >= PUBLISH_EVERY || last_handoff.elapsed() >= PUBLISH_PAUSE {
+                    if announced < received {
+                        announced = received;
+                        announce(received);
+                    }
                     batch_len = 0;
                     last_handoff = std::time::Instant::now();
                     let shared = Arc::new(std::mem::take(&mut batch));
@@ -390,6 +409,7 @@ async fn run_fill(
                 }
             }
             Ok(None) => {
+                announce(received);
                 if !batch.is_empty() {
                     let shared = Arc::new(std::mem::take(&mut batch));
                     let _ = hash_tx.send(shared.clone()).await;
@@ -533,6 +553,13 @@ fn read_ahead(
     rx
 }
 
+struct Readable {
+    file_limit: u64,
+    memory_limit: u64,
+    complete: bool,
+    recent: Option<Arc<Mutex<Recent>>>,
+}
+
 struct Reader {
     file: Arc<File>,
     pos: u64,
@@ -541,37 +568,63 @@ struct Reader {
 }
 
 impl Reader {
-    /// How far the file may be read now, whether the blob is complete, and the in-memory
-    /// tail of a download in progress.
-    #[allow(clippy::type_complexity)]
-    fn readable(&mut self) -> Result<(u64, bool, Option<Arc<Mutex<Recent>>>), ApiError> {
+    /// What may be read now: up to where from the file, up to where from memory (the
+    /// in-memory tail of a download in progress), and whether the blob is complete.
+    fn readable(&mut self) -> Result<Readable, ApiError> {
         let Some(rx) = &mut self.fill else {
-            return Ok((self.end.unwrap_or(0), true, None));
+            let end = self.end.unwrap_or(0);
+            return Ok(Readable {
+                file_limit: end,
+                memory_limit: end,
+                complete: true,
+                recent: None,
+            });
         };
         let state = rx.borrow_and_update();
         match &*state {
-            FillState::Done { size, .. } => Ok((*size, true, None)),
+            FillState::Done { size, .. } => Ok(Readable {
+                file_limit: *size,
+                memory_limit: *size,
+                complete: true,
+                recent: None,
+            }),
             // Hold back the last byte until the digest verified.
             FillState::Streaming {
-                written, recent, ..
-            } => Ok((written.saturating_sub(1), false, Some(recent.clone()))),
-            FillState::Starting => Ok((0, false, None)),
+                written,
+                received,
+                recent,
+                ..
+            } => Ok(Readable {
+                file_limit: (*written).min(received.saturating_sub(1)),
+                memory_limit: received.saturating_sub(1),
+                complete: false,
+                recent: Some(recent.clone()),
+            }),
+            FillState::Starting => Ok(Readable {
+                file_limit: 0,
+                memory_limit: 0,
+                complete: false,
+                recent: None,
+            }),
             FillState::Failed(e) => Err(e.clone()),
         }
     }
 
     async fn next_chunk(&mut self) -> Option<Result<Bytes, std::io::Error>> {
         loop {
-            let (limit, complete, recent) = match self.readable() {
+            let readable = match self.readable() {
                 Ok(r) => r,
                 Err(e) => return Some(Err(std::io::Error::other(e.message))),
             };
             let end = self.end.unwrap_or(u64::MAX);
-            let limit = limit.min(end);
-            if self.pos >= end || (complete && self.pos >= limit) {
+            let limit = readable.file_limit.min(end);
+            if self.pos >= end || (readable.complete && self.pos >= limit) {
                 return None;
             }
-            let in_memory = recent.and_then(|r| r.lock().ok()?.slice(self.pos, limit, READ_CHUNK));
+            let memory_limit = readable.memory_limit.min(end);
+            let in_memory = readable
+                .recent
+                .and_then(|r| r.lock().ok()?.slice(self.pos, memory_limit, READ_CHUNK));
             if let Some(bytes) = in_memory {
                 self.pos += bytes.len() as u64;
                 return Some(Ok(bytes));
@@ -621,26 +674,27 @@ impl Reader {
 mod tests {
     use super::*;
 
+    const MIB: u64 = 1024 * 1024;
+
     #[test]
     fn recent_window_serves_only_what_it_holds_and_forgets_the_oldest() {
         let mut r = Recent::default();
-        r.push(0, Bytes::from(vec![7u8; 1024 * 1024]));
-        r.push(1024 * 1024, Bytes::from(vec![8u8; 1024 * 1024]));
+        let chunks = RECENT_WINDOW / MIB;
+        for i in 0..chunks {
+            r.push(i * MIB, Bytes::from(vec![i as u8 + 7; MIB as usize]));
+        }
         assert_eq!(r.slice(10, 20, 64).unwrap(), Bytes::from(vec![7u8; 10]));
         // Bounded by the limit (the publish point) and by `max`, gathered across chunks.
-        let across = r.slice(1024 * 1024 - 4, 3 * 1024 * 1024, 8).unwrap();
+        let across = r.slice(MIB - 4, 3 * MIB, 8).unwrap();
         assert_eq!(&across[..], &[7, 7, 7, 7, 8, 8, 8, 8]);
         assert_eq!(r.slice(0, 100, usize::MAX).unwrap().len(), 100);
         assert!(r.slice(5, 5, 64).is_none());
-        r.push(2 * 1024 * 1024, Bytes::from(vec![9u8; 16]));
+        r.push(chunks * MIB, Bytes::from(vec![9u8; 16]));
         assert!(
             r.slice(10, 20, 64).is_none(),
             "the oldest chunk should have been dropped"
         );
-        assert_eq!(
-            r.slice(2 * 1024 * 1024 + 1, u64::MAX, 64).unwrap().len(),
-            15
-        );
-        assert!(r.slice(3 * 1024 * 1024, u64::MAX, 64).is_none());
+        assert_eq!(r.slice(chunks * MIB + 1, u64::MAX, 64).unwrap().len(), 15);
+        assert!(r.slice(chunks * MIB + 16, u64::MAX, 64).is_none());
     }
 }
