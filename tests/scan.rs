@@ -42,11 +42,15 @@ fn trivy_report(openssl_installed: &str) -> String {
 }
 
 fn scan(dir: &Path, args: &[&str]) -> (bool, String, String) {
+    scan_with(dir, "", args)
+}
+
+fn scan_with(dir: &Path, extra_toml: &str, args: &[&str]) -> (bool, String, String) {
     let config = dir.join("scan.toml");
     std::fs::write(
         &config,
         format!(
-            "[storage]\npath = {:?}\n[log]\nlevel = \"warn\"\n",
+            "[storage]\npath = {:?}\n[log]\nlevel = \"warn\"\n{extra_toml}",
             dir.join("store").display()
         ),
     )
@@ -189,6 +193,19 @@ async fn scan_reads_the_inventory_and_plans_from_a_trivy_report() {
     let (ok, _, err) = scan(dir.path(), &["--insecure", "127.0.0.1:1/UPPER/case"]);
     assert!(!ok);
     assert!(err.contains("not a valid repository name"), "{err}");
+
+    // Without a report the built-in scanner asks the configured repositories, and only them.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_url = format!("http://{}/debian-security", dead.local_addr().unwrap());
+    drop(dead);
+    let extra =
+        format!("[scan]\ndebian_security_url = {dead_url:?}\ndebian_archive_url = {dead_url:?}\n");
+    let (ok, _, err) = scan_with(dir.path(), &extra, &["--insecure", &reference]);
+    assert!(!ok);
+    assert!(
+        err.contains("built-in scan") && err.contains("bookworm"),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

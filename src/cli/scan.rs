@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context};
 
-use crate::config::Config;
+use crate::config::{Config, ScanConfig};
 use crate::distribution::reference::is_valid_name;
 use crate::distribution::Reference;
 use crate::metrics::Metrics;
@@ -173,9 +173,8 @@ pub fn run(mut config: Config, args: ScanArgs) -> anyhow::Result<()> {
                 platform_plans.extend(plan.platforms);
             } else if !args.inventory_only && inventory.ecosystem == Ecosystem::Dpkg {
                 if builtin.is_none() {
-                    let cache_dir = config.storage.path.join("scan-cache");
                     builtin = Some(
-                        BuiltinScanner::new(BuiltinConfig::new(cache_dir))
+                        BuiltinScanner::new(builtin_config(&config.scan))
                             .map_err(|e| anyhow::anyhow!("built-in scanner: {e}"))?,
                     );
                 }
@@ -205,6 +204,22 @@ pub fn run(mut config: Config, args: ScanArgs) -> anyhow::Result<()> {
         print!("{out}");
         anyhow::Ok(())
     })
+}
+
+/// The built-in scanner's settings from the `[scan]` section.
+fn builtin_config(scan: &ScanConfig) -> BuiltinConfig {
+    let mut c = BuiltinConfig::new(&scan.cache_dir);
+    c.debian.archive_url = scan.debian_archive_url.clone();
+    c.debian.security_url = scan.debian_security_url.clone();
+    c.debian.keyring = scan.debian_keyring.clone();
+    c.ubuntu.archive_url = scan.ubuntu_archive_url.clone();
+    c.ubuntu.security_url = scan.ubuntu_security_url.clone();
+    c.ubuntu.ports_url = Some(scan.ubuntu_ports_url.clone());
+    c.ubuntu.keyring = scan.ubuntu_keyring.clone();
+    c.point_releases = scan.point_releases;
+    c.changelogs = scan.changelogs;
+    c.refresh_interval = scan.refresh_interval;
+    c
 }
 
 fn to_plan_platform(img: &PlatformImage) -> Platform {

@@ -23,3 +23,14 @@ pub const LOG_FORMAT: &str = "text";
 pub const LOG_LEVEL: &str = "info";
 /// Where `serve` and `config check` look when `--config` is not given.
 pub const CONFIG_FILE: &str = "config/patchpull.toml";
+/// The built-in scanner's repositories (mirrors and air-gapped copies replace them).
+pub const SCAN_DEBIAN_ARCHIVE_URL: &str = "http://deb.debian.org/debian";
+pub const SCAN_DEBIAN_SECURITY_URL: &str = "http://deb.debian.org/debian-security";
+pub const SCAN_DEBIAN_KEYRING: &str = "/usr/share/keyrings/debian-archive-keyring.gpg";
+pub const SCAN_UBUNTU_ARCHIVE_URL: &str = "http://archive.ubuntu.com/ubuntu";
+pub const SCAN_UBUNTU_PORTS_URL: &str = "http://ports.ubuntu.com/ubuntu-ports";
+pub const SCAN_UBUNTU_KEYRING: &str = "/usr/share/keyrings/ubuntu-archive-keyring.gpg";
+/// A repository's InRelease checked less than this long ago is not asked for again.
+pub const SCAN_REFRESH_INTERVAL: Duration = Duration::from_secs(300);
+/// Under `storage.path` unless `scan.cache_dir` says otherwise.
+pub const SCAN_CACHE_SUBDIR: &str = "scan-cache";

@@ -24,7 +24,24 @@ pub struct Config {
     pub storage: StorageConfig,
     pub cache: CacheConfig,
     pub log: LogConfig,
+    pub scan: ScanConfig,
     pub upstream: Vec<UpstreamConfig>,
+}
+
+/// The built-in scanner's repositories and behaviour.
+#[derive(Debug, Clone)]
+pub struct ScanConfig {
+    pub cache_dir: PathBuf,
+    pub debian_archive_url: String,
+    pub debian_security_url: String,
+    pub debian_keyring: PathBuf,
+    pub ubuntu_archive_url: String,
+    pub ubuntu_security_url: String,
+    pub ubuntu_ports_url: String,
+    pub ubuntu_keyring: PathBuf,
+    pub point_releases: bool,
+    pub changelogs: bool,
+    pub refresh_interval: Duration,
 }
 
 #[derive(Debug, Clone)]

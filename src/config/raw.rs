@@ -10,7 +10,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 use super::{defaults, secret::Secret};
 use super::{
-    CacheConfig, Config, LogConfig, LogFormat, ServerConfig, StorageConfig, TlsFiles,
+    CacheConfig, Config, LogConfig, LogFormat, ScanConfig, ServerConfig, StorageConfig, TlsFiles,
     UpstreamConfig,
 };
 use crate::distribution::reference::is_valid_path_component;
@@ -22,7 +22,47 @@ pub struct RawConfig {
     pub storage: RawStorage,
     pub cache: RawCache,
     pub log: RawLog,
+    pub scan: RawScan,
     pub upstream: Vec<RawUpstream>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawScan {
+    /// Where repository indexes and changelog results are cached.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache_dir: Option<PathBuf>,
+    pub debian_archive_url: String,
+    pub debian_security_url: String,
+    pub debian_keyring: PathBuf,
+    pub ubuntu_archive_url: String,
+    pub ubuntu_security_url: String,
+    pub ubuntu_ports_url: String,
+    pub ubuntu_keyring: PathBuf,
+    /// Also read the release itself and `-updates`, not only `-security`.
+    pub point_releases: bool,
+    /// Read CVE ids from each update's changelog.
+    pub changelogs: bool,
+    #[serde(deserialize_with = "text_or_number")]
+    pub refresh_interval: String,
+}
+
+impl Default for RawScan {
+    fn default() -> Self {
+        RawScan {
+            cache_dir: None,
+            debian_archive_url: defaults::SCAN_DEBIAN_ARCHIVE_URL.into(),
+            debian_security_url: defaults::SCAN_DEBIAN_SECURITY_URL.into(),
+            debian_keyring: defaults::SCAN_DEBIAN_KEYRING.into(),
+            ubuntu_archive_url: defaults::SCAN_UBUNTU_ARCHIVE_URL.into(),
+            ubuntu_security_url: defaults::SCAN_UBUNTU_ARCHIVE_URL.into(),
+            ubuntu_ports_url: defaults::SCAN_UBUNTU_PORTS_URL.into(),
+            ubuntu_keyring: defaults::SCAN_UBUNTU_KEYRING.into(),
+            point_releases: true,
+            changelogs: true,
+            refresh_interval: fmt_duration(defaults::SCAN_REFRESH_INTERVAL),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -131,6 +171,7 @@ impl Default for RawConfig {
             storage: RawStorage::default(),
             cache: RawCache::default(),
             log: RawLog::default(),
+            scan: RawScan::default(),
             upstream: vec![RawUpstream {
                 name: defaults::UPSTREAM_NAME.into(),
                 url: defaults::UPSTREAM_URL.into(),
@@ -409,6 +450,40 @@ impl RawConfig {
             p.0.push("`upstream.default`: at most one upstream can be the default".into());
         }
 
+        let refresh_interval = p.duration("scan.refresh_interval", &self.scan.refresh_interval);
+        for (key, url) in [
+            ("scan.debian_archive_url", &self.scan.debian_archive_url),
+            ("scan.debian_security_url", &self.scan.debian_security_url),
+            ("scan.ubuntu_archive_url", &self.scan.ubuntu_archive_url),
+            ("scan.ubuntu_security_url", &self.scan.ubuntu_security_url),
+            ("scan.ubuntu_ports_url", &self.scan.ubuntu_ports_url),
+        ] {
+            match reqwest::Url::parse(url) {
+                Ok(u) if matches!(u.scheme(), "http" | "https") => {}
+                _ => p.0.push(format!(
+                    "`{key}`: expected an http or https URL, found {:?}",
+                    redact_userinfo(url)
+                )),
+            }
+        }
+        let scan = ScanConfig {
+            cache_dir: self
+                .scan
+                .cache_dir
+                .clone()
+                .unwrap_or_else(|| storage.path.join(defaults::SCAN_CACHE_SUBDIR)),
+            debian_archive_url: self.scan.debian_archive_url,
+            debian_security_url: self.scan.debian_security_url,
+            debian_keyring: self.scan.debian_keyring,
+            ubuntu_archive_url: self.scan.ubuntu_archive_url,
+            ubuntu_security_url: self.scan.ubuntu_security_url,
+            ubuntu_ports_url: self.scan.ubuntu_ports_url,
+            ubuntu_keyring: self.scan.ubuntu_keyring,
+            point_releases: self.scan.point_releases,
+            changelogs: self.scan.changelogs,
+            refresh_interval,
+        };
+
         if !p.0.is_empty() {
             return Err(p.0);
         }
@@ -424,6 +499,7 @@ impl RawConfig {
                 format,
                 level: self.log.level,
             },
+            scan,
             upstream: upstreams,
         })
     }
@@ -453,6 +529,19 @@ impl RawConfig {
                     LogFormat::Json => "json".into(),
                 },
                 level: c.log.level.clone(),
+            },
+            scan: RawScan {
+                cache_dir: Some(c.scan.cache_dir.clone()),
+                debian_archive_url: c.scan.debian_archive_url.clone(),
+                debian_security_url: c.scan.debian_security_url.clone(),
+                debian_keyring: c.scan.debian_keyring.clone(),
+                ubuntu_archive_url: c.scan.ubuntu_archive_url.clone(),
+                ubuntu_security_url: c.scan.ubuntu_security_url.clone(),
+                ubuntu_ports_url: c.scan.ubuntu_ports_url.clone(),
+                ubuntu_keyring: c.scan.ubuntu_keyring.clone(),
+                point_releases: c.scan.point_releases,
+                changelogs: c.scan.changelogs,
+                refresh_interval: fmt_duration(c.scan.refresh_interval),
             },
             upstream: c
                 .upstream

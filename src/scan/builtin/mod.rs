@@ -46,14 +46,14 @@ pub use keyring::{Keyring, KeyringError, SignatureError};
 pub use suites::{Distribution, Suite, SuiteKind};
 
 // TODO(#3): the lead moves these into config/defaults.rs when wiring `[scan.builtin]`.
-pub const DEFAULT_DEBIAN_ARCHIVE_URL: &str = "http://deb.debian.org/debian";
-pub const DEFAULT_DEBIAN_SECURITY_URL: &str = "http://deb.debian.org/debian-security";
-pub const DEFAULT_DEBIAN_KEYRING: &str = "/usr/share/keyrings/debian-archive-keyring.gpg";
-pub const DEFAULT_UBUNTU_ARCHIVE_URL: &str = "http://archive.ubuntu.com/ubuntu";
-pub const DEFAULT_UBUNTU_PORTS_URL: &str = "http://ports.ubuntu.com/ubuntu-ports";
+pub const DEFAULT_DEBIAN_ARCHIVE_URL: &str = crate::config::defaults::SCAN_DEBIAN_ARCHIVE_URL;
+pub const DEFAULT_DEBIAN_SECURITY_URL: &str = crate::config::defaults::SCAN_DEBIAN_SECURITY_URL;
+pub const DEFAULT_DEBIAN_KEYRING: &str = crate::config::defaults::SCAN_DEBIAN_KEYRING;
+pub const DEFAULT_UBUNTU_ARCHIVE_URL: &str = crate::config::defaults::SCAN_UBUNTU_ARCHIVE_URL;
+pub const DEFAULT_UBUNTU_PORTS_URL: &str = crate::config::defaults::SCAN_UBUNTU_PORTS_URL;
 /// From Debian's `ubuntu-keyring` package (Ubuntu's `ubuntu-keyring` has the same path).
-pub const DEFAULT_UBUNTU_KEYRING: &str = "/usr/share/keyrings/ubuntu-archive-keyring.gpg";
-pub const DEFAULT_REFRESH_INTERVAL: Duration = Duration::from_secs(300);
+pub const DEFAULT_UBUNTU_KEYRING: &str = crate::config::defaults::SCAN_UBUNTU_KEYRING;
+pub const DEFAULT_REFRESH_INTERVAL: Duration = crate::config::defaults::SCAN_REFRESH_INTERVAL;
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_RETRIES: u32 = 3;
