@@ -194,6 +194,28 @@ async fn scan_reads_the_inventory_and_plans_from_a_trivy_report() {
     assert!(!ok);
     assert!(err.contains("not a valid repository name"), "{err}");
 
+    // A configured scanner command runs when no report is given: it gets the image as an
+    // OCI layout (manifest, config and both layers) and its output is planned like a report.
+    std::fs::write(&report, trivy_report("3.0.15-1~deb12u1")).unwrap();
+    let script = format!(
+        "test -f {{oci_dir}}/oci-layout && test -f {{oci_dir}}/index.json \
+         && test $(ls {{oci_dir}}/blobs/sha256 | wc -l) -eq 4 \
+         && test '{{image}} {{platform}}' = '{reference} linux/amd64' && cat {}",
+        report.display()
+    );
+    let extra = format!("[scan]\ncommand = [\"sh\", \"-c\", {script:?}]\n");
+    let (ok, out, err) = scan_with(dir.path(), &extra, &["--insecure", &reference]);
+    assert!(ok, "{err}");
+    let line = out
+        .lines()
+        .find(|l| l.trim_start().starts_with("libssl3"))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(line.contains("3.0.16-1~deb12u1"), "{line}");
+    let extra = "[scan]\ncommand = [\"sh\", \"-c\", \"echo scanner exploded >&2; exit 7\"]\n";
+    let (ok, _, err) = scan_with(dir.path(), extra, &["--insecure", &reference]);
+    assert!(!ok);
+    assert!(err.contains("scanner exploded"), "{err}");
+
     // Without a report the built-in scanner asks the configured repositories, and only them.
     let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let dead_url = format!("http://{}/debian-security", dead.local_addr().unwrap());

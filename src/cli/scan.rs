@@ -16,7 +16,8 @@ use crate::mirror::image::PlatformImage;
 use crate::mirror::Mirror;
 use crate::pkgs::{Ecosystem, Inventory};
 use crate::scan::builtin::{BuiltinConfig, BuiltinScanner};
-use crate::scan::plan::{Plan, PlanOptions, Platform, Severity};
+use crate::scan::command::{CommandInput, ScannerCommand};
+use crate::scan::plan::{Plan, PlanOptions, PlanSource, Platform, Severity};
 use crate::scan::report;
 use crate::store::Store;
 
@@ -149,6 +150,14 @@ pub fn run(mut config: Config, args: ScanArgs) -> anyhow::Result<()> {
         let mut inventories = Vec::new();
         let mut builtin: Option<BuiltinScanner> = None;
         let mut builtin_source = None;
+        let mut command_source = None;
+        let scanner_command = match config.scan.command.is_empty() {
+            true => None,
+            false => Some(ScannerCommand::new(
+                config.scan.command.clone(),
+                config.scan.command_timeout,
+            )?),
+        };
         for img in &images {
             let inventory = mirror
                 .inventory(&route, img)
@@ -171,6 +180,40 @@ pub fn run(mut config: Config, args: ScanArgs) -> anyhow::Result<()> {
                         )
                     })?;
                 platform_plans.extend(plan.platforms);
+            } else if let (false, Some(command)) = (args.inventory_only, &scanner_command) {
+                let oci_dir = tempfile_dir(&config.storage.path)?;
+                if command.wants_oci_dir() {
+                    mirror
+                        .export_oci_layout(&route, img, oci_dir.path())
+                        .await
+                        .map_err(|e| {
+                            anyhow::anyhow!(
+                                "exporting {} ({}): {}",
+                                args.image,
+                                img.platform,
+                                e.message
+                            )
+                        })?;
+                }
+                let report = command
+                    .run(&CommandInput {
+                        image: &args.image,
+                        oci_dir: oci_dir.path(),
+                        platform: &img.platform.to_string(),
+                    })
+                    .await?;
+                let plan = report::plan_from_report(&report, &platform, &inventory, &options)
+                    .map_err(|e| {
+                        anyhow::anyhow!(
+                            "the scanner's report does not match {} ({}):\n{e}",
+                            args.image,
+                            img.platform
+                        )
+                    })?;
+                command_source = Some(PlanSource::ScannerCommand {
+                    command: command.display(),
+                });
+                platform_plans.extend(plan.platforms);
             } else if !args.inventory_only && inventory.ecosystem == Ecosystem::Dpkg {
                 if builtin.is_none() {
                     builtin = Some(
@@ -192,7 +235,7 @@ pub fn run(mut config: Config, args: ScanArgs) -> anyhow::Result<()> {
             }
             inventories.push((img.clone(), inventory));
         }
-        let plan = match (&parsed_report, builtin_source) {
+        let plan = match (&parsed_report, command_source.or(builtin_source)) {
             (Some(r), _) => Some(Plan::new(r.format.plan_source(), platform_plans)),
             (None, Some(source)) => Some(Plan::new(source, platform_plans)),
             (None, None) => None,
@@ -204,6 +247,45 @@ pub fn run(mut config: Config, args: ScanArgs) -> anyhow::Result<()> {
         print!("{out}");
         anyhow::Ok(())
     })
+}
+
+/// A private temp directory for one scanner run, under the store's directory (same disk
+/// as the blobs it copies), removed when dropped.
+fn tempfile_dir(storage: &std::path::Path) -> anyhow::Result<TempDir> {
+    let parent = storage.join("scanner-tmp");
+    std::fs::create_dir_all(&parent).with_context(|| format!("creating {}", parent.display()))?;
+    TempDir::new_in(&parent)
+}
+
+/// A directory removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new_in(parent: &std::path::Path) -> anyhow::Result<TempDir> {
+        for _ in 0..16 {
+            let path = parent.join(format!(
+                "scanner-{}-{}",
+                std::process::id(),
+                rand::random::<u64>()
+            ));
+            match std::fs::create_dir(&path) {
+                Ok(()) => return Ok(TempDir(path)),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(e).with_context(|| format!("creating {}", path.display())),
+            }
+        }
+        bail!("cannot create a temp directory in {}", parent.display())
+    }
+
+    fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// The built-in scanner's settings from the `[scan]` section.

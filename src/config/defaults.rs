@@ -34,3 +34,5 @@ pub const SCAN_UBUNTU_KEYRING: &str = "/usr/share/keyrings/ubuntu-archive-keyrin
 pub const SCAN_REFRESH_INTERVAL: Duration = Duration::from_secs(300);
 /// Under `storage.path` unless `scan.cache_dir` says otherwise.
 pub const SCAN_CACHE_SUBDIR: &str = "scan-cache";
+/// A scanner command that has not finished in this time is killed.
+pub const SCAN_COMMAND_TIMEOUT: Duration = Duration::from_secs(600);

@@ -42,6 +42,8 @@ pub struct ScanConfig {
     pub point_releases: bool,
     pub changelogs: bool,
     pub refresh_interval: Duration,
+    pub command: Vec<String>,
+    pub command_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]

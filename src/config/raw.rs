@@ -45,6 +45,11 @@ pub struct RawScan {
     pub changelogs: bool,
     #[serde(deserialize_with = "text_or_number")]
     pub refresh_interval: String,
+    /// A scanner to run when no report exists, as argv with `{image}`, `{oci_dir}` and
+    /// `{platform}` placeholders; empty: none.
+    pub command: Vec<String>,
+    #[serde(deserialize_with = "text_or_number")]
+    pub command_timeout: String,
 }
 
 impl Default for RawScan {
@@ -61,6 +66,8 @@ impl Default for RawScan {
             point_releases: true,
             changelogs: true,
             refresh_interval: fmt_duration(defaults::SCAN_REFRESH_INTERVAL),
+            command: Vec::new(),
+            command_timeout: fmt_duration(defaults::SCAN_COMMAND_TIMEOUT),
         }
     }
 }
@@ -451,6 +458,15 @@ impl RawConfig {
         }
 
         let refresh_interval = p.duration("scan.refresh_interval", &self.scan.refresh_interval);
+        let command_timeout = p.duration("scan.command_timeout", &self.scan.command_timeout);
+        if self
+            .scan
+            .command
+            .first()
+            .is_some_and(|c| c.trim().is_empty())
+        {
+            p.0.push("`scan.command`: the first element must name a program".into());
+        }
         for (key, url) in [
             ("scan.debian_archive_url", &self.scan.debian_archive_url),
             ("scan.debian_security_url", &self.scan.debian_security_url),
@@ -482,6 +498,8 @@ impl RawConfig {
             point_releases: self.scan.point_releases,
             changelogs: self.scan.changelogs,
             refresh_interval,
+            command: self.scan.command,
+            command_timeout,
         };
 
         if !p.0.is_empty() {
@@ -542,6 +560,8 @@ impl RawConfig {
                 point_releases: c.scan.point_releases,
                 changelogs: c.scan.changelogs,
                 refresh_interval: fmt_duration(c.scan.refresh_interval),
+                command: c.scan.command.clone(),
+                command_timeout: fmt_duration(c.scan.command_timeout),
             },
             upstream: c
                 .upstream

@@ -221,6 +221,55 @@ impl Mirror {
     }
 }
 
+impl Mirror {
+    /// Writes one platform image as an OCI image layout in `dir` (for scanners that read
+    /// layouts): `oci-layout`, `index.json` and every blob, each verified on the way in.
+    pub async fn export_oci_layout(
+        &self,
+        route: &Route,
+        image: &PlatformImage,
+        dir: &std::path::Path,
+    ) -> Result<(), ApiError> {
+        let io = |e: std::io::Error| ApiError::internal(format!("writing the OCI layout: {e}"));
+        let blobs = dir.join("blobs").join("sha256");
+        std::fs::create_dir_all(&blobs).map_err(io)?;
+        let mut digests: Vec<Digest> = vec![image.config_digest.clone()];
+        for layer in &image.layers {
+            digests.push(parse_digest(&layer.digest)?);
+        }
+        for digest in digests {
+            let file = self.blob_file(route, &digest).await?;
+            let target = blobs.join(digest.hex());
+            tokio::task::spawn_blocking(move || {
+                let mut out = std::fs::File::create(&target)?;
+                std::io::copy(&mut FileCursor { file, pos: 0 }, &mut out).map(|_| ())
+            })
+            .await
+            .map_err(|e| ApiError::internal(e.to_string()))?
+            .map_err(io)?;
+        }
+        let manifest = &image.manifest;
+        std::fs::write(blobs.join(manifest.digest.hex()), &manifest.bytes).map_err(io)?;
+        std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).map_err(io)?;
+        let index = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": media_type::OCI_INDEX,
+            "manifests": [{
+                "mediaType": manifest.media_type,
+                "digest": manifest.digest.to_string(),
+                "size": manifest.bytes.len(),
+                "platform": {
+                    "os": image.platform.os,
+                    "architecture": image.platform.architecture,
+                },
+                "annotations": {"org.opencontainers.image.ref.name": "latest"},
+            }],
+        });
+        let bytes = serde_json::to_vec(&index).map_err(|e| ApiError::internal(e.to_string()))?;
+        std::fs::write(dir.join("index.json"), bytes).map_err(io)
+    }
+}
+
 /// Layers fetched on demand through the mirror, from a blocking thread.
 struct MirrorLayers {
     mirror: Arc<Mirror>,

@@ -6,5 +6,6 @@
 //! [`crate::pkgs::Inventory`]), does not fetch anything, and does not patch.
 
 pub mod builtin;
+pub mod command;
 pub mod plan;
 pub mod report;
