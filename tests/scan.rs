@@ -197,10 +197,12 @@ async fn scan_reads_the_inventory_and_plans_from_a_trivy_report() {
     // A configured scanner command runs when no report is given: it gets the image as an
     // OCI layout (manifest, config and both layers) and its output is planned like a report.
     std::fs::write(&report, trivy_report("3.0.15-1~deb12u1")).unwrap();
+    let runs = dir.path().join("scanner-runs");
     let script = format!(
-        "test -f {{oci_dir}}/oci-layout && test -f {{oci_dir}}/index.json \
+        "echo run >> {} && test -f {{oci_dir}}/oci-layout && test -f {{oci_dir}}/index.json \
          && test $(ls {{oci_dir}}/blobs/sha256 | wc -l) -eq 4 \
          && test '{{image}} {{platform}}' = '{reference} linux/amd64' && cat {}",
+        runs.display(),
         report.display()
     );
     let extra = format!("[scan]\ncommand = [\"sh\", \"-c\", {script:?}]\n");
@@ -211,6 +213,11 @@ async fn scan_reads_the_inventory_and_plans_from_a_trivy_report() {
         .find(|l| l.trim_start().starts_with("libssl3"))
         .unwrap_or_else(|| panic!("{out}"));
     assert!(line.contains("3.0.16-1~deb12u1"), "{line}");
+    // The same image and command again: the cached plan, without running the scanner.
+    let (ok, again, err) = scan_with(dir.path(), &extra, &["--insecure", &reference]);
+    assert!(ok, "{err}");
+    assert_eq!(again, out);
+    assert_eq!(std::fs::read_to_string(&runs).unwrap().lines().count(), 1);
     let extra = "[scan]\ncommand = [\"sh\", \"-c\", \"echo scanner exploded >&2; exit 7\"]\n";
     let (ok, _, err) = scan_with(dir.path(), extra, &["--insecure", &reference]);
     assert!(!ok);

@@ -16,6 +16,7 @@ use crate::mirror::image::PlatformImage;
 use crate::mirror::Mirror;
 use crate::pkgs::{Ecosystem, Inventory};
 use crate::scan::builtin::{BuiltinConfig, BuiltinScanner};
+use crate::scan::cache::{ScanCache, ScanKey};
 use crate::scan::command::{CommandInput, ScannerCommand};
 use crate::scan::plan::{Plan, PlanOptions, PlanSource, Platform, Severity};
 use crate::scan::report;
@@ -151,6 +152,10 @@ pub fn run(mut config: Config, args: ScanArgs) -> anyhow::Result<()> {
         let mut builtin: Option<BuiltinScanner> = None;
         let mut builtin_source = None;
         let mut command_source = None;
+        let results = ScanCache::open(
+            config.scan.cache_dir.join("results"),
+            config.scan.result_ttl,
+        )?;
         let scanner_command = match config.scan.command.is_empty() {
             true => None,
             false => Some(ScannerCommand::new(
@@ -181,6 +186,19 @@ pub fn run(mut config: Config, args: ScanArgs) -> anyhow::Result<()> {
                     })?;
                 platform_plans.extend(plan.platforms);
             } else if let (false, Some(command)) = (args.inventory_only, &scanner_command) {
+                let key = ScanKey {
+                    image_digest: img.manifest.digest.to_string(),
+                    platform: img.platform.to_string(),
+                    source: format!("command:{}", command.display()),
+                };
+                command_source = Some(PlanSource::ScannerCommand {
+                    command: command.display(),
+                });
+                if let Some(plan) = results.get(&key) {
+                    platform_plans.extend(plan.platforms.clone());
+                    inventories.push((img.clone(), inventory));
+                    continue;
+                }
                 let oci_dir = tempfile_dir(&config.storage.path)?;
                 if command.wants_oci_dir() {
                     mirror
@@ -210,10 +228,8 @@ pub fn run(mut config: Config, args: ScanArgs) -> anyhow::Result<()> {
                             img.platform
                         )
                     })?;
-                command_source = Some(PlanSource::ScannerCommand {
-                    command: command.display(),
-                });
-                platform_plans.extend(plan.platforms);
+                let plan = results.put(key, plan)?;
+                platform_plans.extend(plan.platforms.clone());
             } else if !args.inventory_only && inventory.ecosystem == Ecosystem::Dpkg {
                 if builtin.is_none() {
                     builtin = Some(

@@ -36,3 +36,5 @@ pub const SCAN_REFRESH_INTERVAL: Duration = Duration::from_secs(300);
 pub const SCAN_CACHE_SUBDIR: &str = "scan-cache";
 /// A scanner command that has not finished in this time is killed.
 pub const SCAN_COMMAND_TIMEOUT: Duration = Duration::from_secs(600);
+/// A scanner command's plan for an image is reused this long (its database moves on).
+pub const SCAN_RESULT_TTL: Duration = Duration::from_secs(3600);

@@ -44,6 +44,7 @@ pub struct ScanConfig {
     pub refresh_interval: Duration,
     pub command: Vec<String>,
     pub command_timeout: Duration,
+    pub result_ttl: Duration,
 }
 
 #[derive(Debug, Clone)]

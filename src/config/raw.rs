@@ -50,6 +50,9 @@ pub struct RawScan {
     pub command: Vec<String>,
     #[serde(deserialize_with = "text_or_number")]
     pub command_timeout: String,
+    /// How long a scanner command's plan for an image is reused.
+    #[serde(deserialize_with = "text_or_number")]
+    pub result_ttl: String,
 }
 
 impl Default for RawScan {
@@ -68,6 +71,7 @@ impl Default for RawScan {
             refresh_interval: fmt_duration(defaults::SCAN_REFRESH_INTERVAL),
             command: Vec::new(),
             command_timeout: fmt_duration(defaults::SCAN_COMMAND_TIMEOUT),
+            result_ttl: fmt_duration(defaults::SCAN_RESULT_TTL),
         }
     }
 }
@@ -459,6 +463,7 @@ impl RawConfig {
 
         let refresh_interval = p.duration("scan.refresh_interval", &self.scan.refresh_interval);
         let command_timeout = p.duration("scan.command_timeout", &self.scan.command_timeout);
+        let result_ttl = p.duration("scan.result_ttl", &self.scan.result_ttl);
         if self
             .scan
             .command
@@ -500,6 +505,7 @@ impl RawConfig {
             refresh_interval,
             command: self.scan.command,
             command_timeout,
+            result_ttl,
         };
 
         if !p.0.is_empty() {
@@ -562,6 +568,7 @@ impl RawConfig {
                 refresh_interval: fmt_duration(c.scan.refresh_interval),
                 command: c.scan.command.clone(),
                 command_timeout: fmt_duration(c.scan.command_timeout),
+                result_ttl: fmt_duration(c.scan.result_ttl),
             },
             upstream: c
                 .upstream

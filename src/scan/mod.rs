@@ -6,6 +6,7 @@
 //! [`crate::pkgs::Inventory`]), does not fetch anything, and does not patch.
 
 pub mod builtin;
+pub mod cache;
 pub mod command;
 pub mod plan;
 pub mod report;
