@@ -66,4 +66,4 @@ echo "test.sh: cargo test" >&2
 export REQUIRE_TEST_TOOLS=1
 # Debian's archive is reachable from CI: scan against the real bookworm-security suite.
 export DEBIAN_ARCHIVE_TESTS="${DEBIAN_ARCHIVE_TESTS:-1}"
-cargo test --all-targets -- --test-threads="${RUST_TEST_THREADS:-4}" "$@"
+cargo test --lib --bins --tests -- --test-threads="${RUST_TEST_THREADS:-4}" "$@"
