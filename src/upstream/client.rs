@@ -401,21 +401,22 @@ impl Upstream {
         format!("{}/v2/{repository}/manifests/{reference}", self.base)
     }
 
-    /// Resolves a manifest with HEAD (free on Docker Hub's rate limit). Falls back to GET
-    /// when upstream omits `Docker-Content-Digest`.
-    pub async fn head_manifest(
+    /// HEAD or GET of a manifest with every manifest type accepted; 404 and other failures
+    /// become errors.
+    async fn manifest_request(
         &self,
+        op: UpstreamOp,
+        method: Method,
         repository: &str,
         reference: &Reference,
-        max_size: u64,
-    ) -> Result<(ManifestHead, Option<FetchedManifest>), UpstreamError> {
+    ) -> Result<reqwest::Response, UpstreamError> {
         let url = self.manifest_url(repository, reference);
         let mut headers = HeaderMap::new();
         headers.insert(header::ACCEPT, HeaderValue::from_static(UPSTREAM_ACCEPT));
         let response = self
             .send(
-                UpstreamOp::HeadManifest,
-                Method::HEAD,
+                op,
+                method.clone(),
                 &url,
                 repository,
                 headers,
@@ -426,8 +427,30 @@ impl Upstream {
             return Err(self.not_found(format!("manifest {repository}:{reference}")));
         }
         if !response.status().is_success() {
-            return Err(self.protocol(format!("HEAD manifest answered HTTP {}", response.status())));
+            return Err(self.protocol(format!(
+                "{method} manifest answered HTTP {}",
+                response.status()
+            )));
         }
+        Ok(response)
+    }
+
+    /// Resolves a manifest with HEAD (free on Docker Hub's rate limit). Falls back to GET
+    /// when upstream omits `Docker-Content-Digest`.
+    pub async fn head_manifest(
+        &self,
+        repository: &str,
+        reference: &Reference,
+        max_size: u64,
+    ) -> Result<(ManifestHead, Option<FetchedManifest>), UpstreamError> {
+        let response = self
+            .manifest_request(
+                UpstreamOp::HeadManifest,
+                Method::HEAD,
+                repository,
+                reference,
+            )
+            .await?;
         let digest = header_str(response.headers(), "docker-content-digest")
             .and_then(|d| d.parse::<Digest>().ok());
         let length = header_length(response.headers()).filter(|l| *l > 0);
@@ -470,25 +493,9 @@ impl Upstream {
         reference: &Reference,
         max_size: u64,
     ) -> Result<FetchedManifest, UpstreamError> {
-        let url = self.manifest_url(repository, reference);
-        let mut headers = HeaderMap::new();
-        headers.insert(header::ACCEPT, HeaderValue::from_static(UPSTREAM_ACCEPT));
         let response = self
-            .send(
-                UpstreamOp::GetManifest,
-                Method::GET,
-                &url,
-                repository,
-                headers,
-                Some(self.config.timeout),
-            )
+            .manifest_request(UpstreamOp::GetManifest, Method::GET, repository, reference)
             .await?;
-        if response.status() == StatusCode::NOT_FOUND {
-            return Err(self.not_found(format!("manifest {repository}:{reference}")));
-        }
-        if !response.status().is_success() {
-            return Err(self.protocol(format!("GET manifest answered HTTP {}", response.status())));
-        }
         if response.content_length().is_some_and(|l| l > max_size) {
             return Err(self.protocol(format!("manifest is larger than the {max_size}-byte limit")));
         }
