@@ -337,13 +337,33 @@ fn http() -> reqwest::Client {
 
 /// Monolithic upload: `POST /v2/<repo>/blobs/uploads/`, then `PUT <location>?digest=`.
 pub async fn push_blob(registry_url: &str, repo: &str, blob: &Blob) {
+    push_blob_with(registry_url, repo, blob, None).await
+}
+
+/// [`push_blob`], sending `authorization` (Bearer or Basic) on every request when given.
+pub async fn push_blob_with(
+    registry_url: &str,
+    repo: &str,
+    blob: &Blob,
+    authorization: Option<&str>,
+) {
     let client = http();
-    let resp = client
-        .post(format!("{registry_url}/v2/{repo}/blobs/uploads/"))
+    let authorize = |req: reqwest::RequestBuilder| match authorization {
+        Some(a) => req.header("authorization", a),
+        None => req,
+    };
+    let resp = authorize(client.post(format!("{registry_url}/v2/{repo}/blobs/uploads/")))
         .send()
         .await
         .expect("start upload");
-    assert_eq!(resp.status(), 202, "start upload of {}", blob.digest);
+    let status = resp.status();
+    assert_eq!(
+        status,
+        202,
+        "start upload of {} to {repo}: {}",
+        blob.digest,
+        resp.text().await.unwrap_or_default()
+    );
     let location = resp
         .headers()
         .get("location")
@@ -357,8 +377,7 @@ pub async fn push_blob(registry_url: &str, repo: &str, blob: &Blob) {
         location
     };
     let sep = if location.contains('?') { '&' } else { '?' };
-    let resp = client
-        .put(format!("{location}{sep}digest={}", blob.digest))
+    let resp = authorize(client.put(format!("{location}{sep}digest={}", blob.digest)))
         .header("content-type", OCTET_STREAM)
         .body(blob.data.clone())
         .send()
@@ -376,13 +395,25 @@ pub async fn push_blob(registry_url: &str, repo: &str, blob: &Blob) {
 
 /// `PUT /v2/<repo>/manifests/<reference>` with the manifest's own Content-Type.
 pub async fn push_manifest(registry_url: &str, repo: &str, reference: &str, manifest: &Manifest) {
-    let resp = http()
+    push_manifest_with(registry_url, repo, reference, manifest, None).await
+}
+
+/// [`push_manifest`], sending `authorization` when given.
+pub async fn push_manifest_with(
+    registry_url: &str,
+    repo: &str,
+    reference: &str,
+    manifest: &Manifest,
+    authorization: Option<&str>,
+) {
+    let mut req = http()
         .put(format!("{registry_url}/v2/{repo}/manifests/{reference}"))
         .header("content-type", &manifest.media_type)
-        .body(manifest.bytes.clone())
-        .send()
-        .await
-        .expect("put manifest");
+        .body(manifest.bytes.clone());
+    if let Some(a) = authorization {
+        req = req.header("authorization", a);
+    }
+    let resp = req.send().await.expect("put manifest");
     let status = resp.status();
     assert_eq!(
         status,

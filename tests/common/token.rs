@@ -20,7 +20,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use bytes::Bytes;
@@ -31,7 +31,7 @@ use hyper_util::rt::TokioIo;
 use serde_json::json;
 use tempfile::TempDir;
 
-use super::images::{Blob, Image, Manifest, OCTET_STREAM};
+use super::images::{Blob, Image, Manifest};
 
 /// What the token server accepts and grants.
 #[derive(Clone, Debug)]
@@ -500,59 +500,9 @@ fn rfc3339(secs: u64) -> String {
 // ---------------------------------------------------------------------------------------
 // Pushing into an authenticated registry.
 
-fn http() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(120))
-        .build()
-        .expect("reqwest client")
-}
-
 /// Monolithic upload with `authorization` on every request.
 pub async fn push_blob_authed(registry_url: &str, repo: &str, blob: &Blob, authorization: &str) {
-    let client = http();
-    let resp = client
-        .post(format!("{registry_url}/v2/{repo}/blobs/uploads/"))
-        .header("authorization", authorization)
-        .send()
-        .await
-        .expect("start upload");
-    let status = resp.status();
-    assert_eq!(
-        status,
-        202,
-        "start upload of {} to {repo}: {}",
-        blob.digest,
-        resp.text().await.unwrap_or_default()
-    );
-    let location = resp
-        .headers()
-        .get("location")
-        .expect("upload Location")
-        .to_str()
-        .expect("ascii Location")
-        .to_string();
-    let location = if location.starts_with('/') {
-        format!("{registry_url}{location}")
-    } else {
-        location
-    };
-    let sep = if location.contains('?') { '&' } else { '?' };
-    let resp = client
-        .put(format!("{location}{sep}digest={}", blob.digest))
-        .header("authorization", authorization)
-        .header("content-type", OCTET_STREAM)
-        .body(blob.data.clone())
-        .send()
-        .await
-        .expect("finish upload");
-    let status = resp.status();
-    assert_eq!(
-        status,
-        201,
-        "upload of {}: {}",
-        blob.digest,
-        resp.text().await.unwrap_or_default()
-    );
+    super::images::push_blob_with(registry_url, repo, blob, Some(authorization)).await
 }
 
 pub async fn push_manifest_authed(
@@ -562,21 +512,8 @@ pub async fn push_manifest_authed(
     manifest: &Manifest,
     authorization: &str,
 ) {
-    let resp = http()
-        .put(format!("{registry_url}/v2/{repo}/manifests/{reference}"))
-        .header("authorization", authorization)
-        .header("content-type", &manifest.media_type)
-        .body(manifest.bytes.clone())
-        .send()
+    super::images::push_manifest_with(registry_url, repo, reference, manifest, Some(authorization))
         .await
-        .expect("put manifest");
-    let status = resp.status();
-    assert_eq!(
-        status,
-        201,
-        "put manifest {repo}:{reference}: {}",
-        resp.text().await.unwrap_or_default()
-    );
 }
 
 /// Pushes blobs and the manifest, tagged `tag`, sending `authorization` (a `Bearer` token
