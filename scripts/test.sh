@@ -24,6 +24,7 @@ declare -A PACKAGE_OF=(
   [zstd]=zstd
   [dpkg-deb]=dpkg
   [rpm]=rpm
+  [debootstrap]=debootstrap
 )
 
 missing=()
