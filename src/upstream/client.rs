@@ -6,58 +6,25 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 
 use super::auth::{
     parse_challenge, Challenge, Credentials, TokenCache, TokenResponse, DEFAULT_TOKEN_LIFETIME,
 };
+use super::error::UpstreamError;
+use super::response::{
+    content_type, describe_reqwest, header_length, header_str, is_manifest_type, read_limited,
+    sniff_media_type,
+};
 use super::retry::{backoff, parse_retry_after};
 use crate::config::{Secret, UpstreamConfig};
-use crate::distribution::media_type::{self, UPSTREAM_ACCEPT};
+use crate::distribution::media_type::UPSTREAM_ACCEPT;
 use crate::distribution::reference::{Digest, Reference};
 use crate::metrics::{Metrics, UpstreamLabels, UpstreamOp};
 
 /// The longest `Retry-After` honoured; a hostile or broken upstream cannot park us longer.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
-/// Tags are paginated upstream; stop following `Link` after this many pages.
-const MAX_TAG_PAGES: usize = 100;
-/// Bounds a tags list or referrers index read from upstream.
-const MAX_LISTING_BYTES: usize = 16 * 1024 * 1024;
-
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum UpstreamError {
-    #[error("upstream {upstream} has no {what}")]
-    NotFound { upstream: String, what: String },
-    #[error("upstream {upstream} requires credentials for {repository} that were not accepted ({detail})")]
-    Unauthorized {
-        upstream: String,
-        repository: String,
-        detail: String,
-    },
-    #[error("upstream {upstream} denied access to {repository}")]
-    Denied {
-        upstream: String,
-        repository: String,
-    },
-    #[error("upstream {upstream} is rate limiting requests{}", retry_hint(.retry_after))]
-    RateLimited {
-        upstream: String,
-        retry_after: Option<Duration>,
-    },
-    #[error("upstream {upstream} is unavailable: {reason}")]
-    Unavailable { upstream: String, reason: String },
-    #[error("upstream {upstream} sent an invalid response: {reason}")]
-    Protocol { upstream: String, reason: String },
-    #[error("cannot set up the client for upstream {upstream}: {reason}")]
-    Setup { upstream: String, reason: String },
-}
-
-fn retry_hint(after: &Option<Duration>) -> String {
-    after
-        .map(|d| format!("; retry after {}s", d.as_secs()))
-        .unwrap_or_default()
-}
 
 /// What a HEAD on a manifest tells.
 #[derive(Debug, Clone)]
@@ -85,7 +52,7 @@ pub struct Referrers {
 pub struct Upstream {
     config: UpstreamConfig,
     http: reqwest::Client,
-    base: String,
+    pub(super) base: String,
     credentials: Option<Credentials>,
     tokens: TokenCache,
     /// Set once the upstream answered with a Basic challenge, so later requests send the
@@ -164,14 +131,14 @@ impl Upstream {
         }
     }
 
-    fn protocol(&self, reason: impl Into<String>) -> UpstreamError {
+    pub(super) fn protocol(&self, reason: impl Into<String>) -> UpstreamError {
         UpstreamError::Protocol {
             upstream: self.config.name.clone(),
             reason: reason.into(),
         }
     }
 
-    fn not_found(&self, what: String) -> UpstreamError {
+    pub(super) fn not_found(&self, what: String) -> UpstreamError {
         UpstreamError::NotFound {
             upstream: self.config.name.clone(),
             what,
@@ -188,7 +155,7 @@ impl Upstream {
 
     /// Sends one request with auth, retries on connection errors and 5xx, and 429 handling.
     /// Returns any other response, including 404, for the caller to interpret.
-    async fn send(
+    pub(super) async fn send(
         &self,
         op: UpstreamOp,
         method: Method,
@@ -606,230 +573,5 @@ impl Upstream {
                 "GET blob {digest} (offset {offset}) answered HTTP {s}"
             ))),
         }
-    }
-
-    /// Every tag of a repository, following `Link` pagination (bounded).
-    pub async fn tags(&self, repository: &str) -> Result<Vec<String>, UpstreamError> {
-        #[derive(serde::Deserialize)]
-        struct TagList {
-            tags: Option<Vec<String>>,
-        }
-        let mut url = format!("{}/v2/{repository}/tags/list", self.base);
-        let mut all = Vec::new();
-        for _ in 0..MAX_TAG_PAGES {
-            let response = self
-                .send(
-                    UpstreamOp::Tags,
-                    Method::GET,
-                    &url,
-                    repository,
-                    HeaderMap::new(),
-                    Some(self.config.timeout),
-                )
-                .await?;
-            if response.status() == StatusCode::NOT_FOUND {
-                return Err(self.not_found(format!("repository {repository}")));
-            }
-            if !response.status().is_success() {
-                return Err(self.protocol(format!("tags list answered HTTP {}", response.status())));
-            }
-            let next = header_str(response.headers(), "link").and_then(|l| next_link(&l));
-            let body = read_limited(response, MAX_LISTING_BYTES)
-                .await
-                .map_err(|e| self.protocol(format!("tags list: {e}")))?;
-            let page: TagList = serde_json::from_slice(&body)
-                .map_err(|e| self.protocol(format!("tags list is not JSON: {e}")))?;
-            all.extend(page.tags.unwrap_or_default());
-            match next {
-                // Only follow links that stay on this upstream.
-                Some(next) if next.starts_with('/') => {
-                    url = format!("{}{next}", origin_of(&self.base))
-                }
-                Some(next) if next.starts_with(&self.base) => url = next,
-                _ => break,
-            }
-        }
-        Ok(all)
-    }
-
-    /// Upstream's referrers index for `subject`; `None` when upstream has none (404).
-    pub async fn referrers(
-        &self,
-        repository: &str,
-        subject: &Digest,
-        artifact_type: Option<&str>,
-    ) -> Result<Option<Referrers>, UpstreamError> {
-        let mut url = format!("{}/v2/{repository}/referrers/{subject}", self.base);
-        if let Some(t) = artifact_type {
-            url.push_str("?artifactType=");
-            url.extend(form_urlencoded::byte_serialize(t.as_bytes()));
-        }
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            header::ACCEPT,
-            HeaderValue::from_static(media_type::OCI_INDEX),
-        );
-        let response = self
-            .send(
-                UpstreamOp::Referrers,
-                Method::GET,
-                &url,
-                repository,
-                headers,
-                Some(self.config.timeout),
-            )
-            .await?;
-        if response.status() == StatusCode::NOT_FOUND {
-            return Ok(None);
-        }
-        if !response.status().is_success() {
-            return Err(self.protocol(format!("referrers answered HTTP {}", response.status())));
-        }
-        let filters_applied = header_str(response.headers(), "oci-filters-applied")
-            .is_some_and(|v| v.split(',').any(|f| f.trim() == "artifactType"));
-        let bytes = read_limited(response, MAX_LISTING_BYTES)
-            .await
-            .map_err(|e| self.protocol(format!("referrers: {e}")))?;
-        Ok(Some(Referrers {
-            bytes,
-            filters_applied,
-        }))
-    }
-}
-
-fn origin_of(base: &str) -> String {
-    match reqwest::Url::parse(base) {
-        Ok(u) => u.origin().ascii_serialization(),
-        Err(_) => base.to_string(),
-    }
-}
-
-/// `<url>; rel="next"` from a `Link` header.
-fn next_link(link: &str) -> Option<String> {
-    link.split(',').find_map(|part| {
-        let (target, params) = part.split_once(';')?;
-        params.contains("rel=\"next\"").then(|| {
-            target
-                .trim()
-                .trim_start_matches('<')
-                .trim_end_matches('>')
-                .to_string()
-        })
-    })
-}
-
-/// `Content-Length` as sent. reqwest's `content_length()` reports the body it will read,
-/// which for a HEAD response is always 0.
-fn header_length(headers: &HeaderMap) -> Option<u64> {
-    header_str(headers, "content-length").and_then(|v| v.parse().ok())
-}
-
-fn header_str(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .map(|s| s.trim().to_string())
-}
-
-fn content_type(headers: &HeaderMap) -> Option<String> {
-    header_str(headers, "content-type")
-        .map(|v| {
-            v.split(';')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_ascii_lowercase()
-        })
-        .filter(|v| !v.is_empty())
-}
-
-fn is_manifest_type(t: &str) -> bool {
-    matches!(
-        t,
-        media_type::OCI_MANIFEST
-            | media_type::OCI_INDEX
-            | media_type::DOCKER_MANIFEST
-            | media_type::DOCKER_MANIFEST_LIST
-            | media_type::DOCKER_SCHEMA1_SIGNED
-            | media_type::DOCKER_SCHEMA1
-    ) || (t.starts_with("application/vnd.") && t.ends_with("+json"))
-}
-
-/// For upstreams that send `application/json`: the manifest's own `mediaType`, or its
-/// shape (an OCI manifest may omit the field).
-fn sniff_media_type(bytes: &[u8]) -> Option<String> {
-    let value: serde_json::Value = serde_json::from_slice(bytes).ok()?;
-    if let Some(t) = value.get("mediaType").and_then(|t| t.as_str()) {
-        return Some(t.to_string());
-    }
-    if value.get("manifests").is_some() {
-        Some(media_type::OCI_INDEX.to_string())
-    } else if value.get("layers").is_some() || value.get("config").is_some() {
-        Some(media_type::OCI_MANIFEST.to_string())
-    } else if value.get("fsLayers").is_some() {
-        Some(media_type::DOCKER_SCHEMA1_SIGNED.to_string())
-    } else {
-        None
-    }
-}
-
-/// Reads a whole (small) body, refusing more than `limit` bytes.
-async fn read_limited(mut response: reqwest::Response, limit: usize) -> Result<Bytes, String> {
-    let mut buf = BytesMut::new();
-    while let Some(chunk) = response.chunk().await.map_err(|e| describe_reqwest(&e))? {
-        if buf.len() + chunk.len() > limit {
-            return Err(format!("body exceeds the {limit}-byte limit"));
-        }
-        buf.extend_from_slice(&chunk);
-    }
-    Ok(buf.freeze())
-}
-
-/// A reqwest error without the URL's query (which may hold a scope, never a secret, but
-/// keeps messages short) and with its source chain.
-pub(crate) fn describe_reqwest(e: &reqwest::Error) -> String {
-    let kind = if e.is_connect() {
-        "connection failed"
-    } else if e.is_timeout() {
-        "timed out"
-    } else if e.is_body() || e.is_decode() {
-        "body read failed"
-    } else {
-        "request failed"
-    };
-    let mut msg = kind.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        msg.push_str(": ");
-        msg.push_str(&s.to_string());
-        source = s.source();
-    }
-    msg
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn link_headers() {
-        assert_eq!(
-            next_link(r#"</v2/a/tags/list?n=2&last=b>; rel="next""#).as_deref(),
-            Some("/v2/a/tags/list?n=2&last=b")
-        );
-        assert_eq!(next_link("</x>; rel=\"prev\""), None);
-    }
-
-    #[test]
-    fn sniffs_media_types() {
-        assert_eq!(
-            sniff_media_type(br#"{"manifests":[]}"#).as_deref(),
-            Some(media_type::OCI_INDEX)
-        );
-        assert_eq!(
-            sniff_media_type(br#"{"mediaType":"x","layers":[]}"#).as_deref(),
-            Some("x")
-        );
-        assert_eq!(sniff_media_type(b"nope"), None);
     }
 }

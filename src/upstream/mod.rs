@@ -4,12 +4,16 @@
 
 pub mod auth;
 mod client;
+mod error;
+mod listing;
+mod response;
 pub mod retry;
 
 use std::sync::Arc;
 
-pub(crate) use client::describe_reqwest;
-pub use client::{FetchedManifest, ManifestHead, Referrers, Upstream, UpstreamError};
+pub use client::{FetchedManifest, ManifestHead, Referrers, Upstream};
+pub use error::UpstreamError;
+pub(crate) use response::describe_reqwest;
 
 use crate::config::UpstreamConfig;
 use crate::distribution::ErrorCode;
