@@ -152,16 +152,20 @@ pub fn run(mut config: Config, args: ScanArgs) -> anyhow::Result<()> {
         let mut builtin: Option<BuiltinScanner> = None;
         let mut builtin_source = None;
         let mut command_source = None;
-        let results = ScanCache::open(
-            config.scan.cache_dir.join("results"),
-            config.scan.result_ttl,
-        )?;
         let scanner_command = match config.scan.command.is_empty() {
             true => None,
             false => Some(ScannerCommand::new(
                 config.scan.command.clone(),
                 config.scan.command_timeout,
             )?),
+        };
+        // Only a scanner command's plans are cached here; open the cache only for one.
+        let results = match &scanner_command {
+            Some(_) => Some(ScanCache::open(
+                config.scan.cache_dir.join("results"),
+                config.scan.result_ttl,
+            )?),
+            None => None,
         };
         for img in &images {
             let inventory = mirror
@@ -185,7 +189,9 @@ pub fn run(mut config: Config, args: ScanArgs) -> anyhow::Result<()> {
                         )
                     })?;
                 platform_plans.extend(plan.platforms);
-            } else if let (false, Some(command)) = (args.inventory_only, &scanner_command) {
+            } else if let (false, Some(command), Some(results)) =
+                (args.inventory_only, &scanner_command, &results)
+            {
                 let key = ScanKey {
                     image_digest: img.manifest.digest.to_string(),
                     platform: img.platform.to_string(),

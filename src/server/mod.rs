@@ -125,16 +125,6 @@ impl Server {
         self.cancel.cancel();
         let _ = self.task.await;
     }
-
-    /// Waits until the server stops (after [`Server::shutdown`] from elsewhere or a fatal
-    /// error). Used by `serve` together with the signal handler.
-    pub fn cancel_token(&self) -> CancellationToken {
-        self.cancel.clone()
-    }
-
-    pub async fn wait(self) {
-        let _ = self.task.await;
-    }
 }
 
 async fn serve(

@@ -153,10 +153,6 @@ impl Store {
         Ok(())
     }
 
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-
     /// The size of a committed blob, marking it used.
     pub fn blob_size(&self, digest: &Digest) -> Option<u64> {
         self.index.get(digest)
@@ -267,11 +263,6 @@ impl Store {
     pub fn sync(&self) {
         self.index.run_pending_tasks();
         self.manifests.run_pending_tasks();
-    }
-
-    /// Bytes the index accounts for, in KiB-rounded weight.
-    pub fn weighted_size_kib(&self) -> u64 {
-        self.index.weighted_size()
     }
 }
 

@@ -103,10 +103,6 @@ impl Allowlist {
             repository,
         })
     }
-
-    pub fn all(&self) -> &[Arc<Upstream>] {
-        &self.upstreams
-    }
 }
 
 fn truncate(s: &str) -> String {
