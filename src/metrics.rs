@@ -21,10 +21,37 @@ pub enum Route {
     Other,
 }
 
+/// Request methods as a closed label set (no allocation per request).
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(clippy::upper_case_acronyms)]
+pub enum HttpMethod {
+    GET,
+    HEAD,
+    PUT,
+    POST,
+    DELETE,
+    PATCH,
+    OTHER,
+}
+
+impl From<&http::Method> for HttpMethod {
+    fn from(m: &http::Method) -> HttpMethod {
+        match *m {
+            http::Method::GET => HttpMethod::GET,
+            http::Method::HEAD => HttpMethod::HEAD,
+            http::Method::PUT => HttpMethod::PUT,
+            http::Method::POST => HttpMethod::POST,
+            http::Method::DELETE => HttpMethod::DELETE,
+            http::Method::PATCH => HttpMethod::PATCH,
+            _ => HttpMethod::OTHER,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
     pub route: Route,
-    pub method: String,
+    pub method: HttpMethod,
     pub status: u16,
 }
 

@@ -27,24 +27,12 @@ pub async fn handle<B>(state: Arc<AppState>, req: Request<B>) -> Response<Body> 
         .requests
         .get_or_create(&RequestLabels {
             route,
-            method: method_label(&method),
+            method: (&method).into(),
             status,
         })
         .inc();
     tracing::debug!(%method, path = req.uri().path(), status, elapsed_ms = started.elapsed().as_millis() as u64, "request");
     response
-}
-
-fn method_label(m: &Method) -> String {
-    match *m {
-        Method::GET => "GET".into(),
-        Method::HEAD => "HEAD".into(),
-        Method::PUT => "PUT".into(),
-        Method::POST => "POST".into(),
-        Method::DELETE => "DELETE".into(),
-        Method::PATCH => "PATCH".into(),
-        _ => "OTHER".into(),
-    }
 }
 
 async fn dispatch<B>(state: &AppState, req: &Request<B>) -> (Route, Response<Body>) {
