@@ -14,6 +14,7 @@ pub mod error;
 pub mod image;
 pub mod metrics;
 pub mod mirror;
+pub mod patch;
 pub mod pkgs;
 pub mod scan;
 pub mod server;

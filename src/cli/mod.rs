@@ -1,6 +1,8 @@
 //! The command line: `serve` and `config check`. The only place that uses `anyhow` and
 //! prints to the terminal.
 
+mod image_ref;
+mod patch;
 mod scan;
 mod serve;
 
@@ -33,6 +35,8 @@ enum Command {
     Serve,
     /// Read an image's packages and plan its fixes (from --report).
     Scan(scan::ScanArgs),
+    /// Patch an image's OS packages: one new layer on the original layers.
+    Patch(patch::PatchArgs),
     /// Inspect the configuration.
     Config {
         #[command(subcommand)]
@@ -81,6 +85,16 @@ pub fn main() -> ExitCode {
         Command::Scan(args) => {
             init_tracing(&config);
             match scan::run(config, args) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Patch(args) => {
+            init_tracing(&config);
+            match patch::run(config, args) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("error: {e:#}");

@@ -8,14 +8,14 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context};
 
-use crate::config::{Config, ScanConfig};
-use crate::distribution::reference::is_valid_name;
-use crate::distribution::Reference;
+use super::image_ref::{builtin_config, ImageRef};
+
+use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::mirror::image::PlatformImage;
 use crate::mirror::Mirror;
 use crate::pkgs::{Ecosystem, Inventory};
-use crate::scan::builtin::{BuiltinConfig, BuiltinScanner};
+use crate::scan::builtin::BuiltinScanner;
 use crate::scan::cache::{ScanCache, ScanKey};
 use crate::scan::command::{CommandInput, ScannerCommand};
 use crate::scan::plan::{Plan, PlanOptions, PlanSource, Platform, Severity};
@@ -46,63 +46,9 @@ pub struct ScanArgs {
     inventory_only: bool,
 }
 
-/// `registry/repo:tag` split into its parts; Docker Hub rules for names without a registry.
-struct ImageRef {
-    registry: String,
-    repository: String,
-    reference: Reference,
-}
-
-fn parse_image_ref(text: &str) -> anyhow::Result<ImageRef> {
-    let (rest, reference) = match text.rsplit_once('@') {
-        Some((rest, digest)) => (rest, Reference::Digest(digest.parse()?)),
-        None => match text.rsplit_once(':') {
-            Some((rest, tag)) if !tag.contains('/') => (rest, tag.parse()?),
-            _ => (text, Reference::Tag("latest".into())),
-        },
-    };
-    let (registry, repository) = match rest.split_once('/') {
-        Some((first, path))
-            if first.contains('.') || first.contains(':') || first == "localhost" =>
-        {
-            (first.to_string(), path.to_string())
-        }
-        _ => ("docker.io".to_string(), rest.to_string()),
-    };
-    if !is_valid_name(&repository) {
-        bail!("{repository:?} is not a valid repository name");
-    }
-    Ok(ImageRef {
-        registry,
-        repository,
-        reference,
-    })
-}
-
 pub fn run(mut config: Config, args: ScanArgs) -> anyhow::Result<()> {
-    let image = parse_image_ref(&args.image)?;
-    let known = config.upstream.iter().any(|u| {
-        u.name == image.registry
-            || u.aliases.contains(&image.registry)
-            || u.authority() == image.registry
-    });
-    if !known {
-        // The user named this registry on the command line; reach it like any upstream.
-        let scheme = if args.insecure { "http" } else { "https" };
-        let mut adhoc = config
-            .upstream
-            .first()
-            .cloned()
-            .context("the configuration has no upstream to copy settings from")?;
-        adhoc.name = "cli".into();
-        adhoc.aliases = vec![];
-        adhoc.default = false;
-        adhoc.username = None;
-        adhoc.password = None;
-        adhoc.library_prefix = image.registry == "docker.io";
-        adhoc.url = format!("{scheme}://{}", image.registry).parse()?;
-        config.upstream.push(adhoc);
-    }
+    let image = ImageRef::parse(&args.image)?;
+    let ns = image.reach(&mut config, args.insecure)?;
     let min_severity = match &args.min_severity {
         Some(s) => Some(Severity::parse(s).with_context(|| format!("unknown severity {s:?}"))?),
         None => None,
@@ -118,11 +64,6 @@ pub fn run(mut config: Config, args: ScanArgs) -> anyhow::Result<()> {
         let metrics = Arc::new(Metrics::new());
         let store = Arc::new(Store::open(&config.storage, metrics.clone())?);
         let mirror = Arc::new(Mirror::new(&config, store, metrics)?);
-        let ns = if known {
-            image.registry.clone()
-        } else {
-            "cli".into()
-        };
         let route = mirror
             .route(&image.repository, Some(&ns))
             .map_err(|e| anyhow::anyhow!(e.message))?;
@@ -310,22 +251,6 @@ impl Drop for TempDir {
     }
 }
 
-/// The built-in scanner's settings from the `[scan]` section.
-fn builtin_config(scan: &ScanConfig) -> BuiltinConfig {
-    let mut c = BuiltinConfig::new(&scan.cache_dir);
-    c.debian.archive_url = scan.debian_archive_url.clone();
-    c.debian.security_url = scan.debian_security_url.clone();
-    c.debian.keyring = scan.debian_keyring.clone();
-    c.ubuntu.archive_url = scan.ubuntu_archive_url.clone();
-    c.ubuntu.security_url = scan.ubuntu_security_url.clone();
-    c.ubuntu.ports_url = Some(scan.ubuntu_ports_url.clone());
-    c.ubuntu.keyring = scan.ubuntu_keyring.clone();
-    c.point_releases = scan.point_releases;
-    c.changelogs = scan.changelogs;
-    c.refresh_interval = scan.refresh_interval;
-    c
-}
-
 fn to_plan_platform(img: &PlatformImage) -> Platform {
     Platform {
         os: img.platform.os.clone(),
@@ -457,32 +382,4 @@ fn trivy_json(
         "Results": results,
     });
     Ok(serde_json::to_string_pretty(&doc)? + "\n")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn image_references_follow_docker_rules() {
-        let r = parse_image_ref("nginx").unwrap();
-        assert_eq!(
-            (r.registry.as_str(), r.repository.as_str()),
-            ("docker.io", "nginx")
-        );
-        assert_eq!(r.reference, Reference::Tag("latest".into()));
-        let r = parse_image_ref("127.0.0.1:5000/a/b:1.2").unwrap();
-        assert_eq!(
-            (r.registry.as_str(), r.repository.as_str()),
-            ("127.0.0.1:5000", "a/b")
-        );
-        assert_eq!(r.reference, Reference::Tag("1.2".into()));
-        let d = format!("sha256:{}", "a".repeat(64));
-        let r = parse_image_ref(&format!("ghcr.io/x/y@{d}")).unwrap();
-        assert_eq!(r.reference, Reference::Digest(d.parse().unwrap()));
-        let r = parse_image_ref("localhost/x").unwrap();
-        assert_eq!(r.registry, "localhost");
-        assert!(parse_image_ref("Bad/Name").is_err());
-        assert!(parse_image_ref("x@sha256:nope").is_err());
-    }
 }

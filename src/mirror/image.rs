@@ -164,7 +164,21 @@ impl Mirror {
         handle.complete_file().await
     }
 
-    async fn read_small_blob(&self, route: &Route, digest: &Digest) -> Result<Vec<u8>, ApiError> {
+    /// The layers of images behind `route`, for blocking readers. Call from the runtime.
+    pub fn layer_source(self: &Arc<Self>, route: &Route) -> MirrorLayers {
+        MirrorLayers {
+            mirror: self.clone(),
+            route: route.clone(),
+            runtime: tokio::runtime::Handle::current(),
+        }
+    }
+
+    /// A small blob (an image config), whole; at most 8 MiB.
+    pub async fn read_small_blob(
+        &self,
+        route: &Route,
+        digest: &Digest,
+    ) -> Result<Vec<u8>, ApiError> {
         const MAX_CONFIG: u64 = 8 * 1024 * 1024;
         let file = self.blob_file(route, digest).await?;
         tokio::task::spawn_blocking(move || {
@@ -186,11 +200,7 @@ impl Mirror {
         route: &Route,
         image: &PlatformImage,
     ) -> Result<Option<Inventory>, ApiError> {
-        let source = MirrorLayers {
-            mirror: self.clone(),
-            route: route.clone(),
-            runtime: tokio::runtime::Handle::current(),
-        };
+        let source = self.layer_source(route);
         let layers = image.layers.clone();
         tokio::task::spawn_blocking(move || {
             let mut wanted: Vec<String> = pkgs::PATHS.iter().map(|p| p.to_string()).collect();
@@ -270,8 +280,9 @@ impl Mirror {
     }
 }
 
-/// Layers fetched on demand through the mirror, from a blocking thread.
-struct MirrorLayers {
+/// Layers fetched on demand through the mirror, from a blocking thread (it waits on the
+/// runtime it was made on).
+pub struct MirrorLayers {
     mirror: Arc<Mirror>,
     route: Route,
     runtime: tokio::runtime::Handle,

@@ -13,6 +13,7 @@ use super::auth::{
     parse_challenge, Challenge, Credentials, TokenCache, TokenResponse, DEFAULT_TOKEN_LIFETIME,
 };
 use super::error::UpstreamError;
+use super::push::{Access, BlobSource};
 use super::response::{
     content_type, describe_reqwest, header_length, header_str, is_manifest_type, read_limited,
     sniff_media_type,
@@ -53,8 +54,8 @@ pub struct Upstream {
     config: UpstreamConfig,
     http: reqwest::Client,
     pub(super) base: String,
-    credentials: Option<Credentials>,
-    tokens: TokenCache,
+    pub(super) credentials: Option<Credentials>,
+    pub(super) tokens: TokenCache,
     /// Set once the upstream answered with a Basic challenge, so later requests send the
     /// credentials up front instead of being refused first.
     basic_auth: AtomicBool,
@@ -164,13 +165,33 @@ impl Upstream {
         headers: HeaderMap,
         timeout: Option<Duration>,
     ) -> Result<reqwest::Response, UpstreamError> {
+        let access = Access::Pull(repository);
+        self.send_with(Some(op), method, url, access, headers, None, timeout)
+            .await
+    }
+
+    /// [`Upstream::send`] for any access (push, mount) and with an optional body. The body is
+    /// rebuilt for every attempt (a file is reopened), so a retry or the auth round trip
+    /// resends it whole. `op: None` records no latency metric.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn send_with(
+        &self,
+        op: Option<UpstreamOp>,
+        method: Method,
+        url: &str,
+        access: Access<'_>,
+        headers: HeaderMap,
+        body: Option<(&BlobSource, u64)>,
+        timeout: Option<Duration>,
+    ) -> Result<reqwest::Response, UpstreamError> {
         if let Some(wait) = self.rate_limited_for() {
             return Err(UpstreamError::RateLimited {
                 upstream: self.config.name.clone(),
                 retry_after: Some(wait),
             });
         }
-        let scope = format!("repository:{repository}:pull");
+        let repository = access.repository();
+        let scope = access.cache_key();
         let mut auth_attempted = false;
         let mut attempt = 0u32;
         loop {
@@ -180,6 +201,9 @@ impl Upstream {
                 .headers(headers.clone());
             if let Some(t) = timeout {
                 req = req.timeout(t);
+            }
+            if let Some((source, size)) = body {
+                req = req.body(source.body(size).await.map_err(|e| self.local(e))?);
             }
             let sent_token = self.tokens.get(&scope);
             if let Some(token) = &sent_token {
@@ -192,7 +216,9 @@ impl Upstream {
             let started = Instant::now();
             let result = req.send().await;
             let status = result.as_ref().map(|r| r.status().as_u16()).unwrap_or(0);
-            self.observe(op, status, started);
+            if let Some(op) = op {
+                self.observe(op, status, started);
+            }
             let response = match result {
                 Ok(r) => r,
                 Err(e) => {
@@ -223,9 +249,9 @@ impl Upstream {
                             if fresh.is_some() && fresh != sent_token {
                                 continue; // another request fetched one while we waited
                             }
-                            let token_scope = asked.unwrap_or_else(|| scope.clone());
+                            let token_scopes = access.token_scopes(asked);
                             let (token, ttl) = self
-                                .fetch_token(&realm, service.as_deref(), &token_scope, repository)
+                                .fetch_token(&realm, service.as_deref(), &token_scopes, repository)
                                 .await?;
                             self.tokens.put(&scope, token, ttl);
                             continue;
@@ -238,13 +264,19 @@ impl Upstream {
                     }
                 }
                 StatusCode::UNAUTHORIZED => {
-                    self.tokens.forget(&scope);
-                    let detail = if self.credentials.is_some() {
+                    let mut detail = if self.credentials.is_some() {
                         "credentials refused"
                     } else {
                         "anonymous access refused"
-                    };
-                    return Err(self.unauthorized(repository, detail));
+                    }
+                    .to_string();
+                    if access.pushes() {
+                        if let Some(said) = self.registry_message(response, access).await {
+                            detail = format!("{detail}; registry said {said}");
+                        }
+                    }
+                    self.tokens.forget(&scope);
+                    return Err(self.unauthorized(repository, &detail));
                 }
                 StatusCode::FORBIDDEN => {
                     return Err(UpstreamError::Denied {
@@ -308,10 +340,10 @@ impl Upstream {
         &self,
         realm: &str,
         service: Option<&str>,
-        scope: &str,
+        scopes: &[String],
         repository: &str,
     ) -> Result<(Secret, Duration), UpstreamError> {
-        let mut params = vec![("scope", scope)];
+        let mut params: Vec<(&str, &str)> = scopes.iter().map(|s| ("scope", s.as_str())).collect();
         if let Some(s) = service {
             params.push(("service", s));
         }

@@ -6,12 +6,14 @@ pub mod auth;
 mod client;
 mod error;
 mod listing;
+pub mod push;
 mod response;
 pub mod retry;
 
 use std::sync::Arc;
 
 pub use client::{FetchedManifest, ManifestHead, Referrers, Upstream};
+pub use push::BlobSource;
 pub use error::UpstreamError;
 pub(crate) use response::describe_reqwest;
 

@@ -4,4 +4,5 @@
 
 pub mod db;
 pub(crate) mod deb822;
+pub mod debfile;
 pub mod version;

@@ -46,7 +46,7 @@ impl DiskCache {
     /// # Errors
     /// [`BuiltinError::Cache`] when a directory cannot be created.
     pub fn open(root: &Path) -> Result<DiskCache, BuiltinError> {
-        for dir in ["inrelease", "index", "debdocs", "tmp"] {
+        for dir in ["inrelease", "index", "debdocs", "debs", "tmp"] {
             let path = root.join(dir);
             fs::create_dir_all(&path).map_err(|e| cache_error(&path, "creating", &e))?;
         }
@@ -73,6 +73,11 @@ impl DiskCache {
 
     pub fn debdocs_path(&self, sha256: &str) -> PathBuf {
         self.root.join("debdocs").join(format!("{sha256}.json"))
+    }
+
+    /// A verified `.deb`, by its SHA256.
+    pub fn deb_path(&self, sha256: &str) -> PathBuf {
+        self.root.join("debs").join(format!("{sha256}.deb"))
     }
 
     /// The cached InRelease of `url` and its validators, if both are there and readable.

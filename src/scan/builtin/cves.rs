@@ -210,9 +210,10 @@ impl<'s> ChangelogReader<'s> {
             max_unpacked: limits.max_deb_unpacked_bytes,
             max_changelog: limits.max_changelog_bytes,
         };
-        let (cache, target, filename) = (
+        let (cache, target, deb_target, filename) = (
             self.cache.clone(),
             self.cache.debdocs_path(&deb.sha256_hex()),
+            self.cache.deb_path(&deb.sha256_hex()),
             deb.filename.clone(),
         );
         blocking(move || {
@@ -231,6 +232,8 @@ impl<'s> ChangelogReader<'s> {
                 reason: e.to_string(),
             })?;
             cache.write_file(&target, &json)?;
+            // Verified against the index above; the patch engine installs this very file.
+            temp.commit(&deb_target)?;
             Ok(Ok(docs))
         })
         .await

@@ -116,6 +116,17 @@ pub enum BuiltinError {
     #[error("scanner cache {}: {reason}", path.display())]
     Cache { path: PathBuf, reason: String },
 
+    /// No suite's verified index has the package at the version a plan asks for.
+    #[error(
+        "{name} {version} ({architecture}) is in none of the verified indexes of {suites}"
+    )]
+    PackageUnavailable {
+        name: String,
+        version: String,
+        architecture: String,
+        suites: String,
+    },
+
     /// The HTTP client could not be built from the configuration.
     #[error("setting up the built-in scanner's HTTP client: {reason}")]
     Client { reason: String },
@@ -136,7 +147,8 @@ impl BuiltinError {
             | BuiltinError::Expired { .. }
             | BuiltinError::NoIndex { .. }
             | BuiltinError::IndexMismatch { .. }
-            | BuiltinError::MalformedIndex { .. } => Origin::Upstream,
+            | BuiltinError::MalformedIndex { .. }
+            | BuiltinError::PackageUnavailable { .. } => Origin::Upstream,
             BuiltinError::Keyring { .. }
             | BuiltinError::Cache { .. }
             | BuiltinError::Client { .. } => Origin::Internal,

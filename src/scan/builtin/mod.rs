@@ -34,6 +34,7 @@ mod fetch;
 pub mod index;
 pub mod keyring;
 pub mod matching;
+pub mod packages;
 pub mod release;
 pub mod repo;
 pub mod suites;

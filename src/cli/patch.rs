@@ -1,0 +1,419 @@
+//! `patchpull patch <image-ref>`: copa's job in one command, with no daemon. Plans from
+//! `--report` or the built-in scanner, patches natively, checks the result, then pushes it
+//! (`--push`), writes an OCI layout (`--oci-dir`) and the VEX document (`--vex`). Progress
+//! goes to stderr, the summary table to stdout. Exit 0 when patched or nothing to patch,
+//! 1 on any error, 2 on usage errors.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+
+use super::image_ref::{builtin_config, ImageRef};
+use crate::config::Config;
+use crate::distribution::{Digest, Reference};
+use crate::metrics::Metrics;
+use crate::mirror::Mirror;
+use crate::patch::job::{PatchOptions, PatchedImage, Patcher, PlatformOutcome};
+use crate::patch::vex;
+use crate::scan::builtin::BuiltinScanner;
+use crate::scan::plan::{PlanOptions, Severity};
+use crate::scan::report;
+use crate::store::Store;
+use crate::upstream::push::BlobSource;
+use crate::upstream::Route;
+
+#[derive(Debug, clap::Args)]
+pub struct PatchArgs {
+    /// Image reference: `[registry[:port]/]repository[:tag|@digest]`.
+    image: String,
+    /// A Trivy or copa report to plan from; without it the built-in scanner decides.
+    #[arg(long, value_name = "FILE")]
+    report: Option<PathBuf>,
+    /// The patched image's reference (`[registry/]repository:tag`).
+    #[arg(long, value_name = "REF", conflicts_with = "tag_suffix")]
+    tag: Option<String>,
+    /// Tag the patched image `<tag>-<suffix>` in the same repository.
+    #[arg(long, default_value = "patched")]
+    tag_suffix: String,
+    /// Push the patched image to its registry.
+    #[arg(long)]
+    push: bool,
+    /// Write the patched image as an OCI image layout into this directory.
+    #[arg(long, value_name = "DIR")]
+    oci_dir: Option<PathBuf>,
+    /// Write the OpenVEX document here.
+    #[arg(long, value_name = "FILE")]
+    vex: Option<PathBuf>,
+    /// Only these platforms (comma-separated, e.g. `linux/amd64,linux/arm64`).
+    #[arg(long, value_delimiter = ',')]
+    platform: Vec<String>,
+    /// Leave out fixes below this severity (LOW, MEDIUM, HIGH, CRITICAL).
+    #[arg(long)]
+    min_severity: Option<String>,
+    /// Reach registries that are not configured upstreams over plain HTTP.
+    #[arg(long)]
+    insecure: bool,
+}
+
+fn progress(message: &str) {
+    let mut err = std::io::stderr().lock();
+    let _ = writeln!(err, "==> {message}");
+}
+
+pub fn run(mut config: Config, args: PatchArgs) -> anyhow::Result<()> {
+    let image = ImageRef::parse(&args.image)?;
+    let ns = image.reach(&mut config, args.insecure)?;
+    let target = match &args.tag {
+        Some(tag) => {
+            let parsed = ImageRef::parse(tag)?;
+            let registry = if tag.contains('/') && parsed.registry != "docker.io" {
+                parsed.registry.clone()
+            } else {
+                image.registry.clone()
+            };
+            if registry != image.registry {
+                bail!("--tag must name a repository of {} (cross-registry copies are not supported yet)", image.registry);
+            }
+            match parsed.reference {
+                Reference::Tag(_) => {}
+                Reference::Digest(_) => bail!("--tag {tag}: a tag, not a digest"),
+            }
+            (parsed.repository.clone(), parsed.reference.clone())
+        }
+        None => {
+            let tag = match &image.reference {
+                Reference::Tag(tag) => format!("{tag}-{}", args.tag_suffix),
+                Reference::Digest(d) => format!("{}-{}", &d.hex()[..12], args.tag_suffix),
+            };
+            (image.repository.clone(), tag.parse().context("the patched tag")?)
+        }
+    };
+    let min_severity = match &args.min_severity {
+        Some(s) => Some(Severity::parse(s).with_context(|| format!("unknown severity {s:?}"))?),
+        None => None,
+    };
+    let report = match &args.report {
+        Some(path) => {
+            let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+            Some(report::parse(&bytes).with_context(|| format!("reading the report {}", path.display()))?)
+        }
+        None => None,
+    };
+    let base_name = match &image.reference {
+        Reference::Tag(tag) => format!("{}:{tag}", image.name()),
+        Reference::Digest(d) => format!("{}@{d}", image.name()),
+    };
+    let options = PatchOptions {
+        platforms: args.platform.clone(),
+        report,
+        plan: PlanOptions {
+            min_severity,
+            ..PlanOptions::default()
+        },
+        base_name,
+    };
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let metrics = Arc::new(Metrics::new());
+        let store = Arc::new(Store::open(&config.storage, metrics.clone())?);
+        let mirror = Arc::new(Mirror::new(&config, store, metrics)?);
+        let route = mirror
+            .route(&image.repository, Some(&ns))
+            .map_err(|e| anyhow::anyhow!(e.message))?;
+        let scanner = Arc::new(
+            BuiltinScanner::new(builtin_config(&config.scan))
+                .map_err(|e| anyhow::anyhow!("built-in scanner: {e}"))?,
+        );
+        let patcher = Patcher::new(mirror.clone(), scanner, config.storage.path.join("patch-tmp"));
+        progress(&format!("patching {}", args.image));
+        let patched = patcher
+            .patch(&route, &image.reference, &options)
+            .await
+            .with_context(|| format!("patching {}", args.image))?;
+        print!("{}", summary(&patched));
+        let Some((top, top_digest, top_type)) = &patched.top else {
+            println!("nothing to patch: {} is unchanged", args.image);
+            return anyhow::Ok(());
+        };
+        let vex_document = vex_of(&image, &patched, top_digest)?;
+        if let Some(path) = &args.vex {
+            std::fs::write(path, &vex_document).with_context(|| format!("writing {}", path.display()))?;
+            progress(&format!("VEX written to {}", path.display()));
+        }
+        if let Some(dir) = &args.oci_dir {
+            progress(&format!("writing the OCI layout {}", dir.display()));
+            write_oci_layout(&mirror, &route, &patched, dir, &target.1).await?;
+        }
+        if args.push {
+            let reference = format!("{}/{}:{}", image.registry, target.0, target.1);
+            progress(&format!("pushing {reference}"));
+            push(&mirror, &route, &patched, &target.0, &target.1).await?;
+            println!("pushed {reference}@{top_digest}");
+        }
+        println!("patched image {top_digest} ({top_type}, {} bytes)", top.len());
+        anyhow::Ok(())
+    })
+}
+
+fn summary(patched: &PatchedImage) -> String {
+    let mut out = String::new();
+    for platform in &patched.platforms {
+        out.push_str(&format!("{} {}\n", platform.original.platform, platform.original.manifest.digest));
+        match &platform.outcome {
+            PlatformOutcome::Unchanged { reason } => out.push_str(&format!("  unchanged: {reason}\n")),
+            PlatformOutcome::Patched(p) => {
+                out.push_str(&format!(
+                    "  {:<28} {:<28} {:<28} {:<6} {}\n",
+                    "PACKAGE", "INSTALLED", "FIXED", "CVES", "NOW"
+                ));
+                if let Some(plan) = &platform.plan {
+                    for update in &plan.updates {
+                        let now = p
+                            .verified
+                            .iter()
+                            .find(|v| v.name == update.name)
+                            .and_then(|v| v.installed.clone())
+                            .unwrap_or_default();
+                        out.push_str(&format!(
+                            "  {:<28} {:<28} {:<28} {:<6} {}\n",
+                            update.name,
+                            update.installed_version,
+                            update.fixed_version,
+                            update.fixes.len(),
+                            now
+                        ));
+                    }
+                    for skipped in &plan.not_planned {
+                        out.push_str(&format!(
+                            "  not planned: {} {} {}: {}\n",
+                            skipped.name, skipped.installed_version, skipped.vulnerability_id, skipped.reason
+                        ));
+                    }
+                }
+                for outcome in &p.native.outcomes {
+                    for kept in &outcome.conffiles_kept {
+                        out.push_str(&format!("  {}: kept the image's {kept}; the package's version is {kept}.dpkg-dist\n", outcome.name));
+                    }
+                }
+                if let Some(scripts) = &p.native.scripts {
+                    out.push_str(&format!("  maintainer scripts run: {}\n", scripts.ran.len()));
+                }
+                for note in &p.native.not_run {
+                    out.push_str(&format!("  scripts: {note}\n"));
+                }
+                out.push_str(&format!(
+                    "  patch layer {} ({} bytes), image {}\n",
+                    p.layer.digest, p.layer.size, p.image.manifest_digest
+                ));
+            }
+        }
+    }
+    out
+}
+
+fn vex_of(image: &ImageRef, patched: &PatchedImage, digest: &Digest) -> anyhow::Result<Vec<u8>> {
+    let mut platforms = Vec::new();
+    for platform in &patched.platforms {
+        let (PlatformOutcome::Patched(p), Some(plan)) = (&platform.outcome, &platform.plan) else {
+            continue;
+        };
+        let fixed: Vec<String> = p
+            .verified
+            .iter()
+            .filter(|v| v.installed.is_some())
+            .map(|v| v.name.clone())
+            .collect();
+        platforms.push((plan, platform.original.platform.architecture.clone(), fixed));
+    }
+    let fixes: Vec<vex::PlatformFixes<'_>> = platforms
+        .iter()
+        .map(|(plan, architecture, fixed)| vex::PlatformFixes {
+            plan,
+            architecture,
+            fixed,
+        })
+        .collect();
+    let timestamp = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    let repository = image.name();
+    Ok(vex::document(&vex::VexInput {
+        repository: &repository,
+        patched_digest: digest,
+        platforms: &fixes,
+        timestamp: &timestamp,
+        author: "patchpull",
+    })?)
+}
+
+/// Every blob of the patched image: (digest, size, where it is).
+enum Blob {
+    Local(PathBuf),
+    Bytes(Vec<u8>),
+    Mirror,
+}
+
+fn blobs(patched: &PatchedImage) -> Vec<(Digest, u64, Blob)> {
+    let mut blobs = Vec::new();
+    for platform in &patched.platforms {
+        match &platform.outcome {
+            PlatformOutcome::Patched(p) => {
+                for layer in &platform.original.layers {
+                    if let Ok(digest) = layer.digest.parse::<Digest>() {
+                        if digest != p.layer.digest {
+                            blobs.push((digest, 0, Blob::Mirror));
+                        }
+                    }
+                }
+                blobs.push((p.layer.digest.clone(), p.layer.size, Blob::Local(p.layer.path.clone())));
+                blobs.push((p.image.config_digest.clone(), p.image.config.len() as u64, Blob::Bytes(p.image.config.clone())));
+            }
+            PlatformOutcome::Unchanged { .. } => {
+                for layer in &platform.original.layers {
+                    if let Ok(digest) = layer.digest.parse::<Digest>() {
+                        blobs.push((digest, 0, Blob::Mirror));
+                    }
+                }
+                blobs.push((platform.original.config_digest.clone(), 0, Blob::Mirror));
+            }
+        }
+    }
+    blobs
+}
+
+/// Platform manifests: (digest, media type, bytes).
+fn manifests(patched: &PatchedImage) -> Vec<(Digest, String, Vec<u8>)> {
+    patched
+        .platforms
+        .iter()
+        .map(|platform| match &platform.outcome {
+            PlatformOutcome::Patched(p) => (
+                p.image.manifest_digest.clone(),
+                p.image.manifest_media_type.clone(),
+                p.image.manifest.clone(),
+            ),
+            PlatformOutcome::Unchanged { .. } => (
+                platform.original.manifest.digest.clone(),
+                platform.original.manifest.media_type.clone(),
+                platform.original.manifest.bytes.to_vec(),
+            ),
+        })
+        .collect()
+}
+
+async fn push(
+    mirror: &Arc<Mirror>,
+    route: &Route,
+    patched: &PatchedImage,
+    repository: &str,
+    reference: &Reference,
+) -> anyhow::Result<()> {
+    let upstream = &route.upstream;
+    let mount_from = (repository != route.repository).then_some(route.repository.as_str());
+    for (digest, size, blob) in blobs(patched) {
+        match blob {
+            Blob::Mirror => {
+                if upstream.has_blob(repository, &digest).await? {
+                    continue;
+                }
+                // The registry has it under the original repository: mount it.
+                let bytes = read_mirror_blob(mirror, route, &digest).await?;
+                let size = bytes.len() as u64;
+                upstream
+                    .push_blob(repository, &digest, size, BlobSource::Bytes(bytes.into()), mount_from)
+                    .await?;
+            }
+            Blob::Local(path) => {
+                upstream
+                    .push_blob(repository, &digest, size, BlobSource::File(path), None)
+                    .await?
+            }
+            Blob::Bytes(bytes) => {
+                upstream
+                    .push_blob(repository, &digest, size, BlobSource::Bytes(bytes.into()), None)
+                    .await?
+            }
+        }
+    }
+    let Some((top, top_digest, top_type)) = &patched.top else {
+        return Ok(());
+    };
+    for (digest, media_type, bytes) in manifests(patched) {
+        if digest != *top_digest {
+            upstream
+                .push_manifest(repository, &Reference::Digest(digest), &media_type, bytes.into())
+                .await?;
+        }
+    }
+    let pushed = upstream
+        .push_manifest(repository, reference, top_type, top.clone().into())
+        .await?;
+    if pushed != *top_digest {
+        bail!("the registry stored {pushed}, expected {top_digest}");
+    }
+    Ok(())
+}
+
+async fn read_mirror_blob(mirror: &Arc<Mirror>, route: &Route, digest: &Digest) -> anyhow::Result<Vec<u8>> {
+    use std::io::Read;
+    let file = mirror
+        .blob_file(route, digest)
+        .await
+        .map_err(|e| anyhow::anyhow!("{digest}: {}", e.message))?;
+    let mut bytes = Vec::new();
+    (&*file).read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
+async fn write_oci_layout(
+    mirror: &Arc<Mirror>,
+    route: &Route,
+    patched: &PatchedImage,
+    dir: &Path,
+    reference: &Reference,
+) -> anyhow::Result<()> {
+    let blob_dir = dir.join("blobs").join("sha256");
+    std::fs::create_dir_all(&blob_dir).with_context(|| format!("creating {}", blob_dir.display()))?;
+    let write = |digest: &Digest, bytes: &[u8]| -> anyhow::Result<()> {
+        let path = blob_dir.join(digest.hex());
+        std::fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))
+    };
+    for (digest, _, blob) in blobs(patched) {
+        match blob {
+            Blob::Mirror => {
+                let file = mirror
+                    .blob_file(route, &digest)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{digest}: {}", e.message))?;
+                let path = blob_dir.join(digest.hex());
+                let mut out = std::fs::File::create(&path).with_context(|| format!("writing {}", path.display()))?;
+                std::io::copy(&mut &*file, &mut out)?;
+            }
+            Blob::Local(path) => {
+                std::fs::copy(&path, blob_dir.join(digest.hex()))
+                    .with_context(|| format!("copying {}", path.display()))?;
+            }
+            Blob::Bytes(bytes) => write(&digest, &bytes)?,
+        }
+    }
+    for (digest, _, bytes) in manifests(patched) {
+        write(&digest, &bytes)?;
+    }
+    let Some((top, top_digest, top_type)) = &patched.top else {
+        return Ok(());
+    };
+    write(top_digest, top)?;
+    std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": crate::distribution::media_type::OCI_INDEX,
+        "manifests": [{
+            "mediaType": top_type,
+            "digest": top_digest.to_string(),
+            "size": top.len(),
+            "annotations": {"org.opencontainers.image.ref.name": reference.to_string()},
+        }],
+    });
+    std::fs::write(dir.join("index.json"), serde_json::to_vec_pretty(&index)?)?;
+    Ok(())
+}

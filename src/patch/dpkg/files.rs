@@ -1,0 +1,755 @@
+//! [`build`]: the layer entries and database changes for a set of package upgrades.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::io::Read;
+
+use md5::{Digest as _, Md5};
+
+use super::database::{
+    parse_conffiles, parse_md5sums, Diversions, Owners, Stanza, StatusFile, DIVERSIONS,
+    INFO_DIR, STATUS, STATUS_DIR,
+};
+use super::scripts::{activations, ScriptPlan, ScriptRun, TriggerInterests};
+use super::{DpkgChanges, DpkgError, ImageFiles, InfoFiles, NewPackage, PackageOutcome};
+use crate::image::{EntryKind as NodeKind, Filesystem};
+use crate::patch::layer::{EntryKind, FileData, LayerBuilder, LayerEntry};
+use crate::pkgs::dpkg::debfile::{DataEntry, DataKind, DebPackage};
+
+/// Symbolic links followed while resolving one directory of a package path.
+const MAX_SYMLINKS: u32 = 40;
+const TRIGGERS_DIR: &str = "var/lib/dpkg/triggers";
+
+/// Computes what installing `packages` over the image does.
+///
+/// # Errors
+/// [`DpkgError`] when the database is missing or malformed, a package is not installed,
+/// or a package's files conflict with the image (a directory where it has a file).
+pub fn build(image: &dyn ImageFiles, packages: &[NewPackage<'_>]) -> Result<DpkgChanges, DpkgError> {
+    let db = Database::read(image)?;
+    let epoch = packages
+        .iter()
+        .flat_map(|p| p.deb.entries().iter().map(|e| e.mtime))
+        .max()
+        .unwrap_or(0);
+    let mut state = Builder {
+        tree: image.tree(),
+        db: &db,
+        layer: LayerBuilder::default(),
+        resolved: HashMap::new(),
+        epoch,
+        status: db.status.clone(),
+        scripts: ScriptPlan::default(),
+        touched: BTreeSet::new(),
+        activated: BTreeSet::new(),
+    };
+
+    let contexts = packages
+        .iter()
+        .map(|p| state.context(p))
+        .collect::<Result<Vec<_>, _>>()?;
+    // The current contents of every conffile, read in one pass over the image.
+    let mut conffile_paths = Vec::new();
+    for context in &contexts {
+        for path in &context.new_conffiles {
+            let target = db.diversions.target(path, context.package.name).to_owned();
+            conffile_paths.push(format!("/{}", state.physical(&target, context.package.name)?));
+        }
+    }
+    let wanted: Vec<&str> = conffile_paths.iter().map(String::as_str).collect();
+    let current = image.read(&wanted)?;
+
+    let mut outcomes = Vec::new();
+    for context in &contexts {
+        outcomes.push(state.install(context, &current)?);
+    }
+    state.write_status()?;
+    state.plan_triggers(packages, &contexts);
+    Ok(DpkgChanges {
+        layer: state.layer,
+        outcomes,
+        scripts: state.scripts,
+        epoch,
+        distroless: db.status.is_none(),
+    })
+}
+
+/// The image's dpkg database, read once.
+struct Database {
+    /// The status file, or `None` on distroless images.
+    status: Option<StatusFile>,
+    /// `status.d` file name -> contents (distroless).
+    status_d: BTreeMap<String, Vec<u8>>,
+    info: InfoFiles,
+    diversions: Diversions,
+    owners: Owners,
+    triggers: TriggerInterests,
+}
+
+impl Database {
+    fn read(image: &dyn ImageFiles) -> Result<Database, DpkgError> {
+        let status_key = format!("/{STATUS}");
+        let dirs = [STATUS_DIR, INFO_DIR, TRIGGERS_DIR].map(|d| format!("/{d}/"));
+        let diversions_key = format!("/{DIVERSIONS}");
+        let mut wanted: Vec<&str> = vec![&status_key, &diversions_key];
+        wanted.extend(dirs.iter().map(String::as_str));
+        let mut files = image.read(&wanted)?;
+        let in_dir = |files: &mut HashMap<String, Vec<u8>>, dir: &str| -> BTreeMap<String, Vec<u8>> {
+            let keys: Vec<String> = files.keys().filter(|k| k.starts_with(dir)).cloned().collect();
+            keys.into_iter()
+                .filter_map(|k| files.remove(&k).map(|v| (k[dir.len()..].to_owned(), v)))
+                .collect()
+        };
+        let status_d = in_dir(&mut files, &dirs[0]);
+        let info_files = in_dir(&mut files, &dirs[1]);
+        let trigger_files = in_dir(&mut files, &dirs[2]);
+        let status = match files.remove(&status_key) {
+            Some(bytes) => Some(StatusFile::parse(&String::from_utf8(bytes).map_err(|_| {
+                DpkgError::Database {
+                    path: STATUS.to_owned(),
+                    reason: "not UTF-8".to_owned(),
+                }
+            })?)),
+            None if !status_d.is_empty() => None,
+            None => {
+                return Err(DpkgError::Database {
+                    path: STATUS.to_owned(),
+                    reason: "the image has neither a status file nor status.d".to_owned(),
+                })
+            }
+        };
+        let mut info: InfoFiles = BTreeMap::new();
+        for (file, data) in info_files {
+            if let Some((base, member)) = file.rsplit_once('.') {
+                info.entry(base.to_owned())
+                    .or_default()
+                    .insert(member.to_owned(), data);
+            }
+        }
+        let owners = if status.is_some() {
+            Owners::from_lists(info.iter().filter_map(|(base, members)| {
+                members.get("list").map(|l| (base.as_str(), l.as_slice()))
+            }))
+        } else {
+            Owners::from_md5sums(status_d.iter().filter_map(|(name, data)| {
+                name.strip_suffix(".md5sums").map(|base| (base, data.as_slice()))
+            }))
+        };
+        let diversions = match files.remove(&diversions_key) {
+            Some(bytes) => Diversions::parse(&bytes)?,
+            None => Diversions::default(),
+        };
+        Ok(Database {
+            status,
+            status_d,
+            info,
+            diversions,
+            owners,
+            triggers: TriggerInterests::parse(&trigger_files),
+        })
+    }
+}
+
+/// One package's old state and new contents.
+struct Context<'p, 'd> {
+    package: &'p NewPackage<'d>,
+    /// `info/` base name: `libc6:amd64` for Multi-Arch: same, else the package name.
+    base: String,
+    new_version: String,
+    old_conffiles: BTreeMap<String, (String, bool)>,
+    /// Paths (no leading `/`) the new version's `conffiles` lists.
+    new_conffiles: Vec<String>,
+    /// The distroless `status.d` file that holds the package.
+    status_d_file: Option<String>,
+    old_md5sums: HashMap<String, String>,
+    old_paths: Vec<String>,
+}
+
+struct Builder<'a> {
+    tree: &'a Filesystem,
+    db: &'a Database,
+    layer: LayerBuilder,
+    /// Package directory -> where it is in the image (through directory symlinks).
+    resolved: HashMap<String, String>,
+    epoch: u64,
+    status: Option<StatusFile>,
+    scripts: ScriptPlan,
+    /// Package paths the upgrades wrote or removed, for file triggers.
+    touched: BTreeSet<String>,
+    activated: BTreeSet<String>,
+}
+
+fn md5_hex(data: &[u8]) -> String {
+    hex::encode(Md5::digest(data))
+}
+
+fn read_member(deb: &DebPackage, entry: &DataEntry, package: &str) -> Result<Vec<u8>, DpkgError> {
+    let mut data = Vec::new();
+    deb.open_file(entry)
+        .and_then(|mut r| r.read_to_end(&mut data))
+        .map_err(|e| DpkgError::Package {
+            package: package.to_owned(),
+            reason: format!("reading {}: {e}", entry.path),
+        })?;
+    Ok(data)
+}
+
+impl<'a> Builder<'a> {
+    fn context<'p, 'd>(&self, package: &'p NewPackage<'d>) -> Result<Context<'p, 'd>, DpkgError> {
+        let name = package.name;
+        let package_error = |reason: String| DpkgError::Package {
+            package: name.to_owned(),
+            reason,
+        };
+        let control = std::str::from_utf8(package.deb.control())
+            .map_err(|_| package_error("the control file is not UTF-8".to_owned()))?;
+        let control = Stanza::parse(control).map_err(package_error)?;
+        if control.word("Package") != Some(name) {
+            return Err(package_error(format!(
+                "the .deb is package {:?}",
+                control.word("Package").unwrap_or_default()
+            )));
+        }
+        let new_version = control
+            .word("Version")
+            .ok_or_else(|| package_error("the control file has no Version".to_owned()))?
+            .to_owned();
+        let arch = control.word("Architecture").unwrap_or_default();
+        if arch != package.architecture && arch != "all" && package.architecture != "all" {
+            return Err(package_error(format!(
+                "the .deb is for {arch}, the installed package for {}",
+                package.architecture
+            )));
+        }
+        let qualified = format!("{name}:{}", package.architecture);
+        let base = if self.db.info.contains_key(&qualified)
+            || control.word("Multi-Arch") == Some("same")
+        {
+            qualified
+        } else {
+            name.to_owned()
+        };
+        let (old_stanza, status_d_file) = match &self.db.status {
+            Some(status) => {
+                let at = status.find(name, Some(package.architecture)).ok_or_else(|| {
+                    DpkgError::Database {
+                        path: STATUS.to_owned(),
+                        reason: format!("{name} is not installed"),
+                    }
+                })?;
+                let text = &status.paragraphs[at].0;
+                (Stanza::parse(text).map_err(package_error)?, None)
+            }
+            None => {
+                let found = self.db.status_d.iter().find_map(|(file, data)| {
+                    if file.ends_with(".md5sums") {
+                        return None;
+                    }
+                    let stanza = Stanza::parse(&String::from_utf8_lossy(data)).ok()?;
+                    (stanza.word("Package") == Some(name)).then(|| (stanza, file.clone()))
+                });
+                let (stanza, file) = found.ok_or_else(|| DpkgError::Database {
+                    path: STATUS_DIR.to_owned(),
+                    reason: format!("no file describes {name}"),
+                })?;
+                (stanza, Some(file))
+            }
+        };
+        if old_stanza.word("Version") != Some(package.installed_version) {
+            return Err(package_error(format!(
+                "the image has version {}, the plan says {}",
+                old_stanza.word("Version").unwrap_or_default(),
+                package.installed_version
+            )));
+        }
+        let (old_md5sums, old_paths) = match &status_d_file {
+            Some(file) => {
+                let sums = self
+                    .db
+                    .status_d
+                    .get(&format!("{file}.md5sums"))
+                    .map(|d| parse_md5sums(d))
+                    .unwrap_or_default();
+                let paths = sums.keys().cloned().collect();
+                (sums, paths)
+            }
+            None => {
+                let members = self.db.info.get(&base);
+                let sums = members
+                    .and_then(|m| m.get("md5sums"))
+                    .map(|d| parse_md5sums(d))
+                    .unwrap_or_default();
+                let paths = members
+                    .and_then(|m| m.get("list"))
+                    .map(|l| {
+                        String::from_utf8_lossy(l)
+                            .lines()
+                            .map(|p| p.trim_start_matches('/').to_owned())
+                            .filter(|p| !p.is_empty() && p != ".")
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                (sums, paths)
+            }
+        };
+        let new_conffiles = package
+            .deb
+            .control_members()
+            .get("conffiles")
+            .map(|m| {
+                String::from_utf8_lossy(&m.data)
+                    .lines()
+                    .filter_map(|line| {
+                        let line = line.trim();
+                        // Flagged lines (`remove-on-upgrade /etc/x`) are not installed.
+                        line.starts_with('/')
+                            .then(|| line.trim_start_matches('/').to_owned())
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(Context {
+            package,
+            base,
+            new_version,
+            old_conffiles: parse_conffiles(old_stanza.get("Conffiles")),
+            new_conffiles,
+            status_d_file,
+            old_md5sums,
+            old_paths,
+        })
+    }
+
+    /// Where `path` (a package path, no leading `/`) is in the image: its directories
+    /// resolved through the image's symbolic links, its last component not.
+    fn physical(&mut self, path: &str, package: &str) -> Result<String, DpkgError> {
+        let (parent, name) = path.rsplit_once('/').unwrap_or(("", path));
+        let dir = self.physical_dir(parent, package)?;
+        Ok(if dir.is_empty() {
+            name.to_owned()
+        } else {
+            format!("{dir}/{name}")
+        })
+    }
+
+    fn physical_dir(&mut self, dir: &str, package: &str) -> Result<String, DpkgError> {
+        if dir.is_empty() {
+            return Ok(String::new());
+        }
+        if let Some(done) = self.resolved.get(dir) {
+            return Ok(done.clone());
+        }
+        let here = self.physical(dir, package)?;
+        let conflict = |reason: &str| DpkgError::Conflict {
+            package: package.to_owned(),
+            path: format!("/{dir}"),
+            reason: reason.to_owned(),
+        };
+        let real = match self.tree.get(&here).map(|n| n.kind) {
+            None | Some(NodeKind::Dir) => here,
+            Some(NodeKind::Symlink) => match self.tree.resolve(&here, MAX_SYMLINKS)? {
+                Some((real, node)) if node.is_dir() => String::from_utf8(real)
+                    .map_err(|_| conflict("resolves to a path that is not UTF-8"))?,
+                _ => return Err(conflict("is a symbolic link to something that is not a directory")),
+            },
+            Some(_) => return Err(conflict("is a file in the image, a directory in the package")),
+        };
+        self.resolved.insert(dir.to_owned(), real.clone());
+        Ok(real)
+    }
+
+    fn entry(&self, path: String, source: &DataEntry, kind: EntryKind) -> LayerEntry {
+        LayerEntry {
+            path,
+            mode: source.mode,
+            uid: source.uid,
+            gid: source.gid,
+            uname: source.uname.clone(),
+            gname: source.gname.clone(),
+            mtime: source.mtime,
+            kind,
+        }
+    }
+
+    /// A database file written by the engine: root-owned, at the epoch.
+    fn db_entry(&self, path: String, mode: u32, data: Vec<u8>) -> LayerEntry {
+        LayerEntry {
+            path,
+            mode,
+            uid: 0,
+            gid: 0,
+            uname: "root".to_owned(),
+            gname: "root".to_owned(),
+            mtime: self.epoch,
+            kind: EntryKind::File(FileData::Bytes(data)),
+        }
+    }
+
+    fn install(
+        &mut self,
+        context: &Context<'_, '_>,
+        current: &HashMap<String, Vec<u8>>,
+    ) -> Result<PackageOutcome, DpkgError> {
+        let package = context.package;
+        let name = package.name;
+        let deb = package.deb;
+        let new_md5sums = deb
+            .control_members()
+            .get("md5sums")
+            .map(|m| parse_md5sums(&m.data))
+            .unwrap_or_default();
+        let link_targets: HashSet<&str> = deb
+            .entries()
+            .iter()
+            .filter(|e| e.kind == DataKind::Hardlink)
+            .filter_map(|e| e.link_target.as_deref())
+            .collect();
+        let conffiles: HashSet<&str> = context.new_conffiles.iter().map(String::as_str).collect();
+        let mut outcome = PackageOutcome {
+            name: name.to_owned(),
+            old_version: package.installed_version.to_owned(),
+            new_version: context.new_version.clone(),
+            files_written: 0,
+            files_unchanged: 0,
+            files_removed: 0,
+            conffiles_kept: Vec::new(),
+            conffiles_left_deleted: Vec::new(),
+        };
+        let mut new_paths: HashSet<&str> = HashSet::new();
+        let mut conffile_md5: BTreeMap<String, String> = BTreeMap::new();
+        let conflict = |path: &str, reason: &str| DpkgError::Conflict {
+            package: name.to_owned(),
+            path: format!("/{path}"),
+            reason: reason.to_owned(),
+        };
+
+        for entry in deb.entries() {
+            if entry.path.is_empty() {
+                continue;
+            }
+            new_paths.insert(&entry.path);
+            let target = self.db.diversions.target(&entry.path, name).to_owned();
+            let physical = self.physical(&target, name)?;
+            let node = self.tree.get(&physical).cloned();
+            let written = match entry.kind {
+                DataKind::Dir => match node.as_ref().map(|n| n.kind) {
+                    Some(NodeKind::Dir) => false,
+                    Some(NodeKind::Symlink) => {
+                        match self.tree.resolve(&physical, MAX_SYMLINKS)? {
+                            Some((_, n)) if n.is_dir() => false,
+                            _ => return Err(conflict(&entry.path, "a directory in the package, a symbolic link to a non-directory in the image")),
+                        }
+                    }
+                    Some(_) => {
+                        return Err(conflict(&entry.path, "a directory in the package, a file in the image"))
+                    }
+                    None if self.layer.get(&physical).is_some() => false,
+                    None => {
+                        self.layer.insert(self.entry(physical, entry, EntryKind::Dir));
+                        true
+                    }
+                },
+                DataKind::File => {
+                    if node.as_ref().is_some_and(|n| n.is_dir()) {
+                        return Err(conflict(&entry.path, "a file in the package, a directory in the image"));
+                    }
+                    if conffiles.contains(entry.path.as_str()) {
+                        let data = read_member(deb, entry, name)?;
+                        let new_md5 = md5_hex(&data);
+                        conffile_md5.insert(entry.path.clone(), new_md5.clone());
+                        let recorded = context
+                            .old_conffiles
+                            .get(&format!("/{}", entry.path))
+                            .map(|(md5, _)| md5.as_str())
+                            .filter(|md5| *md5 != "newconffile");
+                        match current.get(&format!("/{physical}")).map(|c| md5_hex(c)) {
+                            None if recorded.is_some() && node.is_none() => {
+                                outcome.conffiles_left_deleted.push(format!("/{}", entry.path));
+                                false
+                            }
+                            Some(md5) if md5 == new_md5 => {
+                                outcome.files_unchanged += 1;
+                                false
+                            }
+                            Some(md5) if Some(md5.as_str()) != recorded => {
+                                let dist = format!("{physical}.dpkg-dist");
+                                let file = EntryKind::File(FileData::Bytes(data));
+                                self.layer.insert(self.entry(dist, entry, file));
+                                outcome.conffiles_kept.push(format!("/{}", entry.path));
+                                true
+                            }
+                            _ => {
+                                let file = EntryKind::File(FileData::Bytes(data));
+                                self.layer.insert(self.entry(physical, entry, file));
+                                true
+                            }
+                        }
+                    } else {
+                        let unchanged = !link_targets.contains(entry.path.as_str())
+                            && node.as_ref().is_some_and(|n| {
+                                n.kind == NodeKind::File
+                                    && n.size == entry.size
+                                    && n.mode & 0o7777 == entry.mode & 0o7777
+                            })
+                            && context.old_md5sums.get(&entry.path).is_some_and(|old| {
+                                new_md5sums.get(&entry.path) == Some(old)
+                            });
+                        if unchanged {
+                            outcome.files_unchanged += 1;
+                            false
+                        } else {
+                            let (file, offset, len) = deb.file_slice(entry).ok_or_else(|| {
+                                conflict(&entry.path, "no contents in the package")
+                            })?;
+                            let data = FileData::Slice { file, offset, len };
+                            self.layer.insert(self.entry(physical, entry, EntryKind::File(data)));
+                            true
+                        }
+                    }
+                }
+                DataKind::Symlink => {
+                    let link = entry.link_target.clone().unwrap_or_default();
+                    let same = node.as_ref().is_some_and(|n| {
+                        n.kind == NodeKind::Symlink
+                            && n.link_target.as_deref() == Some(link.as_bytes())
+                    });
+                    if same {
+                        outcome.files_unchanged += 1;
+                        false
+                    } else if node.as_ref().is_some_and(|n| n.is_dir()) {
+                        return Err(conflict(&entry.path, "a symbolic link in the package, a directory in the image"));
+                    } else {
+                        self.layer.insert(self.entry(physical, entry, EntryKind::Symlink(link)));
+                        true
+                    }
+                }
+                DataKind::Hardlink => {
+                    let link = entry.link_target.clone().unwrap_or_default();
+                    let link = self.db.diversions.target(&link, name).to_owned();
+                    let link = self.physical(&link, name)?;
+                    self.layer.insert(self.entry(physical, entry, EntryKind::Hardlink(link)));
+                    true
+                }
+            };
+            if written {
+                outcome.files_written += 1;
+                self.touched.insert(entry.path.clone());
+            }
+        }
+
+        // Files the old version had and the new one does not, unless another package owns
+        // them or they are conffiles (dpkg keeps obsolete conffiles).
+        let mut removed: HashSet<String> = HashSet::new();
+        let mut dirs: Vec<String> = Vec::new();
+        let mut gone: Vec<&String> = context
+            .old_paths
+            .iter()
+            .filter(|p| !new_paths.contains(p.as_str()))
+            .collect();
+        gone.sort_by(|a, b| b.cmp(a));
+        let owner = context.status_d_file.as_deref().unwrap_or(&context.base);
+        for path in gone {
+            if self.db.owners.owned_by_other(path, owner)
+                || context.old_conffiles.contains_key(&format!("/{path}"))
+            {
+                continue;
+            }
+            let target = self.db.diversions.target(path, name).to_owned();
+            let Ok(physical) = self.physical(&target, name) else {
+                continue;
+            };
+            match self.tree.get(&physical) {
+                None => {}
+                Some(node) if node.is_dir() => dirs.push(physical),
+                Some(_) => {
+                    self.layer.whiteout(&physical);
+                    self.touched.insert(path.clone());
+                    removed.insert(physical);
+                    outcome.files_removed += 1;
+                }
+            }
+        }
+        for dir in dirs {
+            let empty = self.tree.list_dir(&dir).iter().all(|(child, _)| {
+                let child = String::from_utf8_lossy(child);
+                removed.contains(&format!("{dir}/{child}"))
+            });
+            let prefix = format!("{dir}/");
+            let refilled = self.layer.iter().any(|e| e.path.starts_with(&prefix));
+            if empty && !refilled {
+                self.layer.whiteout(&dir);
+                removed.insert(dir);
+                outcome.files_removed += 1;
+            }
+        }
+
+        self.write_database(context, &conffile_md5)?;
+        self.plan_scripts(context);
+        Ok(outcome)
+    }
+
+    fn write_database(
+        &mut self,
+        context: &Context<'_, '_>,
+        conffile_md5: &BTreeMap<String, String>,
+    ) -> Result<(), DpkgError> {
+        let package = context.package;
+        let deb = package.deb;
+        if let Some(file) = &context.status_d_file {
+            // Distroless: the control file verbatim, and md5sums beside it when it had one.
+            let dir = self.physical_dir(STATUS_DIR, package.name)?;
+            let control = deb.control().to_vec();
+            self.layer
+                .insert(self.db_entry(format!("{dir}/{file}"), 0o644, control));
+            let sums = format!("{file}.md5sums");
+            if self.db.status_d.contains_key(&sums) {
+                match deb.control_members().get("md5sums") {
+                    Some(m) => {
+                        let data = m.data.clone();
+                        self.layer
+                            .insert(self.db_entry(format!("{dir}/{sums}"), 0o644, data));
+                    }
+                    None => self.layer.whiteout(&format!("{dir}/{sums}")),
+                }
+            }
+            return Ok(());
+        }
+
+        let control = String::from_utf8_lossy(deb.control()).into_owned();
+        let mut stanza = Stanza::parse(&control).map_err(|reason| DpkgError::Package {
+            package: package.name.to_owned(),
+            reason,
+        })?;
+        stanza.set("Status", "install ok installed".to_owned());
+        let mut conffiles = String::new();
+        for path in &context.new_conffiles {
+            if let Some(md5) = conffile_md5.get(path) {
+                conffiles.push_str(&format!("\n /{path} {md5}"));
+            }
+        }
+        for (path, (md5, _)) in &context.old_conffiles {
+            let still = context
+                .new_conffiles
+                .iter()
+                .any(|p| *path == format!("/{p}"));
+            if !still && self.tree.get(path).is_some() {
+                conffiles.push_str(&format!("\n {path} {md5} obsolete"));
+            }
+        }
+        if conffiles.is_empty() {
+            stanza.remove("Conffiles");
+        } else {
+            stanza.set("Conffiles", conffiles);
+        }
+        if let Some(status) = &mut self.status {
+            if let Some(at) = status.find(package.name, Some(package.architecture)) {
+                status.paragraphs[at].0 = stanza.to_dpkg_text();
+            }
+        }
+
+        // info/<base>.*: the new control members and the file list; old members the new
+        // version lacks are removed.
+        let info = self.physical_dir(INFO_DIR, package.name)?;
+        let mut list = String::from("/.\n");
+        for entry in deb.entries().iter().filter(|e| !e.path.is_empty()) {
+            list.push('/');
+            list.push_str(&entry.path);
+            list.push('\n');
+        }
+        let base = &context.base;
+        self.layer.insert(self.db_entry(
+            format!("{info}/{base}.list"),
+            0o644,
+            list.into_bytes(),
+        ));
+        let mut members: BTreeSet<&str> = BTreeSet::from(["list"]);
+        for (member, data) in deb.control_members() {
+            members.insert(member);
+            let entry = self.db_entry(format!("{info}/{base}.{member}"), data.mode & 0o7777, data.data.clone());
+            self.layer.insert(entry);
+        }
+        if let Some(old) = self.db.info.get(base) {
+            for member in old.keys().filter(|m| !members.contains(m.as_str())) {
+                self.layer.whiteout(&format!("{info}/{base}.{member}"));
+            }
+        }
+        Ok(())
+    }
+
+    fn plan_scripts(&mut self, context: &Context<'_, '_>) {
+        if self.db.status.is_none() {
+            return; // distroless images never run scripts
+        }
+        let package = context.package;
+        let run = |script: &'static str, args: Vec<String>, contents: &[u8]| ScriptRun {
+            package: package.name.to_owned(),
+            architecture: package.architecture.to_owned(),
+            script,
+            args,
+            contents: contents.to_vec(),
+        };
+        let old = self.db.info.get(&context.base);
+        let new = package.deb.control_members();
+        let (old_version, new_version) = (package.installed_version.to_owned(), context.new_version.clone());
+        if let Some(prerm) = old.and_then(|o| o.get("prerm")) {
+            self.scripts.pre.push(run("prerm", vec!["upgrade".into(), new_version.clone()], prerm));
+        }
+        if let Some(preinst) = new.get("preinst") {
+            self.scripts.pre.push(run("preinst", vec!["upgrade".into(), old_version.clone()], &preinst.data));
+        }
+        if let Some(postrm) = old.and_then(|o| o.get("postrm")) {
+            self.scripts.post.push(run("postrm", vec!["upgrade".into(), new_version], postrm));
+        }
+        if let Some(postinst) = new.get("postinst") {
+            self.scripts.post.push(run("postinst", vec!["configure".into(), old_version], &postinst.data));
+        }
+        if let Some(triggers) = new.get("triggers") {
+            self.activated.extend(activations(&triggers.data));
+        }
+    }
+
+    fn plan_triggers(&mut self, packages: &[NewPackage<'_>], contexts: &[Context<'_, '_>]) {
+        if self.db.status.is_none() {
+            return;
+        }
+        let runs = self.db.triggers.activated(
+            self.activated.iter().map(String::as_str),
+            self.touched.iter().map(String::as_str),
+        );
+        for (interested, names) in runs {
+            // The postinst that handles the trigger: the upgraded one when the interested
+            // package is being upgraded too.
+            let upgraded = contexts.iter().find(|c| c.package.name == interested);
+            let postinst = match upgraded {
+                Some(c) => c.package.deb.control_members().get("postinst").map(|m| m.data.clone()),
+                None => self
+                    .db
+                    .info
+                    .iter()
+                    .find(|(base, _)| base.split(':').next() == Some(interested.as_str()))
+                    .and_then(|(_, m)| m.get("postinst").cloned()),
+            };
+            let Some(contents) = postinst else { continue };
+            let architecture = upgraded
+                .map(|c| c.package.architecture.to_owned())
+                .or_else(|| packages.first().map(|p| p.architecture.to_owned()))
+                .unwrap_or_default();
+            let names: Vec<String> = names.into_iter().collect();
+            self.scripts.triggers.push(ScriptRun {
+                package: interested,
+                architecture,
+                script: "postinst",
+                args: vec!["triggered".into(), names.join(" ")],
+                contents,
+            });
+        }
+    }
+
+    fn write_status(&mut self) -> Result<(), DpkgError> {
+        if let Some(status) = &self.status {
+            let text = status.to_text().into_bytes();
+            let dir = self.physical_dir("var/lib/dpkg", "dpkg")?;
+            self.layer.insert(self.db_entry(format!("{dir}/status"), 0o644, text));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,442 @@
+//! [`Patcher::patch`]: one image reference in, its patched image out. Per platform: read
+//! the package database (without a patch layer patchpull added before: re-patching
+//! replaces it), plan (a report, else the built-in scanner), fetch the verified `.deb`s,
+//! build the layer with the native engine, read the result's package database back and
+//! check every planned package is at or above its fixed version, and assemble config and
+//! manifest. An index is re-assembled with the patched platforms; platforms with nothing
+//! to fix keep their manifests.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::distribution::{media_type, Digest, Reference};
+use crate::image::LayerDescriptor;
+use crate::mirror::image::PlatformImage;
+use crate::mirror::{Mirror, ServedManifest};
+use crate::patch::assemble::{self, AssembledImage, ImageInput, PatchLayer, Replacement};
+use crate::patch::layer::BuiltLayer;
+use crate::patch::native::{self, LayerImage, NativePatch, Runnable};
+use crate::patch::verify::{self, Verified};
+use crate::patch::PatchError;
+use crate::pkgs::dpkg::debfile::{DebLimits, DebPackage};
+use crate::pkgs::{Ecosystem, Inventory};
+use crate::scan::builtin::packages::{FetchedDeb, WantedPackage};
+use crate::scan::builtin::BuiltinScanner;
+use crate::scan::plan::{PlanOptions, Platform, PlatformPlan};
+use crate::scan::report::{self, ScanReport};
+use crate::upstream::Route;
+
+/// What to patch and how.
+#[derive(Debug, Clone, Default)]
+pub struct PatchOptions {
+    /// Only these platforms (`linux/arm64`); empty for all.
+    pub platforms: Vec<String>,
+    /// A report to plan from instead of the built-in scanner.
+    pub report: Option<ScanReport>,
+    pub plan: PlanOptions,
+    /// Recorded as `org.opencontainers.image.base.name`.
+    pub base_name: String,
+}
+
+/// The patcher: the mirror for images, the built-in scanner for plans and packages.
+pub struct Patcher {
+    mirror: Arc<Mirror>,
+    scanner: Arc<BuiltinScanner>,
+    scratch: PathBuf,
+}
+
+/// What became of one platform.
+#[derive(Debug)]
+pub enum PlatformOutcome {
+    Patched(Box<PatchedPlatform>),
+    /// Kept as it was; the reason says why (nothing to fix, not a dpkg image, ...).
+    Unchanged { reason: String },
+}
+
+#[derive(Debug)]
+pub struct PlatformResult {
+    pub original: PlatformImage,
+    pub plan: Option<PlatformPlan>,
+    pub outcome: PlatformOutcome,
+}
+
+#[derive(Debug)]
+pub struct PatchedPlatform {
+    pub image: AssembledImage,
+    pub layer: BuiltLayer,
+    pub native: NativePatch,
+    pub verified: Vec<Verified>,
+    pub debs: Vec<FetchedDeb>,
+}
+
+/// The patched image, its blobs in the scratch directory until dropped.
+#[derive(Debug)]
+pub struct PatchedImage {
+    pub original: ServedManifest,
+    pub platforms: Vec<PlatformResult>,
+    /// The new top-level manifest or index: bytes, digest, media type. `None` when no
+    /// platform changed.
+    pub top: Option<(Vec<u8>, Digest, String)>,
+    pub scratch: tempdir::ScratchDir,
+}
+
+impl PatchedImage {
+    /// The patched platforms.
+    pub fn patched(&self) -> impl Iterator<Item = &PatchedPlatform> {
+        self.platforms.iter().filter_map(|p| match &p.outcome {
+            PlatformOutcome::Patched(patched) => Some(patched.as_ref()),
+            PlatformOutcome::Unchanged { .. } => None,
+        })
+    }
+}
+
+impl Patcher {
+    pub fn new(mirror: Arc<Mirror>, scanner: Arc<BuiltinScanner>, scratch: PathBuf) -> Patcher {
+        Patcher {
+            mirror,
+            scanner,
+            scratch,
+        }
+    }
+
+    /// Patches the image `reference` names behind `route`.
+    ///
+    /// # Errors
+    /// [`PatchError`] for the first platform that cannot be patched.
+    pub async fn patch(
+        &self,
+        route: &Route,
+        reference: &Reference,
+        options: &PatchOptions,
+    ) -> Result<PatchedImage, PatchError> {
+        let scratch = tempdir::ScratchDir::new_in(&self.scratch)?;
+        let any = media_type::Accept::parse([]);
+        let top = self
+            .mirror
+            .manifest(route, reference, &any)
+            .await
+            .map_err(PatchError::from_api)?;
+        let images = self
+            .mirror
+            .platform_images(route, reference)
+            .await
+            .map_err(PatchError::from_api)?;
+        let mut platforms = Vec::new();
+        for image in images {
+            let wanted = options.platforms.is_empty()
+                || options.platforms.iter().any(|p| {
+                    *p == image.platform.to_string()
+                        || *p == format!("{}/{}", image.platform.os, image.platform.architecture)
+                });
+            if !wanted {
+                platforms.push(PlatformResult {
+                    original: image,
+                    plan: None,
+                    outcome: PlatformOutcome::Unchanged {
+                        reason: "not a requested platform".to_owned(),
+                    },
+                });
+                continue;
+            }
+            let work = scratch.path().join(format!("p{}", platforms.len()));
+            std::fs::create_dir_all(&work).map_err(|e| PatchError::io(&work, e))?;
+            platforms.push(self.patch_platform(route, image, options, &work).await?);
+        }
+        let patched_any = platforms
+            .iter()
+            .any(|p| matches!(p.outcome, PlatformOutcome::Patched(_)));
+        let top_new = if !patched_any {
+            None
+        } else if media_type::is_index(&top.media_type) {
+            let replacements: Vec<Replacement> = platforms
+                .iter()
+                .filter_map(|p| match &p.outcome {
+                    PlatformOutcome::Patched(patched) => Some(Replacement {
+                        original: p.original.manifest.digest.clone(),
+                        patched: patched.image.manifest_digest.clone(),
+                        size: patched.image.manifest.len() as u64,
+                        media_type: patched.image.manifest_media_type.clone(),
+                    }),
+                    PlatformOutcome::Unchanged { .. } => None,
+                })
+                .collect();
+            let (bytes, digest) = assemble::assemble_index(
+                &top.bytes,
+                &top.media_type,
+                &top.digest,
+                &options.base_name,
+                &replacements,
+            )?;
+            Some((bytes, digest, top.media_type.clone()))
+        } else {
+            platforms.iter().find_map(|p| match &p.outcome {
+                PlatformOutcome::Patched(patched) => Some((
+                    patched.image.manifest.clone(),
+                    patched.image.manifest_digest.clone(),
+                    patched.image.manifest_media_type.clone(),
+                )),
+                PlatformOutcome::Unchanged { .. } => None,
+            })
+        };
+        Ok(PatchedImage {
+            original: top,
+            platforms,
+            top: top_new,
+            scratch,
+        })
+    }
+
+    async fn patch_platform(
+        &self,
+        route: &Route,
+        image: PlatformImage,
+        options: &PatchOptions,
+        work: &Path,
+    ) -> Result<PlatformResult, PatchError> {
+        let unchanged = |image, plan, reason: String| PlatformResult {
+            original: image,
+            plan,
+            outcome: PlatformOutcome::Unchanged { reason },
+        };
+        let config = self
+            .mirror
+            .read_small_blob(route, &image.config_digest)
+            .await
+            .map_err(PatchError::from_api)?;
+        // An image patchpull patched before is patched again from its base layers.
+        let existing = assemble::existing_patch(&image.manifest.bytes, &config)?;
+        let base_layers: Vec<LayerDescriptor> = match &existing {
+            Some(patch) => image.layers[..patch.layer_index.min(image.layers.len())].to_vec(),
+            None => image.layers.clone(),
+        };
+        let base = PlatformImage {
+            layers: base_layers.clone(),
+            ..image.clone()
+        };
+        let Some(inventory) = self
+            .mirror
+            .inventory(route, &base)
+            .await
+            .map_err(PatchError::from_api)?
+        else {
+            return Ok(unchanged(image, None, "no supported package database".to_owned()));
+        };
+        if inventory.ecosystem != Ecosystem::Dpkg {
+            return Ok(unchanged(
+                image,
+                None,
+                format!(
+                    "{} images are not patched by the native engine yet",
+                    inventory.ecosystem.as_str()
+                ),
+            ));
+        }
+        let platform = Platform {
+            os: image.platform.os.clone(),
+            architecture: image.platform.architecture.clone(),
+            variant: image.platform.variant.clone(),
+        };
+        let plan = self.plan(&inventory, &platform, options).await?;
+        if plan.updates.is_empty() {
+            return Ok(unchanged(image, Some(plan), "nothing to fix".to_owned()));
+        }
+        let wanted: Vec<WantedPackage> = plan
+            .updates
+            .iter()
+            .map(|u| WantedPackage {
+                name: u.name.clone(),
+                version: u.fixed_version.clone(),
+                architecture: inventory
+                    .packages
+                    .iter()
+                    .find(|p| p.name == u.name && p.version == u.installed_version)
+                    .and_then(|p| p.architecture.clone()),
+            })
+            .collect();
+        let debs = self
+            .scanner
+            .fetch_debs(&inventory, &platform, &wanted)
+            .await?;
+
+        let source = self.mirror.layer_source(route);
+        let work_dir = work.to_path_buf();
+        let plan_for_build = plan.clone();
+        let inventory_for_build = inventory.clone();
+        let debs_for_build = debs.clone();
+        let architecture = image.platform.architecture.clone();
+        let layers = base_layers.clone();
+        let native = tokio::task::spawn_blocking(move || {
+            build_layer(
+                &source,
+                &layers,
+                &plan_for_build,
+                &inventory_for_build,
+                &debs_for_build,
+                &architecture,
+                &work_dir,
+            )
+        })
+        .await
+        .map_err(|e| PatchError::Internal(e.to_string()))??;
+
+        let source = self.mirror.layer_source(route);
+        let layer_path = native.layer.path.clone();
+        let plan_for_check = plan.clone();
+        let verified = tokio::task::spawn_blocking(move || {
+            verify::check(&source, &base_layers, &layer_path, &plan_for_check)
+        })
+        .await
+        .map_err(|e| PatchError::Internal(e.to_string()))??;
+
+        let created_by = history_text(&plan);
+        let assembled = assemble::assemble(&ImageInput {
+            manifest: &image.manifest.bytes,
+            manifest_media_type: &image.manifest.media_type,
+            manifest_digest: &image.manifest.digest,
+            config: &config,
+            layer: PatchLayer {
+                digest: &native.layer.digest,
+                diff_id: &native.layer.diff_id,
+                size: native.layer.size,
+            },
+            base_name: &options.base_name,
+            created_by: &created_by,
+            created: None,
+        })?;
+        let layer = native.layer.clone();
+        Ok(PlatformResult {
+            original: image,
+            plan: Some(plan),
+            outcome: PlatformOutcome::Patched(Box::new(PatchedPlatform {
+                image: assembled,
+                layer,
+                native,
+                verified,
+                debs,
+            })),
+        })
+    }
+
+    async fn plan(
+        &self,
+        inventory: &Inventory,
+        platform: &Platform,
+        options: &PatchOptions,
+    ) -> Result<PlatformPlan, PatchError> {
+        let plan = match &options.report {
+            Some(report) => report::plan_from_report(report, platform, inventory, &options.plan)
+                .map_err(|e| PatchError::Report(e.to_string()))?,
+            None => {
+                self.scanner
+                    .scan(inventory, platform, &options.plan)
+                    .await?
+                    .plan
+            }
+        };
+        plan.platforms
+            .into_iter()
+            .next()
+            .ok_or_else(|| PatchError::Internal("the plan has no platform".to_owned()))
+    }
+}
+
+/// The blocking half: open the packages, build the layer.
+fn build_layer(
+    source: &dyn crate::image::LayerSource,
+    layers: &[LayerDescriptor],
+    plan: &PlatformPlan,
+    inventory: &Inventory,
+    debs: &[FetchedDeb],
+    architecture: &str,
+    work: &Path,
+) -> Result<NativePatch, PatchError> {
+    let limits = DebLimits::default();
+    let mut opened = Vec::new();
+    for deb in debs {
+        let package = DebPackage::open(&deb.path, work, &limits).map_err(|e| {
+            PatchError::Package {
+                package: deb.name.clone(),
+                reason: e.to_string(),
+            }
+        })?;
+        opened.push((deb, package));
+    }
+    let mut packages = Vec::new();
+    for update in &plan.updates {
+        let Some((_, deb)) = opened.iter().find(|(d, _)| d.name == update.name) else {
+            return Err(PatchError::Package {
+                package: update.name.clone(),
+                reason: "no package was fetched for it".to_owned(),
+            });
+        };
+        let installed_arch = inventory
+            .packages
+            .iter()
+            .find(|p| p.name == update.name && p.version == update.installed_version)
+            .and_then(|p| p.architecture.as_deref())
+            .unwrap_or(architecture);
+        packages.push(crate::patch::dpkg::NewPackage {
+            name: &update.name,
+            installed_version: &update.installed_version,
+            architecture: installed_arch,
+            deb,
+        });
+    }
+    let image = LayerImage::open(source, layers).map_err(native::NativeError::from)?;
+    let runnable = Runnable {
+        architecture: architecture.to_owned(),
+    };
+    Ok(native::patch(&image, &packages, &runnable, work)?)
+}
+
+/// The history entry: every update, in plan order.
+fn history_text(plan: &PlatformPlan) -> String {
+    let updates: Vec<String> = plan
+        .updates
+        .iter()
+        .map(|u| format!("{} {} -> {}", u.name, u.installed_version, u.fixed_version))
+        .collect();
+    format!("patchpull patch: {}", updates.join(", "))
+}
+
+pub mod tempdir {
+    //! A scratch directory removed on drop.
+    use std::path::{Path, PathBuf};
+
+    use crate::patch::PatchError;
+
+    #[derive(Debug)]
+    pub struct ScratchDir(PathBuf);
+
+    impl ScratchDir {
+        pub fn new_in(parent: &Path) -> Result<ScratchDir, PatchError> {
+            std::fs::create_dir_all(parent).map_err(|e| PatchError::io(parent, e))?;
+            for _ in 0..16 {
+                let path = parent.join(format!(
+                    "patch-{}-{:016x}",
+                    std::process::id(),
+                    rand::random::<u64>()
+                ));
+                match std::fs::create_dir(&path) {
+                    Ok(()) => return Ok(ScratchDir(path)),
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                    Err(e) => return Err(PatchError::io(&path, e)),
+                }
+            }
+            Err(PatchError::Internal(format!(
+                "cannot create a scratch directory in {}",
+                parent.display()
+            )))
+        }
+
+        pub fn path(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for ScratchDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}

@@ -1,0 +1,60 @@
+//! Patching: turning a scan plan into one new layer on top of an image's untouched layers.
+//!
+//! - [`job`]: one image in, its patched image out (plan, fetch, build, verify, assemble).
+//! - [`native`]: the in-process engine; [`dpkg`] computes what installing packages does.
+//! - [`layer`]: the deterministic layer writer (sorted tar, fixed gzip settings).
+//! - [`assemble`]: the patched image's config, manifest and index, exact bytes.
+//! - [`verify`]: the patched image's package database read back and checked.
+//! - [`vex`]: the OpenVEX document that says what the patch fixed.
+//! - [`sandbox`]: an image root on disk and commands run inside it, unprivileged, for
+//!   maintainer scripts.
+
+pub mod assemble;
+pub mod dpkg;
+pub mod job;
+pub mod layer;
+pub mod native;
+pub mod sandbox;
+pub mod verify;
+pub mod vex;
+
+use std::path::Path;
+
+use crate::error::ApiError;
+
+/// Why an image could not be patched.
+#[derive(Debug, thiserror::Error)]
+pub enum PatchError {
+    /// Reading the image through the mirror failed.
+    #[error("reading the image: {0}")]
+    Image(String),
+    #[error("built-in scanner: {0}")]
+    Scan(#[from] crate::scan::builtin::BuiltinError),
+    #[error("the report does not match the image:\n{0}")]
+    Report(String),
+    #[error("package {package}: {reason}")]
+    Package { package: String, reason: String },
+    #[error(transparent)]
+    Native(#[from] native::NativeError),
+    #[error("assembling the patched image: {0}")]
+    Assemble(#[from] assemble::AssembleError),
+    #[error("the patched image does not have the planned versions: {}", failures.join("; "))]
+    Verification { failures: Vec<String> },
+    #[error("{path}: {reason}")]
+    Io { path: String, reason: String },
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl PatchError {
+    pub(crate) fn from_api(error: ApiError) -> PatchError {
+        PatchError::Image(error.message)
+    }
+
+    pub(crate) fn io(path: &Path, error: std::io::Error) -> PatchError {
+        PatchError::Io {
+            path: path.display().to_string(),
+            reason: error.to_string(),
+        }
+    }
+}

@@ -1,0 +1,233 @@
+//! The native engine: one platform image and its planned updates in, one deterministic
+//! layer out, with no daemon. Package files and database changes are computed from the
+//! verified `.deb`s ([`crate::patch::dpkg`]); maintainer scripts run in the sandbox when
+//! the image has a shell and the host can run the image's architecture ([`scripts`]);
+//! distroless images get files and database only, as their builders do. Whatever can be
+//! neither run nor reproduced is refused with the reason.
+
+pub mod scripts;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use crate::image::{Filesystem, ImageError, LayerDescriptor, LayerSource, Limits};
+use crate::patch::dpkg::{self, DpkgChanges, DpkgError, ImageFiles, NewPackage, PackageOutcome};
+use crate::patch::layer::{BuiltLayer, EntryKind, LayerError};
+use crate::patch::sandbox::{self, SandboxError};
+use crate::pkgs::dpkg::debfile::DebError;
+
+pub use scripts::ScriptsReport;
+
+#[derive(Debug, thiserror::Error)]
+pub enum NativeError {
+    #[error(transparent)]
+    Dpkg(#[from] DpkgError),
+    #[error("reading a package: {0}")]
+    Deb(#[from] DebError),
+    #[error("reading the image: {0}")]
+    Image(#[from] ImageError),
+    #[error("writing the layer: {0}")]
+    Layer(#[from] LayerError),
+    #[error("sandbox: {0}")]
+    Sandbox(#[from] SandboxError),
+    #[error("{}: {reason}", path.display())]
+    Io { path: PathBuf, reason: String },
+    #[error("maintainer script {script} failed ({status}): {stderr}")]
+    ScriptFailed {
+        script: String,
+        status: String,
+        stderr: String,
+    },
+    /// Scripts that must run and cannot run here, each with the reason.
+    #[error("cannot patch natively: {}", reasons.join("; "))]
+    ScriptsCannotRun { reasons: Vec<String> },
+}
+
+/// The image being patched, read through its layer blobs.
+pub struct LayerImage<'a> {
+    pub source: &'a dyn LayerSource,
+    pub layers: &'a [LayerDescriptor],
+    pub tree: Filesystem,
+    pub limits: Limits,
+}
+
+impl<'a> LayerImage<'a> {
+    /// Reads the merged tree (metadata only) of `layers`.
+    ///
+    /// # Errors
+    /// Any [`ImageError`] reading the layers.
+    pub fn open(source: &'a dyn LayerSource, layers: &'a [LayerDescriptor]) -> Result<LayerImage<'a>, ImageError> {
+        let limits = Limits::default();
+        let tree = Filesystem::from_layers(source, layers, &limits)?;
+        Ok(LayerImage {
+            source,
+            layers,
+            tree,
+            limits,
+        })
+    }
+}
+
+impl ImageFiles for LayerImage<'_> {
+    fn tree(&self) -> &Filesystem {
+        &self.tree
+    }
+
+    fn read(&self, paths: &[&str]) -> Result<HashMap<String, Vec<u8>>, ImageError> {
+        if paths.is_empty() {
+            return Ok(HashMap::new());
+        }
+        crate::image::read_files(self.source, self.layers, paths, &self.limits)
+    }
+}
+
+/// Where the image runs, as far as running its scripts is concerned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Runnable {
+    /// The image's architecture (`amd64`, `arm64`).
+    pub architecture: String,
+}
+
+/// What the native engine made of one platform.
+#[derive(Debug)]
+pub struct NativePatch {
+    pub layer: BuiltLayer,
+    pub outcomes: Vec<PackageOutcome>,
+    pub scripts: Option<ScriptsReport>,
+    /// Scripts not run, each with why that is what dpkg's result needs (distroless images,
+    /// effects reproduced natively).
+    pub not_run: Vec<String>,
+}
+
+/// Patches one platform: `packages` over `image`, the layer written into `scratch`.
+///
+/// # Errors
+/// [`NativeError`]: a database or package problem, a script that fails, or scripts that
+/// must run and cannot.
+pub fn patch(
+    image: &LayerImage<'_>,
+    packages: &[NewPackage<'_>],
+    runnable: &Runnable,
+    scratch: &Path,
+) -> Result<NativePatch, NativeError> {
+    let mut changes = dpkg::build(image, packages)?;
+    let mut report = None;
+    let mut not_run = Vec::new();
+    if changes.distroless {
+        not_run.push("distroless image (status.d): files and database only, as its builder installs them".to_owned());
+    } else if !changes.scripts.is_empty() {
+        match can_run_scripts(image, runnable) {
+            Ok(()) => {
+                let dpkg_version = installed_dpkg_version(image);
+                report = Some(scripts::run(
+                    &changes.scripts,
+                    image.source,
+                    image.layers,
+                    &mut changes.layer,
+                    changes.epoch,
+                    scratch,
+                    &dpkg_version,
+                )?);
+            }
+            Err(why) => not_run = reproduce_natively(&changes, &image.tree, &why)?,
+        }
+    }
+    let layer = changes.layer.write_gzip(scratch)?;
+    Ok(NativePatch {
+        layer,
+        outcomes: changes.outcomes,
+        scripts: report,
+        not_run,
+    })
+}
+
+/// Why the scripts cannot run here, if they cannot.
+fn can_run_scripts(image: &LayerImage<'_>, runnable: &Runnable) -> Result<(), String> {
+    let host = host_architecture();
+    if runnable.architecture != host {
+        return Err(format!(
+            "the image is {} and this host runs {host} (no emulation)",
+            runnable.architecture
+        ));
+    }
+    match image.tree.resolve("bin/sh", 40) {
+        Ok(Some((_, node))) if !node.is_dir() => {}
+        _ => return Err("the image has no /bin/sh".to_owned()),
+    }
+    sandbox::available()
+}
+
+/// The Debian name of this host's architecture.
+pub fn host_architecture() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "x86" => "i386",
+        "arm" => "armhf",
+        "powerpc64" => "ppc64el",
+        "s390x" => "s390x",
+        "riscv64" => "riscv64",
+        other => other,
+    }
+}
+
+fn installed_dpkg_version(image: &LayerImage<'_>) -> String {
+    let Ok(files) = image.read(&["/var/lib/dpkg/status"]) else {
+        return String::new();
+    };
+    let Some(status) = files.get("/var/lib/dpkg/status") else {
+        return String::new();
+    };
+    let text = String::from_utf8_lossy(status);
+    text.split("\n\n")
+        .find(|p| p.starts_with("Package: dpkg\n"))
+        .and_then(|p| p.lines().find_map(|l| l.strip_prefix("Version: ")))
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// Scripts that cannot run: accepted only where their effect is known to be nothing for
+/// this upgrade. The one case handled is the `ldconfig` trigger when no shared library
+/// name appears or disappears (the cache maps names to paths; same names, same cache).
+fn reproduce_natively(
+    changes: &DpkgChanges,
+    tree: &Filesystem,
+    why: &str,
+) -> Result<Vec<String>, NativeError> {
+    let mut reasons = Vec::new();
+    let mut reproduced = Vec::new();
+    for step in changes.scripts.all() {
+        let ldconfig_only = step.script == "postinst"
+            && step.args.first().map(String::as_str) == Some("triggered")
+            && step.args.get(1).map(String::as_str) == Some("ldconfig");
+        if ldconfig_only && !library_names_changed(changes, tree) {
+            reproduced.push(format!(
+                "{} postinst triggered ldconfig: not run ({why}); no shared library name was added or removed, so /etc/ld.so.cache stays valid",
+                step.package
+            ));
+        } else {
+            reasons.push(format!(
+                "{} {} {} must run and cannot: {why}",
+                step.package,
+                step.script,
+                step.args.join(" ")
+            ));
+        }
+    }
+    if reasons.is_empty() {
+        Ok(reproduced)
+    } else {
+        Err(NativeError::ScriptsCannotRun { reasons })
+    }
+}
+
+/// True when the layer adds a shared-library name (a `lib*.so*` path the image does not
+/// have) or removes one.
+fn library_names_changed(changes: &DpkgChanges, tree: &Filesystem) -> bool {
+    changes.layer.iter().any(|entry| {
+        let name = entry.path.rsplit('/').next().unwrap_or_default();
+        let library = name.starts_with("lib") && name.contains(".so");
+        library
+            && (matches!(entry.kind, EntryKind::Whiteout) || tree.get(&entry.path).is_none())
+    })
+}

@@ -1,0 +1,148 @@
+//! The compressions dpkg writes members with, decompressed as streams into a size-capped
+//! writer (lzma-rs only decompresses into a writer, so everything goes that way).
+
+use std::io::{self, BufRead, Read, Write};
+
+use super::DebError;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Compression {
+    None,
+    Gzip,
+    Xz,
+    Zstd,
+    /// The legacy `.lzma` container some old `data.tar` members use.
+    Lzma,
+}
+
+impl Compression {
+    /// Reads the compression from a member named `<base>[.<ext>]`.
+    pub fn from_member(name: &str, base: &str) -> Result<Compression, DebError> {
+        let unsupported = |what: String| DebError::Unsupported {
+            member: name.to_owned(),
+            what,
+        };
+        match name.strip_prefix(base) {
+            Some("") => Ok(Compression::None),
+            Some(".gz") => Ok(Compression::Gzip),
+            Some(".xz") => Ok(Compression::Xz),
+            Some(".zst") => Ok(Compression::Zstd),
+            Some(".lzma") => Ok(Compression::Lzma),
+            Some(".bz2") => Err(unsupported("bzip2 compression".to_owned())),
+            _ => Err(unsupported(format!("the member name {name:?}"))),
+        }
+    }
+
+    /// Decompresses all of `input` into `out`.
+    pub fn decompress<R: BufRead, W: Write>(self, mut input: R, out: &mut W) -> io::Result<()> {
+        match self {
+            Compression::None => copy(&mut input, out),
+            Compression::Gzip => copy(&mut flate2::bufread::MultiGzDecoder::new(input), out),
+            Compression::Xz => lzma_rs::xz_decompress(&mut input, out).map_err(lzma_error),
+            Compression::Lzma => lzma_rs::lzma_decompress(&mut input, out).map_err(lzma_error),
+            Compression::Zstd => zstd_frames(input, out),
+        }
+    }
+}
+
+fn lzma_error(e: lzma_rs::error::Error) -> io::Error {
+    match e {
+        lzma_rs::error::Error::IoError(io) => io,
+        other => io::Error::new(io::ErrorKind::InvalidData, other.to_string()),
+    }
+}
+
+/// `io::copy` with a chunk size that suits decompressors (its own is 8 KiB).
+fn copy<R: Read, W: Write>(input: &mut R, out: &mut W) -> io::Result<()> {
+    let mut buf = vec![0u8; 128 * 1024];
+    loop {
+        match input.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => out.write_all(&buf[..n])?,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// A zstd stream may hold several frames, and skippable frames between them.
+fn zstd_frames<R: BufRead, W: Write>(mut input: R, out: &mut W) -> io::Result<()> {
+    use ruzstd::decoding::errors::{FrameDecoderError, ReadFrameHeaderError};
+    let mut frames = 0u64;
+    while frames == 0 || !input.fill_buf()?.is_empty() {
+        frames += 1;
+        match ruzstd::decoding::StreamingDecoder::new(&mut input) {
+            Ok(mut decoder) => copy(&mut decoder, out)?,
+            Err(FrameDecoderError::ReadFrameHeaderError(ReadFrameHeaderError::SkipFrame {
+                length,
+                ..
+            })) => {
+                let skipped = io::copy(&mut (&mut input).take(u64::from(length)), &mut io::sink())?;
+                if skipped != u64::from(length) {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "truncated skippable zstd frame",
+                    ));
+                }
+            }
+            Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e.to_string())),
+        }
+    }
+    Ok(())
+}
+
+/// Counts what passes through and fails once more than `limit` bytes were written.
+pub(super) struct LimitWriter<W> {
+    inner: W,
+    written: u64,
+    limit: u64,
+    exceeded: bool,
+}
+
+impl<W: Write> LimitWriter<W> {
+    pub fn new(inner: W, limit: u64) -> LimitWriter<W> {
+        LimitWriter {
+            inner,
+            written: 0,
+            limit,
+            exceeded: false,
+        }
+    }
+
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
+    pub fn limit(&self) -> u64 {
+        self.limit
+    }
+
+    /// Whether a write was refused for the limit (the decompressor's error then says
+    /// little, and may have been rewrapped).
+    pub fn exceeded(&self) -> bool {
+        self.exceeded
+    }
+
+    pub fn into_inner(self) -> W {
+        self.inner
+    }
+}
+
+impl<W: Write> Write for LimitWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if buf.len() as u64 > self.limit - self.written {
+            self.exceeded = true;
+            return Err(io::Error::other(format!(
+                "more than {} bytes decompressed",
+                self.limit
+            )));
+        }
+        let n = self.inner.write(buf)?;
+        self.written += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
