@@ -59,6 +59,9 @@ pub struct LayerEntry<'e> {
     kind: EntryKind,
     size: u64,
     mode: u32,
+    mtime: u64,
+    uid: u64,
+    gid: u64,
     link_target: Option<Vec<u8>>,
     reader: &'e mut dyn Read,
     layer: &'e LayerRef,
@@ -80,6 +83,16 @@ impl LayerEntry<'_> {
     /// The size in the tar header (0 for links and directories).
     pub fn size(&self) -> u64 {
         self.size
+    }
+
+    /// The header's modification time, in seconds since the epoch (PAX `mtime` wins).
+    pub fn mtime(&self) -> u64 {
+        self.mtime
+    }
+
+    /// The header's owner ids (PAX `uid`/`gid` win).
+    pub fn owner(&self) -> (u64, u64) {
+        (self.uid, self.gid)
     }
 
     /// A symbolic link's target as stored, or a hard link's target as a normalised path.
@@ -191,12 +204,32 @@ pub fn read_layer<'r>(
             _ => None,
         };
         let mode = entry.header().mode().unwrap_or(0);
+        let header = entry.header();
+        let (mut mtime, mut uid, mut gid) = (
+            header.mtime().unwrap_or(0),
+            header.uid().unwrap_or(0),
+            header.gid().unwrap_or(0),
+        );
+        if let Ok(Some(pax)) = entry.pax_extensions() {
+            for ext in pax.flatten() {
+                let value = ext.value().ok().and_then(|v| v.split('.').next()?.parse().ok());
+                match (ext.key(), value) {
+                    (Ok("mtime"), Some(v)) => mtime = v,
+                    (Ok("uid"), Some(v)) => uid = v,
+                    (Ok("gid"), Some(v)) => gid = v,
+                    _ => {}
+                }
+            }
+        }
         let size = entry.size();
         let mut visited = LayerEntry {
             path,
             kind,
             size,
             mode,
+            mtime,
+            uid,
+            gid,
             link_target,
             reader: &mut entry,
             layer,

@@ -125,12 +125,13 @@ fn gnu_tar_lists_names_modes_owners_times_links_and_whiteouts_in_order() {
         [
             "drwxr-xr-x root/root 0 2023-11-14 22:13:20 etc/",
             "drwxr-xr-x root/root 0 2023-11-14 22:13:20 etc/perl/",
-            "-rw-r--r-- root/root 0 2023-11-14 22:13:20 etc/perl/.wh..wh..opq",
+            // The marker takes the directory's owner and permission bits, as Docker writes it.
+            "-rwxr-xr-x root/root 0 2023-11-14 22:13:20 etc/perl/.wh..wh..opq",
             "drwxr-xr-x root/root 0 2023-11-14 22:13:20 usr/",
             "drwxr-xr-x root/root 0 2023-11-14 22:13:20 usr/bin/",
             "---------- 0/0 0 1970-01-01 00:00:00 usr/bin/.wh.old-tool",
             "-rwsr-xr-x builder/staff 7 2009-02-13 23:31:30 usr/bin/perl",
-            "hrwsr-xr-x root/root 0 2023-11-14 22:13:20 usr/bin/aperl link to usr/bin/perl",
+            "hrw-r--r-- root/root 0 2023-11-14 22:13:20 usr/bin/aperl link to usr/bin/perl",
             "lrwxrwxrwx root/root 0 2023-11-14 22:13:20 usr/bin/perl5 -> perl",
         ]
     );

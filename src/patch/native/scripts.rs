@@ -21,7 +21,17 @@ use crate::patch::sandbox::{self, Change, SandboxCommand};
 use super::NativeError;
 
 /// Top-level directories whose changes never go into a layer.
-const EXCLUDED: &[&str] = &["proc", "dev", "sys", "tmp", "run", "var/lib/dpkg/tmp.ci"];
+const EXCLUDED: &[&str] = &[
+    "proc",
+    "dev",
+    "sys",
+    "tmp",
+    "run",
+    "var/lib/dpkg/tmp.ci",
+    // ldconfig's cache of inode numbers and times: different on every run, and only an
+    // accelerator (ldconfig checks every entry against the file before trusting it).
+    "var/cache/ldconfig/aux-cache",
+];
 /// Where scripts are staged while they run, as dpkg stages control files.
 const STAGING: &str = "var/lib/dpkg/tmp.ci";
 /// One script's time budget.
@@ -48,7 +58,7 @@ pub fn run(
 ) -> Result<ScriptsReport, NativeError> {
     let root = scratch.join("root");
     fs::create_dir_all(&root).map_err(|e| io_error(&root, e))?;
-    let materialized = sandbox::materialize(source, layers, &root, &Limits::default())?;
+    sandbox::materialize(source, layers, &root, &Limits::default())?;
     let before = sandbox::snapshot(&root, EXCLUDED)?;
     let mut report = ScriptsReport {
         ran: Vec::new(),
@@ -68,7 +78,7 @@ pub fn run(
                 if holds_exactly(layer, &root, &path)? {
                     continue;
                 }
-                let entry = entry_from_disk(&root, &path, epoch, materialized.owners_kept)?;
+                let entry = entry_from_disk(&root, &path, epoch, after.get(&path))?;
                 layer.insert(entry);
                 report.changed.push(path);
             }
@@ -310,7 +320,14 @@ fn holds_exactly(layer: &LayerBuilder, root: &Path, path: &str) -> Result<bool, 
     })
 }
 
-fn entry_from_disk(root: &Path, path: &str, epoch: u64, owners: bool) -> Result<LayerEntry, NativeError> {
+/// A path the scripts changed, as a layer entry: contents and mode from disk, owners as
+/// the image sees them, the layer's epoch as mtime.
+fn entry_from_disk(
+    root: &Path,
+    path: &str,
+    epoch: u64,
+    record: Option<&sandbox::FileRecord>,
+) -> Result<LayerEntry, NativeError> {
     use std::os::unix::fs::MetadataExt;
     let on_disk = root.join(path);
     let meta = fs::symlink_metadata(&on_disk).map_err(|e| io_error(&on_disk, e))?;
@@ -322,7 +339,7 @@ fn entry_from_disk(root: &Path, path: &str, epoch: u64, owners: bool) -> Result<
     } else {
         EntryKind::File(FileData::Path(on_disk.clone()))
     };
-    let (uid, gid) = if owners { (u64::from(meta.uid()), u64::from(meta.gid())) } else { (0, 0) };
+    let (uid, gid) = record.map_or((0, 0), |r| (u64::from(r.uid), u64::from(r.gid)));
     Ok(LayerEntry {
         path: path.to_owned(),
         mode: meta.mode() & 0o7777,

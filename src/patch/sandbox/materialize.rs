@@ -19,8 +19,8 @@ use std::time::SystemTime;
 
 use super::{effective_uid, SandboxError, ID_RANGE, OVERFLOW_ID, ROOT_ID_BASE};
 use crate::image::{
-    read_layer, EntryKind, ImageError, LayerDescriptor, LayerEntry, LayerRef, LayerSource,
-    Limits, Usage,
+    read_layer, EntryKind, ImageError, LayerDescriptor, LayerEntry, LayerRef, LayerSource, Limits,
+    Usage,
 };
 
 /// What [`materialize`] did.
@@ -110,7 +110,7 @@ pub fn materialize(
 
 /// Whether [`LayerEntry`] tells owners and mtimes. It does not yet: files then belong to
 /// image root and carry the extraction time.
-const HEADER_OWNERS: bool = false;
+const HEADER_OWNERS: bool = true;
 
 /// The header fields kept on disk.
 struct Meta {
@@ -121,11 +121,12 @@ struct Meta {
 }
 
 fn meta_of(entry: &LayerEntry<'_>) -> Meta {
+    let (uid, gid) = entry.owner();
     Meta {
         mode: entry.to_node(0).mode & 0o7777,
-        uid: 0,
-        gid: 0,
-        mtime: None,
+        uid: u32::try_from(uid).unwrap_or(OVERFLOW_ID),
+        gid: u32::try_from(gid).unwrap_or(OVERFLOW_ID),
+        mtime: Some(SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(entry.mtime())),
     }
 }
 

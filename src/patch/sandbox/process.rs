@@ -138,7 +138,13 @@ fn write_map(child: &mut Child, uid: u32, gid: u32, deadline: Instant) -> io::Re
         }
         thread::sleep(Duration::from_millis(1));
     }
-    fs::write(format!("/proc/{pid}/uid_map"), format!("0 {uid} {ID_RANGE}\n"))?;
-    fs::write(format!("/proc/{pid}/gid_map"), format!("0 {gid} {ID_RANGE}\n"))?;
+    fs::write(
+        format!("/proc/{pid}/uid_map"),
+        format!("0 {uid} {ID_RANGE}\n"),
+    )?;
+    fs::write(
+        format!("/proc/{pid}/gid_map"),
+        format!("0 {gid} {ID_RANGE}\n"),
+    )?;
     Ok(())
 }

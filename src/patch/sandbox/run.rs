@@ -70,13 +70,15 @@ for d in usr bin sbin lib lib32 lib64 libx32; do
         mount -o remount,bind,ro "$t/$d" 2>/dev/null
     fi
 done
-mkdir "$t/root" "$t/old" || fail "mkdir"
+mkdir "$t/root" "$t/old" "$t/proc" || fail "mkdir"
 mount --rbind "$r" "$t/root" || fail "bind the root"
 mount -t proc proc "$t/root/proc" || fail "proc"
 for d in null zero random urandom; do
     mount --bind "/dev/$d" "$t/root/dev/$d" || fail "/dev/$d"
 done
-cd "$t" && pivot_root . old && umount -l /old && cd / || fail "pivot_root"
+# umount reads /proc/self/mountinfo: the tmpfs needs a /proc until the old root is gone.
+mount -t proc proc "$t/proc" || fail "proc"
+cd "$t" && pivot_root . old && umount -l /old && umount -l /proc && cd / || fail "pivot_root"
 exec "$envbin" -i "$@"
 "#;
 
@@ -102,7 +104,15 @@ pub fn available() -> Result<(), String> {
 
 fn probe() -> Result<(), String> {
     let root = effective_uid().map_err(|e| e.to_string())? == 0;
-    for tool in ["unshare", "mount", "umount", "pivot_root", "env", "chroot", "sh"] {
+    for tool in [
+        "unshare",
+        "mount",
+        "umount",
+        "pivot_root",
+        "env",
+        "chroot",
+        "sh",
+    ] {
         find_tool(tool)?;
     }
     let mut command = if root {
@@ -156,7 +166,10 @@ fn find_tool(name: &str) -> Result<PathBuf, String> {
     HOST_PATH
         .split(':')
         .map(|dir| Path::new(dir).join(name))
-        .find(|p| p.metadata().is_ok_and(|m| m.is_file() && m.mode() & 0o111 != 0))
+        .find(|p| {
+            p.metadata()
+                .is_ok_and(|m| m.is_file() && m.mode() & 0o111 != 0)
+        })
         .ok_or_else(|| format!("`{name}` not found in {HOST_PATH}"))
 }
 
@@ -170,8 +183,7 @@ fn find_tool(name: &str) -> Result<PathBuf, String> {
 pub fn run(cmd: &SandboxCommand<'_>) -> Result<SandboxOutput, SandboxError> {
     available().map_err(SandboxError::Unavailable)?;
     validate(cmd)?;
-    let root =
-        fs::canonicalize(cmd.root).map_err(|e| SandboxError::io("resolve", cmd.root, e))?;
+    let root = fs::canonicalize(cmd.root).map_err(|e| SandboxError::io("resolve", cmd.root, e))?;
     let meta = fs::metadata(&root).map_err(|e| SandboxError::io("stat", &root, e))?;
     let unsafe_root = |reason: String| SandboxError::UnsafeRoot {
         root: root.clone(),

@@ -17,6 +17,7 @@ pub(super) fn parse(
         member: member.to_owned(),
         reason,
     };
+    super::metascan::check_metadata_sizes(tar_bytes, member)?;
     let mut archive = tar::Archive::new(tar_bytes);
     let mut members = BTreeMap::new();
     let mut control = None;

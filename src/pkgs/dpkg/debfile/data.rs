@@ -30,6 +30,7 @@ pub(super) fn walk(
         member: member.to_owned(),
         reason,
     };
+    super::metascan::check_metadata_sizes(&FileBlocks(file, len), member)?;
     let reader = SeekBuf::new(READ_BUFFER, DataReader::new(Arc::clone(file), 0, len));
     let mut archive = tar::Archive::new(reader);
     let mut walked = Walked {

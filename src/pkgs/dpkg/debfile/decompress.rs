@@ -38,8 +38,14 @@ impl Compression {
         match self {
             Compression::None => copy(&mut input, out),
             Compression::Gzip => copy(&mut flate2::bufread::MultiGzDecoder::new(input), out),
-            Compression::Xz => lzma_rs::xz_decompress(&mut input, out).map_err(lzma_error),
-            Compression::Lzma => lzma_rs::lzma_decompress(&mut input, out).map_err(lzma_error),
+            Compression::Xz => super::xz::decompress(input, out),
+            Compression::Lzma => {
+                let options = lzma_rs::decompress::Options {
+                    memlimit: Some(super::xz::MAX_DICT),
+                    ..Default::default()
+                };
+                lzma_rs::lzma_decompress_with_options(&mut input, out, &options).map_err(lzma_error)
+            }
             Compression::Zstd => zstd_frames(input, out),
         }
     }
@@ -97,6 +103,7 @@ pub(super) struct LimitWriter<W> {
     written: u64,
     limit: u64,
     exceeded: bool,
+    failed: bool,
 }
 
 impl<W: Write> LimitWriter<W> {
@@ -106,6 +113,7 @@ impl<W: Write> LimitWriter<W> {
             written: 0,
             limit,
             exceeded: false,
+            failed: false,
         }
     }
 
@@ -123,6 +131,11 @@ impl<W: Write> LimitWriter<W> {
         self.exceeded
     }
 
+    /// Whether the inner writer failed (the scratch disk, not the package, is at fault).
+    pub fn failed(&self) -> bool {
+        self.failed
+    }
+
     pub fn into_inner(self) -> W {
         self.inner
     }
@@ -137,12 +150,12 @@ impl<W: Write> Write for LimitWriter<W> {
                 self.limit
             )));
         }
-        let n = self.inner.write(buf)?;
+        let n = self.inner.write(buf).inspect_err(|_| self.failed = true)?;
         self.written += n as u64;
         Ok(n)
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
+        self.inner.flush().inspect_err(|_| self.failed = true)
     }
 }

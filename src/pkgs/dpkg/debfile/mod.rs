@@ -5,6 +5,7 @@
 //! directory (unlinked as soon as it is created, so nothing is ever left behind), then
 //! walked with the `tar` crate to record entries and where each file's bytes lie. Layer
 //! writers copy those byte ranges with positional reads, from several threads at once.
+//! xz has its own decoder ([`xz`]) because lzma-rs holds a whole xz block in memory.
 //!
 //! Rejected as hostile: paths that are absolute or contain `..`; symlinks whose relative
 //! target climbs above the root; hard links to anything but an earlier regular file;
@@ -15,7 +16,9 @@ mod ar;
 mod control;
 mod data;
 mod decompress;
+mod metascan;
 mod reader;
+mod xz;
 
 #[cfg(test)]
 mod tests;
@@ -185,7 +188,13 @@ impl DebPackage {
         let control_member = members.next_required("control.tar")?;
         let control_compression = Compression::from_member(&control_member.name, "control.tar")?;
         let mut control_tar = LimitWriter::new(Vec::new(), limits.max_control_bytes);
-        decompress_member(&deb, &control_member, control_compression, &mut control_tar)?;
+        decompress_member(
+            &deb,
+            &control_member,
+            control_compression,
+            &mut control_tar,
+            path,
+        )?;
         let (control, control_members) =
             control::parse(&control_tar.into_inner(), &control_member.name, limits)?;
 
@@ -200,7 +209,13 @@ impl DebPackage {
             BufWriter::with_capacity(READ_BUFFER, &data_file),
             limits.max_data_bytes,
         );
-        decompress_member(&deb, &data_member, data_compression, &mut data_tar)?;
+        decompress_member(
+            &deb,
+            &data_member,
+            data_compression,
+            &mut data_tar,
+            scratch_dir,
+        )?;
         let data_len = data_tar.written();
         data_tar
             .into_inner()
@@ -274,19 +289,21 @@ fn check_format_version(bytes: &[u8]) -> Result<(), DebError> {
     } else {
         Err(DebError::NotDeb {
             reason: format!(
-                "debian-binary is {:?}, not format 2.x",
-                bytes.escape_ascii().to_string()
+                "debian-binary is \"{}\", not format 2.x",
+                bytes.escape_ascii()
             ),
         })
     }
 }
 
-/// Decompresses one member into `out`, telling a limit apart from corruption.
+/// Decompresses one member into `out` (which writes to `sink`), telling a limit and a
+/// failing sink apart from corruption.
 fn decompress_member<W: Write>(
     deb: &Arc<File>,
     member: &ar::Member,
     compression: Compression,
     out: &mut LimitWriter<W>,
+    sink: &Path,
 ) -> Result<(), DebError> {
     let input = BufReader::with_capacity(
         READ_BUFFER,
@@ -301,8 +318,18 @@ fn decompress_member<W: Write>(
             limit: out.limit(),
         });
     }
-    result.map_err(|e| DebError::Corrupt {
-        member: member.name.clone(),
-        reason: format!("decompressing: {e}"),
+    result.map_err(|e| match e.kind() {
+        _ if out.failed() => DebError::Io {
+            path: sink.to_owned(),
+            source: e,
+        },
+        io::ErrorKind::Unsupported => DebError::Unsupported {
+            member: member.name.clone(),
+            what: e.to_string(),
+        },
+        _ => DebError::Corrupt {
+            member: member.name.clone(),
+            reason: format!("decompressing: {e}"),
+        },
     })
 }

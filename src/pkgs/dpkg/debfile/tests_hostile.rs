@@ -344,7 +344,12 @@ fn a_tar_cut_at_an_entry_boundary_is_truncated() {
 
 #[test]
 fn limits_formats_and_member_order() {
-    let data = gzip(&data_tar(&[ROOT, ETC, (b"./etc/x", Regular, b""), (b"./etc/y", Regular, b"")]));
+    let data = gzip(&data_tar(&[
+        ROOT,
+        ETC,
+        (b"./etc/x", Regular, b""),
+        (b"./etc/y", Regular, b""),
+    ]));
     let control = gzip(&control_tar(&[("postinst", b"#!/bin/sh\n")]));
     let deb = |version: &[u8], control_name: &str, data_name: &str| {
         ar(&[
@@ -421,4 +426,21 @@ fn limits_formats_and_member_order() {
             .len(),
         4
     );
+}
+
+#[test]
+fn oversized_long_names_are_refused_before_reading_them() {
+    let mut tar = RawTar::default();
+    tar.entry(b"./", Directory, b"", b"", 0o755);
+    let name = vec![b'a'; 2 << 20];
+    tar.entry(b"././@LongLink", EntryType::GNULongName, b"", &name, 0o644);
+    tar.entry(b"./x", Regular, b"", b"body", 0o644);
+    let dir = tempfile::tempdir().unwrap();
+    match open(&deb_of(dir.path(), &tar.finish()), dir.path()) {
+        Err(DebError::Unsupported { member, what }) => {
+            assert_eq!(member, "data.tar.gz");
+            assert!(what.contains("metadata header of 2097152 bytes"), "{what}");
+        }
+        other => panic!("{other:?}"),
+    }
 }

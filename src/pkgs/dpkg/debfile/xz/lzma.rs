@@ -82,7 +82,11 @@ impl Dict {
         Ok(())
     }
 
-    pub fn put_slice<W: io::Write>(&mut self, mut bytes: &[u8], out: &mut Sink<W>) -> io::Result<()> {
+    pub fn put_slice<W: io::Write>(
+        &mut self,
+        mut bytes: &[u8],
+        out: &mut Sink<W>,
+    ) -> io::Result<()> {
         while !bytes.is_empty() {
             if self.pos == self.buf.len() {
                 self.flush(out)?;
@@ -98,14 +102,20 @@ impl Dict {
     }
 
     /// Repeats `len` bytes from `dist + 1` back (they may overlap what is written).
-    fn copy_match<W: io::Write>(&mut self, dist: usize, len: usize, out: &mut Sink<W>) -> io::Result<()> {
+    fn copy_match<W: io::Write>(
+        &mut self,
+        dist: usize,
+        len: usize,
+        out: &mut Sink<W>,
+    ) -> io::Result<()> {
         let size = self.buf.len();
         let mut src = if self.pos > dist {
             self.pos - dist - 1
         } else {
             self.pos + size - dist - 1
         };
-        if self.pos + len <= size && src + len <= size && (src > self.pos || src + len <= self.pos) {
+        if self.pos + len <= size && src + len <= size && (src > self.pos || src + len <= self.pos)
+        {
             // A forward copy equals a memmove here.
             self.buf.copy_within(src..src + len, self.pos);
             self.pos += len;
