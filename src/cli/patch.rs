@@ -87,7 +87,10 @@ pub fn run(mut config: Config, args: PatchArgs) -> anyhow::Result<()> {
                 Reference::Tag(tag) => format!("{tag}-{}", args.tag_suffix),
                 Reference::Digest(d) => format!("{}-{}", &d.hex()[..12], args.tag_suffix),
             };
-            (image.repository.clone(), tag.parse().context("the patched tag")?)
+            (
+                image.repository.clone(),
+                tag.parse().context("the patched tag")?,
+            )
         }
     };
     let min_severity = match &args.min_severity {
@@ -96,8 +99,12 @@ pub fn run(mut config: Config, args: PatchArgs) -> anyhow::Result<()> {
     };
     let report = match &args.report {
         Some(path) => {
-            let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-            Some(report::parse(&bytes).with_context(|| format!("reading the report {}", path.display()))?)
+            let bytes =
+                std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+            Some(
+                report::parse(&bytes)
+                    .with_context(|| format!("reading the report {}", path.display()))?,
+            )
         }
         None => None,
     };
@@ -126,7 +133,11 @@ pub fn run(mut config: Config, args: PatchArgs) -> anyhow::Result<()> {
             BuiltinScanner::new(builtin_config(&config.scan))
                 .map_err(|e| anyhow::anyhow!("built-in scanner: {e}"))?,
         );
-        let patcher = Patcher::new(mirror.clone(), scanner, config.storage.path.join("patch-tmp"));
+        let patcher = Patcher::new(
+            mirror.clone(),
+            scanner,
+            config.storage.path.join("patch-tmp"),
+        );
         progress(&format!("patching {}", args.image));
         let patched = patcher
             .patch(&route, &image.reference, &options)
@@ -139,7 +150,8 @@ pub fn run(mut config: Config, args: PatchArgs) -> anyhow::Result<()> {
         };
         let vex_document = vex_of(&image, &patched, top_digest)?;
         if let Some(path) = &args.vex {
-            std::fs::write(path, &vex_document).with_context(|| format!("writing {}", path.display()))?;
+            std::fs::write(path, &vex_document)
+                .with_context(|| format!("writing {}", path.display()))?;
             progress(&format!("VEX written to {}", path.display()));
         }
         if let Some(dir) = &args.oci_dir {
@@ -152,7 +164,10 @@ pub fn run(mut config: Config, args: PatchArgs) -> anyhow::Result<()> {
             push(&mirror, &route, &patched, &target.0, &target.1).await?;
             println!("pushed {reference}@{top_digest}");
         }
-        println!("patched image {top_digest} ({top_type}, {} bytes)", top.len());
+        println!(
+            "patched image {top_digest} ({top_type}, {} bytes)",
+            top.len()
+        );
         anyhow::Ok(())
     })
 }
@@ -160,9 +175,14 @@ pub fn run(mut config: Config, args: PatchArgs) -> anyhow::Result<()> {
 fn summary(patched: &PatchedImage) -> String {
     let mut out = String::new();
     for platform in &patched.platforms {
-        out.push_str(&format!("{} {}\n", platform.original.platform, platform.original.manifest.digest));
+        out.push_str(&format!(
+            "{} {}\n",
+            platform.original.platform, platform.original.manifest.digest
+        ));
         match &platform.outcome {
-            PlatformOutcome::Unchanged { reason } => out.push_str(&format!("  unchanged: {reason}\n")),
+            PlatformOutcome::Unchanged { reason } => {
+                out.push_str(&format!("  unchanged: {reason}\n"))
+            }
             PlatformOutcome::Patched(p) => {
                 out.push_str(&format!(
                     "  {:<28} {:<28} {:<28} {:<6} {}\n",
@@ -188,7 +208,10 @@ fn summary(patched: &PatchedImage) -> String {
                     for skipped in &plan.not_planned {
                         out.push_str(&format!(
                             "  not planned: {} {} {}: {}\n",
-                            skipped.name, skipped.installed_version, skipped.vulnerability_id, skipped.reason
+                            skipped.name,
+                            skipped.installed_version,
+                            skipped.vulnerability_id,
+                            skipped.reason
                         ));
                     }
                 }
@@ -198,7 +221,10 @@ fn summary(patched: &PatchedImage) -> String {
                     }
                 }
                 if let Some(scripts) = &p.native.scripts {
-                    out.push_str(&format!("  maintainer scripts run: {}\n", scripts.ran.len()));
+                    out.push_str(&format!(
+                        "  maintainer scripts run: {}\n",
+                        scripts.ran.len()
+                    ));
                 }
                 for note in &p.native.not_run {
                     out.push_str(&format!("  scripts: {note}\n"));
@@ -265,8 +291,16 @@ fn blobs(patched: &PatchedImage) -> Vec<(Digest, u64, Blob)> {
                         }
                     }
                 }
-                blobs.push((p.layer.digest.clone(), p.layer.size, Blob::Local(p.layer.path.clone())));
-                blobs.push((p.image.config_digest.clone(), p.image.config.len() as u64, Blob::Bytes(p.image.config.clone())));
+                blobs.push((
+                    p.layer.digest.clone(),
+                    p.layer.size,
+                    Blob::Local(p.layer.path.clone()),
+                ));
+                blobs.push((
+                    p.image.config_digest.clone(),
+                    p.image.config.len() as u64,
+                    Blob::Bytes(p.image.config.clone()),
+                ));
             }
             PlatformOutcome::Unchanged { .. } => {
                 for layer in &platform.original.layers {
@@ -320,7 +354,13 @@ async fn push(
                 let bytes = read_mirror_blob(mirror, route, &digest).await?;
                 let size = bytes.len() as u64;
                 upstream
-                    .push_blob(repository, &digest, size, BlobSource::Bytes(bytes.into()), mount_from)
+                    .push_blob(
+                        repository,
+                        &digest,
+                        size,
+                        BlobSource::Bytes(bytes.into()),
+                        mount_from,
+                    )
                     .await?;
             }
             Blob::Local(path) => {
@@ -330,7 +370,13 @@ async fn push(
             }
             Blob::Bytes(bytes) => {
                 upstream
-                    .push_blob(repository, &digest, size, BlobSource::Bytes(bytes.into()), None)
+                    .push_blob(
+                        repository,
+                        &digest,
+                        size,
+                        BlobSource::Bytes(bytes.into()),
+                        None,
+                    )
                     .await?
             }
         }
@@ -341,7 +387,12 @@ async fn push(
     for (digest, media_type, bytes) in manifests(patched) {
         if digest != *top_digest {
             upstream
-                .push_manifest(repository, &Reference::Digest(digest), &media_type, bytes.into())
+                .push_manifest(
+                    repository,
+                    &Reference::Digest(digest),
+                    &media_type,
+                    bytes.into(),
+                )
                 .await?;
         }
     }
@@ -354,7 +405,11 @@ async fn push(
     Ok(())
 }
 
-async fn read_mirror_blob(mirror: &Arc<Mirror>, route: &Route, digest: &Digest) -> anyhow::Result<Vec<u8>> {
+async fn read_mirror_blob(
+    mirror: &Arc<Mirror>,
+    route: &Route,
+    digest: &Digest,
+) -> anyhow::Result<Vec<u8>> {
     use std::io::Read;
     let file = mirror
         .blob_file(route, digest)
@@ -373,7 +428,8 @@ async fn write_oci_layout(
     reference: &Reference,
 ) -> anyhow::Result<()> {
     let blob_dir = dir.join("blobs").join("sha256");
-    std::fs::create_dir_all(&blob_dir).with_context(|| format!("creating {}", blob_dir.display()))?;
+    std::fs::create_dir_all(&blob_dir)
+        .with_context(|| format!("creating {}", blob_dir.display()))?;
     let write = |digest: &Digest, bytes: &[u8]| -> anyhow::Result<()> {
         let path = blob_dir.join(digest.hex());
         std::fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))
@@ -386,7 +442,8 @@ async fn write_oci_layout(
                     .await
                     .map_err(|e| anyhow::anyhow!("{digest}: {}", e.message))?;
                 let path = blob_dir.join(digest.hex());
-                let mut out = std::fs::File::create(&path).with_context(|| format!("writing {}", path.display()))?;
+                let mut out = std::fs::File::create(&path)
+                    .with_context(|| format!("writing {}", path.display()))?;
                 std::io::copy(&mut &*file, &mut out)?;
             }
             Blob::Local(path) => {

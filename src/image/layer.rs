@@ -212,7 +212,10 @@ pub fn read_layer<'r>(
         );
         if let Ok(Some(pax)) = entry.pax_extensions() {
             for ext in pax.flatten() {
-                let value = ext.value().ok().and_then(|v| v.split('.').next()?.parse().ok());
+                let value = ext
+                    .value()
+                    .ok()
+                    .and_then(|v| v.split('.').next()?.parse().ok());
                 match (ext.key(), value) {
                     (Ok("mtime"), Some(v)) => mtime = v,
                     (Ok("uid"), Some(v)) => uid = v,

@@ -50,7 +50,9 @@ pub struct Patcher {
 pub enum PlatformOutcome {
     Patched(Box<PatchedPlatform>),
     /// Kept as it was; the reason says why (nothing to fix, not a dpkg image, ...).
-    Unchanged { reason: String },
+    Unchanged {
+        reason: String,
+    },
 }
 
 #[derive(Debug)]
@@ -219,7 +221,11 @@ impl Patcher {
             .await
             .map_err(PatchError::from_api)?
         else {
-            return Ok(unchanged(image, None, "no supported package database".to_owned()));
+            return Ok(unchanged(
+                image,
+                None,
+                "no supported package database".to_owned(),
+            ));
         };
         if inventory.ecosystem != Ecosystem::Dpkg {
             return Ok(unchanged(
@@ -353,12 +359,11 @@ fn build_layer(
     let limits = DebLimits::default();
     let mut opened = Vec::new();
     for deb in debs {
-        let package = DebPackage::open(&deb.path, work, &limits).map_err(|e| {
-            PatchError::Package {
+        let package =
+            DebPackage::open(&deb.path, work, &limits).map_err(|e| PatchError::Package {
                 package: deb.name.clone(),
                 reason: e.to_string(),
-            }
-        })?;
+            })?;
         opened.push((deb, package));
     }
     let mut packages = Vec::new();

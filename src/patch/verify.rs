@@ -39,7 +39,9 @@ impl LayerSource for Patched<'_> {
         if index < self.base_layers {
             self.base.open_layer(index, layer)
         } else {
-            Ok(Box::new(io::BufReader::new(std::fs::File::open(&self.layer)?)))
+            Ok(Box::new(io::BufReader::new(std::fs::File::open(
+                &self.layer,
+            )?)))
         }
     }
 }
@@ -66,7 +68,11 @@ pub fn check(
         layer: layer.to_path_buf(),
     };
     let mut wanted: Vec<String> = pkgs::PATHS.iter().map(|p| (*p).to_owned()).collect();
-    wanted.extend(pkgs::DIRS.iter().map(|d| format!("{}/", d.trim_end_matches('/'))));
+    wanted.extend(
+        pkgs::DIRS
+            .iter()
+            .map(|d| format!("{}/", d.trim_end_matches('/'))),
+    );
     let wanted: Vec<&str> = wanted.iter().map(String::as_str).collect();
     let files = crate::image::read_files(&source, &layers, &wanted, &Limits::default())
         .map_err(|e| PatchError::Internal(format!("reading the patched image back: {e}")))?;

@@ -13,8 +13,8 @@ pub mod retry;
 use std::sync::Arc;
 
 pub use client::{FetchedManifest, ManifestHead, Referrers, Upstream};
-pub use push::BlobSource;
 pub use error::UpstreamError;
+pub use push::BlobSource;
 pub(crate) use response::describe_reqwest;
 
 use crate::config::UpstreamConfig;

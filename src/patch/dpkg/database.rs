@@ -183,7 +183,9 @@ impl StatusFile {
             };
             stanza.word("Package") == Some(name)
                 && arch.is_none_or(|a| {
-                    stanza.word("Architecture").is_none_or(|have| have == a || have == "all")
+                    stanza
+                        .word("Architecture")
+                        .is_none_or(|have| have == a || have == "all")
                 })
                 && stanza
                     .word("Status")
@@ -312,7 +314,9 @@ mod tests {
         assert_eq!(stanza.get("Description"), Some("x\n more"));
         stanza.set("Version", "3".into());
         file.paragraphs[at].0 = stanza.to_dpkg_text();
-        assert!(file.to_text().ends_with("Version: 3\nDescription: x\n more\n\n"));
+        assert!(file
+            .to_text()
+            .ends_with("Version: 3\nDescription: x\n more\n\n"));
     }
 
     #[test]

@@ -6,9 +6,10 @@ use std::io::Read;
 use md5::{Digest as _, Md5};
 
 use super::database::{
-    parse_conffiles, parse_md5sums, Diversions, Owners, Stanza, StatusFile, DIVERSIONS,
-    INFO_DIR, STATUS, STATUS_DIR,
+    parse_conffiles, parse_md5sums, Diversions, Owners, Stanza, StatusFile, DIVERSIONS, INFO_DIR,
+    STATUS, STATUS_DIR,
 };
+use super::filters::PathFilters;
 use super::scripts::{activations, ScriptPlan, ScriptRun, TriggerInterests};
 use super::{DpkgChanges, DpkgError, ImageFiles, InfoFiles, NewPackage, PackageOutcome};
 use crate::image::{EntryKind as NodeKind, Filesystem};
@@ -18,13 +19,18 @@ use crate::pkgs::dpkg::debfile::{DataEntry, DataKind, DebPackage};
 /// Symbolic links followed while resolving one directory of a package path.
 const MAX_SYMLINKS: u32 = 40;
 const TRIGGERS_DIR: &str = "var/lib/dpkg/triggers";
+const DPKG_CFG: &str = "etc/dpkg/dpkg.cfg";
+const DPKG_CFG_DIR: &str = "etc/dpkg/dpkg.cfg.d";
 
 /// Computes what installing `packages` over the image does.
 ///
 /// # Errors
 /// [`DpkgError`] when the database is missing or malformed, a package is not installed,
 /// or a package's files conflict with the image (a directory where it has a file).
-pub fn build(image: &dyn ImageFiles, packages: &[NewPackage<'_>]) -> Result<DpkgChanges, DpkgError> {
+pub fn build(
+    image: &dyn ImageFiles,
+    packages: &[NewPackage<'_>],
+) -> Result<DpkgChanges, DpkgError> {
     let db = Database::read(image)?;
     let epoch = packages
         .iter()
@@ -52,7 +58,10 @@ pub fn build(image: &dyn ImageFiles, packages: &[NewPackage<'_>]) -> Result<Dpkg
     for context in &contexts {
         for path in &context.new_conffiles {
             let target = db.diversions.target(path, context.package.name).to_owned();
-            conffile_paths.push(format!("/{}", state.physical(&target, context.package.name)?));
+            conffile_paths.push(format!(
+                "/{}",
+                state.physical(&target, context.package.name)?
+            ));
         }
     }
     let wanted: Vec<&str> = conffile_paths.iter().map(String::as_str).collect();
@@ -83,32 +92,41 @@ struct Database {
     diversions: Diversions,
     owners: Owners,
     triggers: TriggerInterests,
+    filters: PathFilters,
 }
 
 impl Database {
     fn read(image: &dyn ImageFiles) -> Result<Database, DpkgError> {
         let status_key = format!("/{STATUS}");
-        let dirs = [STATUS_DIR, INFO_DIR, TRIGGERS_DIR].map(|d| format!("/{d}/"));
+        let dirs = [STATUS_DIR, INFO_DIR, TRIGGERS_DIR, DPKG_CFG_DIR].map(|d| format!("/{d}/"));
         let diversions_key = format!("/{DIVERSIONS}");
-        let mut wanted: Vec<&str> = vec![&status_key, &diversions_key];
+        let cfg_key = format!("/{DPKG_CFG}");
+        let mut wanted: Vec<&str> = vec![&status_key, &diversions_key, &cfg_key];
         wanted.extend(dirs.iter().map(String::as_str));
         let mut files = image.read(&wanted)?;
-        let in_dir = |files: &mut HashMap<String, Vec<u8>>, dir: &str| -> BTreeMap<String, Vec<u8>> {
-            let keys: Vec<String> = files.keys().filter(|k| k.starts_with(dir)).cloned().collect();
-            keys.into_iter()
-                .filter_map(|k| files.remove(&k).map(|v| (k[dir.len()..].to_owned(), v)))
-                .collect()
-        };
+        let in_dir =
+            |files: &mut HashMap<String, Vec<u8>>, dir: &str| -> BTreeMap<String, Vec<u8>> {
+                let keys: Vec<String> = files
+                    .keys()
+                    .filter(|k| k.starts_with(dir))
+                    .cloned()
+                    .collect();
+                keys.into_iter()
+                    .filter_map(|k| files.remove(&k).map(|v| (k[dir.len()..].to_owned(), v)))
+                    .collect()
+            };
         let status_d = in_dir(&mut files, &dirs[0]);
         let info_files = in_dir(&mut files, &dirs[1]);
         let trigger_files = in_dir(&mut files, &dirs[2]);
+        let cfg_fragments = in_dir(&mut files, &dirs[3]);
+        let filters = PathFilters::parse(&cfg_fragments, files.get(&cfg_key).map(Vec::as_slice));
         let status = match files.remove(&status_key) {
-            Some(bytes) => Some(StatusFile::parse(&String::from_utf8(bytes).map_err(|_| {
-                DpkgError::Database {
+            Some(bytes) => Some(StatusFile::parse(&String::from_utf8(bytes).map_err(
+                |_| DpkgError::Database {
                     path: STATUS.to_owned(),
                     reason: "not UTF-8".to_owned(),
-                }
-            })?)),
+                },
+            )?)),
             None if !status_d.is_empty() => None,
             None => {
                 return Err(DpkgError::Database {
@@ -131,7 +149,8 @@ impl Database {
             }))
         } else {
             Owners::from_md5sums(status_d.iter().filter_map(|(name, data)| {
-                name.strip_suffix(".md5sums").map(|base| (base, data.as_slice()))
+                name.strip_suffix(".md5sums")
+                    .map(|base| (base, data.as_slice()))
             }))
         };
         let diversions = match files.remove(&diversions_key) {
@@ -145,6 +164,7 @@ impl Database {
             diversions,
             owners,
             triggers: TriggerInterests::parse(&trigger_files),
+            filters,
         })
     }
 }
@@ -230,12 +250,12 @@ impl<'a> Builder<'a> {
         };
         let (old_stanza, status_d_file) = match &self.db.status {
             Some(status) => {
-                let at = status.find(name, Some(package.architecture)).ok_or_else(|| {
-                    DpkgError::Database {
+                let at = status
+                    .find(name, Some(package.architecture))
+                    .ok_or_else(|| DpkgError::Database {
                         path: STATUS.to_owned(),
                         reason: format!("{name} is not installed"),
-                    }
-                })?;
+                    })?;
                 let text = &status.paragraphs[at].0;
                 (Stanza::parse(text).map_err(package_error)?, None)
             }
@@ -349,9 +369,17 @@ impl<'a> Builder<'a> {
             Some(NodeKind::Symlink) => match self.tree.resolve(&here, MAX_SYMLINKS)? {
                 Some((real, node)) if node.is_dir() => String::from_utf8(real)
                     .map_err(|_| conflict("resolves to a path that is not UTF-8"))?,
-                _ => return Err(conflict("is a symbolic link to something that is not a directory")),
+                _ => {
+                    return Err(conflict(
+                        "is a symbolic link to something that is not a directory",
+                    ))
+                }
             },
-            Some(_) => return Err(conflict("is a file in the image, a directory in the package")),
+            Some(_) => {
+                return Err(conflict(
+                    "is a file in the image, a directory in the package",
+                ))
+            }
         };
         self.resolved.insert(dir.to_owned(), real.clone());
         Ok(real)
@@ -430,27 +458,49 @@ impl<'a> Builder<'a> {
             let target = self.db.diversions.target(&entry.path, name).to_owned();
             let physical = self.physical(&target, name)?;
             let node = self.tree.get(&physical).cloned();
+            if self
+                .db
+                .filters
+                .skips(&entry.path, entry.kind == DataKind::Dir)
+            {
+                // Listed, not written; an older copy goes, as dpkg removes it.
+                if entry.kind != DataKind::Dir && node.as_ref().is_some_and(|n| !n.is_dir()) {
+                    self.layer.whiteout(&physical);
+                    self.touched.insert(entry.path.clone());
+                    outcome.files_removed += 1;
+                }
+                continue;
+            }
             let written = match entry.kind {
-                DataKind::Dir => match node.as_ref().map(|n| n.kind) {
-                    Some(NodeKind::Dir) => false,
-                    Some(NodeKind::Symlink) => {
-                        match self.tree.resolve(&physical, MAX_SYMLINKS)? {
+                DataKind::Dir => {
+                    match node.as_ref().map(|n| n.kind) {
+                        Some(NodeKind::Dir) => false,
+                        Some(NodeKind::Symlink) => {
+                            match self.tree.resolve(&physical, MAX_SYMLINKS)? {
                             Some((_, n)) if n.is_dir() => false,
                             _ => return Err(conflict(&entry.path, "a directory in the package, a symbolic link to a non-directory in the image")),
                         }
+                        }
+                        Some(_) => {
+                            return Err(conflict(
+                                &entry.path,
+                                "a directory in the package, a file in the image",
+                            ))
+                        }
+                        None if self.layer.get(&physical).is_some() => false,
+                        None => {
+                            self.layer
+                                .insert(self.entry(physical, entry, EntryKind::Dir));
+                            true
+                        }
                     }
-                    Some(_) => {
-                        return Err(conflict(&entry.path, "a directory in the package, a file in the image"))
-                    }
-                    None if self.layer.get(&physical).is_some() => false,
-                    None => {
-                        self.layer.insert(self.entry(physical, entry, EntryKind::Dir));
-                        true
-                    }
-                },
+                }
                 DataKind::File => {
                     if node.as_ref().is_some_and(|n| n.is_dir()) {
-                        return Err(conflict(&entry.path, "a file in the package, a directory in the image"));
+                        return Err(conflict(
+                            &entry.path,
+                            "a file in the package, a directory in the image",
+                        ));
                     }
                     if conffiles.contains(entry.path.as_str()) {
                         let data = read_member(deb, entry, name)?;
@@ -463,7 +513,9 @@ impl<'a> Builder<'a> {
                             .filter(|md5| *md5 != "newconffile");
                         match current.get(&format!("/{physical}")).map(|c| md5_hex(c)) {
                             None if recorded.is_some() && node.is_none() => {
-                                outcome.conffiles_left_deleted.push(format!("/{}", entry.path));
+                                outcome
+                                    .conffiles_left_deleted
+                                    .push(format!("/{}", entry.path));
                                 false
                             }
                             Some(md5) if md5 == new_md5 => {
@@ -490,9 +542,10 @@ impl<'a> Builder<'a> {
                                     && n.size == entry.size
                                     && n.mode & 0o7777 == entry.mode & 0o7777
                             })
-                            && context.old_md5sums.get(&entry.path).is_some_and(|old| {
-                                new_md5sums.get(&entry.path) == Some(old)
-                            });
+                            && context
+                                .old_md5sums
+                                .get(&entry.path)
+                                .is_some_and(|old| new_md5sums.get(&entry.path) == Some(old));
                         if unchanged {
                             outcome.files_unchanged += 1;
                             false
@@ -501,7 +554,8 @@ impl<'a> Builder<'a> {
                                 conflict(&entry.path, "no contents in the package")
                             })?;
                             let data = FileData::Slice { file, offset, len };
-                            self.layer.insert(self.entry(physical, entry, EntryKind::File(data)));
+                            self.layer
+                                .insert(self.entry(physical, entry, EntryKind::File(data)));
                             true
                         }
                     }
@@ -516,9 +570,13 @@ impl<'a> Builder<'a> {
                         outcome.files_unchanged += 1;
                         false
                     } else if node.as_ref().is_some_and(|n| n.is_dir()) {
-                        return Err(conflict(&entry.path, "a symbolic link in the package, a directory in the image"));
+                        return Err(conflict(
+                            &entry.path,
+                            "a symbolic link in the package, a directory in the image",
+                        ));
                     } else {
-                        self.layer.insert(self.entry(physical, entry, EntryKind::Symlink(link)));
+                        self.layer
+                            .insert(self.entry(physical, entry, EntryKind::Symlink(link)));
                         true
                     }
                 }
@@ -526,7 +584,8 @@ impl<'a> Builder<'a> {
                     let link = entry.link_target.clone().unwrap_or_default();
                     let link = self.db.diversions.target(&link, name).to_owned();
                     let link = self.physical(&link, name)?;
-                    self.layer.insert(self.entry(physical, entry, EntryKind::Hardlink(link)));
+                    self.layer
+                        .insert(self.entry(physical, entry, EntryKind::Hardlink(link)));
                     true
                 }
             };
@@ -656,15 +715,16 @@ impl<'a> Builder<'a> {
             list.push('\n');
         }
         let base = &context.base;
-        self.layer.insert(self.db_entry(
-            format!("{info}/{base}.list"),
-            0o644,
-            list.into_bytes(),
-        ));
+        self.layer
+            .insert(self.db_entry(format!("{info}/{base}.list"), 0o644, list.into_bytes()));
         let mut members: BTreeSet<&str> = BTreeSet::from(["list"]);
         for (member, data) in deb.control_members() {
             members.insert(member);
-            let entry = self.db_entry(format!("{info}/{base}.{member}"), data.mode & 0o7777, data.data.clone());
+            let entry = self.db_entry(
+                format!("{info}/{base}.{member}"),
+                data.mode & 0o7777,
+                data.data.clone(),
+            );
             self.layer.insert(entry);
         }
         if let Some(old) = self.db.info.get(base) {
@@ -689,18 +749,35 @@ impl<'a> Builder<'a> {
         };
         let old = self.db.info.get(&context.base);
         let new = package.deb.control_members();
-        let (old_version, new_version) = (package.installed_version.to_owned(), context.new_version.clone());
+        let (old_version, new_version) = (
+            package.installed_version.to_owned(),
+            context.new_version.clone(),
+        );
         if let Some(prerm) = old.and_then(|o| o.get("prerm")) {
-            self.scripts.pre.push(run("prerm", vec!["upgrade".into(), new_version.clone()], prerm));
+            self.scripts.pre.push(run(
+                "prerm",
+                vec!["upgrade".into(), new_version.clone()],
+                prerm,
+            ));
         }
         if let Some(preinst) = new.get("preinst") {
-            self.scripts.pre.push(run("preinst", vec!["upgrade".into(), old_version.clone()], &preinst.data));
+            self.scripts.pre.push(run(
+                "preinst",
+                vec!["upgrade".into(), old_version.clone()],
+                &preinst.data,
+            ));
         }
         if let Some(postrm) = old.and_then(|o| o.get("postrm")) {
-            self.scripts.post.push(run("postrm", vec!["upgrade".into(), new_version], postrm));
+            self.scripts
+                .post
+                .push(run("postrm", vec!["upgrade".into(), new_version], postrm));
         }
         if let Some(postinst) = new.get("postinst") {
-            self.scripts.post.push(run("postinst", vec!["configure".into(), old_version], &postinst.data));
+            self.scripts.post.push(run(
+                "postinst",
+                vec!["configure".into(), old_version],
+                &postinst.data,
+            ));
         }
         if let Some(triggers) = new.get("triggers") {
             self.activated.extend(activations(&triggers.data));
@@ -720,7 +797,12 @@ impl<'a> Builder<'a> {
             // package is being upgraded too.
             let upgraded = contexts.iter().find(|c| c.package.name == interested);
             let postinst = match upgraded {
-                Some(c) => c.package.deb.control_members().get("postinst").map(|m| m.data.clone()),
+                Some(c) => c
+                    .package
+                    .deb
+                    .control_members()
+                    .get("postinst")
+                    .map(|m| m.data.clone()),
                 None => self
                     .db
                     .info
@@ -748,7 +830,8 @@ impl<'a> Builder<'a> {
         if let Some(status) = &self.status {
             let text = status.to_text().into_bytes();
             let dir = self.physical_dir("var/lib/dpkg", "dpkg")?;
-            self.layer.insert(self.db_entry(format!("{dir}/status"), 0o644, text));
+            self.layer
+                .insert(self.db_entry(format!("{dir}/status"), 0o644, text));
         }
         Ok(())
     }

@@ -9,6 +9,7 @@
 
 mod database;
 mod files;
+mod filters;
 pub mod scripts;
 
 use std::collections::{BTreeMap, HashMap};

@@ -21,7 +21,10 @@ fn md5(text: &str) -> String {
 }
 
 pub(crate) fn dpkg_deb_available() -> bool {
-    let ok = Command::new("dpkg-deb").arg("--version").output().is_ok_and(|o| o.status.success());
+    let ok = Command::new("dpkg-deb")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
     if !ok && std::env::var("REQUIRE_TEST_TOOLS").as_deref() == Ok("1") {
         panic!("dpkg-deb is required (REQUIRE_TEST_TOOLS=1)");
     }
@@ -84,7 +87,11 @@ pub(crate) fn make_deb(dir: &Path, name: &str, version: &str, tree: &DebTree) ->
         .arg(&deb)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     deb
 }
 
@@ -102,7 +109,9 @@ pub(crate) fn layer(entries: &[(&str, Option<&str>)]) -> Vec<u8> {
                 header.set_entry_type(tar::EntryType::Directory);
                 header.set_mode(0o755);
                 header.set_size(0);
-                builder.append_data(&mut header, format!("{path}/"), std::io::empty()).unwrap();
+                builder
+                    .append_data(&mut header, format!("{path}/"), std::io::empty())
+                    .unwrap();
             }
             Some(text) if text.starts_with("->") => {
                 header.set_entry_type(tar::EntryType::Symlink);
@@ -114,7 +123,9 @@ pub(crate) fn layer(entries: &[(&str, Option<&str>)]) -> Vec<u8> {
                 header.set_entry_type(tar::EntryType::Regular);
                 header.set_mode(0o644);
                 header.set_size(text.len() as u64);
-                builder.append_data(&mut header, path, text.as_bytes()).unwrap();
+                builder
+                    .append_data(&mut header, path, text.as_bytes())
+                    .unwrap();
             }
         }
     }
@@ -168,9 +179,18 @@ fn base_image(status: &str) -> Vec<u8> {
         ("var/lib/dpkg/info", None),
         ("var/lib/dpkg/info/hello.list", Some(OLD_LIST)),
         ("var/lib/dpkg/info/hello.md5sums", Some(&old_sums)),
-        ("var/lib/dpkg/info/hello.conffiles", Some("/etc/hello.conf\n/etc/hello-user.conf\n")),
-        ("var/lib/dpkg/info/hello.postrm", Some("#!/bin/sh\nexit 0\n")),
-        ("var/lib/dpkg/info/other.list", Some("/.\n/usr\n/usr/share\n/usr/share/hello\n/usr/share/hello/shared.txt\n")),
+        (
+            "var/lib/dpkg/info/hello.conffiles",
+            Some("/etc/hello.conf\n/etc/hello-user.conf\n"),
+        ),
+        (
+            "var/lib/dpkg/info/hello.postrm",
+            Some("#!/bin/sh\nexit 0\n"),
+        ),
+        (
+            "var/lib/dpkg/info/other.list",
+            Some("/.\n/usr\n/usr/share\n/usr/share/hello\n/usr/share/hello/shared.txt\n"),
+        ),
     ])
 }
 
@@ -191,7 +211,10 @@ fn new_hello(dir: &Path) -> PathBuf {
             dirs: vec![],
             symlinks: vec![],
             conffiles: vec!["/etc/hello.conf", "/etc/hello-user.conf"],
-            scripts: vec![("postinst", "#!/bin/sh\necho configured > /etc/hello.state\n")],
+            scripts: vec![(
+                "postinst",
+                "#!/bin/sh\necho configured > /etc/hello.state\n",
+            )],
             extra_control: "Priority: optional\nHomepage: https://example.invalid/\n",
         },
     )
@@ -260,9 +283,18 @@ fn an_upgrade_writes_what_dpkg_would() {
     .map(|(p, k)| (p.to_string(), k.to_string()))
     .collect();
     assert_eq!(paths, expected);
-    assert_eq!(contents(&changes.layer, "etc/hello.conf").unwrap(), "greeting=hello\n");
-    assert_eq!(contents(&changes.layer, "etc/hello-user.conf.dpkg-dist").unwrap(), "default2\n");
-    assert_eq!(contents(&changes.layer, "usr/lib/x86_64-linux-gnu/libhello.so.1").unwrap(), "lib v2\n");
+    assert_eq!(
+        contents(&changes.layer, "etc/hello.conf").unwrap(),
+        "greeting=hello\n"
+    );
+    assert_eq!(
+        contents(&changes.layer, "etc/hello-user.conf.dpkg-dist").unwrap(),
+        "default2\n"
+    );
+    assert_eq!(
+        contents(&changes.layer, "usr/lib/x86_64-linux-gnu/libhello.so.1").unwrap(),
+        "lib v2\n"
+    );
     let new_status = contents(&changes.layer, "var/lib/dpkg/status").unwrap();
     assert_eq!(
         new_status,
@@ -274,20 +306,29 @@ fn an_upgrade_writes_what_dpkg_would() {
     );
     let list = contents(&changes.layer, "var/lib/dpkg/info/hello.list").unwrap();
     assert!(list.starts_with("/.\n"), "{list}");
-    assert!(list.contains("/lib/x86_64-linux-gnu/libhello.so.1\n"), "{list}");
+    assert!(
+        list.contains("/lib/x86_64-linux-gnu/libhello.so.1\n"),
+        "{list}"
+    );
     assert!(list.contains("/usr/share/hello/new.txt\n"));
     assert!(!list.contains("old.txt"));
     let outcome = &changes.outcomes[0];
     assert_eq!(outcome.conffiles_kept, vec!["/etc/hello-user.conf"]);
     assert_eq!(outcome.files_removed, 1);
-    assert!(outcome.files_unchanged >= 1, "same.txt is left in the lower layer");
+    assert!(
+        outcome.files_unchanged >= 1,
+        "same.txt is left in the lower layer"
+    );
     assert!(!changes.distroless);
     let scripts: Vec<String> = changes
         .scripts
         .all()
         .map(|s| format!("{} {}", s.script, s.args.join(" ")))
         .collect();
-    assert_eq!(scripts, vec!["postrm upgrade 1.0-2", "postinst configure 1.0-1"]);
+    assert_eq!(
+        scripts,
+        vec!["postrm upgrade 1.0-2", "postinst configure 1.0-1"]
+    );
 
     // The same inputs give the same layer, byte for byte.
     let first = changes.layer.write_gzip(dir.path()).unwrap();
@@ -303,7 +344,11 @@ fn distroless_images_get_status_d_and_no_scripts() {
     }
     let dir = tempfile::tempdir().unwrap();
     let control = "Package: hello\nVersion: 1.0-1\nArchitecture: amd64\nMaintainer: Test <t@example.invalid>\nDescription: test package\n";
-    let sums = format!("{}  usr/bin/hello\n{}  usr/share/hello/old.txt\n", md5("v1\n"), md5("old\n"));
+    let sums = format!(
+        "{}  usr/bin/hello\n{}  usr/share/hello/old.txt\n",
+        md5("v1\n"),
+        md5("old\n")
+    );
     let blobs = vec![layer(&[
         ("usr", None),
         ("usr/bin", None),
@@ -403,8 +448,87 @@ fn conflicts_and_wrong_versions_are_refused() {
         architecture: "amd64",
         deb: &deb,
     };
-    let error = build(&image, &[package("1.0-1")]).err().unwrap().to_string();
+    let error = build(&image, &[package("1.0-1")])
+        .err()
+        .unwrap()
+        .to_string();
     assert!(error.contains("/usr/bin/hello"), "{error}");
     let error = build(&image, &[package("0.9")]).err().unwrap().to_string();
     assert!(error.contains("the image has version 1.0-1"), "{error}");
+}
+
+#[test]
+fn path_excludes_are_listed_but_not_written() {
+    if !dpkg_deb_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let status = "Package: hello\nStatus: install ok installed\nArchitecture: amd64\nVersion: 1.0-1\nDescription: d\n";
+    let blobs = vec![layer(&[
+        ("etc", None),
+        ("etc/dpkg", None),
+        ("etc/dpkg/dpkg.cfg.d", None),
+        ("etc/dpkg/dpkg.cfg.d/docker", Some("path-exclude /usr/share/doc/*\npath-include /usr/share/doc/*/copyright\n")),
+        ("usr", None),
+        ("usr/share", None),
+        ("usr/share/doc", None),
+        ("usr/share/doc/hello", None),
+        ("usr/share/doc/hello/NEWS", Some("old news\n")),
+        ("usr/share/doc/hello/copyright", Some("c\n")),
+        ("var", None),
+        ("var/lib", None),
+        ("var/lib/dpkg", None),
+        ("var/lib/dpkg/status", Some(status)),
+        ("var/lib/dpkg/info", None),
+        ("var/lib/dpkg/info/hello.list", Some("/.\n/usr\n/usr/share\n/usr/share/doc\n/usr/share/doc/hello\n/usr/share/doc/hello/NEWS\n/usr/share/doc/hello/copyright\n")),
+    ])];
+    let layers = descriptors(1);
+    let image = LayerImage::open(&blobs, &layers).unwrap();
+    let deb_path = make_deb(
+        dir.path(),
+        "hello",
+        "1.0-2",
+        &DebTree {
+            files: vec![
+                ("usr/share/doc/hello/NEWS", "new news\n".into()),
+                ("usr/share/doc/hello/copyright", "c2\n".into()),
+                ("usr/share/doc/hello/README", "readme\n".into()),
+            ],
+            dirs: vec![],
+            symlinks: vec![],
+            conffiles: vec![],
+            scripts: vec![],
+            extra_control: "",
+        },
+    );
+    let deb = DebPackage::open(&deb_path, dir.path(), &DebLimits::default()).unwrap();
+    let changes = build(
+        &image,
+        &[NewPackage {
+            name: "hello",
+            installed_version: "1.0-1",
+            architecture: "amd64",
+            deb: &deb,
+        }],
+    )
+    .unwrap();
+    let doc: Vec<(String, bool)> = changes
+        .layer
+        .iter()
+        .filter(|e| e.path.starts_with("usr/share/doc"))
+        .map(|e| (e.path.clone(), matches!(e.kind, EntryKind::Whiteout)))
+        .collect();
+    assert_eq!(
+        doc,
+        vec![
+            ("usr/share/doc/hello/NEWS".to_owned(), true),
+            ("usr/share/doc/hello/copyright".to_owned(), false),
+        ]
+    );
+    let list = contents(&changes.layer, "var/lib/dpkg/info/hello.list").unwrap();
+    assert!(
+        list.contains("/usr/share/doc/hello/NEWS\n")
+            && list.contains("/usr/share/doc/hello/README\n"),
+        "{list}"
+    );
 }

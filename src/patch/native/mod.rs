@@ -56,7 +56,10 @@ impl<'a> LayerImage<'a> {
     ///
     /// # Errors
     /// Any [`ImageError`] reading the layers.
-    pub fn open(source: &'a dyn LayerSource, layers: &'a [LayerDescriptor]) -> Result<LayerImage<'a>, ImageError> {
+    pub fn open(
+        source: &'a dyn LayerSource,
+        layers: &'a [LayerDescriptor],
+    ) -> Result<LayerImage<'a>, ImageError> {
         let limits = Limits::default();
         let tree = Filesystem::from_layers(source, layers, &limits)?;
         Ok(LayerImage {
@@ -114,7 +117,10 @@ pub fn patch(
     let mut report = None;
     let mut not_run = Vec::new();
     if changes.distroless {
-        not_run.push("distroless image (status.d): files and database only, as its builder installs them".to_owned());
+        not_run.push(
+            "distroless image (status.d): files and database only, as its builder installs them"
+                .to_owned(),
+        );
     } else if !changes.scripts.is_empty() {
         match can_run_scripts(image, runnable) {
             Ok(()) => {
@@ -227,7 +233,6 @@ fn library_names_changed(changes: &DpkgChanges, tree: &Filesystem) -> bool {
     changes.layer.iter().any(|entry| {
         let name = entry.path.rsplit('/').next().unwrap_or_default();
         let library = name.starts_with("lib") && name.contains(".so");
-        library
-            && (matches!(entry.kind, EntryKind::Whiteout) || tree.get(&entry.path).is_none())
+        library && (matches!(entry.kind, EntryKind::Whiteout) || tree.get(&entry.path).is_none())
     })
 }

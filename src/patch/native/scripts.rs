@@ -83,7 +83,10 @@ pub fn run(
                 report.changed.push(path);
             }
             Change::Removed(path) => {
-                if layer.get(&path).is_some_and(|e| matches!(e.kind, EntryKind::Whiteout)) {
+                if layer
+                    .get(&path)
+                    .is_some_and(|e| matches!(e.kind, EntryKind::Whiteout))
+                {
                     continue;
                 }
                 layer.remove(&path);
@@ -118,7 +121,10 @@ fn run_one(
     let mut argv = vec![format!("/{STAGING}/{}", step.script)];
     argv.extend(step.args.iter().cloned());
     let env: Vec<(String, String)> = [
-        ("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"),
+        (
+            "PATH",
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        ),
         ("HOME", "/root"),
         ("DEBIAN_FRONTEND", "noninteractive"),
         ("DEBCONF_NONINTERACTIVE_SEEN", "true"),
@@ -159,9 +165,9 @@ fn run_one(
             status: if output.timed_out {
                 format!("timed out after {}s", SCRIPT_TIMEOUT.as_secs())
             } else {
-                output
-                    .status
-                    .map_or("killed by a signal".to_owned(), |s| format!("exit status {s}"))
+                output.status.map_or("killed by a signal".to_owned(), |s| {
+                    format!("exit status {s}")
+                })
             },
             stderr: tail,
         });
@@ -275,7 +281,9 @@ struct SliceReader {
 impl io::Read for SliceReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         use std::os::unix::fs::FileExt;
-        let want = buf.len().min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        let want = buf
+            .len()
+            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
         if want == 0 {
             return Ok(0);
         }
@@ -298,10 +306,13 @@ fn holds_exactly(layer: &LayerBuilder, root: &Path, path: &str) -> Result<bool, 
         Err(_) => return Ok(false),
     };
     Ok(match &entry.kind {
-        EntryKind::Dir => meta.is_dir() && meta.permissions().mode() & 0o7777 == entry.mode & 0o7777,
+        EntryKind::Dir => {
+            meta.is_dir() && meta.permissions().mode() & 0o7777 == entry.mode & 0o7777
+        }
         EntryKind::Symlink(link) => {
             meta.file_type().is_symlink()
-                && fs::read_link(&on_disk).is_ok_and(|l| l.as_os_str().as_encoded_bytes() == link.as_bytes())
+                && fs::read_link(&on_disk)
+                    .is_ok_and(|l| l.as_os_str().as_encoded_bytes() == link.as_bytes())
         }
         EntryKind::File(FileData::Bytes(bytes)) => {
             meta.is_file()
@@ -345,8 +356,16 @@ fn entry_from_disk(
         mode: meta.mode() & 0o7777,
         uid,
         gid,
-        uname: if uid == 0 { "root".to_owned() } else { String::new() },
-        gname: if gid == 0 { "root".to_owned() } else { String::new() },
+        uname: if uid == 0 {
+            "root".to_owned()
+        } else {
+            String::new()
+        },
+        gname: if gid == 0 {
+            "root".to_owned()
+        } else {
+            String::new()
+        },
         mtime: epoch,
         kind,
     })

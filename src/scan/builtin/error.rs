@@ -117,9 +117,7 @@ pub enum BuiltinError {
     Cache { path: PathBuf, reason: String },
 
     /// No suite's verified index has the package at the version a plan asks for.
-    #[error(
-        "{name} {version} ({architecture}) is in none of the verified indexes of {suites}"
-    )]
+    #[error("{name} {version} ({architecture}) is in none of the verified indexes of {suites}")]
     PackageUnavailable {
         name: String,
         version: String,

@@ -121,7 +121,10 @@ impl BuiltinScanner {
         let path = self.cache.deb_path(sha256);
         let check = path.clone();
         let cached = blocking(move || Ok(hash_file(&check).ok())).await?;
-        if cached.as_ref().is_some_and(|(sha, len)| sha == sha256 && *len == size) {
+        if cached
+            .as_ref()
+            .is_some_and(|(sha, len)| sha == sha256 && *len == size)
+        {
             return Ok(path);
         }
         let failure = |reason: String, retryable: bool| BuiltinError::Fetch {

@@ -1,0 +1,222 @@
+//! dpkg's path filters (`path-exclude` / `path-include` in `/etc/dpkg/dpkg.cfg.d/*`), as
+//! slim images use them to drop documentation: a filtered file is still listed in the
+//! package's `.list` but not written, and an older copy of it is removed.
+//!
+//! Semantics follow `dpkg(1)`: patterns are shell globs where `*` also matches `/`, the last
+//! matching pattern decides, and a directory is excluded only when no include pattern can
+//! match something inside it.
+
+use std::collections::BTreeMap;
+
+/// The filters in the order dpkg reads them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PathFilters {
+    /// (include, pattern).
+    rules: Vec<(bool, String)>,
+}
+
+impl PathFilters {
+    /// From `dpkg.cfg.d` fragments (by file name; dpkg reads them in name order) and then
+    /// `dpkg.cfg`.
+    pub fn parse(fragments: &BTreeMap<String, Vec<u8>>, main: Option<&[u8]>) -> PathFilters {
+        let mut rules = Vec::new();
+        let texts = fragments
+            .iter()
+            .filter(|(name, _)| is_config_fragment(name))
+            .map(|(_, data)| data.as_slice())
+            .chain(main);
+        for text in texts {
+            for line in String::from_utf8_lossy(text).lines() {
+                let line = line.trim();
+                if line.is_empty() || line.starts_with('#') {
+                    continue;
+                }
+                let (option, value) = match line.split_once(['=', ' ', '\t']) {
+                    Some((option, value)) => (option.trim(), value.trim()),
+                    None => (line, ""),
+                };
+                let option = option.trim_start_matches("--");
+                match option {
+                    "path-exclude" if !value.is_empty() => rules.push((false, value.to_owned())),
+                    "path-include" if !value.is_empty() => rules.push((true, value.to_owned())),
+                    _ => {}
+                }
+            }
+        }
+        PathFilters { rules }
+    }
+
+    /// True when dpkg would not write `path` (a package path without the leading `/`).
+    pub fn skips(&self, path: &str, is_dir: bool) -> bool {
+        let absolute = format!("/{path}");
+        let mut included = true;
+        for (include, pattern) in &self.rules {
+            if glob(pattern.as_bytes(), absolute.as_bytes()) {
+                included = *include;
+            }
+        }
+        if included {
+            return false;
+        }
+        if is_dir {
+            // Kept when an include pattern may reach below it: the pattern starts with the
+            // directory, or the directory starts with the pattern's literal part.
+            let reachable = self.rules.iter().any(|(include, pattern)| {
+                let literal = pattern
+                    .find(['*', '?', '[', '\\'])
+                    .map_or(pattern.as_str(), |at| &pattern[..at]);
+                *include && (pattern.starts_with(&absolute) || absolute.starts_with(literal))
+            });
+            return !reachable;
+        }
+        true
+    }
+}
+
+/// dpkg skips editor backups and package-manager leftovers in `dpkg.cfg.d`.
+fn is_config_fragment(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
+        && !name.ends_with(".dpkg-old")
+        && !name.ends_with(".dpkg-new")
+        && !name.ends_with(".dpkg-dist")
+        && !name.ends_with('~')
+}
+
+/// `fnmatch(3)` without `FNM_PATHNAME`: `*` and `?` match `/` too; `[...]` classes with
+/// `!`/`^` negation and ranges; `\` escapes.
+fn glob(pattern: &[u8], text: &[u8]) -> bool {
+    let (mut p, mut t) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while t < text.len() {
+        if p < pattern.len() {
+            match pattern[p] {
+                b'*' => {
+                    star = Some((p, t));
+                    p += 1;
+                    continue;
+                }
+                b'?' => {
+                    p += 1;
+                    t += 1;
+                    continue;
+                }
+                b'[' => {
+                    if let Some((matched, next)) = class(&pattern[p..], text[t]) {
+                        if matched {
+                            p += next;
+                            t += 1;
+                            continue;
+                        }
+                    } else if text[t] == b'[' {
+                        p += 1;
+                        t += 1;
+                        continue;
+                    }
+                }
+                b'\\' if p + 1 < pattern.len() => {
+                    if pattern[p + 1] == text[t] {
+                        p += 2;
+                        t += 1;
+                        continue;
+                    }
+                }
+                c if c == text[t] => {
+                    p += 1;
+                    t += 1;
+                    continue;
+                }
+                _ => {}
+            }
+        }
+        match star {
+            Some((star_p, star_t)) => {
+                p = star_p + 1;
+                t = star_t + 1;
+                star = Some((star_p, star_t + 1));
+            }
+            None => return false,
+        }
+    }
+    pattern[p..].iter().all(|&c| c == b'*')
+}
+
+/// Matches one byte against the class at the start of `pattern` (`[...]`): whether it
+/// matched and the class's length; `None` when the class is not closed.
+fn class(pattern: &[u8], byte: u8) -> Option<(bool, usize)> {
+    let mut i = 1;
+    let negate = matches!(pattern.get(i), Some(b'!') | Some(b'^'));
+    if negate {
+        i += 1;
+    }
+    let mut matched = false;
+    let mut first = true;
+    while i < pattern.len() {
+        let c = pattern[i];
+        if c == b']' && !first {
+            return Some((matched != negate, i + 1));
+        }
+        first = false;
+        if i + 2 < pattern.len() && pattern[i + 1] == b'-' && pattern[i + 2] != b']' {
+            if (c..=pattern[i + 2]).contains(&byte) {
+                matched = true;
+            }
+            i += 3;
+        } else {
+            if c == byte {
+                matched = true;
+            }
+            i += 1;
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs_match_like_fnmatch_without_pathname() {
+        assert!(glob(b"/usr/share/doc/*", b"/usr/share/doc/a/b/c"));
+        assert!(glob(
+            b"/usr/share/doc/*/copyright",
+            b"/usr/share/doc/x/copyright"
+        ));
+        assert!(!glob(
+            b"/usr/share/doc/*/copyright",
+            b"/usr/share/doc/x/NEWS"
+        ));
+        assert!(glob(b"/usr/share/locale/[a-e]?", b"/usr/share/locale/de"));
+        assert!(!glob(b"/usr/share/locale/[!a-e]?", b"/usr/share/locale/de"));
+        assert!(!glob(b"/usr/share/locale/[a-c]?", b"/usr/share/locale/de"));
+        assert!(glob(b"/a\\*b", b"/a*b"));
+        assert!(!glob(b"/a\\*b", b"/axb"));
+        assert!(glob(b"*", b""));
+    }
+
+    #[test]
+    fn last_matching_rule_wins_and_directories_stay_for_includes() {
+        let mut fragments = BTreeMap::new();
+        fragments.insert(
+            "docker".to_owned(),
+            b"# slim\npath-exclude /usr/share/doc/*\npath-include=/usr/share/doc/*/copyright\npath-exclude=/usr/share/man/*\n".to_vec(),
+        );
+        fragments.insert(
+            "docker.dpkg-old".to_owned(),
+            b"path-exclude=/usr/*\n".to_vec(),
+        );
+        let filters = PathFilters::parse(&fragments, None);
+        assert!(filters.skips("usr/share/doc/liblzma5/NEWS.gz", false));
+        assert!(!filters.skips("usr/share/doc/liblzma5/copyright", false));
+        assert!(
+            !filters.skips("usr/share/doc/liblzma5", true),
+            "an include reaches below it"
+        );
+        assert!(filters.skips("usr/share/man/man1", true));
+        assert!(!filters.skips("usr/bin/xz", false));
+        assert!(!PathFilters::parse(&BTreeMap::new(), None).skips("usr/share/doc/x", false));
+    }
+}
