@@ -242,7 +242,16 @@ impl Patcher {
             architecture: image.platform.architecture.clone(),
             variant: image.platform.variant.clone(),
         };
+        let started = std::time::Instant::now();
+        let stage = |name: &str| {
+            tracing::info!(
+                platform = %image.platform,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "patch stage done: {name}"
+            );
+        };
         let plan = self.plan(&inventory, &platform, options).await?;
+        stage("plan");
         if plan.updates.is_empty() {
             return Ok(unchanged(image, Some(plan), "nothing to fix".to_owned()));
         }
@@ -264,6 +273,7 @@ impl Patcher {
             .fetch_debs(&inventory, &platform, &wanted)
             .await?;
 
+        stage("fetch packages");
         let source = self.mirror.layer_source(route);
         let work_dir = work.to_path_buf();
         let plan_for_build = plan.clone();
@@ -285,6 +295,7 @@ impl Patcher {
         .await
         .map_err(|e| PatchError::Internal(e.to_string()))??;
 
+        stage("build layer");
         let source = self.mirror.layer_source(route);
         let layer_path = native.layer.path.clone();
         let plan_for_check = plan.clone();
@@ -294,6 +305,7 @@ impl Patcher {
         .await
         .map_err(|e| PatchError::Internal(e.to_string()))??;
 
+        stage("verify");
         let created_by = history_text(&plan);
         let assembled = assemble::assemble(&ImageInput {
             manifest: &image.manifest.bytes,

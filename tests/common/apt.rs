@@ -2,10 +2,6 @@
 //! OpenPGP key from `gpg` in a temp `GNUPGHOME`, `.deb`s from `dpkg-deb --build`,
 //! `Packages` and `Release` from `apt-ftparchive`, `InRelease` from `gpg --clearsign`,
 //! served by `busybox httpd` at `http://127.0.0.1:PORT/debian-security`.
-//!
-//! The image side lives here too: [`Installed`] turns a package's files into the dpkg
-//! database entries (`status`, `info/<pkg>.list`, `.md5sums`, `.conffiles`) an image that
-//! really had it installed would carry.
 
 use std::io::Write;
 use std::net::TcpStream;
@@ -114,15 +110,46 @@ fn gpg_in(home: &Path, args: &[&str]) -> Vec<u8> {
 }
 
 fn output(command: &mut Command) -> Vec<u8> {
-    let out = command
-        .output()
-        .unwrap_or_else(|e| panic!("{command:?}: {e}"));
+    let out = bounded(command, Duration::from_secs(120));
     assert!(
         out.status.success(),
         "{command:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     out.stdout
+}
+
+/// Runs `command` to completion, killing it (and panicking) after `patience`. Output goes
+/// through temp files, so a chatty child cannot block on a full pipe.
+pub fn bounded(command: &mut Command, patience: Duration) -> std::process::Output {
+    let dir = tempfile::tempdir().expect("output dir");
+    let (out_path, err_path) = (dir.path().join("stdout"), dir.path().join("stderr"));
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out_path).expect("stdout file"))
+        .stderr(std::fs::File::create(&err_path).expect("stderr file"))
+        .spawn()
+        .unwrap_or_else(|e| panic!("{command:?}: {e}"));
+    let deadline = Instant::now() + patience;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for child") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "{command:?} still running after {patience:?}: {}",
+                std::fs::read_to_string(&err_path).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    std::process::Output {
+        status,
+        stdout: std::fs::read(&out_path).expect("read stdout"),
+        stderr: std::fs::read(&err_path).expect("read stderr"),
+    }
 }
 
 /// One entry of a package's data: a file (contents, mode), a symlink or a directory.
@@ -319,7 +346,8 @@ impl DebSpec {
     }
 }
 
-fn entry_path(entry: &DebEntry) -> &str {
+/// The entry's path, without a leading `/`.
+pub fn entry_path(entry: &DebEntry) -> &str {
     match entry {
         DebEntry::File(p, ..) | DebEntry::Symlink(p, _) | DebEntry::Dir(p) => p,
     }
@@ -565,98 +593,5 @@ impl AptRepo {
         std::fs::write(dists.join("Release"), release).expect("Release");
         self.signer
             .clearsign(&dists.join("Release"), &dists.join("InRelease"));
-    }
-}
-
-/// A package as an image has it installed: its dpkg database entries.
-pub struct Installed<'a> {
-    pub spec: &'a DebSpec,
-    /// Conffiles whose installed contents differ from the package's (path -> contents on
-    /// the image); the database still records the package's md5, as dpkg does.
-    pub modified_conffiles: Vec<(String, Vec<u8>)>,
-}
-
-impl Installed<'_> {
-    /// The `status` paragraph (`Status: install ok installed`), ending in a blank line.
-    pub fn status_paragraph(&self) -> String {
-        let spec = self.spec;
-        let mut out = format!(
-            "Package: {}\nStatus: install ok installed\nPriority: optional\nSection: misc\n\
-             Maintainer: Test <t@example.invalid>\nArchitecture: {}\nVersion: {}\n",
-            spec.name, spec.architecture, spec.version
-        );
-        for line in &spec.control {
-            out.push_str(line);
-            out.push('\n');
-        }
-        if !spec.conffiles.is_empty() {
-            out.push_str("Conffiles:\n");
-            for path in &spec.conffiles {
-                out.push_str(&format!(" {path} {}\n", md5_hex(&self.package_file(path))));
-            }
-        }
-        out.push_str("Description: test package\n made by the patchpull tests\n\n");
-        out
-    }
-
-    fn package_file(&self, path: &str) -> Vec<u8> {
-        self.spec
-            .all_entries()
-            .into_iter()
-            .find_map(|e| match e {
-                DebEntry::File(p, data, _) if format!("/{p}") == path => Some(data),
-                _ => None,
-            })
-            .unwrap_or_else(|| panic!("{path} is not a file of {}", self.spec.name))
-    }
-
-    /// `info/<name>.list`: `/.` and every path, as dpkg writes it.
-    pub fn list(&self) -> String {
-        let mut out = String::from("/.\n");
-        for entry in self.spec.all_entries() {
-            out.push_str(&format!("/{}\n", entry_path(&entry)));
-        }
-        out
-    }
-
-    /// (path in the image, contents, mode) of the package's files as the image has them,
-    /// directories as `(path/, empty, 0o755)` and symlinks as `(path, "->target", 0o777)`.
-    pub fn image_entries(&self) -> Vec<(String, Vec<u8>, u32)> {
-        let mut out = Vec::new();
-        for entry in self.spec.all_entries() {
-            out.push(match entry {
-                DebEntry::Dir(p) => (format!("{p}/"), Vec::new(), 0o755),
-                DebEntry::Symlink(p, t) => (p, format!("->{t}").into_bytes(), 0o777),
-                DebEntry::File(p, data, mode) => {
-                    let modified = self
-                        .modified_conffiles
-                        .iter()
-                        .find(|(m, _)| m.trim_start_matches('/') == p);
-                    match modified {
-                        Some((_, contents)) => (p, contents.clone(), mode),
-                        None => (p, data, mode),
-                    }
-                }
-            });
-        }
-        out
-    }
-
-    /// `info/` files: `(var/lib/dpkg/info/<name>.<ext>, contents)`.
-    pub fn info_files(&self) -> Vec<(String, Vec<u8>)> {
-        let spec = self.spec;
-        let info = |ext: &str| format!("var/lib/dpkg/info/{}.{ext}", spec.name);
-        let mut out = vec![
-            (info("list"), self.list().into_bytes()),
-            (info("md5sums"), spec.md5sums().into_bytes()),
-        ];
-        if !spec.conffiles.is_empty() {
-            let list: String = spec.conffiles.iter().map(|c| format!("{c}\n")).collect();
-            out.push((info("conffiles"), list.into_bytes()));
-        }
-        for (name, body) in &spec.scripts {
-            out.push((info(name), body.clone().into_bytes()));
-        }
-        out
     }
 }

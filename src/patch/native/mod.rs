@@ -113,7 +113,9 @@ pub fn patch(
     runnable: &Runnable,
     scratch: &Path,
 ) -> Result<NativePatch, NativeError> {
+    let started = std::time::Instant::now();
     let mut changes = dpkg::build(image, packages)?;
+    tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "dpkg changes computed");
     let mut report = None;
     let mut not_run = Vec::new();
     if changes.distroless {
@@ -138,7 +140,9 @@ pub fn patch(
             Err(why) => not_run = reproduce_natively(&changes, &image.tree, &why)?,
         }
     }
+    tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "scripts done");
     let layer = changes.layer.write_gzip(scratch)?;
+    tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "layer written");
     Ok(NativePatch {
         layer,
         outcomes: changes.outcomes,

@@ -59,18 +59,18 @@ pub fn run(
     let root = scratch.join("root");
     fs::create_dir_all(&root).map_err(|e| io_error(&root, e))?;
     sandbox::materialize(source, layers, &root, &Limits::default())?;
+    tracing::info!("image written to the scratch root");
     let before = sandbox::snapshot(&root, EXCLUDED)?;
+    tracing::info!("snapshot taken");
     let mut report = ScriptsReport {
         ran: Vec::new(),
         changed: Vec::new(),
     };
-    for step in &plan.pre {
-        run_one(&root, step, dpkg_version, &mut report)?;
-    }
+    let pre: Vec<&ScriptRun> = plan.pre.iter().collect();
+    run_phase(&root, &pre, dpkg_version, &mut report)?;
     apply(layer, &root)?;
-    for step in plan.post.iter().chain(&plan.triggers) {
-        run_one(&root, step, dpkg_version, &mut report)?;
-    }
+    let post: Vec<&ScriptRun> = plan.post.iter().chain(&plan.triggers).collect();
+    run_phase(&root, &post, dpkg_version, &mut report)?;
     let after = sandbox::snapshot(&root, EXCLUDED)?;
     for change in sandbox::diff(&before, &after) {
         match change {
@@ -106,20 +106,55 @@ fn io_error(path: &Path, error: io::Error) -> NativeError {
     }
 }
 
-fn run_one(
+/// Quotes `text` for a POSIX shell.
+fn quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "'\\''"))
+}
+
+/// Marks the driver writes to stderr: a step starting, and a step failing with its status.
+const STEP_MARK: &str = "patchpull-step ";
+const FAILED_MARK: &str = "patchpull-step-failed ";
+
+/// Runs `steps` in one sandbox session, in order, stopping at the first failure, as dpkg
+/// would. One session per phase: setting a sandbox up costs more than most scripts.
+fn run_phase(
     root: &Path,
-    step: &ScriptRun,
+    steps: &[&ScriptRun],
     dpkg_version: &str,
     report: &mut ScriptsReport,
 ) -> Result<(), NativeError> {
+    if steps.is_empty() {
+        return Ok(());
+    }
     let staging = root.join(STAGING);
     fs::create_dir_all(&staging).map_err(|e| io_error(&staging, e))?;
-    let script = staging.join(step.script);
-    fs::write(&script, &step.contents).map_err(|e| io_error(&script, e))?;
-    fs::set_permissions(&script, fs::Permissions::from_mode(0o755))
-        .map_err(|e| io_error(&script, e))?;
-    let mut argv = vec![format!("/{STAGING}/{}", step.script)];
-    argv.extend(step.args.iter().cloned());
+    let mut driver = String::from("#!/bin/sh\n");
+    for (n, step) in steps.iter().enumerate() {
+        let script = staging.join(format!("{n}.{}", step.script));
+        fs::write(&script, &step.contents).map_err(|e| io_error(&script, e))?;
+        fs::set_permissions(&script, fs::Permissions::from_mode(0o755))
+            .map_err(|e| io_error(&script, e))?;
+        let vars = [
+            ("DPKG_MAINTSCRIPT_PACKAGE", step.package.as_str()),
+            ("DPKG_MAINTSCRIPT_ARCH", step.architecture.as_str()),
+            ("DPKG_MAINTSCRIPT_NAME", step.script),
+        ];
+        let mut command = String::from("env");
+        for (name, value) in vars {
+            command.push_str(&format!(" {name}={}", quote(value)));
+        }
+        command.push_str(&format!(" /{STAGING}/{n}.{}", step.script));
+        for arg in &step.args {
+            command.push(' ');
+            command.push_str(&quote(arg));
+        }
+        driver.push_str(&format!(
+            "echo '{STEP_MARK}{n}' >&2\n{command} </dev/null || {{ s=$?; echo \"{FAILED_MARK}{n} $s\" >&2; exit 100; }}\n"
+        ));
+    }
+    let driver_path = staging.join("driver");
+    fs::write(&driver_path, driver).map_err(|e| io_error(&driver_path, e))?;
+    let argv = vec!["/bin/sh".to_owned(), format!("/{STAGING}/driver")];
     let env: Vec<(String, String)> = [
         (
             "PATH",
@@ -128,10 +163,7 @@ fn run_one(
         ("HOME", "/root"),
         ("DEBIAN_FRONTEND", "noninteractive"),
         ("DEBCONF_NONINTERACTIVE_SEEN", "true"),
-        ("DPKG_MAINTSCRIPT_PACKAGE", &step.package),
         ("DPKG_MAINTSCRIPT_PACKAGE_REFCOUNT", "1"),
-        ("DPKG_MAINTSCRIPT_ARCH", &step.architecture),
-        ("DPKG_MAINTSCRIPT_NAME", step.script),
         ("DPKG_RUNNING_VERSION", dpkg_version),
         ("DPKG_ADMINDIR", "/var/lib/dpkg"),
         ("DPKG_ROOT", ""),
@@ -140,39 +172,56 @@ fn run_one(
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
     .collect();
+    let timeout = SCRIPT_TIMEOUT * u32::try_from(steps.len()).unwrap_or(u32::MAX);
     let output = sandbox::run(&SandboxCommand {
         root,
         argv: &argv,
         env: &env,
         stdin: None,
-        timeout: SCRIPT_TIMEOUT,
+        timeout,
     })?;
     let _ = fs::remove_dir_all(&staging);
-    let described = format!("{} {} {}", step.package, step.script, step.args.join(" "));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let describe = |step: &ScriptRun| format!("{} {} {}", step.package, step.script, step.args.join(" "));
+    let failed = stderr.lines().rev().find_map(|line| {
+        let rest = line.strip_prefix(FAILED_MARK)?;
+        let (n, status) = rest.split_once(' ')?;
+        Some((n.parse::<usize>().ok()?, status.to_owned()))
+    });
+    let started = stderr
+        .lines()
+        .filter_map(|l| l.strip_prefix(STEP_MARK)?.parse::<usize>().ok())
+        .max();
     if output.timed_out || output.status != Some(0) {
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        let tail: String = stderr
+        let (index, status) = match failed {
+            Some((n, status)) => (n, format!("exit status {status}")),
+            None if output.timed_out => (
+                started.unwrap_or(0),
+                format!("timed out after {}s", timeout.as_secs()),
+            ),
+            None => (
+                started.unwrap_or(0),
+                output
+                    .status
+                    .map_or("killed by a signal".to_owned(), |s| format!("exit status {s}")),
+            ),
+        };
+        // The failing step's own output: what follows its start mark.
+        let mark = format!("{STEP_MARK}{index}");
+        let own = stderr.rsplit_once(mark.as_str()).map_or(stderr.as_ref(), |(_, o)| o);
+        let tail: Vec<&str> = own
             .lines()
-            .rev()
-            .take(10)
-            .collect::<Vec<_>>()
-            .into_iter()
-            .rev()
-            .collect::<Vec<_>>()
-            .join("\n");
+            .filter(|l| !l.starts_with(FAILED_MARK) && !l.trim().is_empty())
+            .collect();
+        let tail = tail[tail.len().saturating_sub(10)..].join("\n");
+        let step = steps.get(index).unwrap_or(&steps[0]);
         return Err(NativeError::ScriptFailed {
-            script: described,
-            status: if output.timed_out {
-                format!("timed out after {}s", SCRIPT_TIMEOUT.as_secs())
-            } else {
-                output.status.map_or("killed by a signal".to_owned(), |s| {
-                    format!("exit status {s}")
-                })
-            },
+            script: describe(step),
+            status,
             stderr: tail,
         });
     }
-    report.ran.push(described);
+    report.ran.extend(steps.iter().map(|s| describe(s)));
     Ok(())
 }
 

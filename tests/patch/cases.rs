@@ -1,0 +1,371 @@
+//! Options and failures of `patchpull patch`: VEX, maintainer scripts, hostile and
+//! unavailable packages, OCI layouts, nothing to do.
+
+use std::collections::BTreeSet;
+
+use serde_json::Value;
+
+use crate::common::apt::{AptRepo, DebSpec};
+use crate::common::fault::{Behaviour, FaultServer};
+use crate::common::images::{self, Format};
+use crate::dpkg::*;
+use crate::image::*;
+use crate::support::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vex_names_the_fixed_cves_of_the_patched_image() {
+    if !tools() {
+        return;
+    }
+    let setup = Setup::new(&["amd64"]).await;
+    setup.repo.add(&libfoo(NEWER, "amd64"));
+    setup.repo.publish();
+    let original = libfoo_image(Format::Oci, false);
+    images::push_image(&setup.registry.url(), "test/vex", "1", &original).await;
+    let vex_path = setup.path("patched.vex.json");
+    let run = patchpull(
+        &setup.config("run"),
+        &[
+            "patch",
+            "--insecure",
+            "--vex",
+            vex_path.to_str().unwrap(),
+            &setup.reference("test/vex:1"),
+        ],
+    )
+    .await;
+    run.assert_ok();
+    let digest = run.patched_digest();
+    let vex: Value = serde_json::from_slice(&std::fs::read(&vex_path).unwrap()).unwrap();
+    assert_eq!(vex["@context"], "https://openvex.dev/ns/v0.2.0", "{vex}");
+    let statements = vex["statements"].as_array().unwrap();
+    // Both uploads newer than the installed 1.0-1 name a CVE in the changelog.
+    let ids: BTreeSet<&str> = statements
+        .iter()
+        .map(|s| s["vulnerability"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        BTreeSet::from(["CVE-2024-0001", "CVE-2024-0002"]),
+        "{vex}"
+    );
+    assert_eq!(statements.len(), 2, "one statement per CVE: {vex}");
+    let encoded_digest = digest.replace(':', "%3A");
+    for statement in statements {
+        assert_eq!(statement["status"], "fixed", "{statement}");
+        let products = statement["products"].as_array().unwrap();
+        assert_eq!(products.len(), 1, "{statement}");
+        let product = products[0]["@id"].as_str().unwrap();
+        assert!(
+            product.starts_with("pkg:oci/vex@")
+                && (product.contains(&encoded_digest) || product.contains(&digest)),
+            "product {product} should name the patched image {digest}"
+        );
+        let subcomponents: Vec<&str> = products[0]["subcomponents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["@id"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            subcomponents,
+            ["pkg:deb/debian/libfoo@1.0-1%2Bdeb12u2?arch=amd64&distro=debian-12"],
+            "{statement}"
+        );
+    }
+}
+
+/// `hello` at `version`: a program and a postinst that records how it was called.
+fn hello(version: &str) -> DebSpec {
+    DebSpec::new("hello", version, "amd64")
+        .file("usr/bin/hello", format!("#!/bin/sh\necho hello {version}\n").as_bytes(), 0o755)
+        .script(
+            "postinst",
+            "#!/bin/sh\nset -e\nif [ \"$1\" = configure ]; then echo \"$@\" > /etc/postinst-ran; fi\n",
+        )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn maintainer_scripts_run_in_images_with_a_shell_and_are_refused_without() {
+    if !tools() {
+        return;
+    }
+    let setup = Setup::new(&["amd64"]).await;
+    setup.repo.add(&hello(NEW));
+    setup.repo.publish();
+    let old = hello(OLD);
+    let installed = || Installed {
+        spec: &old,
+        modified_conffiles: Vec::new(),
+    };
+    let with_shell = image(
+        Format::Oci,
+        "amd64",
+        &[base_files(true), dpkg_files(&[installed()])],
+    );
+    images::push_image(&setup.registry.url(), "test/shell", "1", &with_shell).await;
+    let layout = setup.path("layout");
+    let run = patchpull(
+        &setup.config("run"),
+        &[
+            "patch",
+            "--insecure",
+            "--oci-dir",
+            layout.to_str().unwrap(),
+            &setup.reference("test/shell:1"),
+        ],
+    )
+    .await;
+    run.assert_ok();
+    assert!(
+        run.stdout.contains("maintainer scripts run: 1"),
+        "{}",
+        run.stdout
+    );
+    let root = unpack(&layout, "1-patched", &setup.path("bundle"));
+    assert_eq!(
+        read_text(&root.join("etc/postinst-ran")),
+        format!("configure {OLD}\n"),
+        "the new postinst ran as dpkg runs it on an upgrade"
+    );
+    assert_eq!(
+        read_text(&root.join("usr/bin/hello")),
+        format!("#!/bin/sh\necho hello {NEW}\n")
+    );
+    assert_eq!(
+        read_text(&root.join("var/lib/dpkg/info/hello.postinst")),
+        hello(NEW).scripts[0].1
+    );
+    assert_eq!(
+        dpkg_query(&root).trim(),
+        format!("hello {NEW} install ok installed")
+    );
+    let deb = setup.repo.archive().join(AptRepo::pool_path(&hello(NEW)));
+    if let Some(reference) = dpkg_reference(&setup, "test/shell:1", &[deb]) {
+        assert_same_tree(&reference, &root);
+    }
+
+    // The same upgrade on an image without /bin/sh cannot run the script: refused.
+    let without = image(
+        Format::Oci,
+        "amd64",
+        &[base_files(false), dpkg_files(&[installed()])],
+    );
+    images::push_image(&setup.registry.url(), "test/noshell", "1", &without).await;
+    let run = patchpull(
+        &setup.config("run"),
+        &[
+            "patch",
+            "--insecure",
+            "--push",
+            &setup.reference("test/noshell:1"),
+        ],
+    )
+    .await;
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    assert!(
+        run.stderr.contains("hello")
+            && run.stderr.contains("postinst")
+            && run.stderr.contains("/bin/sh"),
+        "{}",
+        run.stderr
+    );
+    let (status, ..) = setup.manifest("test/noshell", "1-patched").await;
+    assert_eq!(status, 404, "nothing was pushed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_package_with_a_path_outside_the_root_is_refused() {
+    if !tools() {
+        return;
+    }
+    let setup = Setup::new(&["amd64"]).await;
+    setup
+        .repo
+        .add_hostile(&libfoo(NEW, "amd64"), "../../etc/passwd");
+    setup.repo.publish();
+    let original = libfoo_image(Format::Oci, false);
+    images::push_image(&setup.registry.url(), "test/hostile", "1", &original).await;
+    let run = patchpull(
+        &setup.config("run"),
+        &[
+            "patch",
+            "--insecure",
+            "--push",
+            &setup.reference("test/hostile:1"),
+        ],
+    )
+    .await;
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    assert!(run.stderr.contains("../../etc/passwd"), "{}", run.stderr);
+    let (status, ..) = setup.manifest("test/hostile", "1-patched").await;
+    assert_eq!(status, 404, "nothing was pushed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oci_dir_writes_a_layout_skopeo_reads() {
+    if !tools() {
+        return;
+    }
+    let setup = Setup::new(&["amd64"]).await;
+    setup.repo.add(&libfoo(NEW, "amd64"));
+    setup.repo.publish();
+    let original = libfoo_image(Format::Oci, false);
+    images::push_image(&setup.registry.url(), "test/layout", "7", &original).await;
+    let layout = setup.path("layout");
+    let run = patchpull(
+        &setup.config("run"),
+        &[
+            "patch",
+            "--insecure",
+            "--oci-dir",
+            layout.to_str().unwrap(),
+            &setup.reference("test/layout:7"),
+        ],
+    )
+    .await;
+    run.assert_ok();
+    let digest = run.patched_digest();
+    let inspected: Value = serde_json::from_str(&tool(
+        "skopeo",
+        &["inspect", &format!("oci:{}:7-patched", layout.display())],
+    ))
+    .unwrap();
+    assert_eq!(inspected["Digest"], digest.as_str(), "{inspected}");
+    let layers = inspected["Layers"].as_array().unwrap();
+    assert_eq!(layers.len(), original.layers.len() + 1);
+    // Without --push the registry is left alone.
+    let (status, ..) = setup.manifest("test/layout", "7-patched").await;
+    assert_eq!(status, 404);
+    // Every blob the layout names is there with its digest.
+    let raw = tool(
+        "skopeo",
+        &[
+            "inspect",
+            "--raw",
+            &format!("oci:{}:7-patched", layout.display()),
+        ],
+    );
+    assert_eq!(images::sha256_digest(raw.as_bytes()), digest);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_to_patch_when_the_archive_has_nothing_newer() {
+    if !tools() {
+        return;
+    }
+    let setup = Setup::new(&["amd64"]).await;
+    setup.repo.add(&libfoo(OLD, "amd64"));
+    setup.repo.publish();
+    let original = libfoo_image(Format::Oci, false);
+    images::push_image(&setup.registry.url(), "test/current", "1", &original).await;
+    let reference = setup.reference("test/current:1");
+    let run = patchpull(
+        &setup.config("run"),
+        &["patch", "--insecure", "--push", &reference],
+    )
+    .await;
+    run.assert_ok();
+    assert!(
+        run.stdout
+            .contains(&format!("nothing to patch: {reference} is unchanged")),
+        "{}",
+        run.stdout
+    );
+    let (status, ..) = setup.manifest("test/current", "1-patched").await;
+    assert_eq!(status, 404, "nothing was pushed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_package_download_failure_names_the_url_and_status() {
+    if !tools() {
+        return;
+    }
+    let setup = Setup::new(&["amd64"]).await;
+    let new = libfoo(NEW, "amd64");
+    setup.repo.add(&new);
+    setup.repo.publish();
+    let original = libfoo_image(Format::Oci, false);
+    images::push_image(&setup.registry.url(), "test/fault", "1", &original).await;
+    // The archive through a proxy that answers 500 for the .deb and passes the rest.
+    let fault = FaultServer::start_in_front_of(&setup.repo.server_url()).await;
+    let deb_path = AptRepo::url_path(&new);
+    fault.set(&deb_path, Behaviour::ServerError);
+    let config = setup.config_for("run", &format!("{}/debian-security", fault.url()));
+    let run = patchpull(
+        &config,
+        &[
+            "patch",
+            "--insecure",
+            "--push",
+            &setup.reference("test/fault:1"),
+        ],
+    )
+    .await;
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    let url = format!("{}{deb_path}", fault.url());
+    assert!(
+        run.stderr.contains(&url),
+        "the error names {url}:\n{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("500"),
+        "the error names the status:\n{}",
+        run.stderr
+    );
+    assert!(fault.hits("GET", &deb_path) >= 1);
+    let (status, ..) = setup.manifest("test/fault", "1-patched").await;
+    assert_eq!(status, 404, "nothing was pushed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "engine bug: the new status paragraph drops Priority and Section when the new \
+            control file lacks them; dpkg keeps the installed package's values"]
+async fn status_keeps_the_classification_the_new_control_does_not_set() {
+    if !tools() {
+        return;
+    }
+    let setup = Setup::new(&["amd64"]).await;
+    let spec = |version: &str| {
+        DebSpec::new("plain", version, "amd64").file("usr/share/plain/v", version.as_bytes(), 0o644)
+    };
+    let mut old = spec(OLD);
+    old.control = vec!["Priority: optional".into(), "Section: misc".into()];
+    let new = spec(NEW);
+    setup.repo.add(&new);
+    setup.repo.publish();
+    let installed = Installed {
+        spec: &old,
+        modified_conffiles: Vec::new(),
+    };
+    let original = image(
+        Format::Oci,
+        "amd64",
+        &[base_files(false), dpkg_files(&[installed])],
+    );
+    images::push_image(&setup.registry.url(), "test/plain", "1", &original).await;
+    let layout = setup.path("layout");
+    let run = patchpull(
+        &setup.config("run"),
+        &[
+            "patch",
+            "--insecure",
+            "--oci-dir",
+            layout.to_str().unwrap(),
+            &setup.reference("test/plain:1"),
+        ],
+    )
+    .await;
+    run.assert_ok();
+    let root = unpack(&layout, "1-patched", &setup.path("bundle"));
+    let deb = setup.repo.archive().join(AptRepo::pool_path(&new));
+    if let Some(reference) = dpkg_reference(&setup, "test/plain:1", &[deb]) {
+        assert_same_tree(&reference, &root);
+    }
+    let paragraph = status_paragraph(&root, "plain");
+    assert!(
+        paragraph.contains("\nPriority: optional\n") && paragraph.contains("\nSection: misc\n"),
+        "{paragraph}"
+    );
+}
