@@ -312,6 +312,9 @@ fn blobs(patched: &PatchedImage) -> Vec<(Digest, u64, Blob)> {
             }
         }
     }
+    for (_, referenced) in &patched.others {
+        blobs.extend(referenced.iter().map(|d| (d.clone(), 0, Blob::Mirror)));
+    }
     blobs
 }
 
@@ -332,6 +335,12 @@ fn manifests(patched: &PatchedImage) -> Vec<(Digest, String, Vec<u8>)> {
                 platform.original.manifest.bytes.to_vec(),
             ),
         })
+        .chain(
+            patched
+                .others
+                .iter()
+                .map(|(m, _)| (m.digest.clone(), m.media_type.clone(), m.bytes.to_vec())),
+        )
         .collect()
 }
 

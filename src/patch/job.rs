@@ -79,6 +79,9 @@ pub struct PatchedImage {
     /// The new top-level manifest or index: bytes, digest, media type. `None` when no
     /// platform changed.
     pub top: Option<(Vec<u8>, Digest, String)>,
+    /// Manifests an index names that are not platform images (attestations), kept as they
+    /// are, with the blobs they reference.
+    pub others: Vec<(ServedManifest, Vec<Digest>)>,
     pub scratch: tempdir::ScratchDir,
 }
 
@@ -180,12 +183,69 @@ impl Patcher {
                 PlatformOutcome::Unchanged { .. } => None,
             })
         };
+        let others = self.other_manifests(route, &top, &platforms).await?;
         Ok(PatchedImage {
             original: top,
             platforms,
             top: top_new,
+            others,
             scratch,
         })
+    }
+
+    /// The index entries that are not platform images, with the blobs they name.
+    async fn other_manifests(
+        &self,
+        route: &Route,
+        top: &ServedManifest,
+        platforms: &[PlatformResult],
+    ) -> Result<Vec<(ServedManifest, Vec<Digest>)>, PatchError> {
+        #[derive(serde::Deserialize)]
+        struct Descriptor {
+            digest: String,
+        }
+        #[derive(serde::Deserialize)]
+        struct Doc {
+            #[serde(default)]
+            manifests: Vec<Descriptor>,
+            config: Option<Descriptor>,
+            #[serde(default)]
+            layers: Vec<Descriptor>,
+        }
+        if !media_type::is_index(&top.media_type) {
+            return Ok(Vec::new());
+        }
+        let index: Doc = serde_json::from_slice(&top.bytes)
+            .map_err(|e| PatchError::Image(format!("index {}: {e}", top.digest)))?;
+        let any = media_type::Accept::parse([]);
+        let mut others = Vec::new();
+        for entry in index.manifests {
+            let digest: Digest = entry
+                .digest
+                .parse()
+                .map_err(|e| PatchError::Image(format!("index {}: {e}", top.digest)))?;
+            if platforms
+                .iter()
+                .any(|p| p.original.manifest.digest == digest)
+            {
+                continue;
+            }
+            let manifest = self
+                .mirror
+                .manifest(route, &Reference::Digest(digest), &any)
+                .await
+                .map_err(PatchError::from_api)?;
+            let doc: Doc = serde_json::from_slice(&manifest.bytes)
+                .map_err(|e| PatchError::Image(format!("manifest {}: {e}", manifest.digest)))?;
+            let blobs = doc
+                .config
+                .into_iter()
+                .chain(doc.layers)
+                .filter_map(|d| d.digest.parse().ok())
+                .collect();
+            others.push((manifest, blobs));
+        }
+        Ok(others)
     }
 
     async fn patch_platform(

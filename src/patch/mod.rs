@@ -29,7 +29,7 @@ pub enum PatchError {
     #[error("reading the image: {0}")]
     Image(String),
     #[error("built-in scanner: {0}")]
-    Scan(#[from] crate::scan::builtin::BuiltinError),
+    Scan(crate::scan::builtin::BuiltinError),
     #[error("the report does not match the image:\n{0}")]
     Report(String),
     #[error("package {package}: {reason}")]
@@ -37,13 +37,27 @@ pub enum PatchError {
     #[error(transparent)]
     Native(#[from] native::NativeError),
     #[error("assembling the patched image: {0}")]
-    Assemble(#[from] assemble::AssembleError),
+    Assemble(assemble::AssembleError),
     #[error("the patched image does not have the planned versions: {}", failures.join("; "))]
     Verification { failures: Vec<String> },
     #[error("{path}: {reason}")]
     Io { path: String, reason: String },
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+// By hand rather than `#[from]`: the message already carries the cause, and a `source`
+// would print it twice in an error chain.
+impl From<crate::scan::builtin::BuiltinError> for PatchError {
+    fn from(error: crate::scan::builtin::BuiltinError) -> PatchError {
+        PatchError::Scan(error)
+    }
+}
+
+impl From<assemble::AssembleError> for PatchError {
+    fn from(error: assemble::AssembleError) -> PatchError {
+        PatchError::Assemble(error)
+    }
 }
 
 impl PatchError {

@@ -320,8 +320,6 @@ async fn a_package_download_failure_names_the_url_and_status() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "engine bug: the new status paragraph drops Priority and Section when the new \
-            control file lacks them; dpkg keeps the installed package's values"]
 async fn status_keeps_the_classification_the_new_control_does_not_set() {
     if !tools() {
         return;

@@ -168,8 +168,6 @@ async fn every_platform_of_an_index_is_patched_and_attestations_are_kept() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "engine bug: src/cli/patch.rs carries only platform manifests; an index's attestation \
-            manifest is missing from --oci-dir layouts and from pushes to another repository"]
 async fn attestations_travel_with_the_patched_index() {
     if !tools() {
         return;

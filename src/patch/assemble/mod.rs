@@ -395,8 +395,10 @@ fn check_config(config: &Map<String, Value>, layer_count: usize) -> Result<(), A
     match config.get("history") {
         None | Some(Value::Null) => Ok(()),
         Some(Value::Array(history)) => {
+            // Fewer entries than layers is common (tools that skip history); they are
+            // padded. More entries than layers cannot be lined up.
             let made_layers = history.iter().filter(|h| !is_empty_layer(h)).count();
-            if made_layers != diff_ids.len() {
+            if made_layers > diff_ids.len() {
                 return Err(AssembleError::LayerCount {
                     diff_ids: diff_ids.len(),
                     layers: made_layers,
@@ -412,8 +414,8 @@ fn check_config(config: &Map<String, Value>, layer_count: usize) -> Result<(), A
     }
 }
 
-/// The config's history, created when the image has none: one empty entry per existing
-/// layer (as BuildKit fills in missing history), so ours lines up with the patch layer.
+/// The config's history, created or padded with empty entries so that one entry per
+/// existing layer precedes ours (as BuildKit fills in missing history).
 fn history_mut(
     config: &mut Map<String, Value>,
     layer_count: usize,
@@ -422,10 +424,15 @@ fn history_mut(
     if slot.is_null() {
         *slot = Value::Array(vec![Value::Object(Map::new()); layer_count]);
     }
-    slot.as_array_mut().ok_or_else(|| AssembleError::Invalid {
+    let history = slot.as_array_mut().ok_or_else(|| AssembleError::Invalid {
         what: "the config",
         problem: "history is not an array".into(),
-    })
+    })?;
+    let made_layers = history.iter().filter(|h| !is_empty_layer(h)).count();
+    for _ in made_layers..layer_count {
+        history.push(Value::Object(Map::new()));
+    }
+    Ok(history)
 }
 
 pub(super) fn set_base_annotations(

@@ -176,6 +176,9 @@ struct Context<'p, 'd> {
     base: String,
     new_version: String,
     old_conffiles: BTreeMap<String, (String, bool)>,
+    /// `Priority` and `Section` of the installed entry: dpkg keeps them when the new
+    /// control file does not set them.
+    old_classification: Vec<(String, String)>,
     /// Paths (no leading `/`) the new version's `conffiles` lists.
     new_conffiles: Vec<String>,
     /// The distroless `status.d` file that holds the package.
@@ -332,6 +335,10 @@ impl<'a> Builder<'a> {
             base,
             new_version,
             old_conffiles: parse_conffiles(old_stanza.get("Conffiles")),
+            old_classification: ["Priority", "Section"]
+                .iter()
+                .filter_map(|f| old_stanza.get(f).map(|v| ((*f).to_owned(), v.to_owned())))
+                .collect(),
             new_conffiles,
             status_d_file,
             old_md5sums,
@@ -679,6 +686,11 @@ impl<'a> Builder<'a> {
             reason,
         })?;
         stanza.set("Status", "install ok installed".to_owned());
+        for (field, value) in &context.old_classification {
+            if stanza.get(field).is_none() {
+                stanza.set(field, value.clone());
+            }
+        }
         let mut conffiles = String::new();
         for path in &context.new_conffiles {
             if let Some(md5) = conffile_md5.get(path) {

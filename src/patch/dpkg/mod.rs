@@ -35,7 +35,14 @@ pub enum DpkgError {
         reason: String,
     },
     #[error("reading the image: {0}")]
-    Image(#[from] ImageError),
+    Image(ImageError),
+}
+
+// By hand rather than `#[from]`, so an error chain does not print the cause twice.
+impl From<ImageError> for DpkgError {
+    fn from(error: ImageError) -> DpkgError {
+        DpkgError::Image(error)
+    }
 }
 
 /// Reads files out of the image being patched.

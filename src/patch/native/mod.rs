@@ -23,13 +23,13 @@ pub enum NativeError {
     #[error(transparent)]
     Dpkg(#[from] DpkgError),
     #[error("reading a package: {0}")]
-    Deb(#[from] DebError),
+    Deb(DebError),
     #[error("reading the image: {0}")]
-    Image(#[from] ImageError),
+    Image(ImageError),
     #[error("writing the layer: {0}")]
-    Layer(#[from] LayerError),
+    Layer(LayerError),
     #[error("sandbox: {0}")]
-    Sandbox(#[from] SandboxError),
+    Sandbox(SandboxError),
     #[error("{}: {reason}", path.display())]
     Io { path: PathBuf, reason: String },
     #[error("maintainer script {script} failed ({status}): {stderr}")]
@@ -42,6 +42,19 @@ pub enum NativeError {
     #[error("cannot patch natively: {}", reasons.join("; "))]
     ScriptsCannotRun { reasons: Vec<String> },
 }
+
+// By hand rather than `#[from]`: each message carries its cause already, and a `source`
+// would print it twice in an error chain.
+macro_rules! from_cause {
+    ($($cause:ty => $variant:ident),*) => {
+        $(impl From<$cause> for NativeError {
+            fn from(error: $cause) -> NativeError {
+                NativeError::$variant(error)
+            }
+        })*
+    };
+}
+from_cause!(DebError => Deb, ImageError => Image, LayerError => Layer, SandboxError => Sandbox);
 
 /// The image being patched, read through its layer blobs.
 pub struct LayerImage<'a> {
@@ -115,7 +128,10 @@ pub fn patch(
 ) -> Result<NativePatch, NativeError> {
     let started = std::time::Instant::now();
     let mut changes = dpkg::build(image, packages)?;
-    tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "dpkg changes computed");
+    tracing::info!(
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "dpkg changes computed"
+    );
     let mut report = None;
     let mut not_run = Vec::new();
     if changes.distroless {
@@ -140,9 +156,15 @@ pub fn patch(
             Err(why) => not_run = reproduce_natively(&changes, &image.tree, &why)?,
         }
     }
-    tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "scripts done");
+    tracing::info!(
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "scripts done"
+    );
     let layer = changes.layer.write_gzip(scratch)?;
-    tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "layer written");
+    tracing::info!(
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "layer written"
+    );
     Ok(NativePatch {
         layer,
         outcomes: changes.outcomes,

@@ -182,7 +182,8 @@ fn run_phase(
     })?;
     let _ = fs::remove_dir_all(&staging);
     let stderr = String::from_utf8_lossy(&output.stderr);
-    let describe = |step: &ScriptRun| format!("{} {} {}", step.package, step.script, step.args.join(" "));
+    let describe =
+        |step: &ScriptRun| format!("{} {} {}", step.package, step.script, step.args.join(" "));
     let failed = stderr.lines().rev().find_map(|line| {
         let rest = line.strip_prefix(FAILED_MARK)?;
         let (n, status) = rest.split_once(' ')?;
@@ -201,14 +202,16 @@ fn run_phase(
             ),
             None => (
                 started.unwrap_or(0),
-                output
-                    .status
-                    .map_or("killed by a signal".to_owned(), |s| format!("exit status {s}")),
+                output.status.map_or("killed by a signal".to_owned(), |s| {
+                    format!("exit status {s}")
+                }),
             ),
         };
         // The failing step's own output: what follows its start mark.
         let mark = format!("{STEP_MARK}{index}");
-        let own = stderr.rsplit_once(mark.as_str()).map_or(stderr.as_ref(), |(_, o)| o);
+        let own = stderr
+            .rsplit_once(mark.as_str())
+            .map_or(stderr.as_ref(), |(_, o)| o);
         let tail: Vec<&str> = own
             .lines()
             .filter(|l| !l.starts_with(FAILED_MARK) && !l.trim().is_empty())
