@@ -15,6 +15,7 @@ pub mod image;
 pub mod metrics;
 pub mod mirror;
 pub mod patch;
+pub mod pipeline;
 pub mod pkgs;
 pub mod scan;
 pub mod server;

@@ -38,3 +38,11 @@ pub const SCAN_CACHE_SUBDIR: &str = "scan-cache";
 pub const SCAN_COMMAND_TIMEOUT: Duration = Duration::from_secs(600);
 /// A scanner command's plan for an image is reused this long (its database moves on).
 pub const SCAN_RESULT_TTL: Duration = Duration::from_secs(3600);
+
+/// Patching on pull: wait briefly, then serve the original (fail-open).
+pub const PATCH_MODE: super::PatchMode = super::PatchMode::Wait;
+/// Below containerd's and admission webhooks' patience (webhooks time out at 10 s).
+pub const PATCH_WAIT_TIMEOUT: Duration = Duration::from_secs(8);
+pub const PATCH_WORKERS: usize = 2;
+pub const PATCH_QUEUE: usize = 32;
+pub const PATCH_RETRY_FAILED_AFTER: Duration = Duration::from_secs(300);

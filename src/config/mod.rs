@@ -4,6 +4,7 @@
 //! with the key (and the file or variable) it came from.
 
 pub mod defaults;
+mod patch;
 mod raw;
 mod secret;
 
@@ -15,6 +16,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 
 pub use raw::{RawConfig, RawUpstream};
+pub use patch::{PatchConfig, PatchMode};
 pub use secret::Secret;
 
 /// The checked configuration the rest of the program runs on.
@@ -25,6 +27,7 @@ pub struct Config {
     pub cache: CacheConfig,
     pub log: LogConfig,
     pub scan: ScanConfig,
+    pub patch: PatchConfig,
     pub upstream: Vec<UpstreamConfig>,
 }
 

@@ -23,6 +23,7 @@ pub struct RawConfig {
     pub cache: RawCache,
     pub log: RawLog,
     pub scan: RawScan,
+    pub patch: super::patch::RawPatch,
     pub upstream: Vec<RawUpstream>,
 }
 
@@ -183,6 +184,7 @@ impl Default for RawConfig {
             cache: RawCache::default(),
             log: RawLog::default(),
             scan: RawScan::default(),
+            patch: super::patch::RawPatch::default(),
             upstream: vec![RawUpstream {
                 name: defaults::UPSTREAM_NAME.into(),
                 url: defaults::UPSTREAM_URL.into(),
@@ -242,7 +244,7 @@ impl Default for RawLog {
     }
 }
 
-fn fmt_duration(d: std::time::Duration) -> String {
+pub(super) fn fmt_duration(d: std::time::Duration) -> String {
     humantime::format_duration(d).to_string()
 }
 
@@ -257,7 +259,7 @@ fn fmt_size(bytes: u64) -> String {
 }
 
 /// Accepts `"30s"` as well as a bare number, which the environment provider produces.
-fn text_or_number<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+pub(super) fn text_or_number<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum TextOrNumber {
@@ -508,6 +510,17 @@ impl RawConfig {
             result_ttl,
         };
 
+        let patch = {
+            let mut problems = Vec::new();
+            let mut durations = Problems(Vec::new());
+            let patch = self
+                .patch
+                .validate(&mut problems, &mut |key, text| durations.duration(key, text));
+            p.0.extend(problems);
+            p.0.extend(durations.0);
+            patch
+        };
+
         if !p.0.is_empty() {
             return Err(p.0);
         }
@@ -524,6 +537,7 @@ impl RawConfig {
                 level: self.log.level,
             },
             scan,
+            patch,
             upstream: upstreams,
         })
     }
@@ -570,6 +584,7 @@ impl RawConfig {
                 command_timeout: fmt_duration(c.scan.command_timeout),
                 result_ttl: fmt_duration(c.scan.result_ttl),
             },
+            patch: super::patch::RawPatch::from_checked(&c.patch),
             upstream: c
                 .upstream
                 .iter()

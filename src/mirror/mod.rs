@@ -266,7 +266,11 @@ impl Mirror {
     }
 
     /// Picks the platform manifest a client that refuses indexes gets.
-    fn negotiate(&self, manifest: &StoredManifest, accept: &Accept) -> Result<Digest, ApiError> {
+    pub fn negotiate(
+        &self,
+        manifest: &StoredManifest,
+        accept: &Accept,
+    ) -> Result<Digest, ApiError> {
         let refuse = || {
             ApiError::new(
                 ErrorCode::ManifestUnknown,

@@ -303,15 +303,21 @@ impl Patcher {
             variant: image.platform.variant.clone(),
         };
         let started = std::time::Instant::now();
-        let stage = |name: &str| {
-            tracing::info!(
-                platform = %image.platform,
-                elapsed_ms = started.elapsed().as_millis() as u64,
-                "patch stage done: {name}"
-            );
-        };
+        let platform_name = image.platform.to_string();
+        // A macro, not a closure: a closure over `&str` held across awaits makes the
+        // future's `Send` bound higher-ranked, which `tokio::spawn` cannot prove.
+        macro_rules! stage {
+            ($name:expr) => {
+                tracing::info!(
+                    platform = %platform_name,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "patch stage done: {}",
+                    $name
+                )
+            };
+        }
         let plan = self.plan(&inventory, &platform, options).await?;
-        stage("plan");
+        stage!("plan");
         if plan.updates.is_empty() {
             return Ok(unchanged(image, Some(plan), "nothing to fix".to_owned()));
         }
@@ -333,7 +339,7 @@ impl Patcher {
             .fetch_debs(&inventory, &platform, &wanted)
             .await?;
 
-        stage("fetch packages");
+        stage!("fetch packages");
         let source = self.mirror.layer_source(route);
         let work_dir = work.to_path_buf();
         let plan_for_build = plan.clone();
@@ -355,7 +361,7 @@ impl Patcher {
         .await
         .map_err(|e| PatchError::Internal(e.to_string()))??;
 
-        stage("build layer");
+        stage!("build layer");
         let source = self.mirror.layer_source(route);
         let layer_path = native.layer.path.clone();
         let plan_for_check = plan.clone();
@@ -365,7 +371,7 @@ impl Patcher {
         .await
         .map_err(|e| PatchError::Internal(e.to_string()))??;
 
-        stage("verify");
+        stage!("verify");
         let created_by = history_text(&plan);
         let assembled = assemble::assemble(&ImageInput {
             manifest: &image.manifest.bytes,

@@ -60,8 +60,10 @@ impl<'s> ChangelogReader<'s> {
 
     /// The CVE fixes of every update, in `found`'s order.
     pub async fn read_all(&self, found: &[Found]) -> Vec<(Vec<CveFix>, ChangelogStatus)> {
-        futures_util::stream::iter(found)
-            .map(|f| self.read(f))
+        // The futures are made first: a stream mapping `&Found` through a closure would make
+        // the returned future's `Send` higher-ranked, which `tokio::spawn` cannot prove.
+        let reads: Vec<_> = found.iter().map(|f| self.read(f)).collect();
+        futures_util::stream::iter(reads)
             .buffered(CONCURRENT_DEBS)
             .collect()
             .await

@@ -134,6 +134,22 @@ pub struct BuiltinConfig {
 }
 
 impl BuiltinConfig {
+    /// The settings of the `[scan]` section.
+    pub fn from_scan(scan: &crate::config::ScanConfig) -> BuiltinConfig {
+        let mut c = BuiltinConfig::new(&scan.cache_dir);
+        c.debian.archive_url = scan.debian_archive_url.clone();
+        c.debian.security_url = scan.debian_security_url.clone();
+        c.debian.keyring = scan.debian_keyring.clone();
+        c.ubuntu.archive_url = scan.ubuntu_archive_url.clone();
+        c.ubuntu.security_url = scan.ubuntu_security_url.clone();
+        c.ubuntu.ports_url = Some(scan.ubuntu_ports_url.clone());
+        c.ubuntu.keyring = scan.ubuntu_keyring.clone();
+        c.point_releases = scan.point_releases;
+        c.changelogs = scan.changelogs;
+        c.refresh_interval = scan.refresh_interval;
+        c
+    }
+
     /// The defaults: Debian's and Ubuntu's official archives and keyrings, point releases
     /// and changelogs on, caching in `cache_dir`.
     pub fn new(cache_dir: impl Into<PathBuf>) -> BuiltinConfig {

@@ -1,0 +1,354 @@
+//! Patch jobs: one per (upstream, original digest), joined by every pull that asks while it
+//! runs; at most `patch.workers` running and `patch.queue` waiting. Outcomes are kept in
+//! memory (a failure for `patch.retry_failed_after`, a result for `scan.result_ttl`, after
+//! which the next pull re-patches in the background while the old result is served), and
+//! a patched result is also written under `<storage.path>/patched/` so a restart finds it.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{watch, Semaphore};
+
+use crate::config::Config;
+use crate::distribution::{Digest, Reference};
+use crate::mirror::Mirror;
+use crate::patch::job::{PatchOptions, PatchedImage, Patcher, PlatformOutcome};
+use crate::scan::builtin::BuiltinScanner;
+use crate::store::{Store, StoredManifest};
+use crate::upstream::Route;
+
+/// How a job ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobOutcome {
+    /// The patched image's top manifest (or index).
+    Patched { digest: Digest, media_type: String },
+    /// Nothing to patch; the original is served.
+    Unchanged { reason: String },
+    Failed { error: String },
+}
+
+/// Where a request stands.
+pub enum JobStatus {
+    Done(Arc<JobOutcome>),
+    Running(Waiter),
+    /// No job could be queued (the queue is full).
+    Rejected(String),
+}
+
+/// Waits for a running job.
+pub struct Waiter(watch::Receiver<Option<Arc<JobOutcome>>>);
+
+impl Waiter {
+    pub async fn finished(&mut self) -> Arc<JobOutcome> {
+        loop {
+            if let Some(outcome) = self.0.borrow().clone() {
+                return outcome;
+            }
+            if self.0.changed().await.is_err() {
+                return Arc::new(JobOutcome::Failed {
+                    error: "the patch job ended without a result".to_owned(),
+                });
+            }
+        }
+    }
+}
+
+type Key = (String, Digest);
+
+enum Entry {
+    Running(watch::Receiver<Option<Arc<JobOutcome>>>),
+    Done(Arc<JobOutcome>, Instant),
+}
+
+/// Counters of what jobs did, for metrics and tests.
+#[derive(Debug, Default)]
+pub struct JobCounts {
+    pub started: AtomicUsize,
+    pub patched: AtomicUsize,
+    pub unchanged: AtomicUsize,
+    pub failed: AtomicUsize,
+}
+
+pub struct Jobs {
+    patcher: Patcher,
+    store: Arc<Store>,
+    state: Mutex<HashMap<Key, Entry>>,
+    workers: Arc<Semaphore>,
+    /// Jobs started and not finished (running or waiting for a worker).
+    active: AtomicUsize,
+    capacity: usize,
+    retry_failed_after: Duration,
+    result_ttl: Duration,
+    dir: PathBuf,
+    pub counts: JobCounts,
+}
+
+impl Jobs {
+    pub(super) fn new(config: &Config, mirror: Arc<Mirror>) -> Result<Jobs, String> {
+        let scanner = BuiltinScanner::new(crate::scan::builtin::BuiltinConfig::from_scan(
+            &config.scan,
+        ))
+        .map_err(|e| format!("built-in scanner: {e}"))?;
+        let dir = config.storage.path.join("patched");
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let store = mirror.store().clone();
+        Ok(Jobs {
+            patcher: Patcher::new(
+                mirror,
+                Arc::new(scanner),
+                config.storage.path.join("patch-tmp"),
+            ),
+            store,
+            state: Mutex::new(HashMap::new()),
+            workers: Arc::new(Semaphore::new(config.patch.workers)),
+            active: AtomicUsize::new(0),
+            capacity: config.patch.workers + config.patch.queue,
+            retry_failed_after: config.patch.retry_failed_after,
+            result_ttl: config.scan.result_ttl,
+            dir,
+            counts: JobCounts::default(),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Entry>> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The outcome for `digest`, starting a job when there is none (or the last one is
+    /// stale).
+    pub(super) async fn status_or_start(
+        self: &Arc<Self>,
+        route: &Route,
+        digest: &Digest,
+        base_name: &str,
+    ) -> JobStatus {
+        let key = (route.upstream.name().to_owned(), digest.clone());
+        if !self.lock().contains_key(&key) {
+            if let Some(outcome) = self.load(&key).await {
+                self.lock()
+                    .entry(key.clone())
+                    .or_insert(Entry::Done(Arc::new(outcome), Instant::now()));
+            }
+        }
+        let mut state = self.lock();
+        let refresh = match state.get(&key) {
+            Some(Entry::Running(rx)) => return JobStatus::Running(Waiter(rx.clone())),
+            Some(Entry::Done(outcome, at)) => {
+                let (fresh_for, serve_meanwhile) = match outcome.as_ref() {
+                    JobOutcome::Failed { .. } => (self.retry_failed_after, false),
+                    _ => (self.result_ttl, true),
+                };
+                if at.elapsed() < fresh_for {
+                    return JobStatus::Done(outcome.clone());
+                }
+                serve_meanwhile.then(|| outcome.clone())
+            }
+            None => None,
+        };
+        if self.active.load(Ordering::Relaxed) >= self.capacity {
+            return match refresh {
+                Some(old) => JobStatus::Done(old),
+                None => JobStatus::Rejected(format!(
+                    "{} patch jobs are running or queued, the limit",
+                    self.capacity
+                )),
+            };
+        }
+        let (tx, rx) = watch::channel(None);
+        state.insert(key.clone(), Entry::Running(rx.clone()));
+        drop(state);
+        self.active.fetch_add(1, Ordering::Relaxed);
+        self.counts.started.fetch_add(1, Ordering::Relaxed);
+        let jobs = self.clone();
+        let route = route.clone();
+        let options = PatchOptions {
+            base_name: base_name.to_owned(),
+            ..PatchOptions::default()
+        };
+        tokio::spawn(async move {
+            let outcome = Arc::new(jobs.run(&route, &key.1, &options).await);
+            match outcome.as_ref() {
+                JobOutcome::Patched { .. } => {
+                    jobs.counts.patched.fetch_add(1, Ordering::Relaxed);
+                    jobs.save(&key, &outcome).await;
+                }
+                JobOutcome::Unchanged { .. } => {
+                    jobs.counts.unchanged.fetch_add(1, Ordering::Relaxed);
+                }
+                JobOutcome::Failed { error } => {
+                    jobs.counts.failed.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(upstream = %key.0, digest = %key.1, %error, "patch failed; serving the original");
+                }
+            }
+            jobs.lock()
+                .insert(key, Entry::Done(outcome.clone(), Instant::now()));
+            jobs.active.fetch_sub(1, Ordering::Relaxed);
+            let _ = tx.send(Some(outcome));
+        });
+        match refresh {
+            // A stale result is served while its refresh runs.
+            Some(old) => JobStatus::Done(old),
+            None => JobStatus::Running(Waiter(rx)),
+        }
+    }
+
+    /// Drops what is known about `digest`, so the next pull patches again.
+    pub(super) fn forget(&self, route: &Route, digest: &Digest) {
+        let key = (route.upstream.name().to_owned(), digest.clone());
+        self.lock().remove(&key);
+        let _ = std::fs::remove_file(self.path(&key));
+    }
+
+    async fn run(&self, route: &Route, digest: &Digest, options: &PatchOptions) -> JobOutcome {
+        let Ok(_permit) = self.workers.clone().acquire_owned().await else {
+            return JobOutcome::Failed {
+                error: "shutting down".to_owned(),
+            };
+        };
+        let started = Instant::now();
+        let patched = match self
+            .patcher
+            .patch(route, &Reference::Digest(digest.clone()), options)
+            .await
+        {
+            Ok(patched) => patched,
+            Err(e) => {
+                return JobOutcome::Failed {
+                    error: e.to_string(),
+                }
+            }
+        };
+        let Some((_, top_digest, media_type)) = patched.top.clone() else {
+            let reason = patched
+                .platforms
+                .iter()
+                .filter_map(|p| match &p.outcome {
+                    PlatformOutcome::Unchanged { reason } => Some(reason.clone()),
+                    PlatformOutcome::Patched(_) => None,
+                })
+                .next()
+                .unwrap_or_else(|| "nothing to patch".to_owned());
+            return JobOutcome::Unchanged { reason };
+        };
+        if let Err(error) = store_patched(&self.store, patched).await {
+            return JobOutcome::Failed { error };
+        }
+        tracing::info!(
+            original = %digest,
+            patched = %top_digest,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "patched"
+        );
+        JobOutcome::Patched {
+            digest: top_digest,
+            media_type,
+        }
+    }
+
+    fn path(&self, key: &Key) -> PathBuf {
+        self.dir.join(&key.0).join(key.1.hex())
+    }
+
+    /// A patched result from an earlier run of the process.
+    async fn load(&self, key: &Key) -> Option<JobOutcome> {
+        let text = tokio::fs::read_to_string(self.path(key)).await.ok()?;
+        let mut lines = text.lines();
+        let digest: Digest = lines.next()?.parse().ok()?;
+        let media_type = lines.next()?.to_owned();
+        Some(JobOutcome::Patched { digest, media_type })
+    }
+
+    async fn save(&self, key: &Key, outcome: &JobOutcome) {
+        let JobOutcome::Patched { digest, media_type } = outcome else {
+            return;
+        };
+        let path = self.path(key);
+        let text = format!("{digest}\n{media_type}\n");
+        let result = tokio::task::spawn_blocking(move || write_atomically(&path, text.as_bytes()))
+            .await
+            .map_err(std::io::Error::other)
+            .and_then(|r| r);
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "cannot record the patched image; it is patched again after a restart");
+        }
+    }
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let temp = path.with_extension(format!("tmp{}", std::process::id()));
+    let mut file = std::fs::File::create(&temp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&temp, path)?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// Puts every new blob and manifest of `patched` into the store, verified.
+async fn store_patched(store: &Arc<Store>, patched: PatchedImage) -> Result<(), String> {
+    let store_for_blobs = store.clone();
+    let patched = tokio::task::spawn_blocking(move || -> Result<PatchedImage, String> {
+        for platform in patched.patched() {
+            let layer = &platform.layer;
+            let mut file = std::fs::File::open(&layer.path)
+                .map_err(|e| format!("{}: {e}", layer.path.display()))?;
+            put_blob(&store_for_blobs, &layer.digest, layer.size, &mut file)?;
+            let config = &platform.image.config;
+            put_blob(
+                &store_for_blobs,
+                &platform.image.config_digest,
+                config.len() as u64,
+                &mut config.as_slice(),
+            )?;
+        }
+        Ok(patched)
+    })
+    .await
+    .map_err(|e| e.to_string())??;
+    for platform in patched.patched() {
+        store
+            .put_manifest(StoredManifest {
+                digest: platform.image.manifest_digest.clone(),
+                media_type: platform.image.manifest_media_type.clone(),
+                bytes: platform.image.manifest.clone().into(),
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    if let Some((bytes, digest, media_type)) = &patched.top {
+        store
+            .put_manifest(StoredManifest {
+                digest: digest.clone(),
+                media_type: media_type.clone(),
+                bytes: bytes.clone().into(),
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+fn put_blob(store: &Store, digest: &Digest, size: u64, from: &mut dyn Read) -> Result<(), String> {
+    if store.blob_size(digest).is_some() {
+        return Ok(());
+    }
+    let mut writer = store.blob_writer(digest).map_err(|e| e.to_string())?;
+    let mut buffer = vec![0u8; 256 * 1024];
+    loop {
+        let n = from.read(&mut buffer).map_err(|e| e.to_string())?;
+        if n == 0 {
+            break;
+        }
+        writer.write(&buffer[..n]).map_err(|e| e.to_string())?;
+    }
+    let size = writer.commit(Some(size)).map_err(|e| e.to_string())?;
+    store.committed(digest, size);
+    Ok(())
+}
+

@@ -1,0 +1,147 @@
+//! Patch on pull: a manifest request for a tag gets the patched image.
+//!
+//! The tag resolves upstream (through the mirror's tag cache) to the original digest; the
+//! patched image for it is served when one exists. Otherwise one patch job per original
+//! digest is started (concurrent pulls join it), on a bounded pool with a bounded queue,
+//! and the pull waits, gets the original, or gets `503`, as `[patch] mode` says. Patched
+//! blobs and manifests live in the store, content addressed, so every blob and manifest of
+//! a patched image is served by digest like any other.
+//!
+//! Name space: `<tag>` and `<tag>-patched` give the patched image; `<tag>-original` and
+//! digest references give upstream's bytes.
+
+mod jobs;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::{Config, PatchMode};
+use crate::distribution::media_type::Accept;
+use crate::distribution::{ErrorCode, Reference};
+use crate::error::ApiError;
+use crate::mirror::{Mirror, ServedManifest};
+use crate::upstream::Route;
+
+pub use jobs::{JobOutcome, JobStatus};
+
+/// The suffix that asks for the untouched image.
+pub const ORIGINAL_SUFFIX: &str = "-original";
+/// copa's convention for the patched image; the bare tag serves it too.
+pub const PATCHED_SUFFIX: &str = "-patched";
+
+/// What a manifest request by tag gets.
+#[derive(Debug)]
+pub enum TagAnswer {
+    /// The patched manifest (or the one platform manifest of it the client accepts).
+    Patched(ServedManifest),
+    /// The mirror serves this reference as it is upstream.
+    Original(Reference),
+}
+
+/// The pipeline: the mirror, the patch jobs and the policy.
+pub struct Pipeline {
+    mirror: Arc<Mirror>,
+    mode: PatchMode,
+    wait_timeout: Duration,
+    jobs: Arc<jobs::Jobs>,
+}
+
+impl Pipeline {
+    /// # Errors
+    /// The built-in scanner or the state directory cannot be set up.
+    pub fn new(config: &Config, mirror: Arc<Mirror>) -> Result<Pipeline, String> {
+        let jobs = jobs::Jobs::new(config, mirror.clone())?;
+        Ok(Pipeline {
+            mirror,
+            mode: config.patch.mode,
+            wait_timeout: config.patch.wait_timeout,
+            jobs: Arc::new(jobs),
+        })
+    }
+
+    /// Jobs and their outcomes, for the admin API and tests.
+    pub fn jobs(&self) -> &Arc<jobs::Jobs> {
+        &self.jobs
+    }
+
+    /// Decides what a manifest request for `tag` gets.
+    ///
+    /// # Errors
+    /// Upstream errors resolving the tag; `503` when the policy is fail-closed and no
+    /// patched image exists yet.
+    pub async fn resolve_tag(
+        &self,
+        route: &Route,
+        tag: &str,
+        accept: &Accept,
+    ) -> Result<TagAnswer, ApiError> {
+        if let Some(base) = tag.strip_suffix(ORIGINAL_SUFFIX).filter(|b| !b.is_empty()) {
+            return Ok(TagAnswer::Original(Reference::Tag(base.to_owned())));
+        }
+        let tag = tag
+            .strip_suffix(PATCHED_SUFFIX)
+            .filter(|b| !b.is_empty())
+            .unwrap_or(tag);
+        let original = Reference::Tag(tag.to_owned());
+        if self.mode == PatchMode::Off {
+            return Ok(TagAnswer::Original(original));
+        }
+        let any = Accept::parse([]);
+        let top = self.mirror.manifest(route, &original, &any).await?;
+        let base_name = format!("{}/{}:{tag}", route.upstream.name(), route.repository);
+        let status = self
+            .jobs
+            .status_or_start(route, &top.digest, &base_name)
+            .await;
+        let status = match status {
+            JobStatus::Running(mut waiter) => match self.mode {
+                PatchMode::Wait | PatchMode::FailClosed => {
+                    match tokio::time::timeout(self.wait_timeout, waiter.finished()).await {
+                        Ok(outcome) => JobStatus::Done(outcome),
+                        Err(_) => JobStatus::Running(waiter),
+                    }
+                }
+                _ => JobStatus::Running(waiter),
+            },
+            other => other,
+        };
+        match status {
+            JobStatus::Done(outcome) => match outcome.as_ref() {
+                JobOutcome::Patched { digest, .. } => {
+                    let Some(patched) = self.mirror.store().manifest(digest).await? else {
+                        // Evicted: patch again; meanwhile the policy's fallback.
+                        self.jobs.forget(route, &top.digest);
+                        return self.fallback(original, "the patched image was evicted");
+                    };
+                    if accept.allows(&patched.media_type) {
+                        return Ok(TagAnswer::Patched(patched));
+                    }
+                    let platform = self.mirror.negotiate(&patched, accept)?;
+                    match self.mirror.store().manifest(&platform).await? {
+                        Some(m) => Ok(TagAnswer::Patched(m)),
+                        None => self.fallback(original, "the patched image was evicted"),
+                    }
+                }
+                JobOutcome::Unchanged { .. } => Ok(TagAnswer::Original(original)),
+                JobOutcome::Failed { error, .. } => self.fallback(original, error),
+            },
+            JobStatus::Running(_) => self.fallback(original, "the patch is still running"),
+            JobStatus::Rejected(reason) => self.fallback(original, &reason),
+        }
+    }
+
+    /// The original, unless the policy is fail-closed.
+    fn fallback(&self, original: Reference, why: &str) -> Result<TagAnswer, ApiError> {
+        if self.mode == PatchMode::FailClosed {
+            let mut error = ApiError::new(
+                ErrorCode::Unknown,
+                format!("no patched image yet ({why}); the policy is fail_closed"),
+            );
+            error.status = http::StatusCode::SERVICE_UNAVAILABLE;
+            error.origin = crate::error::Origin::Internal;
+            error.retry_after = Some(Duration::from_secs(10));
+            return Err(error);
+        }
+        Ok(TagAnswer::Original(original))
+    }
+}
