@@ -101,7 +101,41 @@ pub struct BytesLabels {
     pub route: Route,
 }
 
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+pub enum JobOutcomeLabel {
+    Patched,
+    Unchanged,
+    Failed,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct JobLabels {
+    pub outcome: JobOutcomeLabel,
+}
+
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+pub enum TagServed {
+    /// The patched image.
+    Patched,
+    /// The original, because nothing needed patching.
+    Unchanged,
+    /// The original (or 503 when fail-closed) while no patched image exists: the patch
+    /// runs, failed or could not be queued.
+    Fallback,
+    /// `<tag>-original`, or patching is off.
+    Original,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TagLabels {
+    pub served: TagServed,
+}
+
 pub struct Metrics {
+    pub patch_jobs: Family<JobLabels, Counter>,
+    pub patch_duration: Histogram,
+    pub patch_jobs_active: prometheus_client::metrics::gauge::Gauge,
+    pub tag_pulls: Family<TagLabels, Counter>,
     pub requests: Family<RequestLabels, Counter>,
     pub cache: Family<CacheLabels, Counter>,
     pub upstream_latency: Family<UpstreamLabels, Histogram>,
@@ -152,7 +186,35 @@ impl Metrics {
             "Store entries evicted to stay under max_size",
             evictions.clone(),
         );
+        let patch_jobs = Family::<JobLabels, Counter>::default();
+        registry.register(
+            "patch_jobs",
+            "Patch jobs finished, by outcome",
+            patch_jobs.clone(),
+        );
+        let patch_duration = Histogram::new(exponential_buckets(0.25, 2.0, 12));
+        registry.register(
+            "patch_duration_seconds",
+            "Time from a patch job's start (queueing included) to its outcome",
+            patch_duration.clone(),
+        );
+        let patch_jobs_active = prometheus_client::metrics::gauge::Gauge::default();
+        registry.register(
+            "patch_jobs_active",
+            "Patch jobs running or waiting for a worker",
+            patch_jobs_active.clone(),
+        );
+        let tag_pulls = Family::<TagLabels, Counter>::default();
+        registry.register(
+            "tag_pulls",
+            "Manifest requests by tag, by what they were served",
+            tag_pulls.clone(),
+        );
         Metrics {
+            patch_jobs,
+            patch_duration,
+            patch_jobs_active,
+            tag_pulls,
             requests,
             cache,
             upstream_latency,
@@ -161,6 +223,10 @@ impl Metrics {
             evictions,
             registry,
         }
+    }
+
+    pub fn tag_pull(&self, served: TagServed) {
+        self.tag_pulls.get_or_create(&TagLabels { served }).inc();
     }
 
     pub fn cache(&self, kind: CacheKind, result: CacheResult) {

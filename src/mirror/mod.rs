@@ -93,6 +93,10 @@ impl Mirror {
         self.allowlist.route(name, ns)
     }
 
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
     pub fn store(&self) -> &Arc<Store> {
         &self.store
     }

@@ -15,6 +15,7 @@ use tokio::sync::{watch, Semaphore};
 
 use crate::config::Config;
 use crate::distribution::{Digest, Reference};
+use crate::metrics::{JobLabels, JobOutcomeLabel, Metrics};
 use crate::mirror::Mirror;
 use crate::patch::job::{PatchOptions, PatchedImage, Patcher, PlatformOutcome};
 use crate::scan::builtin::BuiltinScanner;
@@ -85,6 +86,7 @@ pub struct Jobs {
     result_ttl: Duration,
     dir: PathBuf,
     pub counts: JobCounts,
+    metrics: Arc<Metrics>,
 }
 
 impl Jobs {
@@ -96,6 +98,7 @@ impl Jobs {
         let dir = config.storage.path.join("patched");
         std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let store = mirror.store().clone();
+        let metrics = mirror.metrics().clone();
         Ok(Jobs {
             patcher: Patcher::new(
                 mirror,
@@ -111,6 +114,7 @@ impl Jobs {
             result_ttl: config.scan.result_ttl,
             dir,
             counts: JobCounts::default(),
+            metrics,
         })
     }
 
@@ -162,7 +166,9 @@ impl Jobs {
         state.insert(key.clone(), Entry::Running(rx.clone()));
         drop(state);
         self.active.fetch_add(1, Ordering::Relaxed);
+        self.metrics.patch_jobs_active.inc();
         self.counts.started.fetch_add(1, Ordering::Relaxed);
+        let started = Instant::now();
         let jobs = self.clone();
         let route = route.clone();
         let options = PatchOptions {
@@ -171,6 +177,18 @@ impl Jobs {
         };
         tokio::spawn(async move {
             let outcome = Arc::new(jobs.run(&route, &key.1, &options).await);
+            let label = match outcome.as_ref() {
+                JobOutcome::Patched { .. } => JobOutcomeLabel::Patched,
+                JobOutcome::Unchanged { .. } => JobOutcomeLabel::Unchanged,
+                JobOutcome::Failed { .. } => JobOutcomeLabel::Failed,
+            };
+            jobs.metrics
+                .patch_jobs
+                .get_or_create(&JobLabels { outcome: label })
+                .inc();
+            jobs.metrics
+                .patch_duration
+                .observe(started.elapsed().as_secs_f64());
             match outcome.as_ref() {
                 JobOutcome::Patched { .. } => {
                     jobs.counts.patched.fetch_add(1, Ordering::Relaxed);
@@ -187,6 +205,7 @@ impl Jobs {
             jobs.lock()
                 .insert(key, Entry::Done(outcome.clone(), Instant::now()));
             jobs.active.fetch_sub(1, Ordering::Relaxed);
+            jobs.metrics.patch_jobs_active.dec();
             let _ = tx.send(Some(outcome));
         });
         match refresh {

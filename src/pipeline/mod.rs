@@ -19,6 +19,7 @@ use crate::config::{Config, PatchMode};
 use crate::distribution::media_type::Accept;
 use crate::distribution::{ErrorCode, Reference};
 use crate::error::ApiError;
+use crate::metrics::TagServed;
 use crate::mirror::{Mirror, ServedManifest};
 use crate::upstream::Route;
 
@@ -75,8 +76,22 @@ impl Pipeline {
         tag: &str,
         accept: &Accept,
     ) -> Result<TagAnswer, ApiError> {
+        let (answer, served) = self.decide(route, tag, accept).await?;
+        self.mirror.metrics().tag_pull(served);
+        Ok(answer)
+    }
+
+    async fn decide(
+        &self,
+        route: &Route,
+        tag: &str,
+        accept: &Accept,
+    ) -> Result<(TagAnswer, TagServed), ApiError> {
         if let Some(base) = tag.strip_suffix(ORIGINAL_SUFFIX).filter(|b| !b.is_empty()) {
-            return Ok(TagAnswer::Original(Reference::Tag(base.to_owned())));
+            return Ok((
+                TagAnswer::Original(Reference::Tag(base.to_owned())),
+                TagServed::Original,
+            ));
         }
         let tag = tag
             .strip_suffix(PATCHED_SUFFIX)
@@ -84,7 +99,7 @@ impl Pipeline {
             .unwrap_or(tag);
         let original = Reference::Tag(tag.to_owned());
         if self.mode == PatchMode::Off {
-            return Ok(TagAnswer::Original(original));
+            return Ok((TagAnswer::Original(original), TagServed::Original));
         }
         let any = Accept::parse([]);
         let top = self.mirror.manifest(route, &original, &any).await?;
@@ -114,15 +129,17 @@ impl Pipeline {
                         return self.fallback(original, "the patched image was evicted");
                     };
                     if accept.allows(&patched.media_type) {
-                        return Ok(TagAnswer::Patched(patched));
+                        return Ok((TagAnswer::Patched(patched), TagServed::Patched));
                     }
                     let platform = self.mirror.negotiate(&patched, accept)?;
                     match self.mirror.store().manifest(&platform).await? {
-                        Some(m) => Ok(TagAnswer::Patched(m)),
+                        Some(m) => Ok((TagAnswer::Patched(m), TagServed::Patched)),
                         None => self.fallback(original, "the patched image was evicted"),
                     }
                 }
-                JobOutcome::Unchanged { .. } => Ok(TagAnswer::Original(original)),
+                JobOutcome::Unchanged { .. } => {
+                    Ok((TagAnswer::Original(original), TagServed::Unchanged))
+                }
                 JobOutcome::Failed { error, .. } => self.fallback(original, error),
             },
             JobStatus::Running(_) => self.fallback(original, "the patch is still running"),
@@ -131,7 +148,11 @@ impl Pipeline {
     }
 
     /// The original, unless the policy is fail-closed.
-    fn fallback(&self, original: Reference, why: &str) -> Result<TagAnswer, ApiError> {
+    fn fallback(
+        &self,
+        original: Reference,
+        why: &str,
+    ) -> Result<(TagAnswer, TagServed), ApiError> {
         if self.mode == PatchMode::FailClosed {
             let mut error = ApiError::new(
                 ErrorCode::Unknown,
@@ -140,8 +161,9 @@ impl Pipeline {
             error.status = http::StatusCode::SERVICE_UNAVAILABLE;
             error.origin = crate::error::Origin::Internal;
             error.retry_after = Some(Duration::from_secs(10));
+            self.mirror.metrics().tag_pull(TagServed::Fallback);
             return Err(error);
         }
-        Ok(TagAnswer::Original(original))
+        Ok((TagAnswer::Original(original), TagServed::Fallback))
     }
 }

@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::mirror::Mirror;
+use crate::pipeline::Pipeline;
 use crate::store::{Store, StoreError};
 use crate::upstream::UpstreamError;
 
@@ -43,11 +44,14 @@ pub enum ServerError {
     Upstream(#[from] UpstreamError),
     #[error(transparent)]
     Tls(#[from] TlsError),
+    #[error("cannot set up patching: {0}")]
+    Pipeline(String),
 }
 
 /// What every request handler shares.
 pub struct AppState {
-    pub mirror: Mirror,
+    pub mirror: Arc<Mirror>,
+    pub pipeline: Pipeline,
     pub metrics: Arc<Metrics>,
     ready: AtomicBool,
 }
@@ -73,7 +77,8 @@ impl Server {
     pub async fn start(config: Config) -> Result<Server, ServerError> {
         let metrics = Arc::new(Metrics::new());
         let store = Arc::new(Store::open(&config.storage, metrics.clone())?);
-        let mirror = Mirror::new(&config, store, metrics.clone())?;
+        let mirror = Arc::new(Mirror::new(&config, store, metrics.clone())?);
+        let pipeline = Pipeline::new(&config, mirror.clone()).map_err(ServerError::Pipeline)?;
         let acceptor = config.server.tls.as_ref().map(tls::acceptor).transpose()?;
         let listener = TcpListener::bind(config.server.listen)
             .await
@@ -87,6 +92,7 @@ impl Server {
         })?;
         let state = Arc::new(AppState {
             mirror,
+            pipeline,
             metrics,
             ready: AtomicBool::new(true),
         });

@@ -10,6 +10,7 @@ use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use super::body::{self, Body};
 use super::respond::{error_response, API_VERSION, API_VERSION_HEADER};
 use super::AppState;
+use crate::pipeline::TagAnswer;
 use crate::distribution::media_type::{Accept, OCI_INDEX};
 use crate::distribution::range::{self, RangeRequest};
 use crate::distribution::{DistributionRequest, Endpoint, ErrorCode, PathError, Reference};
@@ -170,6 +171,27 @@ async fn serve<B>(
                     .iter()
                     .filter_map(|v| v.to_str().ok()),
             );
+            let reference = match reference {
+                Reference::Tag(tag) => {
+                    match state.pipeline.resolve_tag(&route, tag, &accept).await? {
+                        TagAnswer::Patched(m) => {
+                            let builder = manifest_headers(
+                                &m.digest.to_string(),
+                                &m.media_type,
+                                m.bytes.len() as u64,
+                            );
+                            if head {
+                                return finish(builder, body::empty());
+                            }
+                            count_bytes(state, route_label, m.bytes.len() as u64);
+                            return finish(builder, body::full(m.bytes.clone()));
+                        }
+                        TagAnswer::Original(original) => original,
+                    }
+                }
+                digest => digest.clone(),
+            };
+            let reference = &reference;
             if head {
                 let info = mirror.manifest_info(&route, reference, &accept).await?;
                 return finish(

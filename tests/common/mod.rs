@@ -38,6 +38,11 @@ pub struct ProxyConfig {
     pub server_extra: Vec<String>,
     /// Raw TOML lines added to `[storage]`.
     pub storage_extra: Vec<String>,
+    /// Raw TOML lines of `[patch]`; the mirror tests run with `mode = "off"`, so a tag pull
+    /// is a plain mirror pull.
+    pub patch: Vec<String>,
+    /// Raw TOML lines of `[scan]`.
+    pub scan: Vec<String>,
 }
 
 impl ProxyConfig {
@@ -56,6 +61,8 @@ impl ProxyConfig {
             log_level: "warn".into(),
             server_extra: Vec::new(),
             storage_extra: Vec::new(),
+            patch: vec!["mode = \"off\"".into()],
+            scan: Vec::new(),
         }
     }
 
@@ -88,6 +95,19 @@ impl ProxyConfig {
         }
         out.push_str(&format!("\n[cache]\ntag_ttl = {:?}\n", self.tag_ttl));
         out.push_str(&format!("\n[log]\nlevel = {:?}\n", self.log_level));
+        out.push_str("\n[patch]\n");
+        for line in &self.patch {
+            out.push_str(line);
+            out.push('\n');
+        }
+        out.push_str(&format!(
+            "\n[scan]\ncache_dir = {:?}\n",
+            storage.join("scan-cache").display()
+        ));
+        for line in &self.scan {
+            out.push_str(line);
+            out.push('\n');
+        }
         for u in &self.upstreams {
             out.push_str(&format!(
                 "\n[[upstream]]\nname = {:?}\nurl = {:?}\ndefault = {}\n",

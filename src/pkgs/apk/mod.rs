@@ -3,4 +3,5 @@
 //! anything: `APKINDEX` and the secdb are the scanner's business.
 
 pub mod db;
+pub mod package;
 pub mod version;
