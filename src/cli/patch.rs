@@ -16,7 +16,6 @@ use crate::distribution::{Digest, Reference};
 use crate::metrics::Metrics;
 use crate::mirror::Mirror;
 use crate::patch::job::{PatchOptions, PatchedImage, Patcher, PlatformOutcome};
-use crate::patch::vex;
 use crate::scan::builtin::BuiltinScanner;
 use crate::scan::plan::{PlanOptions, Severity};
 use crate::scan::report;
@@ -148,7 +147,7 @@ pub fn run(mut config: Config, args: PatchArgs) -> anyhow::Result<()> {
             println!("nothing to patch: {} is unchanged", args.image);
             return anyhow::Ok(());
         };
-        let vex_document = vex_of(&image, &patched, top_digest)?;
+        let vex_document = vex_of(&image, &patched)?;
         if let Some(path) = &args.vex {
             std::fs::write(path, &vex_document)
                 .with_context(|| format!("writing {}", path.display()))?;
@@ -239,37 +238,11 @@ fn summary(patched: &PatchedImage) -> String {
     out
 }
 
-fn vex_of(image: &ImageRef, patched: &PatchedImage, digest: &Digest) -> anyhow::Result<Vec<u8>> {
-    let mut platforms = Vec::new();
-    for platform in &patched.platforms {
-        let (PlatformOutcome::Patched(p), Some(plan)) = (&platform.outcome, &platform.plan) else {
-            continue;
-        };
-        let fixed: Vec<String> = p
-            .verified
-            .iter()
-            .filter(|v| v.installed.is_some())
-            .map(|v| v.name.clone())
-            .collect();
-        platforms.push((plan, platform.original.platform.architecture.clone(), fixed));
-    }
-    let fixes: Vec<vex::PlatformFixes<'_>> = platforms
-        .iter()
-        .map(|(plan, architecture, fixed)| vex::PlatformFixes {
-            plan,
-            architecture,
-            fixed,
-        })
-        .collect();
+fn vex_of(image: &ImageRef, patched: &PatchedImage) -> anyhow::Result<Vec<u8>> {
     let timestamp = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
-    let repository = image.name();
-    Ok(vex::document(&vex::VexInput {
-        repository: &repository,
-        patched_digest: digest,
-        platforms: &fixes,
-        timestamp: &timestamp,
-        author: "patchpull",
-    })?)
+    patched
+        .vex_document(&image.name(), &timestamp)?
+        .context("nothing was patched")
 }
 
 /// Every blob of the patched image: (digest, size, where it is).

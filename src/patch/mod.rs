@@ -9,11 +9,13 @@
 //! - [`sandbox`]: an image root on disk and commands run inside it, unprivileged, for
 //!   maintainer scripts.
 
+pub mod apk;
 pub mod assemble;
 pub mod dpkg;
 pub mod job;
 pub mod layer;
 pub mod native;
+pub mod referrer;
 pub mod sandbox;
 pub mod verify;
 pub mod vex;

@@ -18,6 +18,7 @@ use crate::distribution::{Digest, Reference};
 use crate::metrics::{JobLabels, JobOutcomeLabel, Metrics};
 use crate::mirror::Mirror;
 use crate::patch::job::{PatchOptions, PatchedImage, Patcher, PlatformOutcome};
+use crate::patch::referrer;
 use crate::scan::builtin::BuiltinScanner;
 use crate::store::{Store, StoredManifest};
 use crate::upstream::Route;
@@ -241,7 +242,7 @@ impl Jobs {
                 }
             }
         };
-        let Some((_, top_digest, media_type)) = patched.top.clone() else {
+        let Some((top_bytes, top_digest, media_type)) = patched.top.clone() else {
             let reason = patched
                 .platforms
                 .iter()
@@ -253,8 +254,26 @@ impl Jobs {
                 .unwrap_or_else(|| "nothing to patch".to_owned());
             return JobOutcome::Unchanged { reason };
         };
+        let repository = format!("{}/{}", route.upstream.name(), route.repository);
+        let timestamp =
+            humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+        let vex = match patched.vex_document(&repository, &timestamp) {
+            Ok(vex) => vex,
+            Err(e) => {
+                return JobOutcome::Failed {
+                    error: format!("the VEX document: {e}"),
+                }
+            }
+        };
         if let Err(error) = store_patched(&self.store, patched).await {
             return JobOutcome::Failed { error };
+        }
+        if let Some(document) = vex {
+            let subject = (&top_digest, media_type.as_str(), top_bytes.len() as u64);
+            let artifact = referrer::vex_artifact(document, subject);
+            if let Err(error) = self.store_referrer(&top_digest, artifact).await {
+                return JobOutcome::Failed { error };
+            }
         }
         tracing::info!(
             original = %digest,
@@ -266,6 +285,65 @@ impl Jobs {
             digest: top_digest,
             media_type,
         }
+    }
+
+    /// Stores the VEX artifact and records it as a referrer of `subject`.
+    async fn store_referrer(
+        &self,
+        subject: &Digest,
+        artifact: referrer::Artifact,
+    ) -> Result<(), String> {
+        let store = self.store.clone();
+        let blobs = artifact.blobs.clone();
+        tokio::task::spawn_blocking(move || -> Result<(), String> {
+            for (digest, bytes) in &blobs {
+                put_blob(&store, digest, bytes.len() as u64, &mut bytes.as_slice())?;
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| e.to_string())??;
+        self.store
+            .put_manifest(StoredManifest {
+                digest: artifact.digest.clone(),
+                media_type: crate::distribution::media_type::OCI_MANIFEST.to_owned(),
+                bytes: artifact.manifest.into(),
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+        let path = self.referrer_path(subject);
+        let text = format!("{}\n", artifact.digest);
+        tokio::task::spawn_blocking(move || write_atomically(&path, text.as_bytes()))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("recording the VEX referrer: {e}"))
+    }
+
+    /// The referrers patchpull made for `subject` (a patched manifest): descriptors for a
+    /// referrers index.
+    pub async fn referrers(&self, subject: &Digest) -> Vec<serde_json::Value> {
+        let Ok(text) = tokio::fs::read_to_string(self.referrer_path(subject)).await else {
+            return Vec::new();
+        };
+        let mut found = Vec::new();
+        for line in text.lines() {
+            let Ok(digest) = line.parse::<Digest>() else {
+                continue;
+            };
+            if let Ok(Some(manifest)) = self.store.manifest(&digest).await {
+                found.push(serde_json::json!({
+                    "mediaType": manifest.media_type,
+                    "digest": manifest.digest.to_string(),
+                    "size": manifest.bytes.len(),
+                    "artifactType": referrer::VEX_ARTIFACT_TYPE,
+                }));
+            }
+        }
+        found
+    }
+
+    fn referrer_path(&self, subject: &Digest) -> PathBuf {
+        self.dir.join("referrers").join(subject.hex())
     }
 
     fn path(&self, key: &Key) -> PathBuf {

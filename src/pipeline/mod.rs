@@ -65,6 +65,33 @@ impl Pipeline {
         &self.jobs
     }
 
+    /// A referrers index of upstream's (`index`) with patchpull's own referrers of
+    /// `subject` added (the VEX document of a patched image), `artifact_type` applied.
+    ///
+    /// # Errors
+    /// `index` is not JSON.
+    pub async fn merge_referrers(
+        &self,
+        subject: &crate::distribution::Digest,
+        index: bytes::Bytes,
+        artifact_type: Option<&str>,
+    ) -> Result<bytes::Bytes, ApiError> {
+        let mut own = self.jobs.referrers(subject).await;
+        own.retain(|d| artifact_type.is_none_or(|t| d["artifactType"] == t));
+        if own.is_empty() {
+            return Ok(index);
+        }
+        let mut doc: serde_json::Value = serde_json::from_slice(&index)
+            .map_err(|e| ApiError::internal(format!("upstream's referrers index: {e}")))?;
+        match doc.get_mut("manifests").and_then(|m| m.as_array_mut()) {
+            Some(manifests) => manifests.extend(own),
+            None => doc["manifests"] = serde_json::Value::Array(own),
+        }
+        serde_json::to_vec(&doc)
+            .map(bytes::Bytes::from)
+            .map_err(|e| ApiError::internal(e.to_string()))
+    }
+
     /// Decides what a manifest request for `tag` gets.
     ///
     /// # Errors

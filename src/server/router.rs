@@ -303,6 +303,10 @@ async fn serve<B>(
             let (bytes, filtered) = mirror
                 .referrers(&route, subject, artifact_type.as_deref())
                 .await?;
+            let bytes = state
+                .pipeline
+                .merge_referrers(subject, bytes, artifact_type.as_deref())
+                .await?;
             let mut builder = base_builder(StatusCode::OK)
                 .header(header::CONTENT_TYPE, OCI_INDEX)
                 .header(header::CONTENT_LENGTH, bytes.len());
