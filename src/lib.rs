@@ -11,6 +11,7 @@ pub mod cli;
 pub mod config;
 pub mod distribution;
 pub mod error;
+pub mod glob;
 pub mod image;
 pub mod metrics;
 pub mod mirror;

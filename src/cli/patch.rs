@@ -54,6 +54,9 @@ pub struct PatchArgs {
     /// Reach registries that are not configured upstreams over plain HTTP.
     #[arg(long)]
     insecure: bool,
+    /// Patch what can be patched: leave out packages that cannot be fetched or installed.
+    #[arg(long)]
+    ignore_errors: bool,
 }
 
 fn progress(message: &str) {
@@ -119,6 +122,7 @@ pub fn run(mut config: Config, args: PatchArgs) -> anyhow::Result<()> {
             ..PlanOptions::default()
         },
         base_name,
+        ignore_errors: args.ignore_errors,
     };
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async move {

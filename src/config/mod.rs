@@ -16,7 +16,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 
 pub use raw::{RawConfig, RawUpstream};
-pub use patch::{PatchConfig, PatchMode};
+pub use patch::{PatchConfig, PatchMode, PatchPolicy};
 pub use secret::Secret;
 
 /// The checked configuration the rest of the program runs on.

@@ -42,6 +42,32 @@ impl PatchMode {
     }
 }
 
+/// Settings for the repositories a policy matches; unset fields take `[patch]`'s.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PatchPolicy {
+    /// Glob over the upstream's name; `*` for any.
+    pub upstream: String,
+    /// Glob over the repository (`library/nginx`, `team/*`).
+    pub repository: String,
+    pub mode: Option<PatchMode>,
+    /// Findings below this severity are not patched (reports that carry severities).
+    pub min_severity: Option<crate::scan::plan::Severity>,
+    /// When not empty, only these packages are patched.
+    pub include: Vec<String>,
+    /// These packages are never patched.
+    pub exclude: Vec<String>,
+    /// Patch what can be patched: a package that cannot be fetched or installed is left
+    /// out (and reported) instead of failing the whole patch.
+    pub ignore_errors: bool,
+}
+
+impl PatchPolicy {
+    pub fn matches(&self, upstream: &str, repository: &str) -> bool {
+        crate::glob::glob(self.upstream.as_bytes(), upstream.as_bytes())
+            && crate::glob::glob(self.repository.as_bytes(), repository.as_bytes())
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct PatchConfig {
     pub mode: PatchMode,
@@ -53,6 +79,31 @@ pub struct PatchConfig {
     pub queue: usize,
     /// A failed patch is tried again on a pull after this long.
     pub retry_failed_after: Duration,
+    /// The first policy that matches a repository applies.
+    pub policies: Vec<PatchPolicy>,
+}
+
+impl PatchConfig {
+    /// The policy for a repository, if one matches.
+    pub fn policy(&self, upstream: &str, repository: &str) -> Option<&PatchPolicy> {
+        self.policies.iter().find(|p| p.matches(upstream, repository))
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawPolicy {
+    pub upstream: String,
+    pub repository: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min_severity: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub include: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub exclude: Vec<String>,
+    pub ignore_errors: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -65,6 +116,8 @@ pub struct RawPatch {
     pub queue: usize,
     #[serde(deserialize_with = "super::raw::text_or_number")]
     pub retry_failed_after: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub policy: Vec<RawPolicy>,
 }
 
 impl Default for RawPatch {
@@ -75,6 +128,7 @@ impl Default for RawPatch {
             workers: defaults::PATCH_WORKERS,
             queue: defaults::PATCH_QUEUE,
             retry_failed_after: super::raw::fmt_duration(defaults::PATCH_RETRY_FAILED_AFTER),
+            policy: Vec::new(),
         }
     }
 }
@@ -96,12 +150,53 @@ impl RawPatch {
         if self.workers == 0 {
             problems.push("`patch.workers`: at least 1".into());
         }
+        let mut policies = Vec::new();
+        for (i, raw) in self.policy.iter().enumerate() {
+            let key = |field: &str| format!("patch.policy[{i}].{field}");
+            if raw.repository.is_empty() {
+                problems.push(format!("`{}`: a glob such as \"library/*\"", key("repository")));
+            }
+            let mode = raw.mode.as_deref().and_then(|m| {
+                let parsed = PatchMode::parse(m);
+                if parsed.is_none() {
+                    problems.push(format!(
+                        "`{}`: expected \"wait\", \"background\", \"fail_closed\" or \"off\", found {m:?}",
+                        key("mode")
+                    ));
+                }
+                parsed
+            });
+            let min_severity = raw.min_severity.as_deref().and_then(|s| {
+                let parsed = crate::scan::plan::Severity::parse(s);
+                if parsed.is_none() {
+                    problems.push(format!(
+                        "`{}`: expected LOW, MEDIUM, HIGH or CRITICAL, found {s:?}",
+                        key("min_severity")
+                    ));
+                }
+                parsed
+            });
+            policies.push(PatchPolicy {
+                upstream: if raw.upstream.is_empty() {
+                    "*".to_owned()
+                } else {
+                    raw.upstream.clone()
+                },
+                repository: raw.repository.clone(),
+                mode,
+                min_severity,
+                include: raw.include.clone(),
+                exclude: raw.exclude.clone(),
+                ignore_errors: raw.ignore_errors,
+            });
+        }
         PatchConfig {
             mode,
             wait_timeout: duration("patch.wait_timeout", &self.wait_timeout),
             workers: self.workers.max(1),
             queue: self.queue,
             retry_failed_after: duration("patch.retry_failed_after", &self.retry_failed_after),
+            policies,
         }
     }
 
@@ -112,6 +207,19 @@ impl RawPatch {
             workers: c.workers,
             queue: c.queue,
             retry_failed_after: super::raw::fmt_duration(c.retry_failed_after),
+            policy: c
+                .policies
+                .iter()
+                .map(|p| RawPolicy {
+                    upstream: p.upstream.clone(),
+                    repository: p.repository.clone(),
+                    mode: p.mode.map(|m| m.as_str().to_owned()),
+                    min_severity: p.min_severity.map(|s| s.as_str().to_owned()),
+                    include: p.include.clone(),
+                    exclude: p.exclude.clone(),
+                    ignore_errors: p.ignore_errors,
+                })
+                .collect(),
         }
     }
 }

@@ -22,7 +22,7 @@ use crate::pkgs::dpkg::debfile::{DebLimits, DebPackage};
 use crate::pkgs::{Ecosystem, Inventory};
 use crate::scan::builtin::packages::{FetchedDeb, WantedPackage};
 use crate::scan::builtin::BuiltinScanner;
-use crate::scan::plan::{PlanOptions, Platform, PlatformPlan};
+use crate::scan::plan::{NotPlanned, PlanOptions, Platform, PlatformPlan, SkipReason};
 use crate::scan::report::{self, ScanReport};
 use crate::upstream::Route;
 
@@ -36,6 +36,8 @@ pub struct PatchOptions {
     pub plan: PlanOptions,
     /// Recorded as `org.opencontainers.image.base.name`.
     pub base_name: String,
+    /// Leave out a package that cannot be fetched or installed instead of failing.
+    pub ignore_errors: bool,
 }
 
 /// The patcher: the mirror for images, the built-in scanner for plans and packages.
@@ -366,57 +368,46 @@ impl Patcher {
         if plan.updates.is_empty() {
             return Ok(unchanged(image, Some(plan), "nothing to fix".to_owned()));
         }
-        let wanted: Vec<WantedPackage> = plan
-            .updates
-            .iter()
-            .map(|u| WantedPackage {
-                name: u.name.clone(),
-                version: u.fixed_version.clone(),
-                architecture: inventory
-                    .packages
-                    .iter()
-                    .find(|p| p.name == u.name && p.version == u.installed_version)
-                    .and_then(|p| p.architecture.clone()),
-            })
-            .collect();
-        let debs = self
-            .scanner
-            .fetch_debs(&inventory, &platform, &wanted)
-            .await?;
+        let mut plan = plan;
+        let (native, verified, debs) = loop {
+            match self
+                .build_platform(route, &image, &inventory, &platform, &plan, &base_layers, work)
+                .await
+            {
+                Ok(built) => break built,
+                Err(error) if options.ignore_errors => {
+                    // Leave out the package at fault and try again with the rest.
+                    let Some(package) = error.package().map(str::to_owned) else {
+                        return Err(error);
+                    };
+                    let Some(at) = plan.updates.iter().position(|u| u.name == package) else {
+                        return Err(error);
+                    };
+                    let update = plan.updates.remove(at);
+                    tracing::warn!(%package, %error, "ignore_errors: patching without this package");
+                    plan.not_planned.push(NotPlanned {
+                        name: update.name,
+                        installed_version: update.installed_version,
+                        vulnerability_id: String::new(),
+                        severity: None,
+                        fixed_versions: vec![update.fixed_version],
+                        reason: SkipReason::PatchFailed {
+                            error: error.to_string(),
+                        },
+                    });
+                    if plan.updates.is_empty() {
+                        return Ok(unchanged(
+                            image,
+                            Some(plan),
+                            "no package could be patched (ignore_errors)".to_owned(),
+                        ));
+                    }
+                }
+                Err(error) => return Err(error),
+            }
+        };
+        stage!("build and verify");
 
-        stage!("fetch packages");
-        let source = self.mirror.layer_source(route);
-        let work_dir = work.to_path_buf();
-        let plan_for_build = plan.clone();
-        let inventory_for_build = inventory.clone();
-        let debs_for_build = debs.clone();
-        let architecture = image.platform.architecture.clone();
-        let layers = base_layers.clone();
-        let native = tokio::task::spawn_blocking(move || {
-            build_layer(
-                &source,
-                &layers,
-                &plan_for_build,
-                &inventory_for_build,
-                &debs_for_build,
-                &architecture,
-                &work_dir,
-            )
-        })
-        .await
-        .map_err(|e| PatchError::Internal(e.to_string()))??;
-
-        stage!("build layer");
-        let source = self.mirror.layer_source(route);
-        let layer_path = native.layer.path.clone();
-        let plan_for_check = plan.clone();
-        let verified = tokio::task::spawn_blocking(move || {
-            verify::check(&source, &base_layers, &layer_path, &plan_for_check)
-        })
-        .await
-        .map_err(|e| PatchError::Internal(e.to_string()))??;
-
-        stage!("verify");
         let created_by = history_text(&plan);
         let assembled = assemble::assemble(&ImageInput {
             manifest: &image.manifest.bytes,
@@ -444,6 +435,70 @@ impl Patcher {
                 debs,
             })),
         })
+    }
+
+    /// Fetches, builds and verifies one platform's layer for `plan`.
+    #[allow(clippy::too_many_arguments)]
+    async fn build_platform(
+        &self,
+        route: &Route,
+        image: &PlatformImage,
+        inventory: &Inventory,
+        platform: &Platform,
+        plan: &PlatformPlan,
+        base_layers: &[LayerDescriptor],
+        work: &Path,
+    ) -> Result<(NativePatch, Vec<Verified>, Vec<FetchedDeb>), PatchError> {
+        let wanted: Vec<WantedPackage> = plan
+            .updates
+            .iter()
+            .map(|u| WantedPackage {
+                name: u.name.clone(),
+                version: u.fixed_version.clone(),
+                architecture: inventory
+                    .packages
+                    .iter()
+                    .find(|p| p.name == u.name && p.version == u.installed_version)
+                    .and_then(|p| p.architecture.clone()),
+            })
+            .collect();
+        let debs = self
+            .scanner
+            .fetch_debs(inventory, platform, &wanted)
+            .await?;
+
+        let source = self.mirror.layer_source(route);
+        let work_dir = work.to_path_buf();
+        let plan_for_build = plan.clone();
+        let inventory_for_build = inventory.clone();
+        let debs_for_build = debs.clone();
+        let architecture = image.platform.architecture.clone();
+        let layers = base_layers.to_vec();
+        let native = tokio::task::spawn_blocking(move || {
+            build_layer(
+                &source,
+                &layers,
+                &plan_for_build,
+                &inventory_for_build,
+                &debs_for_build,
+                &architecture,
+                &work_dir,
+            )
+        })
+        .await
+        .map_err(|e| PatchError::Internal(e.to_string()))??;
+
+        let source = self.mirror.layer_source(route);
+        let layer_path = native.layer.path.clone();
+        let plan_for_check = plan.clone();
+        let check_layers = base_layers.to_vec();
+        let verified = tokio::task::spawn_blocking(move || {
+            verify::check(&source, &check_layers, &layer_path, &plan_for_check)
+        })
+        .await
+        .map_err(|e| PatchError::Internal(e.to_string()))??;
+
+        Ok((native, verified, debs))
     }
 
     async fn plan(

@@ -63,6 +63,24 @@ impl From<assemble::AssembleError> for PatchError {
 }
 
 impl PatchError {
+    /// The package an error is about, when it is about one.
+    pub fn package(&self) -> Option<&str> {
+        use crate::patch::dpkg::DpkgError;
+        match self {
+            PatchError::Package { package, .. } => Some(package),
+            PatchError::Scan(crate::scan::builtin::BuiltinError::PackageUnavailable {
+                name, ..
+            }) => Some(name),
+            PatchError::Native(native::NativeError::Dpkg(
+                DpkgError::Package { package, .. } | DpkgError::Conflict { package, .. },
+            )) => Some(package),
+            PatchError::Native(native::NativeError::ScriptFailed { script, .. }) => {
+                script.split_whitespace().next()
+            }
+            _ => None,
+        }
+    }
+
     pub(crate) fn from_api(error: ApiError) -> PatchError {
         PatchError::Image(error.message)
     }

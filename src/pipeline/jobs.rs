@@ -129,7 +129,7 @@ impl Jobs {
         self: &Arc<Self>,
         route: &Route,
         digest: &Digest,
-        base_name: &str,
+        options: PatchOptions,
     ) -> JobStatus {
         let key = (route.upstream.name().to_owned(), digest.clone());
         if !self.lock().contains_key(&key) {
@@ -172,10 +172,6 @@ impl Jobs {
         let started = Instant::now();
         let jobs = self.clone();
         let route = route.clone();
-        let options = PatchOptions {
-            base_name: base_name.to_owned(),
-            ..PatchOptions::default()
-        };
         tokio::spawn(async move {
             let outcome = Arc::new(jobs.run(&route, &key.1, &options).await);
             let label = match outcome.as_ref() {

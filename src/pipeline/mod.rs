@@ -21,6 +21,8 @@ use crate::distribution::{ErrorCode, Reference};
 use crate::error::ApiError;
 use crate::metrics::TagServed;
 use crate::mirror::{Mirror, ServedManifest};
+use crate::patch::job::PatchOptions;
+use crate::scan::plan::PlanOptions;
 use crate::upstream::Route;
 
 pub use jobs::{JobOutcome, JobStatus};
@@ -42,6 +44,7 @@ pub enum TagAnswer {
 /// The pipeline: the mirror, the patch jobs and the policy.
 pub struct Pipeline {
     mirror: Arc<Mirror>,
+    config: crate::config::PatchConfig,
     mode: PatchMode,
     wait_timeout: Duration,
     jobs: Arc<jobs::Jobs>,
@@ -54,6 +57,7 @@ impl Pipeline {
         let jobs = jobs::Jobs::new(config, mirror.clone())?;
         Ok(Pipeline {
             mirror,
+            config: config.patch.clone(),
             mode: config.patch.mode,
             wait_timeout: config.patch.wait_timeout,
             jobs: Arc::new(jobs),
@@ -125,18 +129,27 @@ impl Pipeline {
             .filter(|b| !b.is_empty())
             .unwrap_or(tag);
         let original = Reference::Tag(tag.to_owned());
-        if self.mode == PatchMode::Off {
+        let policy = self.config.policy(route.upstream.name(), &route.repository);
+        let mode = policy.and_then(|p| p.mode).unwrap_or(self.mode);
+        if mode == PatchMode::Off {
             return Ok((TagAnswer::Original(original), TagServed::Original));
         }
         let any = Accept::parse([]);
         let top = self.mirror.manifest(route, &original, &any).await?;
         let base_name = format!("{}/{}:{tag}", route.upstream.name(), route.repository);
-        let status = self
-            .jobs
-            .status_or_start(route, &top.digest, &base_name)
-            .await;
+        let options = PatchOptions {
+            base_name,
+            plan: PlanOptions {
+                min_severity: policy.and_then(|p| p.min_severity),
+                include: policy.map(|p| p.include.iter().cloned().collect()).unwrap_or_default(),
+                exclude: policy.map(|p| p.exclude.iter().cloned().collect()).unwrap_or_default(),
+            },
+            ignore_errors: policy.is_some_and(|p| p.ignore_errors),
+            ..PatchOptions::default()
+        };
+        let status = self.jobs.status_or_start(route, &top.digest, options).await;
         let status = match status {
-            JobStatus::Running(mut waiter) => match self.mode {
+            JobStatus::Running(mut waiter) => match mode {
                 PatchMode::Wait | PatchMode::FailClosed => {
                     match tokio::time::timeout(self.wait_timeout, waiter.finished()).await {
                         Ok(outcome) => JobStatus::Done(outcome),
@@ -153,7 +166,7 @@ impl Pipeline {
                     let Some(patched) = self.mirror.store().manifest(digest).await? else {
                         // Evicted: patch again; meanwhile the policy's fallback.
                         self.jobs.forget(route, &top.digest);
-                        return self.fallback(original, "the patched image was evicted");
+                        return self.fallback(mode, original, "the patched image was evicted");
                     };
                     if accept.allows(&patched.media_type) {
                         return Ok((TagAnswer::Patched(patched), TagServed::Patched));
@@ -161,26 +174,27 @@ impl Pipeline {
                     let platform = self.mirror.negotiate(&patched, accept)?;
                     match self.mirror.store().manifest(&platform).await? {
                         Some(m) => Ok((TagAnswer::Patched(m), TagServed::Patched)),
-                        None => self.fallback(original, "the patched image was evicted"),
+                        None => self.fallback(mode, original, "the patched image was evicted"),
                     }
                 }
                 JobOutcome::Unchanged { .. } => {
                     Ok((TagAnswer::Original(original), TagServed::Unchanged))
                 }
-                JobOutcome::Failed { error, .. } => self.fallback(original, error),
+                JobOutcome::Failed { error, .. } => self.fallback(mode, original, error),
             },
-            JobStatus::Running(_) => self.fallback(original, "the patch is still running"),
-            JobStatus::Rejected(reason) => self.fallback(original, &reason),
+            JobStatus::Running(_) => self.fallback(mode, original, "the patch is still running"),
+            JobStatus::Rejected(reason) => self.fallback(mode, original, &reason),
         }
     }
 
     /// The original, unless the policy is fail-closed.
     fn fallback(
         &self,
+        mode: PatchMode,
         original: Reference,
         why: &str,
     ) -> Result<(TagAnswer, TagServed), ApiError> {
-        if self.mode == PatchMode::FailClosed {
+        if mode == PatchMode::FailClosed {
             let mut error = ApiError::new(
                 ErrorCode::Unknown,
                 format!("no patched image yet ({why}); the policy is fail_closed"),

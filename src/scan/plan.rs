@@ -210,6 +210,9 @@ pub enum SkipReason {
     Excluded,
     /// An include list is set and does not name the package.
     NotIncluded,
+    /// Planned, but fetching or installing the package failed and the policy says to
+    /// patch the rest (`ignore_errors`).
+    PatchFailed { error: String },
 }
 
 impl fmt::Display for SkipReason {
@@ -239,6 +242,7 @@ impl fmt::Display for SkipReason {
             }
             SkipReason::Excluded => f.write_str("package is excluded"),
             SkipReason::NotIncluded => f.write_str("package is not in the include list"),
+            SkipReason::PatchFailed { error } => write!(f, "could not be patched: {error}"),
         }
     }
 }

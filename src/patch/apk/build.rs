@@ -1,12 +1,12 @@
 //! [`build`]: the layer entries and database changes for a set of apk package upgrades.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 
-use super::db::{self, Acl, DbFile, NewDir, Stanza, DEFAULT_DIR_ACL};
+use super::db::{self, DbFile, NewDir, Stanza};
 use super::extras::{self, Ids, Protect, ProtectedPaths, ScriptEntry, TriggerLine};
 use super::{
-    ApkChanges, ApkError, ApkNewPackage, ApkOutcome, ApkScriptRun, ImageFiles, INSTALLED,
-    SCRIPTS, TRIGGERS,
+    ApkChanges, ApkError, ApkNewPackage, ApkOutcome, ApkScriptRun, ImageFiles, INSTALLED, SCRIPTS,
+    TRIGGERS,
 };
 use crate::image::{EntryKind as NodeKind, Filesystem};
 use crate::patch::layer::{EntryKind, FileData, LayerBuilder, LayerEntry};
@@ -38,17 +38,21 @@ pub fn build(
         reason,
     };
     let installed = files.get(&keys[0]).ok_or_else(|| {
-        database(INSTALLED, "missing: the image has no apk database".to_owned())
+        database(
+            INSTALLED,
+            "missing: the image has no apk database".to_owned(),
+        )
     })?;
     let stanzas = db::parse(installed).map_err(|r| database(INSTALLED, r))?;
     let scripts_tar = match files.get(&keys[2]) {
         Some(data) => Some(extras::parse_scripts_tar(data).map_err(|r| database(SCRIPTS, r))?),
         None => None,
     };
-    let protected = ProtectedPaths::new(files.iter().filter_map(|(k, v)| {
-        k.strip_prefix(&lists_key)
-            .map(|name| (name, v.as_slice()))
-    }));
+    let protected = ProtectedPaths::new(
+        files
+            .iter()
+            .filter_map(|(k, v)| k.strip_prefix(&lists_key).map(|name| (name, v.as_slice()))),
+    );
     let ids = Ids::new(
         files.get("/etc/passwd").map(Vec::as_slice),
         files.get("/etc/group").map(Vec::as_slice),
@@ -79,7 +83,9 @@ pub fn build(
         }
         if let (Some(new), Some(old)) = (&info.arch, &stanza.arch) {
             if new != old && new != "noarch" && old != "noarch" {
-                return Err(error(format!("the .apk is for {new}, the installed package for {old}")));
+                return Err(error(format!(
+                    "the .apk is for {new}, the installed package for {old}"
+                )));
             }
         }
         targets.push(at);
@@ -101,10 +107,15 @@ pub fn build(
             dir_owners.entry(d.name.as_str()).or_default().push(i);
         }
     }
-    let mut claimed: HashMap<&str, usize> = HashMap::new();
+    let mut claimed: HashMap<&str, Vec<usize>> = HashMap::new();
     for (p, at) in packages.iter().zip(&targets) {
-        for e in p.apk.entries().iter().filter(|e| e.kind != ApkEntryKind::Dir) {
-            claimed.entry(e.path.as_str()).or_insert(*at);
+        for e in p
+            .apk
+            .entries()
+            .iter()
+            .filter(|e| e.kind != ApkEntryKind::Dir)
+        {
+            claimed.entry(e.path.as_str()).or_default().push(*at);
         }
     }
     let cx = Context {
@@ -145,7 +156,11 @@ pub fn build(
     // The final package order: apk-tools 3 sorts by name, 2 appends upgrades at the end.
     let version3 = stanzas.iter().any(|s| {
         s.name == "apk-tools"
-            && s.version.split('.').next().and_then(|m| m.parse::<u32>().ok()) >= Some(3)
+            && s.version
+                .split('.')
+                .next()
+                .and_then(|m| m.parse::<u32>().ok())
+                >= Some(3)
     });
     let mut order: Vec<Slot> = (0..stanzas.len())
         .filter(|i| !targets.contains(i))
@@ -188,12 +203,15 @@ pub fn build(
     // scripts.tar, in the same order.
     let old_scripts = scripts_tar.unwrap_or_default();
     let identity_of = |i: usize| stanzas[i].identity.as_deref().unwrap_or_default();
-    let touched = targets.iter().any(|&i| old_scripts.iter().any(|e| e.identity == identity_of(i)))
+    let touched = targets
+        .iter()
+        .any(|&i| old_scripts.iter().any(|e| e.identity == identity_of(i)))
         || packages.iter().any(|p| !p.apk.scripts().is_empty());
     if touched {
-        if files.get(&keys[2]).is_none() && engine.tree.get(format!("{SCRIPTS}.gz")).is_some() {
+        let gz = format!("{SCRIPTS}.gz");
+        if !files.contains_key(&keys[2]) && engine.tree.resolve(&gz, MAX_SYMLINKS)?.is_some() {
             return Err(database(
-                &format!("{SCRIPTS}.gz"),
+                &gz,
                 "a compressed scripts database is not supported".to_owned(),
             ));
         }
@@ -208,7 +226,12 @@ pub fn build(
                     let (apk, info) = (packages[k].apk, packages[k].apk.info());
                     for name in SCRIPT_NAMES {
                         if let Some(body) = apk.scripts().get(name) {
-                            let file = format!("{}-{}.{}.{name}", info.pkgname, info.pkgver, apk.identity());
+                            let file = format!(
+                                "{}-{}.{}.{name}",
+                                info.pkgname,
+                                info.pkgver,
+                                apk.identity()
+                            );
                             let entry = extras::script_entry(&file, body, epoch)
                                 .map_err(|r| database(SCRIPTS, r))?;
                             tar.extend(entry);
@@ -224,8 +247,15 @@ pub fn build(
     }
 
     // triggers: apk-tools 2 keeps its own order (registration), 3 the package order.
-    let old_triggers = files.get(&keys[1]).map(|d| extras::parse_triggers(d)).unwrap_or_default();
-    let kept_line = |i: usize| old_triggers.iter().find(|l| Some(&l.identity) == stanzas[i].identity.as_ref());
+    let old_triggers = files
+        .get(&keys[1])
+        .map(|d| extras::parse_triggers(d))
+        .unwrap_or_default();
+    let kept_line = |i: usize| {
+        old_triggers
+            .iter()
+            .find(|l| Some(&l.identity) == stanzas[i].identity.as_ref())
+    };
     let new_line = |k: usize| {
         let (apk, info) = (packages[k].apk, packages[k].apk.info());
         (!info.triggers.is_empty()).then(|| TriggerLine {
@@ -245,12 +275,15 @@ pub fn build(
         }
     } else {
         for line in &old_triggers {
-            let owner = (0..stanzas.len()).find(|&i| stanzas[i].identity.as_ref() == Some(&line.identity));
+            let owner =
+                (0..stanzas.len()).find(|&i| stanzas[i].identity.as_ref() == Some(&line.identity));
             if let Some(i) = owner.filter(|i| !targets.contains(i)) {
                 lines.push((Slot::Kept(i), line.clone()));
             }
         }
-        lines.extend((0..packages.len()).filter_map(|k| new_line(k).map(|l| (Slot::Upgraded(k), l))));
+        lines.extend(
+            (0..packages.len()).filter_map(|k| new_line(k).map(|l| (Slot::Upgraded(k), l))),
+        );
     }
     let text: Vec<u8> = lines.iter().flat_map(|(_, l)| l.raw.bytes()).collect();
     let had = files.get(&keys[1]);
@@ -275,7 +308,11 @@ pub fn build(
         }
     }
     let mut known: BTreeSet<String> = modified.clone();
-    for (_, s) in stanzas.iter().enumerate().filter(|(i, _)| !targets.contains(i)) {
+    for (_, s) in stanzas
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !targets.contains(i))
+    {
         known.extend(s.dirs.iter().map(|d| rooted(&d.name)));
     }
     for (_, dirs) in &rendered {
@@ -358,8 +395,8 @@ pub(super) struct Context<'a> {
     /// Path -> (owning stanza, its record), from the image's database.
     pub(super) records: &'a HashMap<String, (usize, DbFile)>,
     pub(super) dir_owners: &'a HashMap<&'a str, Vec<usize>>,
-    /// Paths the new versions install -> the stanza of the package installing them.
-    pub(super) claimed: &'a HashMap<&'a str, usize>,
+    /// Paths the new versions install -> the stanzas of the packages installing them.
+    pub(super) claimed: &'a HashMap<&'a str, Vec<usize>>,
     pub(super) targets: &'a [usize],
     pub(super) protected: &'a ProtectedPaths,
     pub(super) ids: &'a Ids,
@@ -415,9 +452,17 @@ impl Engine<'_> {
             Some(NodeKind::Symlink) => match self.tree.resolve(&here, MAX_SYMLINKS)? {
                 Some((real, node)) if node.is_dir() => String::from_utf8(real)
                     .map_err(|_| conflict("resolves to a path that is not UTF-8"))?,
-                _ => return Err(conflict("is a symbolic link to something that is not a directory")),
+                _ => {
+                    return Err(conflict(
+                        "is a symbolic link to something that is not a directory",
+                    ))
+                }
             },
-            Some(_) => return Err(conflict("is a file in the image, a directory in the package")),
+            Some(_) => {
+                return Err(conflict(
+                    "is a file in the image, a directory in the package",
+                ))
+            }
         };
         self.resolved.insert(dir.to_owned(), real.clone());
         Ok(real)
@@ -432,15 +477,26 @@ impl Engine<'_> {
     ) -> Result<BTreeSet<String>, ApkError> {
         let mut wanted = BTreeSet::new();
         for (p, &at) in packages.iter().zip(cx.targets) {
-            let new = p.apk.entries().iter().filter(|e| e.kind != ApkEntryKind::Dir).map(|e| e.path.clone());
+            let new = p
+                .apk
+                .entries()
+                .iter()
+                .filter(|e| e.kind != ApkEntryKind::Dir)
+                .map(|e| e.path.clone());
             let old = cx.stanzas[at].files().map(|(path, _)| path);
             for path in new.chain(old) {
                 let parent = path.rsplit_once('/').map_or("", |(d, _)| d);
                 if cx.protected.of_dir(parent) == Protect::None {
                     continue;
                 }
-                let Ok(physical) = self.physical(&path, p.name) else { continue };
-                if self.tree.get(&physical).is_some_and(|n| matches!(n.kind, NodeKind::File | NodeKind::Hardlink)) {
+                let Ok(physical) = self.physical(&path, p.name) else {
+                    continue;
+                };
+                if self
+                    .tree
+                    .get(&physical)
+                    .is_some_and(|n| matches!(n.kind, NodeKind::File | NodeKind::Hardlink))
+                {
                     wanted.insert(format!("/{physical}"));
                 }
             }
@@ -449,11 +505,17 @@ impl Engine<'_> {
     }
 
     /// The checksum of what the image has at `physical` (a symlink's is its target's).
-    pub(super) fn current_sum(&self, physical: &str, current: &HashMap<String, Vec<u8>>) -> Option<String> {
+    pub(super) fn current_sum(
+        &self,
+        physical: &str,
+        current: &HashMap<String, Vec<u8>>,
+    ) -> Option<String> {
         let node = self.tree.get(physical)?;
         match node.kind {
             NodeKind::Symlink => node.link_target.as_deref().map(sum_of),
-            NodeKind::File | NodeKind::Hardlink => current.get(&format!("/{physical}")).map(|d| sum_of(d)),
+            NodeKind::File | NodeKind::Hardlink => {
+                current.get(&format!("/{physical}")).map(|d| sum_of(d))
+            }
             _ => None,
         }
     }
@@ -474,7 +536,8 @@ impl Engine<'_> {
             return Ok(Owner::Take(None));
         }
         // Another upgraded package whose new version drops the file gives it up anyway.
-        if cx.targets.contains(&other) && cx.claimed.get(path) != Some(&other) {
+        if cx.targets.contains(&other) && !cx.claimed.get(path).is_some_and(|c| c.contains(&other))
+        {
             return Ok(Owner::Take(None));
         }
         let (o, info) = (&cx.stanzas[other], p.apk.info());
@@ -482,8 +545,16 @@ impl Engine<'_> {
         if o.origin.is_some() && o.origin == info.origin {
             return Ok(take);
         }
-        let their = o.replaces.iter().any(|d| dep_name(d) == info.pkgname).then(|| o.replaces_priority.unwrap_or(0));
-        let ours = info.replaces.iter().any(|d| dep_name(d) == o.name).then_some(info.replaces_priority);
+        let their = o
+            .replaces
+            .iter()
+            .any(|d| dep_name(d) == info.pkgname)
+            .then(|| o.replaces_priority.unwrap_or(0));
+        let ours = info
+            .replaces
+            .iter()
+            .any(|d| dep_name(d) == o.name)
+            .then_some(info.replaces_priority);
         if their > ours {
             return Ok(Owner::Skip);
         }
@@ -493,11 +564,20 @@ impl Engine<'_> {
         Err(ApkError::Conflict {
             package: p.name.to_owned(),
             path: format!("/{path}"),
-            reason: format!("owned by {}-{}, which this package does not replace (apk refuses to overwrite it)", o.name, o.version),
+            reason: format!(
+                "owned by {}-{}, which this package does not replace (apk refuses to overwrite it)",
+                o.name, o.version
+            ),
         })
     }
 
-    pub(super) fn entry(&self, cx: &Context<'_>, path: String, e: &ApkEntry, kind: EntryKind) -> LayerEntry {
+    pub(super) fn entry(
+        &self,
+        cx: &Context<'_>,
+        path: String,
+        e: &ApkEntry,
+        kind: EntryKind,
+    ) -> LayerEntry {
         LayerEntry {
             path,
             mode: e.mode,

@@ -15,8 +15,16 @@ pub(super) struct Acl {
     pub mode: u32,
 }
 
-pub(super) const DEFAULT_DIR_ACL: Acl = Acl { uid: 0, gid: 0, mode: 0o755 };
-pub(super) const DEFAULT_FILE_ACL: Acl = Acl { uid: 0, gid: 0, mode: 0o644 };
+pub(super) const DEFAULT_DIR_ACL: Acl = Acl {
+    uid: 0,
+    gid: 0,
+    mode: 0o755,
+};
+pub(super) const DEFAULT_FILE_ACL: Acl = Acl {
+    uid: 0,
+    gid: 0,
+    mode: 0o644,
+};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct DbFile {
@@ -90,8 +98,8 @@ pub(super) fn parse(data: &[u8]) -> Result<Vec<Stanza>, String> {
             [letter, b':', value @ ..] if letter.is_ascii_alphanumeric() => (*letter, value),
             _ => return Err(format!("line {line_no}: expected `X:value`")),
         };
-        let value = String::from_utf8(value.to_vec())
-            .map_err(|_| format!("line {line_no}: not UTF-8"))?;
+        let value =
+            String::from_utf8(value.to_vec()).map_err(|_| format!("line {line_no}: not UTF-8"))?;
         current
             .get_or_insert_with(|| (start, Vec::new()))
             .1
@@ -147,7 +155,10 @@ fn stanza(raw: &[u8], offset: usize, fields: Vec<Field>) -> Result<Stanza, Strin
             }),
             b'M' => {
                 let acl = parse_acl(&value).ok_or_else(|| bad("M:"))?;
-                s.dirs.last_mut().ok_or_else(|| bad("M: before any F:"))?.acl = acl;
+                s.dirs
+                    .last_mut()
+                    .ok_or_else(|| bad("M: before any F:"))?
+                    .acl = acl;
             }
             b'R' => {
                 let dir = s.dirs.last_mut().ok_or_else(|| bad("R: before any F:"))?;

@@ -37,7 +37,10 @@ pub(super) fn parse_scripts_tar(data: &[u8]) -> Result<Vec<ScriptEntry>, String>
             .and_then(|s| body.checked_add(s))
             .filter(|end| *end <= data.len())
             .ok_or_else(|| format!("byte {pos}: entry runs past the end"))?;
-        let next = end.next_multiple_of(512).min(data.len());
+        let next = end.next_multiple_of(512);
+        if next > data.len() {
+            return Err(format!("byte {pos}: entry runs past the end"));
+        }
         match header.entry_type().as_byte() {
             b'L' => {
                 let mut name = data[body..end].to_vec();
@@ -98,10 +101,13 @@ pub(super) fn script_entry(name: &str, contents: &[u8], mtime: u64) -> Result<Ve
     builder
         .append_data(&mut header, name, contents)
         .map_err(|e| format!("{name}: {e}"))?;
-    builder.into_inner().map_err(|e| e.to_string()).map(|mut v| {
-        v.truncate(v.len().saturating_sub(1024)); // the builder's end-of-archive
-        v
-    })
+    builder
+        .into_inner()
+        .map_err(|e| e.to_string())
+        .map(|mut v| {
+            v.truncate(v.len().saturating_sub(1024)); // the builder's end-of-archive
+            v
+        })
 }
 
 /// One line of `triggers`: its exact text and what it says.
@@ -299,10 +305,16 @@ mod tests {
     fn fnmatch_with_pathname() {
         assert!(fnmatch(b"/lib/modules/*", b"/lib/modules/6.1"));
         assert!(!fnmatch(b"/lib/modules/*", b"/lib/modules/6.1/kernel"));
-        assert!(fnmatch(b"/usr/lib/gdk-pixbuf-2.0/*/loaders", b"/usr/lib/gdk-pixbuf-2.0/2.10.0/loaders"));
+        assert!(fnmatch(
+            b"/usr/lib/gdk-pixbuf-2.0/*/loaders",
+            b"/usr/lib/gdk-pixbuf-2.0/2.10.0/loaders"
+        ));
         assert!(fnmatch(b"/usr/bin", b"/usr/bin"));
         assert!(!fnmatch(b"/usr/bin", b"/usr/bin/x"));
-        assert!(fnmatch(b"etc/ssl/certs/ca-cert-[a-z]*.pem", b"etc/ssl/certs/ca-cert-x1.pem"));
+        assert!(fnmatch(
+            b"etc/ssl/certs/ca-cert-[a-z]*.pem",
+            b"etc/ssl/certs/ca-cert-x1.pem"
+        ));
         assert!(!fnmatch(b"a?c", b"a/c"));
         assert!(fnmatch(b"[!x]", b"y"));
     }

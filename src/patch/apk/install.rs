@@ -123,15 +123,23 @@ impl Engine<'_> {
             };
             sums.insert(&e.path, checksum.clone());
             new_paths.insert(&e.path);
-            dirs[di].files.push((file_name.to_owned(), acl, checksum.clone()));
+            dirs[di]
+                .files
+                .push((file_name.to_owned(), acl, checksum.clone()));
             if node.as_ref().is_some_and(|n| n.is_dir()) {
-                return Err(conflict(&e.path, "a file in the package, a directory in the image".to_owned()));
+                return Err(conflict(
+                    &e.path,
+                    "a file in the package, a directory in the image".to_owned(),
+                ));
             }
 
             let mut target = physical.clone();
             if node.is_some() && cx.protected.of_dir(parent) != Protect::None {
                 let now = self.current_sum(&physical, current);
-                let recorded = cx.records.get(&e.path).and_then(|(_, r)| r.checksum.clone());
+                let recorded = cx
+                    .records
+                    .get(&e.path)
+                    .and_then(|(_, r)| r.checksum.clone());
                 let changed = recorded.is_none() || now != recorded;
                 if changed {
                     if now.is_some() && now == checksum {
@@ -147,16 +155,17 @@ impl Engine<'_> {
                 && e.kind != ApkEntryKind::Hardlink
                 && !link_targets.contains(e.path.as_str())
             {
-                let same_record = old
-                    .get(&e.path)
-                    .is_some_and(|f| f.checksum.is_some() && f.checksum == checksum && f.acl == acl);
+                let same_record = old.get(&e.path).is_some_and(|f| {
+                    f.checksum.is_some() && f.checksum == checksum && f.acl == acl
+                });
                 let same_node = node.as_ref().is_some_and(|n| match e.kind {
                     ApkEntryKind::File => {
                         n.kind == NodeKind::File && n.size == e.size && n.mode & 0o7777 == e.mode
                     }
                     ApkEntryKind::Symlink => {
                         n.kind == NodeKind::Symlink
-                            && n.link_target.as_deref() == e.link_target.as_deref().map(str::as_bytes)
+                            && n.link_target.as_deref()
+                                == e.link_target.as_deref().map(str::as_bytes)
                     }
                     _ => false,
                 });
@@ -168,12 +177,14 @@ impl Engine<'_> {
             }
             let kind = match e.kind {
                 ApkEntryKind::File => {
-                    let (file, offset, len) = apk
-                        .file_slice(e)
-                        .ok_or_else(|| conflict(&e.path, "no contents in the package".to_owned()))?;
+                    let (file, offset, len) = apk.file_slice(e).ok_or_else(|| {
+                        conflict(&e.path, "no contents in the package".to_owned())
+                    })?;
                     EntryKind::File(FileData::Slice { file, offset, len })
                 }
-                ApkEntryKind::Symlink => EntryKind::Symlink(e.link_target.clone().unwrap_or_default()),
+                ApkEntryKind::Symlink => {
+                    EntryKind::Symlink(e.link_target.clone().unwrap_or_default())
+                }
                 ApkEntryKind::Hardlink | ApkEntryKind::Dir => {
                     let to = e.link_target.as_deref().unwrap_or_default();
                     let at = match written_at.get(to) {
@@ -191,16 +202,23 @@ impl Engine<'_> {
 
         // What the old version had and the new one does not.
         let mut removed: HashSet<String> = HashSet::new();
-        let mut gone: Vec<(&String, &&db::DbFile)> =
-            old.iter().filter(|(path, _)| !new_paths.contains(path.as_str())).collect();
+        let mut gone: Vec<(&String, &&db::DbFile)> = old
+            .iter()
+            .filter(|(path, _)| !new_paths.contains(path.as_str()))
+            .collect();
         gone.sort_by(|a, b| b.0.cmp(a.0));
         for (path, record) in gone {
             let owned_elsewhere = cx.records.get(path.as_str()).is_some_and(|(o, _)| *o != me)
-                || cx.claimed.get(path.as_str()).is_some_and(|o| *o != me);
+                || cx
+                    .claimed
+                    .get(path.as_str())
+                    .is_some_and(|c| c.iter().any(|o| *o != me));
             if owned_elsewhere {
                 continue;
             }
-            let Ok(physical) = self.physical(path, name) else { continue };
+            let Ok(physical) = self.physical(path, name) else {
+                continue;
+            };
             if new_physical.contains(&physical) || self.layer.get(&physical).is_some() {
                 continue; // the same file under another name (through a symlink)
             }
@@ -226,13 +244,22 @@ impl Engine<'_> {
             .iter()
             .map(|d| d.name.as_str())
             .filter(|d| !d.is_empty() && !new_dirs.contains(d))
-            .filter(|d| cx.dir_owners.get(d).is_none_or(|o| o.iter().all(|i| *i == me)))
+            .filter(|d| {
+                cx.dir_owners
+                    .get(d)
+                    .is_none_or(|o| o.iter().all(|i| *i == me))
+            })
             .collect();
         old_dirs.sort_by(|a, b| b.cmp(a));
         for dir in old_dirs {
-            let Ok(physical) = self.physical_dir(dir, name) else { continue };
+            let Ok(physical) = self.physical_dir(dir, name) else {
+                continue;
+            };
             if new_physical.contains(&physical)
-                || !self.tree.get(&physical).is_some_and(|n| n.kind == NodeKind::Dir)
+                || !self
+                    .tree
+                    .get(&physical)
+                    .is_some_and(|n| n.kind == NodeKind::Dir)
             {
                 continue;
             }

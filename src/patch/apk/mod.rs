@@ -56,8 +56,8 @@ use crate::image::ImageError;
 use crate::patch::layer::LayerBuilder;
 use crate::pkgs::apk::package::ApkPackage;
 
-pub use build::build;
 pub use crate::patch::dpkg::ImageFiles;
+pub use build::build;
 
 /// The installed-package database.
 pub const INSTALLED: &str = "lib/apk/db/installed";

@@ -77,7 +77,8 @@ pub(super) fn walk(file: &Arc<File>, len: u64, limits: &ApkLimits) -> Result<Wal
         kinds.insert(apk_entry.path.clone(), apk_entry.kind);
         // apk skips names that begin with a dot, and `.keep_*` placeholder files.
         let name = apk_entry.path.rsplit('/').next().unwrap_or_default();
-        let keep = apk_entry.kind != ApkEntryKind::Dir && name.len() > 6 && name.starts_with(".keep_");
+        let keep =
+            apk_entry.kind != ApkEntryKind::Dir && name.len() > 6 && name.starts_with(".keep_");
         if raw.first() == Some(&b'.') || keep {
             continue;
         }
@@ -94,7 +95,9 @@ fn read_entry<R: Read>(
     entry: &mut tar::Entry<'_, R>,
     raw: &[u8],
 ) -> Result<(ApkEntry, u64), ApkFileError> {
-    let bad = |what: &str, e: &dyn std::fmt::Display| corrupt(format!("{:?}: bad {what}: {e}", shown(raw)));
+    let bad = |what: &str, e: &dyn std::fmt::Display| {
+        corrupt(format!("{:?}: bad {what}: {e}", shown(raw)))
+    };
     let hostile = |reason: String| ApkFileError::Hostile {
         path: shown(raw),
         reason,
@@ -111,7 +114,12 @@ fn read_entry<R: Read>(
         EntryType::Directory => ApkEntryKind::Dir,
         EntryType::Symlink => ApkEntryKind::Symlink,
         EntryType::Link => ApkEntryKind::Hardlink,
-        other => return Err(hostile(format!("{} entries are not allowed", type_name(other)))),
+        other => {
+            return Err(hostile(format!(
+                "{} entries are not allowed",
+                type_name(other)
+            )))
+        }
     };
     let normalized = normalize(&path).map_err(|r| hostile(r.to_owned()))?;
     if kind != ApkEntryKind::Dir && path.ends_with('/') {
@@ -131,7 +139,9 @@ fn read_entry<R: Read>(
             let record = record.map_err(|e| bad("pax header", &e))?;
             let value = record.value_bytes();
             match record.key_bytes() {
-                b"mtime" => mtime = pax_time(value).ok_or_else(|| bad("pax mtime", &shown(value)))?,
+                b"mtime" => {
+                    mtime = pax_time(value).ok_or_else(|| bad("pax mtime", &shown(value)))?
+                }
                 b"uname" => uname = utf8(value)?,
                 b"gname" => gname = utf8(value)?,
                 b"APK-TOOLS.checksum.SHA1" => {
@@ -156,22 +166,33 @@ fn read_entry<R: Read>(
             }
         }
     }
-    let size = if kind == ApkEntryKind::File { entry.size() } else { 0 };
+    let size = if kind == ApkEntryKind::File {
+        entry.size()
+    } else {
+        0
+    };
     let offset = entry.raw_file_position();
     let link_target = match kind {
         ApkEntryKind::Symlink => {
             let target = utf8(link.as_deref().unwrap_or_default())?;
             if target.is_empty() || target.contains(|c: char| c.is_control()) {
-                return Err(hostile(format!("symlink target {target:?} is empty or has control characters")));
+                return Err(hostile(format!(
+                    "symlink target {target:?} is empty or has control characters"
+                )));
             }
             if climbs_above_root(&normalized, &target) {
-                return Err(hostile(format!("symlink target {target:?} points above the root")));
+                return Err(hostile(format!(
+                    "symlink target {target:?} points above the root"
+                )));
             }
             Some(target)
         }
         ApkEntryKind::Hardlink => {
             let target = utf8(link.as_deref().unwrap_or_default())?;
-            Some(normalize(&target).map_err(|r| hostile(format!("hard link target {target:?}: {r}")))?)
+            Some(
+                normalize(&target)
+                    .map_err(|r| hostile(format!("hard link target {target:?}: {r}")))?,
+            )
         }
         ApkEntryKind::Dir | ApkEntryKind::File => None,
     };
@@ -195,7 +216,9 @@ fn read_entry<R: Read>(
             }
         }
         if read != size {
-            return Err(corrupt(format!("{path:?}: truncated ({size} bytes declared)")));
+            return Err(corrupt(format!(
+                "{path:?}: truncated ({size} bytes declared)"
+            )));
         }
         if hasher.finish() != expected {
             return Err(corrupt(format!(
@@ -217,7 +240,14 @@ fn read_entry<R: Read>(
         link_target,
         checksum,
     };
-    Ok((apk_entry, if kind == ApkEntryKind::File { offset } else { 0 }))
+    Ok((
+        apk_entry,
+        if kind == ApkEntryKind::File {
+            offset
+        } else {
+            0
+        },
+    ))
 }
 
 /// No duplicates, nothing below a non-directory, no non-directory where earlier entries
@@ -235,16 +265,26 @@ fn admit(
         let parent = &path[..i];
         match kinds.get(parent) {
             None | Some(ApkEntryKind::Dir) => {}
-            Some(kind) => return Err(format!("its parent {parent:?} is a {} earlier in the archive", kind_name(*kind))),
+            Some(kind) => {
+                return Err(format!(
+                    "its parent {parent:?} is a {} earlier in the archive",
+                    kind_name(*kind)
+                ))
+            }
         }
     }
     if entry.kind != ApkEntryKind::Dir && implied_dirs.contains(path) {
-        return Err(format!("a {} where earlier entries implied a directory", kind_name(entry.kind)));
+        return Err(format!(
+            "a {} where earlier entries implied a directory",
+            kind_name(entry.kind)
+        ));
     }
     if entry.kind == ApkEntryKind::Hardlink {
         let target = entry.link_target.as_deref().unwrap_or_default();
         if kinds.get(target) != Some(&ApkEntryKind::File) {
-            return Err(format!("hard link to {target:?}, which is not an earlier regular file"));
+            return Err(format!(
+                "hard link to {target:?}, which is not an earlier regular file"
+            ));
         }
     }
     for (i, _) in path.rmatch_indices('/') {
@@ -365,7 +405,8 @@ fn check_metadata_sizes(file: &File, len: u64) -> Result<(), ApkFileError> {
             }
             b'x' => {
                 let mut bytes = vec![0u8; size as usize];
-                if data.saturating_add(size) <= len && file.read_exact_at(&mut bytes, data).is_ok() {
+                if data.saturating_add(size) <= len && file.read_exact_at(&mut bytes, data).is_ok()
+                {
                     pax_size = tar::PaxExtensions::new(&bytes)
                         .filter_map(Result::ok)
                         .find(|r| r.key_bytes() == b"size")
@@ -375,7 +416,10 @@ fn check_metadata_sizes(file: &File, len: u64) -> Result<(), ApkFileError> {
             b'L' | b'K' | b'g' => {}
             _ => size = pax_size.take().unwrap_or(size),
         }
-        let Some(next) = size.checked_next_multiple_of(512).and_then(|s| data.checked_add(s)) else {
+        let Some(next) = size
+            .checked_next_multiple_of(512)
+            .and_then(|s| data.checked_add(s))
+        else {
             return Ok(());
         };
         pos = next;

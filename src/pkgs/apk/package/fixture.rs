@@ -154,7 +154,12 @@ fn header(name: &[u8], kind: tar::EntryType, mode: u32, size: u64) -> tar::Heade
 fn plain_tar(files: &[(String, Vec<u8>, u32)]) -> Vec<u8> {
     let mut b = tar::Builder::new(Vec::new());
     for (name, data, mode) in files {
-        let mut h = header(name.as_bytes(), tar::EntryType::Regular, *mode, data.len() as u64);
+        let mut h = header(
+            name.as_bytes(),
+            tar::EntryType::Regular,
+            *mode,
+            data.len() as u64,
+        );
         h.set_cksum();
         b.append(&h, data.as_slice()).unwrap();
     }
@@ -168,7 +173,12 @@ fn pax(b: &mut tar::Builder<Vec<u8>>, key: &str, value: &str) {
         len += 1;
     }
     let record = format!("{len}{body}");
-    let mut h = header(b"PaxHeader", tar::EntryType::XHeader, 0o644, record.len() as u64);
+    let mut h = header(
+        b"PaxHeader",
+        tar::EntryType::XHeader,
+        0o644,
+        record.len() as u64,
+    );
     h.set_cksum();
     b.append(&h, record.as_bytes()).unwrap();
 }
@@ -184,11 +194,19 @@ pub(crate) fn data_tar(entries: &[Entry]) -> Vec<u8> {
         let (kind, data, link): (_, &[u8], Option<&str>) = match &e.kind {
             Kind::Dir => (tar::EntryType::Directory, &[], None),
             Kind::File(c) => {
-                pax(&mut b, "APK-TOOLS.checksum.SHA1", &hex::encode(Sha1::digest(c)));
+                pax(
+                    &mut b,
+                    "APK-TOOLS.checksum.SHA1",
+                    &hex::encode(Sha1::digest(c)),
+                );
                 (tar::EntryType::Regular, c, None)
             }
             Kind::Symlink(t) => {
-                pax(&mut b, "APK-TOOLS.checksum.SHA1", &hex::encode(Sha1::digest(t.as_bytes())));
+                pax(
+                    &mut b,
+                    "APK-TOOLS.checksum.SHA1",
+                    &hex::encode(Sha1::digest(t.as_bytes())),
+                );
                 (tar::EntryType::Symlink, &[], Some(t.as_str()))
             }
             Kind::Hardlink(t) => (tar::EntryType::Link, &[], Some(t.as_str())),

@@ -115,10 +115,7 @@ pub enum ApkFileError {
         reason: String,
     },
     #[error("{segment} segment: {what} is not supported")]
-    Unsupported {
-        segment: &'static str,
-        what: String,
-    },
+    Unsupported { segment: &'static str, what: String },
     #[error("{segment} segment: more than {limit} bytes")]
     TooLarge { segment: &'static str, limit: u64 },
     #[error("data segment: more than {limit} entries")]
@@ -128,10 +125,7 @@ pub enum ApkFileError {
     #[error("hostile package entry {path:?}: {reason}")]
     Hostile { path: String, reason: String },
     #[error("{segment} segment: {path:?} is not UTF-8, which is not supported")]
-    NotUtf8 {
-        segment: &'static str,
-        path: String,
-    },
+    NotUtf8 { segment: &'static str, path: String },
     #[error(".PKGINFO line {line}: {reason}")]
     PkgInfo { line: usize, reason: String },
 }
@@ -201,9 +195,7 @@ impl ApkPackage {
         let first = small_member(&mut input, "control", limits, path)?;
         let first_identity = input.take_sha1();
         let first_names = control_names(&first, "control")?;
-        let is_signature = first_names
-            .first()
-            .is_some_and(|n| n.starts_with(".SIGN."));
+        let is_signature = first_names.first().is_some_and(|n| n.starts_with(".SIGN."));
         let (control, identity, signatures) = if is_signature {
             if let Some(other) = first_names.iter().find(|n| !n.starts_with(".SIGN.")) {
                 return Err(ApkFileError::Corrupt {
@@ -237,7 +229,13 @@ impl ApkPackage {
         input.start_sha256();
         while !input.at_end().map_err(io_err)? {
             let result = gunzip_member(&mut input, &mut data_tar).and_then(|()| data_tar.flush());
-            member_result(result, &data_tar, "data", scratch_dir, limits.max_data_bytes)?;
+            member_result(
+                result,
+                &data_tar,
+                "data",
+                scratch_dir,
+                limits.max_data_bytes,
+            )?;
         }
         let datahash = input.take_sha256();
         let data_len = data_tar.written;
@@ -324,7 +322,10 @@ impl ApkPackage {
 
 /// `Q1` + base64 of a SHA-1: how apk writes `C:` and `Z:` values.
 pub fn q1(sha1: &[u8; 20]) -> String {
-    format!("Q1{}", base64::engine::general_purpose::STANDARD.encode(sha1))
+    format!(
+        "Q1{}",
+        base64::engine::general_purpose::STANDARD.encode(sha1)
+    )
 }
 
 /// Reads one gzip member (signature or control) into memory.

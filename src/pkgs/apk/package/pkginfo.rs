@@ -39,7 +39,11 @@ pub(super) const MAX_PKGINFO: usize = 1 << 20;
 pub(super) fn parse(data: &[u8]) -> Result<PkgInfo, ApkFileError> {
     let bad = |line: usize, reason: String| ApkFileError::PkgInfo { line, reason };
     let text = std::str::from_utf8(data).map_err(|e| {
-        let line = data[..e.valid_up_to()].iter().filter(|b| **b == b'\n').count() + 1;
+        let line = data[..e.valid_up_to()]
+            .iter()
+            .filter(|b| **b == b'\n')
+            .count()
+            + 1;
         bad(line, "not UTF-8".to_owned())
     })?;
     let mut info = PkgInfo::default();
@@ -53,7 +57,10 @@ pub(super) fn parse(data: &[u8]) -> Result<PkgInfo, ApkFileError> {
             continue; // apk skips lines without " = "
         };
         if value.contains(|c: char| c.is_control()) {
-            return Err(bad(line_no, format!("{key}: control character in the value")));
+            return Err(bad(
+                line_no,
+                format!("{key}: control character in the value"),
+            ));
         }
         let number = |v: &str| {
             v.trim()
@@ -128,9 +135,15 @@ mod tests {
         for (text, needle) in [
             ("pkgver = 1-r0\n", "no pkgname"),
             ("pkgname = a\n", "no pkgver"),
-            ("pkgname = a\npkgver = 1-r0\nsize = x\n", "size: \"x\" is not a number"),
+            (
+                "pkgname = a\npkgver = 1-r0\nsize = x\n",
+                "size: \"x\" is not a number",
+            ),
             ("pkgname = a\npkgver = not a version\n", "pkgver"),
-            ("pkgname = a\npkgver = 1-r0\nurl = a\u{7}b\n", "control character"),
+            (
+                "pkgname = a\npkgver = 1-r0\nurl = a\u{7}b\n",
+                "control character",
+            ),
         ] {
             let err = parse(text.as_bytes()).unwrap_err().to_string();
             assert!(err.contains(needle), "{text:?}: {err}");

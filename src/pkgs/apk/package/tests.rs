@@ -27,7 +27,11 @@ fn hello() -> Package {
             dir("usr/bin"),
             file("usr/bin/hello", "#!/bin/sh\necho hi\n", 0o755),
             symlink("usr/bin/hi", "hello"),
-            fixture::entry("usr/bin/hello2", Kind::Hardlink("usr/bin/hello".into()), 0o755),
+            fixture::entry(
+                "usr/bin/hello2",
+                Kind::Hardlink("usr/bin/hello".into()),
+                0o755,
+            ),
             dir("etc"),
             file("etc/hello.conf", "x=1\n", 0o644),
             file("etc/.keep_hello", "", 0o644),
@@ -52,12 +56,12 @@ fn reads_an_abuild_style_package() {
     assert!(apk.identity().starts_with("Q1") && apk.identity().len() == 30);
     assert_eq!(apk.file_size(), bytes.len() as u64);
     assert_eq!(apk.signatures().len(), 1);
-    assert_eq!(
-        apk.scripts().keys().collect::<Vec<_>>(),
-        ["post-upgrade"]
-    );
-    let paths: Vec<(&str, ApkEntryKind)> =
-        apk.entries().iter().map(|e| (e.path.as_str(), e.kind)).collect();
+    assert_eq!(apk.scripts().keys().collect::<Vec<_>>(), ["post-upgrade"]);
+    let paths: Vec<(&str, ApkEntryKind)> = apk
+        .entries()
+        .iter()
+        .map(|e| (e.path.as_str(), e.kind))
+        .collect();
     assert_eq!(
         paths,
         [
@@ -73,13 +77,19 @@ fn reads_an_abuild_style_package() {
     );
     let hello = &apk.entries()[2];
     assert_eq!(hello.mode, 0o755);
-    assert_eq!(hello.checksum, Some(sha1::Sha1::digest(b"#!/bin/sh\necho hi\n")));
+    assert_eq!(
+        hello.checksum,
+        Some(sha1::Sha1::digest(b"#!/bin/sh\necho hi\n"))
+    );
     let (file, offset, len) = apk.file_slice(hello).unwrap();
     let mut buf = vec![0; len as usize];
     std::os::unix::fs::FileExt::read_exact_at(&*file, &mut buf, offset).unwrap();
     assert_eq!(buf, b"#!/bin/sh\necho hi\n");
     assert!(apk.file_slice(&apk.entries()[3]).is_none());
-    assert_eq!(apk.entries()[4].link_target.as_deref(), Some("usr/bin/hello"));
+    assert_eq!(
+        apk.entries()[4].link_target.as_deref(),
+        Some("usr/bin/hello")
+    );
     // Nothing is left in the scratch directory.
     let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
     assert_eq!(left.len(), 1);
@@ -103,11 +113,18 @@ fn the_system_tar_reads_the_fixture_as_one_stream() {
     let dir = tempfile::tempdir().unwrap();
     let (bytes, _) = hello().build();
     let path = write(dir.path(), "p.apk", &bytes);
-    let Ok(out) = std::process::Command::new("tar").arg("-tzf").arg(&path).output() else {
+    let Ok(out) = std::process::Command::new("tar")
+        .arg("-tzf")
+        .arg(&path)
+        .output()
+    else {
         return;
     };
     let listing = String::from_utf8_lossy(&out.stdout);
-    assert!(listing.contains(".PKGINFO") && listing.contains("usr/bin/hello"), "{listing}");
+    assert!(
+        listing.contains(".PKGINFO") && listing.contains("usr/bin/hello"),
+        "{listing}"
+    );
 }
 
 fn expect_err(p: &Package, needle: &str) {
@@ -118,14 +135,49 @@ fn expect_err(p: &Package, needle: &str) {
 #[test]
 fn hostile_entries_are_rejected_naming_the_path() {
     let base = |entries| Package::new("evil", "1-r0", entries);
-    expect_err(&base(vec![dir("etc"), file("etc/../../x", "x", 0o644)]), "hostile package entry \"etc/../../x\": \"..\" in the path");
-    expect_err(&base(vec![file("/etc/passwd", "x", 0o644)]), "\"/etc/passwd\": absolute path");
-    expect_err(&base(vec![dir("a"), symlink("a/l", "../../etc")]), "\"a/l\": symlink target \"../../etc\" points above the root");
-    expect_err(&base(vec![dir("a"), symlink("a/l", "/etc"), file("a/l/passwd", "x", 0o644)]), "its parent \"a/l\" is a symlink");
-    expect_err(&base(vec![fixture::entry("dev", Kind::Fifo, 0o644)]), "\"dev\": FIFO entries are not allowed");
-    expect_err(&base(vec![dir("a"), file("a/x", "1", 0o644), file("a/x", "2", 0o644)]), "\"a/x\": duplicate path");
-    expect_err(&base(vec![dir("a"), fixture::entry("a/h", Kind::Hardlink("a/nothing".into()), 0o644)]), "hard link to \"a/nothing\"");
-    expect_err(&base(vec![dir("a"), file("a/x\ny", "1", 0o644)]), "control character");
+    expect_err(
+        &base(vec![dir("etc"), file("etc/../../x", "x", 0o644)]),
+        "hostile package entry \"etc/../../x\": \"..\" in the path",
+    );
+    expect_err(
+        &base(vec![file("/etc/passwd", "x", 0o644)]),
+        "\"/etc/passwd\": absolute path",
+    );
+    expect_err(
+        &base(vec![dir("a"), symlink("a/l", "../../etc")]),
+        "\"a/l\": symlink target \"../../etc\" points above the root",
+    );
+    expect_err(
+        &base(vec![
+            dir("a"),
+            symlink("a/l", "/etc"),
+            file("a/l/passwd", "x", 0o644),
+        ]),
+        "its parent \"a/l\" is a symlink",
+    );
+    expect_err(
+        &base(vec![fixture::entry("dev", Kind::Fifo, 0o644)]),
+        "\"dev\": FIFO entries are not allowed",
+    );
+    expect_err(
+        &base(vec![
+            dir("a"),
+            file("a/x", "1", 0o644),
+            file("a/x", "2", 0o644),
+        ]),
+        "\"a/x\": duplicate path",
+    );
+    expect_err(
+        &base(vec![
+            dir("a"),
+            fixture::entry("a/h", Kind::Hardlink("a/nothing".into()), 0o644),
+        ]),
+        "hard link to \"a/nothing\"",
+    );
+    expect_err(
+        &base(vec![dir("a"), file("a/x\ny", "1", 0o644)]),
+        "control character",
+    );
 }
 
 #[test]
@@ -138,7 +190,10 @@ fn corrupt_packages_are_rejected() {
     let (bytes, _) = hello().build();
     for cut in [10, bytes.len() / 2, bytes.len() - 3] {
         let path = write(dir.path(), "cut.apk", &bytes[..cut]);
-        assert!(ApkPackage::open(&path, dir.path(), &ApkLimits::default()).is_err(), "cut at {cut}");
+        assert!(
+            ApkPackage::open(&path, dir.path(), &ApkLimits::default()).is_err(),
+            "cut at {cut}"
+        );
     }
     let path = write(dir.path(), "garbage.apk", b"not a package at all");
     let err = ApkPackage::open(&path, dir.path(), &ApkLimits::default()).unwrap_err();
@@ -153,7 +208,9 @@ fn limits_are_enforced() {
     let small = |f: fn(&mut ApkLimits)| {
         let mut l = ApkLimits::default();
         f(&mut l);
-        ApkPackage::open(&path, dir.path(), &l).unwrap_err().to_string()
+        ApkPackage::open(&path, dir.path(), &l)
+            .unwrap_err()
+            .to_string()
     };
     assert!(small(|l| l.max_data_bytes = 1024).contains("data segment: more than 1024 bytes"));
     assert!(small(|l| l.max_control_bytes = 100).contains("more than 100 bytes"));
