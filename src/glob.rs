@@ -89,7 +89,6 @@ fn class(pattern: &[u8], byte: u8) -> Option<(bool, usize)> {
     None
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::glob;
@@ -112,5 +111,4 @@ mod tests {
         assert!(!glob(b"/a\\*b", b"/axb"));
         assert!(glob(b"*", b""));
     }
-
 }

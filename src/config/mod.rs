@@ -15,8 +15,8 @@ use std::time::Duration;
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 
-pub use raw::{RawConfig, RawUpstream};
 pub use patch::{PatchConfig, PatchMode, PatchPolicy};
+pub use raw::{RawConfig, RawUpstream};
 pub use secret::Secret;
 
 /// The checked configuration the rest of the program runs on.

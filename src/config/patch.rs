@@ -86,7 +86,9 @@ pub struct PatchConfig {
 impl PatchConfig {
     /// The policy for a repository, if one matches.
     pub fn policy(&self, upstream: &str, repository: &str) -> Option<&PatchPolicy> {
-        self.policies.iter().find(|p| p.matches(upstream, repository))
+        self.policies
+            .iter()
+            .find(|p| p.matches(upstream, repository))
     }
 }
 
@@ -154,7 +156,10 @@ impl RawPatch {
         for (i, raw) in self.policy.iter().enumerate() {
             let key = |field: &str| format!("patch.policy[{i}].{field}");
             if raw.repository.is_empty() {
-                problems.push(format!("`{}`: a glob such as \"library/*\"", key("repository")));
+                problems.push(format!(
+                    "`{}`: a glob such as \"library/*\"",
+                    key("repository")
+                ));
             }
             let mode = raw.mode.as_deref().and_then(|m| {
                 let parsed = PatchMode::parse(m);

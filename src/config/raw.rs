@@ -513,9 +513,9 @@ impl RawConfig {
         let patch = {
             let mut problems = Vec::new();
             let mut durations = Problems(Vec::new());
-            let patch = self
-                .patch
-                .validate(&mut problems, &mut |key, text| durations.duration(key, text));
+            let patch = self.patch.validate(&mut problems, &mut |key, text| {
+                durations.duration(key, text)
+            });
             p.0.extend(problems);
             p.0.extend(durations.0);
             patch

@@ -190,3 +190,61 @@ fn errors_never_echo_secrets() {
         "80417263955"
     );
 }
+
+#[test]
+fn patch_policies_parse_and_match_in_order() {
+    let c = Config::from_toml_str(
+        r#"
+        [patch]
+        mode = "background"
+        [[patch.policy]]
+        repository = "library/*"
+        mode = "fail_closed"
+        exclude = ["tzdata"]
+        [[patch.policy]]
+        upstream = "ghcr.io"
+        repository = "*"
+        min_severity = "HIGH"
+        ignore_errors = true
+        "#,
+    )
+    .unwrap();
+    assert_eq!(c.patch.mode, PatchMode::Background);
+    let library = c.patch.policy("docker.io", "library/nginx").unwrap();
+    assert_eq!(library.mode, Some(PatchMode::FailClosed));
+    assert_eq!(library.exclude, vec!["tzdata"]);
+    let ghcr = c.patch.policy("ghcr.io", "team/app").unwrap();
+    assert!(ghcr.ignore_errors && ghcr.mode.is_none());
+    assert!(c.patch.policy("docker.io", "team/app").is_none());
+    // `config check` writes policies back in the file's shape.
+    let again = Config::from_toml_str(&c.to_display_toml()).unwrap();
+    assert_eq!(again.patch.policies, c.patch.policies);
+}
+
+#[test]
+fn bad_patch_settings_name_their_keys() {
+    let error = Config::from_toml_str(
+        r#"
+        [patch]
+        mode = "sometimes"
+        workers = 0
+        wait_timeout = "soon"
+        [[patch.policy]]
+        repository = "x"
+        mode = "never"
+        min_severity = "HUGE"
+        "#,
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    for key in [
+        "patch.mode",
+        "patch.workers",
+        "patch.wait_timeout",
+        "patch.policy[0].mode",
+        "patch.policy[0].min_severity",
+    ] {
+        assert!(error.contains(key), "{key} missing from: {error}");
+    }
+}

@@ -312,6 +312,18 @@ impl<R: Read> Read for Counted<R> {
     }
 }
 
+/// `blob` decompressed (gzip, zstd or plain, sniffed), failing past `max` bytes.
+pub fn decompressed<'r>(blob: impl Read + 'r, max: u64) -> io::Result<Box<dyn Read + 'r>> {
+    decompress(
+        blob,
+        Rc::new(Budget {
+            max,
+            used: Cell::new(0),
+            exceeded: Cell::new(false),
+        }),
+    )
+}
+
 fn decompress<'r>(mut blob: impl Read + 'r, budget: Rc<Budget>) -> io::Result<Box<dyn Read + 'r>> {
     let mut magic = [0u8; 4];
     let mut filled = 0;

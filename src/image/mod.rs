@@ -22,6 +22,7 @@ mod path;
 mod read;
 #[cfg(test)]
 mod tests;
+mod unpacked;
 
 use std::io::{self, Read};
 
@@ -30,6 +31,7 @@ pub use fs::Filesystem;
 pub use layer::{is_readable_media_type, read_layer, Compression, LayerEntry, Usage};
 pub use node::{EntryKind, Node};
 pub use read::read_files;
+pub use unpacked::UnpackedLayers;
 
 /// `application/vnd.oci.image.layer.v1.tar`
 pub const MEDIA_TYPE_OCI_LAYER: &str = "application/vnd.oci.image.layer.v1.tar";

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::distribution::{media_type, Digest, Reference};
-use crate::image::LayerDescriptor;
+use crate::image::{LayerDescriptor, UnpackedLayers};
 use crate::mirror::image::PlatformImage;
 use crate::mirror::{Mirror, ServedManifest};
 use crate::patch::assemble::{self, AssembledImage, ImageInput, PatchLayer, Replacement};
@@ -117,11 +117,13 @@ impl PatchedImage {
         }
         let fixes: Vec<crate::patch::vex::PlatformFixes<'_>> = platforms
             .iter()
-            .map(|(plan, architecture, fixed)| crate::patch::vex::PlatformFixes {
-                plan,
-                architecture,
-                fixed,
-            })
+            .map(
+                |(plan, architecture, fixed)| crate::patch::vex::PlatformFixes {
+                    plan,
+                    architecture,
+                    fixed,
+                },
+            )
             .collect();
         crate::patch::vex::document(&crate::patch::vex::VexInput {
             repository,
@@ -371,7 +373,15 @@ impl Patcher {
         let mut plan = plan;
         let (native, verified, debs) = loop {
             match self
-                .build_platform(route, &image, &inventory, &platform, &plan, &base_layers, work)
+                .build_platform(
+                    route,
+                    &image,
+                    &inventory,
+                    &platform,
+                    &plan,
+                    &base_layers,
+                    work,
+                )
                 .await
             {
                 Ok(built) => break built,
@@ -467,7 +477,15 @@ impl Patcher {
             .fetch_debs(inventory, platform, &wanted)
             .await?;
 
-        let source = self.mirror.layer_source(route);
+        // Decompressed once, read several times (tree, database, scripts' root, check).
+        let unpacked_dir = work.join("layers");
+        std::fs::create_dir_all(&unpacked_dir).map_err(|e| PatchError::io(&unpacked_dir, e))?;
+        let source = Arc::new(UnpackedLayers::new(
+            self.mirror.layer_source(route),
+            unpacked_dir,
+            &crate::image::Limits::default(),
+        ));
+        let build_source = source.clone();
         let work_dir = work.to_path_buf();
         let plan_for_build = plan.clone();
         let inventory_for_build = inventory.clone();
@@ -476,7 +494,7 @@ impl Patcher {
         let layers = base_layers.to_vec();
         let native = tokio::task::spawn_blocking(move || {
             build_layer(
-                &source,
+                &*build_source,
                 &layers,
                 &plan_for_build,
                 &inventory_for_build,
@@ -488,12 +506,11 @@ impl Patcher {
         .await
         .map_err(|e| PatchError::Internal(e.to_string()))??;
 
-        let source = self.mirror.layer_source(route);
         let layer_path = native.layer.path.clone();
         let plan_for_check = plan.clone();
         let check_layers = base_layers.to_vec();
         let verified = tokio::task::spawn_blocking(move || {
-            verify::check(&source, &check_layers, &layer_path, &plan_for_check)
+            verify::check(&*source, &check_layers, &layer_path, &plan_for_check)
         })
         .await
         .map_err(|e| PatchError::Internal(e.to_string()))??;

@@ -69,7 +69,8 @@ impl PatchError {
         match self {
             PatchError::Package { package, .. } => Some(package),
             PatchError::Scan(crate::scan::builtin::BuiltinError::PackageUnavailable {
-                name, ..
+                name,
+                ..
             }) => Some(name),
             PatchError::Native(native::NativeError::Dpkg(
                 DpkgError::Package { package, .. } | DpkgError::Conflict { package, .. },

@@ -27,10 +27,17 @@ use crate::upstream::Route;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum JobOutcome {
     /// The patched image's top manifest (or index).
-    Patched { digest: Digest, media_type: String },
+    Patched {
+        digest: Digest,
+        media_type: String,
+    },
     /// Nothing to patch; the original is served.
-    Unchanged { reason: String },
-    Failed { error: String },
+    Unchanged {
+        reason: String,
+    },
+    Failed {
+        error: String,
+    },
 }
 
 /// Where a request stands.
@@ -92,10 +99,9 @@ pub struct Jobs {
 
 impl Jobs {
     pub(super) fn new(config: &Config, mirror: Arc<Mirror>) -> Result<Jobs, String> {
-        let scanner = BuiltinScanner::new(crate::scan::builtin::BuiltinConfig::from_scan(
-            &config.scan,
-        ))
-        .map_err(|e| format!("built-in scanner: {e}"))?;
+        let scanner =
+            BuiltinScanner::new(crate::scan::builtin::BuiltinConfig::from_scan(&config.scan))
+                .map_err(|e| format!("built-in scanner: {e}"))?;
         let dir = config.storage.path.join("patched");
         std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let store = mirror.store().clone();
@@ -251,8 +257,7 @@ impl Jobs {
             return JobOutcome::Unchanged { reason };
         };
         let repository = format!("{}/{}", route.upstream.name(), route.repository);
-        let timestamp =
-            humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+        let timestamp = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
         let vex = match patched.vex_document(&repository, &timestamp) {
             Ok(vex) => vex,
             Err(e) => {
@@ -444,4 +449,3 @@ fn put_blob(store: &Store, digest: &Digest, size: u64, from: &mut dyn Read) -> R
     store.committed(digest, size);
     Ok(())
 }
-

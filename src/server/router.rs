@@ -10,12 +10,12 @@ use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use super::body::{self, Body};
 use super::respond::{error_response, API_VERSION, API_VERSION_HEADER};
 use super::AppState;
-use crate::pipeline::TagAnswer;
 use crate::distribution::media_type::{Accept, OCI_INDEX};
 use crate::distribution::range::{self, RangeRequest};
 use crate::distribution::{DistributionRequest, Endpoint, ErrorCode, PathError, Reference};
 use crate::error::ApiError;
 use crate::metrics::{BytesLabels, RequestLabels, Route};
+use crate::pipeline::TagAnswer;
 
 /// Serves one request; never fails (errors become responses).
 pub async fn handle<B>(state: Arc<AppState>, req: Request<B>) -> Response<Body> {

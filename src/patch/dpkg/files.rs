@@ -640,8 +640,21 @@ impl<'a> Builder<'a> {
                 removed.contains(&format!("{dir}/{child}"))
             });
             let prefix = format!("{dir}/");
-            let refilled = self.layer.iter().any(|e| e.path.starts_with(&prefix));
+            let refilled = self
+                .layer
+                .iter()
+                .any(|e| e.path.starts_with(&prefix) && !matches!(e.kind, EntryKind::Whiteout));
             if empty && !refilled {
+                // One whiteout for the directory replaces those of its files.
+                let below: Vec<String> = self
+                    .layer
+                    .iter()
+                    .filter(|e| e.path.starts_with(&prefix))
+                    .map(|e| e.path.clone())
+                    .collect();
+                for path in below {
+                    self.layer.remove(&path);
+                }
                 self.layer.whiteout(&dir);
                 removed.insert(dir);
                 outcome.files_removed += 1;

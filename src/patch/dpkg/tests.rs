@@ -149,7 +149,7 @@ fn hello_status(conffile_md5: &str, user_md5: &str) -> String {
     )
 }
 
-const OLD_LIST: &str = "/.\n/etc\n/etc/hello.conf\n/etc/hello-user.conf\n/lib\n/lib/x86_64-linux-gnu\n/lib/x86_64-linux-gnu/libhello.so.1\n/usr\n/usr/bin\n/usr/bin/hello\n/usr/share\n/usr/share/hello\n/usr/share/hello/old.txt\n/usr/share/hello/same.txt\n/usr/share/hello/shared.txt\n";
+const OLD_LIST: &str = "/.\n/etc\n/etc/hello.conf\n/etc/hello-user.conf\n/lib\n/lib/x86_64-linux-gnu\n/lib/x86_64-linux-gnu/libhello.so.1\n/usr\n/usr/bin\n/usr/bin/hello\n/usr/share\n/usr/share/hello\n/usr/share/hello/old.txt\n/usr/share/hello/olddir\n/usr/share/hello/olddir/x.txt\n/usr/share/hello/same.txt\n/usr/share/hello/shared.txt\n";
 
 fn base_image(status: &str) -> Vec<u8> {
     let old_sums = format!(
@@ -170,6 +170,8 @@ fn base_image(status: &str) -> Vec<u8> {
         ("usr/share", None),
         ("usr/share/hello", None),
         ("usr/share/hello/old.txt", Some("old\n")),
+        ("usr/share/hello/olddir", None),
+        ("usr/share/hello/olddir/x.txt", Some("x\n")),
         ("usr/share/hello/same.txt", Some("same\n")),
         ("usr/share/hello/shared.txt", Some("shared\n")),
         ("var", None),
@@ -272,6 +274,8 @@ fn an_upgrade_writes_what_dpkg_would() {
         ("usr/lib/x86_64-linux-gnu/libhello.so.1", "file"),
         ("usr/share/hello/new.txt", "file"),
         ("usr/share/hello/old.txt", "whiteout"),
+        // Emptied: one whiteout for the directory, none for its file.
+        ("usr/share/hello/olddir", "whiteout"),
         ("var/lib/dpkg/info/hello.conffiles", "file"),
         ("var/lib/dpkg/info/hello.list", "file"),
         ("var/lib/dpkg/info/hello.md5sums", "file"),
@@ -314,7 +318,7 @@ fn an_upgrade_writes_what_dpkg_would() {
     assert!(!list.contains("old.txt"));
     let outcome = &changes.outcomes[0];
     assert_eq!(outcome.conffiles_kept, vec!["/etc/hello-user.conf"]);
-    assert_eq!(outcome.files_removed, 1);
+    assert_eq!(outcome.files_removed, 3, "old.txt, olddir/x.txt and olddir");
     assert!(
         outcome.files_unchanged >= 1,
         "same.txt is left in the lower layer"
