@@ -49,6 +49,9 @@ impl IndexEntry {
     }
 }
 
+/// The first line of [`PackageIndex::to_compact`]'s format; a new format gets a new one.
+const COMPACT_HEADER: &[u8] = b"patchpull-index-v1\n";
+
 /// The packages of one index file, sorted by name for lookups.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PackageIndex {
@@ -72,6 +75,82 @@ impl PackageIndex {
 
     pub fn len(&self) -> usize {
         self.entries.len()
+    }
+
+    /// The index in a compact line format (one entry per line, tab-separated), written
+    /// beside a verified index so a new process reads it in a fraction of the time that
+    /// decompressing and parsing the original takes.
+    pub fn to_compact(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.entries.len() * 160);
+        out.extend_from_slice(COMPACT_HEADER);
+        for e in &self.entries {
+            let fields: [&str; 5] = [
+                &e.name,
+                &e.version,
+                &e.architecture,
+                e.source.as_deref().unwrap_or("-"),
+                e.source_version.as_deref().unwrap_or("-"),
+            ];
+            out.extend_from_slice(fields.join("\t").as_bytes());
+            match &e.deb {
+                Some(deb) => out.extend_from_slice(
+                    format!("\t{}\t{}\t{}\n", deb.filename, deb.size, deb.sha256_hex()).as_bytes(),
+                ),
+                None => out.extend_from_slice(b"\t-\t-\t-\n"),
+            }
+        }
+        out
+    }
+
+    /// Reads [`PackageIndex::to_compact`]'s output.
+    ///
+    /// # Errors
+    /// A reason when the text is not that format (the caller then parses the original).
+    pub fn from_compact(text: &[u8]) -> Result<PackageIndex, String> {
+        let body = text
+            .strip_prefix(COMPACT_HEADER)
+            .ok_or("not a compact index (header)")?;
+        let text = std::str::from_utf8(body).map_err(|_| "not UTF-8")?;
+        let mut architectures: Vec<Arc<str>> = Vec::new();
+        let mut entries = Vec::new();
+        for (n, line) in text.lines().enumerate() {
+            let f: Vec<&str> = line.split('\t').collect();
+            let [name, version, architecture, source, source_version, filename, size, sha] =
+                f[..]
+            else {
+                return Err(format!("line {}: {} fields", n + 2, f.len()));
+            };
+            let architecture = match architectures.iter().find(|a| ***a == *architecture) {
+                Some(a) => a.clone(),
+                None => {
+                    let a: Arc<str> = Arc::from(architecture);
+                    architectures.push(a.clone());
+                    a
+                }
+            };
+            let optional = |v: &str| (v != "-").then(|| Box::<str>::from(v));
+            let deb = if filename == "-" {
+                None
+            } else {
+                let mut sha256 = [0u8; 32];
+                hex::decode_to_slice(sha, &mut sha256)
+                    .map_err(|_| format!("line {}: bad SHA256", n + 2))?;
+                Some(DebFile {
+                    filename: filename.into(),
+                    size: size.parse().map_err(|_| format!("line {}: bad size", n + 2))?,
+                    sha256,
+                })
+            };
+            entries.push(IndexEntry {
+                name: name.into(),
+                version: version.into(),
+                architecture,
+                source: optional(source),
+                source_version: optional(source_version),
+                deb,
+            });
+        }
+        Ok(PackageIndex::new(entries))
     }
 
     pub fn is_empty(&self) -> bool {
@@ -430,5 +509,15 @@ SHA256: 1111111111111111111111111111111111111111111111111111111111111111
             let err = parse_text(text.as_bytes()).unwrap_err();
             assert!(err.contains(expected), "{text:?}: {err}");
         }
+    }
+
+    #[test]
+    fn compact_copies_round_trip() {
+        let text = b"Package: a\nVersion: 1:2.0-1\nArchitecture: amd64\nSource: src (2.0-0)\nFilename: pool/a.deb\nSize: 10\nSHA256: 0101010101010101010101010101010101010101010101010101010101010101\n\nPackage: b\nVersion: 1\nArchitecture: all\n";
+        let index = super::parse_text(text).unwrap();
+        let compact = index.to_compact();
+        assert_eq!(super::PackageIndex::from_compact(&compact).unwrap(), index);
+        assert!(super::PackageIndex::from_compact(b"garbage").is_err());
+        assert!(super::PackageIndex::from_compact(b"patchpull-index-v1\nx\ty\n").is_err());
     }
 }

@@ -237,7 +237,10 @@ impl Repositories {
                     .download_index(suite, release, path, hash, &cached)
                     .await?
                 {
-                    Some(index) => index,
+                    Some(index) => {
+                        self.write_compact(&hash.sha256, &index).await;
+                        index
+                    }
                     None => {
                         // Listed but not served (Debian's plain `Packages`): try the next.
                         not_served.push(url);
@@ -281,9 +284,35 @@ impl Repositories {
         if !intact {
             return Ok(None);
         }
-        self.parse_file(suite, path, &self.cache.index_path(&hash.sha256))
-            .await
-            .map(Some)
+        // The compact copy made from this verified file, when there is one.
+        let compact = compact_path(&self.cache.index_path(&hash.sha256));
+        let quick = blocking(move || {
+            Ok(std::fs::read(&compact)
+                .ok()
+                .and_then(|text| PackageIndex::from_compact(&text).ok()))
+        })
+        .await?;
+        if let Some(index) = quick {
+            return Ok(Some(index));
+        }
+        let index = self
+            .parse_file(suite, path, &self.cache.index_path(&hash.sha256))
+            .await?;
+        self.write_compact(&hash.sha256, &index).await;
+        Ok(Some(index))
+    }
+
+    /// Keeps a compact copy of a verified, parsed index; failing to is only slower later.
+    async fn write_compact(&self, sha256: &str, index: &PackageIndex) {
+        let (cache, target, bytes) = (
+            self.cache.clone(),
+            compact_path(&self.cache.index_path(sha256)),
+            index.to_compact(),
+        );
+        let written = blocking(move || cache.write_file(&target, &bytes)).await;
+        if let Err(e) = written {
+            tracing::debug!(error = %e, "not keeping a compact index copy");
+        }
     }
 
     async fn download_index(
@@ -358,6 +387,13 @@ impl Repositories {
             reason,
         })
     }
+}
+
+/// Where the compact copy of the index at `index` is kept.
+fn compact_path(index: &Path) -> std::path::PathBuf {
+    let mut path = index.as_os_str().to_owned();
+    path.push(".compact");
+    std::path::PathBuf::from(path)
 }
 
 fn check(suite: &Suite, url: &str, release: &Release, now: SystemTime) -> Result<(), BuiltinError> {
