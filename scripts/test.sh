@@ -25,6 +25,7 @@ declare -A PACKAGE_OF=(
   [dpkg-deb]=dpkg
   [rpm]=rpm
   [debootstrap]=debootstrap
+  [umoci]=umoci
 )
 
 missing=()

@@ -317,8 +317,6 @@ fn patched_root_equals_what_real_dpkg_leaves() {
 }
 
 #[test]
-#[ignore = "engine bug: xz-utils' postinst runs update-alternatives, and the patch layer \
-            carries var/log/alternatives.log, a log like dpkg.log (which it leaves out)"]
 fn patch_layer_holds_package_files_only() {
     let Some(f) = fixture() else { return };
     let started = Instant::now();
@@ -360,8 +358,6 @@ fn patch_layer_holds_package_files_only() {
 
 /// Costs a second debug-build patch (about two minutes).
 #[test]
-#[ignore = "engine bug: the patch layer carries var/log/alternatives.log with the wall-clock \
-            time of update-alternatives' run, so two patches of one image differ"]
 fn patching_the_same_image_again_gives_the_same_layer() {
     let Some(f) = fixture() else { return };
     let started = Instant::now();

@@ -81,6 +81,8 @@ pub struct PatchConfig {
     pub retry_failed_after: Duration,
     /// The first policy that matches a repository applies.
     pub policies: Vec<PatchPolicy>,
+    /// Bearer token of the admin API (`/patchpull/v1/`); `None` switches it off.
+    pub admin_token: Option<super::Secret>,
 }
 
 impl PatchConfig {
@@ -120,6 +122,8 @@ pub struct RawPatch {
     pub retry_failed_after: String,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub policy: Vec<RawPolicy>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admin_token: Option<super::Secret>,
 }
 
 impl Default for RawPatch {
@@ -131,6 +135,7 @@ impl Default for RawPatch {
             queue: defaults::PATCH_QUEUE,
             retry_failed_after: super::raw::fmt_duration(defaults::PATCH_RETRY_FAILED_AFTER),
             policy: Vec::new(),
+            admin_token: None,
         }
     }
 }
@@ -202,6 +207,7 @@ impl RawPatch {
             queue: self.queue,
             retry_failed_after: duration("patch.retry_failed_after", &self.retry_failed_after),
             policies,
+            admin_token: self.admin_token.clone().filter(|t| !t.expose().is_empty()),
         }
     }
 
@@ -225,6 +231,7 @@ impl RawPatch {
                     ignore_errors: p.ignore_errors,
                 })
                 .collect(),
+            admin_token: c.admin_token.clone(),
         }
     }
 }

@@ -45,6 +45,8 @@ pub struct Patcher {
     mirror: Arc<Mirror>,
     scanner: Arc<BuiltinScanner>,
     scratch: PathBuf,
+    /// Uploaded reports by image digest (`<hex>` files); see [`Patcher::with_reports`].
+    reports: Option<PathBuf>,
 }
 
 /// What became of one platform.
@@ -150,7 +152,35 @@ impl Patcher {
             mirror,
             scanner,
             scratch,
+            reports: None,
         }
+    }
+
+    /// Plans from a report stored in `dir` under an image's digest (its platform manifest's
+    /// or the tag's top manifest's) when one is there, before the built-in scanner.
+    pub fn with_reports(mut self, dir: PathBuf) -> Patcher {
+        self.reports = Some(dir);
+        self
+    }
+
+    /// The stored report for the first of `digests` that has one.
+    fn stored_report(&self, digests: &[&Digest]) -> Result<Option<ScanReport>, PatchError> {
+        let Some(dir) = &self.reports else {
+            return Ok(None);
+        };
+        for digest in digests {
+            let path = dir.join(digest.hex());
+            match std::fs::read(&path) {
+                Ok(bytes) => {
+                    return report::parse(&bytes)
+                        .map(Some)
+                        .map_err(|e| PatchError::Report(format!("the stored report for {digest}: {e}")))
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(PatchError::io(&path, e)),
+            }
+        }
+        Ok(None)
     }
 
     /// Patches the image `reference` names behind `route`.
@@ -194,7 +224,10 @@ impl Patcher {
             }
             let work = scratch.path().join(format!("p{}", platforms.len()));
             std::fs::create_dir_all(&work).map_err(|e| PatchError::io(&work, e))?;
-            platforms.push(self.patch_platform(route, image, options, &work).await?);
+            platforms.push(
+                self.patch_platform(route, image, &top.digest, options, &work)
+                    .await?,
+            );
         }
         let patched_any = platforms
             .iter()
@@ -301,6 +334,7 @@ impl Patcher {
         &self,
         route: &Route,
         image: PlatformImage,
+        top_digest: &Digest,
         options: &PatchOptions,
         work: &Path,
     ) -> Result<PlatformResult, PatchError> {
@@ -365,7 +399,12 @@ impl Patcher {
                 )
             };
         }
-        let plan = self.plan(&inventory, &platform, options).await?;
+        let stored = match &options.report {
+            Some(_) => None,
+            None => self.stored_report(&[&image.manifest.digest, top_digest])?,
+        };
+        let report = options.report.as_ref().or(stored.as_ref());
+        let plan = self.plan(&inventory, &platform, report, &options.plan).await?;
         stage!("plan");
         if plan.updates.is_empty() {
             return Ok(unchanged(image, Some(plan), "nothing to fix".to_owned()));
@@ -522,17 +561,13 @@ impl Patcher {
         &self,
         inventory: &Inventory,
         platform: &Platform,
-        options: &PatchOptions,
+        report: Option<&ScanReport>,
+        options: &PlanOptions,
     ) -> Result<PlatformPlan, PatchError> {
-        let plan = match &options.report {
-            Some(report) => report::plan_from_report(report, platform, inventory, &options.plan)
+        let plan = match report {
+            Some(report) => report::plan_from_report(report, platform, inventory, options)
                 .map_err(|e| PatchError::Report(e.to_string()))?,
-            None => {
-                self.scanner
-                    .scan(inventory, platform, &options.plan)
-                    .await?
-                    .plan
-            }
+            None => self.scanner.scan(inventory, platform, options).await?.plan,
         };
         plan.platforms
             .into_iter()

@@ -73,6 +73,22 @@ enum Entry {
     Done(Arc<JobOutcome>, Instant),
 }
 
+/// One job as the admin API lists it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct JobView {
+    pub upstream: String,
+    pub original: String,
+    /// `running`, `patched`, `unchanged` or `failed`.
+    pub status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub patched: Option<String>,
+    /// Why nothing was patched, or the error.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seconds_ago: Option<u64>,
+}
+
 /// Counters of what jobs did, for metrics and tests.
 #[derive(Debug, Default)]
 pub struct JobCounts {
@@ -84,6 +100,8 @@ pub struct JobCounts {
 
 pub struct Jobs {
     patcher: Patcher,
+    /// Uploaded reports, by image digest.
+    reports: PathBuf,
     store: Arc<Store>,
     state: Mutex<HashMap<Key, Entry>>,
     workers: Arc<Semaphore>,
@@ -106,12 +124,16 @@ impl Jobs {
         std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let store = mirror.store().clone();
         let metrics = mirror.metrics().clone();
+        let reports = config.storage.path.join("reports");
+        std::fs::create_dir_all(&reports).map_err(|e| format!("{}: {e}", reports.display()))?;
         Ok(Jobs {
             patcher: Patcher::new(
                 mirror,
                 Arc::new(scanner),
                 config.storage.path.join("patch-tmp"),
-            ),
+            )
+            .with_reports(reports.clone()),
+            reports,
             store,
             state: Mutex::new(HashMap::new()),
             workers: Arc::new(Semaphore::new(config.patch.workers)),
@@ -216,6 +238,78 @@ impl Jobs {
             Some(old) => JobStatus::Done(old),
             None => JobStatus::Running(Waiter(rx)),
         }
+    }
+
+    /// What every job known to this process did, for the admin API.
+    pub fn list(&self) -> Vec<JobView> {
+        let state = self.lock();
+        let mut views: Vec<JobView> = state
+            .iter()
+            .map(|((upstream, original), entry)| {
+                let (status, patched, detail, age) = match entry {
+                    Entry::Running(_) => ("running", None, None, None),
+                    Entry::Done(outcome, at) => {
+                        let age = Some(at.elapsed().as_secs());
+                        match outcome.as_ref() {
+                            JobOutcome::Patched { digest, .. } => {
+                                ("patched", Some(digest.to_string()), None, age)
+                            }
+                            JobOutcome::Unchanged { reason } => {
+                                ("unchanged", None, Some(reason.clone()), age)
+                            }
+                            JobOutcome::Failed { error } => {
+                                ("failed", None, Some(error.clone()), age)
+                            }
+                        }
+                    }
+                };
+                JobView {
+                    upstream: upstream.clone(),
+                    original: original.to_string(),
+                    status,
+                    patched,
+                    detail,
+                    seconds_ago: age,
+                }
+            })
+            .collect();
+        views.sort_by(|a, b| (&a.upstream, &a.original).cmp(&(&b.upstream, &b.original)));
+        views
+    }
+
+    /// Stores an uploaded report (already parsed by the caller) for `digest` and drops
+    /// what is known about that image, so its next pull plans from the report.
+    ///
+    /// # Errors
+    /// The report cannot be written.
+    pub async fn put_report(&self, digest: &Digest, bytes: Vec<u8>) -> Result<(), String> {
+        let path = self.reports.join(digest.hex());
+        tokio::task::spawn_blocking(move || write_atomically(&path, &bytes))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("storing the report: {e}"))?;
+        self.forget_everywhere(digest);
+        Ok(())
+    }
+
+    /// Drops what is known about `digest` under every upstream; true when something was.
+    pub fn forget_everywhere(&self, digest: &Digest) -> bool {
+        let keys: Vec<Key> = self
+            .lock()
+            .keys()
+            .filter(|(_, d)| d == digest)
+            .cloned()
+            .collect();
+        let mut dropped = !keys.is_empty();
+        for key in keys {
+            self.lock().remove(&key);
+        }
+        if let Ok(upstreams) = std::fs::read_dir(&self.dir) {
+            for upstream in upstreams.flatten() {
+                dropped |= std::fs::remove_file(upstream.path().join(digest.hex())).is_ok();
+            }
+        }
+        dropped
     }
 
     /// Drops what is known about `digest`, so the next pull patches again.

@@ -25,7 +25,7 @@ use crate::patch::job::PatchOptions;
 use crate::scan::plan::PlanOptions;
 use crate::upstream::Route;
 
-pub use jobs::{JobOutcome, JobStatus};
+pub use jobs::{JobOutcome, JobStatus, JobView};
 
 /// The suffix that asks for the untouched image.
 pub const ORIGINAL_SUFFIX: &str = "-original";
@@ -67,6 +67,42 @@ impl Pipeline {
     /// Jobs and their outcomes, for the admin API and tests.
     pub fn jobs(&self) -> &Arc<jobs::Jobs> {
         &self.jobs
+    }
+
+    /// Starts (or joins) the patch of the image `tag` names, without waiting: the admin
+    /// API's pre-warm. Returns the original digest.
+    ///
+    /// # Errors
+    /// The tag cannot be resolved upstream.
+    pub async fn prewarm(
+        &self,
+        route: &Route,
+        tag: &str,
+    ) -> Result<crate::distribution::Digest, ApiError> {
+        // `background` semantics: start the job, never wait.
+        let any = Accept::parse([]);
+        let top = self
+            .mirror
+            .manifest(route, &Reference::Tag(tag.to_owned()), &any)
+            .await?;
+        let base_name = format!("{}/{}:{tag}", route.upstream.name(), route.repository);
+        let options = self.options_for(route, base_name);
+        let _ = self.jobs.status_or_start(route, &top.digest, options).await;
+        Ok(top.digest.clone())
+    }
+
+    fn options_for(&self, route: &Route, base_name: String) -> PatchOptions {
+        let policy = self.config.policy(route.upstream.name(), &route.repository);
+        PatchOptions {
+            base_name,
+            plan: PlanOptions {
+                min_severity: policy.and_then(|p| p.min_severity),
+                include: policy.map(|p| p.include.iter().cloned().collect()).unwrap_or_default(),
+                exclude: policy.map(|p| p.exclude.iter().cloned().collect()).unwrap_or_default(),
+            },
+            ignore_errors: policy.is_some_and(|p| p.ignore_errors),
+            ..PatchOptions::default()
+        }
     }
 
     /// A referrers index of upstream's (`index`) with patchpull's own referrers of

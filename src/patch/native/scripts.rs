@@ -31,6 +31,10 @@ const EXCLUDED: &[&str] = &[
     // ldconfig's cache of inode numbers and times: different on every run, and only an
     // accelerator (ldconfig checks every entry against the file before trusting it).
     "var/cache/ldconfig/aux-cache",
+    // Logs of this run (update-alternatives stamps every line with the clock): what
+    // happened is in the layer itself, and the clock must not change its digest.
+    "var/log/alternatives.log",
+    "var/log/dpkg.log",
 ];
 /// Where scripts are staged while they run, as dpkg stages control files.
 const STAGING: &str = "var/lib/dpkg/tmp.ci";
