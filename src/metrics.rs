@@ -18,6 +18,7 @@ pub enum Route {
     Upload,
     Health,
     Metrics,
+    Admin,
     Other,
 }
 

@@ -172,9 +172,9 @@ impl Patcher {
             let path = dir.join(digest.hex());
             match std::fs::read(&path) {
                 Ok(bytes) => {
-                    return report::parse(&bytes)
-                        .map(Some)
-                        .map_err(|e| PatchError::Report(format!("the stored report for {digest}: {e}")))
+                    return report::parse(&bytes).map(Some).map_err(|e| {
+                        PatchError::Report(format!("the stored report for {digest}: {e}"))
+                    })
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(PatchError::io(&path, e)),
@@ -404,7 +404,9 @@ impl Patcher {
             None => self.stored_report(&[&image.manifest.digest, top_digest])?,
         };
         let report = options.report.as_ref().or(stored.as_ref());
-        let plan = self.plan(&inventory, &platform, report, &options.plan).await?;
+        let plan = self
+            .plan(&inventory, &platform, report, &options.plan)
+            .await?;
         stage!("plan");
         if plan.updates.is_empty() {
             return Ok(unchanged(image, Some(plan), "nothing to fix".to_owned()));

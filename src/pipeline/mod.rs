@@ -97,8 +97,12 @@ impl Pipeline {
             base_name,
             plan: PlanOptions {
                 min_severity: policy.and_then(|p| p.min_severity),
-                include: policy.map(|p| p.include.iter().cloned().collect()).unwrap_or_default(),
-                exclude: policy.map(|p| p.exclude.iter().cloned().collect()).unwrap_or_default(),
+                include: policy
+                    .map(|p| p.include.iter().cloned().collect())
+                    .unwrap_or_default(),
+                exclude: policy
+                    .map(|p| p.exclude.iter().cloned().collect())
+                    .unwrap_or_default(),
             },
             ignore_errors: policy.is_some_and(|p| p.ignore_errors),
             ..PatchOptions::default()

@@ -2,6 +2,7 @@
 //! and a graceful drain on shutdown. Routing and responses live in `router` and `respond`;
 //! no business logic here.
 
+mod admin;
 mod body;
 mod respond;
 mod router;
@@ -52,6 +53,7 @@ pub enum ServerError {
 pub struct AppState {
     pub mirror: Arc<Mirror>,
     pub pipeline: Pipeline,
+    pub admin_token: Option<crate::config::Secret>,
     pub metrics: Arc<Metrics>,
     ready: AtomicBool,
 }
@@ -93,6 +95,7 @@ impl Server {
         let state = Arc::new(AppState {
             mirror,
             pipeline,
+            admin_token: config.patch.admin_token.clone(),
             metrics,
             ready: AtomicBool::new(true),
         });

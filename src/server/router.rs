@@ -18,10 +18,19 @@ use crate::metrics::{BytesLabels, RequestLabels, Route};
 use crate::pipeline::TagAnswer;
 
 /// Serves one request; never fails (errors become responses).
-pub async fn handle<B>(state: Arc<AppState>, req: Request<B>) -> Response<Body> {
+pub async fn handle<B>(state: Arc<AppState>, req: Request<B>) -> Response<Body>
+where
+    B: http_body::Body<Data = Bytes> + Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let started = Instant::now();
     let method = req.method().clone();
-    let (route, response) = dispatch(&state, &req).await;
+    let path = req.uri().path().to_owned();
+    let (route, response) = if path.starts_with(super::admin::PREFIX) {
+        (Route::Admin, super::admin::handle(&state, req).await)
+    } else {
+        dispatch(&state, &req).await
+    };
     let status = response.status().as_u16();
     state
         .metrics
@@ -32,7 +41,7 @@ pub async fn handle<B>(state: Arc<AppState>, req: Request<B>) -> Response<Body> 
             status,
         })
         .inc();
-    tracing::debug!(%method, path = req.uri().path(), status, elapsed_ms = started.elapsed().as_millis() as u64, "request");
+    tracing::debug!(%method, %path, status, elapsed_ms = started.elapsed().as_millis() as u64, "request");
     response
 }
 

@@ -115,8 +115,7 @@ impl PackageIndex {
         let mut entries = Vec::new();
         for (n, line) in text.lines().enumerate() {
             let f: Vec<&str> = line.split('\t').collect();
-            let [name, version, architecture, source, source_version, filename, size, sha] =
-                f[..]
+            let [name, version, architecture, source, source_version, filename, size, sha] = f[..]
             else {
                 return Err(format!("line {}: {} fields", n + 2, f.len()));
             };
@@ -137,7 +136,9 @@ impl PackageIndex {
                     .map_err(|_| format!("line {}: bad SHA256", n + 2))?;
                 Some(DebFile {
                     filename: filename.into(),
-                    size: size.parse().map_err(|_| format!("line {}: bad size", n + 2))?,
+                    size: size
+                        .parse()
+                        .map_err(|_| format!("line {}: bad size", n + 2))?,
                     sha256,
                 })
             };
