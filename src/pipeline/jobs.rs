@@ -240,6 +240,24 @@ impl Jobs {
         }
     }
 
+    /// The patched image already made for `digest` behind `upstream`, if any; never starts
+    /// a job (admission webhooks must answer at once).
+    pub async fn patched_for(&self, upstream: &str, digest: &Digest) -> Option<Digest> {
+        let key = (upstream.to_owned(), digest.clone());
+        let known = match self.lock().get(&key) {
+            Some(Entry::Done(outcome, _)) => Some(outcome.clone()),
+            _ => None,
+        };
+        let outcome = match known {
+            Some(outcome) => outcome.as_ref().clone(),
+            None => self.load(&key).await?,
+        };
+        match outcome {
+            JobOutcome::Patched { digest, .. } => Some(digest),
+            _ => None,
+        }
+    }
+
     /// What every job known to this process did, for the admin API.
     pub fn list(&self) -> Vec<JobView> {
         let state = self.lock();
