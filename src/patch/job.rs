@@ -47,7 +47,12 @@ pub struct Patcher {
     scratch: PathBuf,
     /// Uploaded reports by image digest (`<hex>` files); see [`Patcher::with_reports`].
     reports: Option<PathBuf>,
+    /// Told what is happening, for a progress display.
+    progress: Option<Progress>,
 }
+
+/// A progress callback: one line per step.
+pub type Progress = Arc<dyn Fn(&str) + Send + Sync>;
 
 /// What became of one platform.
 #[derive(Debug)]
@@ -153,6 +158,19 @@ impl Patcher {
             scanner,
             scratch,
             reports: None,
+            progress: None,
+        }
+    }
+
+    /// Reports each step (planning, fetching, building, verifying) to `progress`.
+    pub fn with_progress(mut self, progress: Progress) -> Patcher {
+        self.progress = Some(progress);
+        self
+    }
+
+    fn tell(&self, message: &str) {
+        if let Some(progress) = &self.progress {
+            progress(message);
         }
     }
 
@@ -404,6 +422,14 @@ impl Patcher {
             None => self.stored_report(&[&image.manifest.digest, top_digest])?,
         };
         let report = options.report.as_ref().or(stored.as_ref());
+        self.tell(&format!(
+            "{platform_name}: planning from {}",
+            if report.is_some() {
+                "the report"
+            } else {
+                "the distribution's security repositories"
+            }
+        ));
         let plan = self
             .plan(&inventory, &platform, report, &options.plan)
             .await?;
@@ -513,10 +539,16 @@ impl Patcher {
                     .and_then(|p| p.architecture.clone()),
             })
             .collect();
+        self.tell(&format!(
+            "{}: fetching {} verified package(s)",
+            image.platform,
+            wanted.len()
+        ));
         let debs = self
             .scanner
             .fetch_debs(inventory, platform, &wanted)
             .await?;
+        self.tell(&format!("{}: building the patch layer", image.platform));
 
         // Decompressed once, read several times (tree, database, scripts' root, check).
         let unpacked_dir = work.join("layers");
@@ -547,6 +579,10 @@ impl Patcher {
         .await
         .map_err(|e| PatchError::Internal(e.to_string()))??;
 
+        self.tell(&format!(
+            "{}: verifying the patched package database",
+            image.platform
+        ));
         let layer_path = native.layer.path.clone();
         let plan_for_check = plan.clone();
         let check_layers = base_layers.to_vec();
