@@ -294,7 +294,10 @@ async fn patches_are_deterministic_and_repatching_replaces_the_patch_layer() {
     let first_manifest: Value = serde_json::from_slice(&bytes).unwrap();
     let first_layers = first_manifest["layers"].as_array().unwrap().clone();
 
-    // A newer fix is published; the patched image is patched again.
+    // A newer fix is published; the patched image is patched again. busybox httpd's
+    // validators have one-second resolution: publishing within the second of the last
+    // fetch would look "not modified" to the scanner's conditional request.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     setup.repo.add(&libfoo(NEWER, "amd64"));
     setup.repo.publish();
     let run = patchpull(
