@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+pub mod admission;
 pub mod cli;
 pub mod config;
 pub mod distribution;

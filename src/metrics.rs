@@ -115,6 +115,19 @@ pub struct JobLabels {
 }
 
 #[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+pub enum PatchStage {
+    /// Reading the package database and planning.
+    Plan,
+    /// Fetching the packages, building the layer (scripts included) and verifying it.
+    Build,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StageLabels {
+    pub stage: PatchStage,
+}
+
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
 pub enum TagServed {
     /// The patched image.
     Patched,
@@ -133,6 +146,8 @@ pub struct TagLabels {
 }
 
 pub struct Metrics {
+    pub patch_stage_duration: Family<StageLabels, Histogram>,
+    pub vulnerabilities_fixed: Counter,
     pub patch_jobs: Family<JobLabels, Counter>,
     pub patch_duration: Histogram,
     pub patch_jobs_active: prometheus_client::metrics::gauge::Gauge,
@@ -187,6 +202,20 @@ impl Metrics {
             "Store entries evicted to stay under max_size",
             evictions.clone(),
         );
+        let patch_stage_duration = Family::<StageLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.05, 2.0, 14))
+        });
+        registry.register(
+            "patch_stage_duration_seconds",
+            "Time each stage of a platform's patch took",
+            patch_stage_duration.clone(),
+        );
+        let vulnerabilities_fixed = Counter::default();
+        registry.register(
+            "vulnerabilities_fixed",
+            "Vulnerability ids fixed by patched images made (per platform)",
+            vulnerabilities_fixed.clone(),
+        );
         let patch_jobs = Family::<JobLabels, Counter>::default();
         registry.register(
             "patch_jobs",
@@ -212,6 +241,8 @@ impl Metrics {
             tag_pulls.clone(),
         );
         Metrics {
+            patch_stage_duration,
+            vulnerabilities_fixed,
             patch_jobs,
             patch_duration,
             patch_jobs_active,
@@ -224,6 +255,12 @@ impl Metrics {
             evictions,
             registry,
         }
+    }
+
+    pub fn patch_stage(&self, stage: PatchStage, seconds: f64) {
+        self.patch_stage_duration
+            .get_or_create(&StageLabels { stage })
+            .observe(seconds);
     }
 
     pub fn tag_pull(&self, served: TagServed) {

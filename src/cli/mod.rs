@@ -1,6 +1,7 @@
 //! The command line: `serve` and `config check`. The only place that uses `anyhow` and
 //! prints to the terminal.
 
+mod hosts_toml;
 mod image_ref;
 mod patch;
 mod scan;
@@ -37,6 +38,8 @@ enum Command {
     Scan(scan::ScanArgs),
     /// Patch an image's OS packages: one new layer on the original layers.
     Patch(patch::PatchArgs),
+    /// Write containerd hosts.toml files that pull every configured upstream through patchpull.
+    HostsToml(hosts_toml::HostsTomlArgs),
     /// Inspect the configuration.
     Config {
         #[command(subcommand)]
@@ -102,6 +105,13 @@ pub fn main() -> ExitCode {
                 }
             }
         }
+        Command::HostsToml(args) => match hosts_toml::run(config, args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Serve => {
             init_tracing(&config);
             match serve::run(config) {

@@ -3,6 +3,7 @@
 //! fields are never optional-and-unwrapped later. Every problem is collected and reported
 //! with the key (and the file or variable) it came from.
 
+mod admission;
 pub mod defaults;
 mod patch;
 mod raw;
@@ -15,6 +16,7 @@ use std::time::Duration;
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 
+pub use admission::AdmissionConfig;
 pub use patch::{PatchConfig, PatchMode, PatchPolicy};
 pub use raw::{RawConfig, RawUpstream};
 pub use secret::Secret;
@@ -28,6 +30,7 @@ pub struct Config {
     pub log: LogConfig,
     pub scan: ScanConfig,
     pub patch: PatchConfig,
+    pub admission: AdmissionConfig,
     pub upstream: Vec<UpstreamConfig>,
 }
 

@@ -24,6 +24,7 @@ pub struct RawConfig {
     pub log: RawLog,
     pub scan: RawScan,
     pub patch: super::patch::RawPatch,
+    pub admission: super::admission::RawAdmission,
     pub upstream: Vec<RawUpstream>,
 }
 
@@ -185,6 +186,7 @@ impl Default for RawConfig {
             log: RawLog::default(),
             scan: RawScan::default(),
             patch: super::patch::RawPatch::default(),
+            admission: super::admission::RawAdmission::default(),
             upstream: vec![RawUpstream {
                 name: defaults::UPSTREAM_NAME.into(),
                 url: defaults::UPSTREAM_URL.into(),
@@ -520,6 +522,7 @@ impl RawConfig {
             p.0.extend(durations.0);
             patch
         };
+        let admission = self.admission.validate(&mut p.0);
 
         if !p.0.is_empty() {
             return Err(p.0);
@@ -538,6 +541,7 @@ impl RawConfig {
             },
             scan,
             patch,
+            admission,
             upstream: upstreams,
         })
     }
@@ -585,6 +589,7 @@ impl RawConfig {
                 result_ttl: fmt_duration(c.scan.result_ttl),
             },
             patch: super::patch::RawPatch::from_checked(&c.patch),
+            admission: super::admission::RawAdmission::from_checked(&c.admission),
             upstream: c
                 .upstream
                 .iter()

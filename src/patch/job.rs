@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use crate::distribution::{media_type, Digest, Reference};
 use crate::image::{LayerDescriptor, UnpackedLayers};
+use crate::metrics::PatchStage;
 use crate::mirror::image::PlatformImage;
 use crate::mirror::{Mirror, ServedManifest};
 use crate::patch::assemble::{self, AssembledImage, ImageInput, PatchLayer, Replacement};
@@ -22,6 +23,8 @@ use crate::pkgs::dpkg::debfile::{DebLimits, DebPackage};
 use crate::pkgs::{Ecosystem, Inventory};
 use crate::scan::builtin::packages::{FetchedDeb, WantedPackage};
 use crate::scan::builtin::BuiltinScanner;
+use crate::scan::cache::{ScanCache, ScanKey};
+use crate::scan::command::{CommandInput, ScannerCommand};
 use crate::scan::plan::{NotPlanned, PlanOptions, Platform, PlatformPlan, SkipReason};
 use crate::scan::report::{self, ScanReport};
 use crate::upstream::Route;
@@ -49,6 +52,9 @@ pub struct Patcher {
     reports: Option<PathBuf>,
     /// Told what is happening, for a progress display.
     progress: Option<Progress>,
+    /// A configured scanner (`scan.command`) and the cache of its plans; used when no
+    /// report was given or stored, before the built-in scanner.
+    command: Option<(ScannerCommand, ScanCache)>,
 }
 
 /// A progress callback: one line per step.
@@ -159,7 +165,62 @@ impl Patcher {
             scratch,
             reports: None,
             progress: None,
+            command: None,
         }
+    }
+
+    /// Plans with `command` (its plans cached in `cache`) when no report applies.
+    pub fn with_scanner_command(mut self, command: ScannerCommand, cache: ScanCache) -> Patcher {
+        self.command = Some((command, cache));
+        self
+    }
+
+    /// A plan from the configured scanner command for `image`, cached by its digest.
+    async fn command_plan(
+        &self,
+        route: &Route,
+        image: &PlatformImage,
+        inventory: &Inventory,
+        platform: &Platform,
+        options: &PatchOptions,
+        work: &Path,
+    ) -> Result<Option<PlatformPlan>, PatchError> {
+        let Some((command, cache)) = &self.command else {
+            return Ok(None);
+        };
+        let key = ScanKey {
+            image_digest: image.manifest.digest.to_string(),
+            platform: image.platform.to_string(),
+            source: format!("command:{}", command.display()),
+        };
+        let plan = match cache.get(&key) {
+            Some(plan) => plan,
+            None => {
+                let dir = work.join("scanner-oci");
+                std::fs::create_dir_all(&dir).map_err(|e| PatchError::io(&dir, e))?;
+                if command.wants_oci_dir() {
+                    self.mirror
+                        .export_oci_layout(route, image, &dir)
+                        .await
+                        .map_err(PatchError::from_api)?;
+                }
+                self.tell(&format!("{}: running the scanner command", image.platform));
+                let report = command
+                    .run(&CommandInput {
+                        image: &options.base_name,
+                        oci_dir: &dir,
+                        platform: &image.platform.to_string(),
+                    })
+                    .await
+                    .map_err(|e| PatchError::Report(format!("the scanner command: {e}")))?;
+                let plan = report::plan_from_report(&report, platform, inventory, &options.plan)
+                    .map_err(|e| PatchError::Report(format!("the scanner's report: {e}")))?;
+                cache
+                    .put(key, plan)
+                    .map_err(|e| PatchError::Internal(e.to_string()))?
+            }
+        };
+        Ok(plan.platforms.first().cloned())
     }
 
     /// Reports each step (planning, fetching, building, verifying) to `progress`.
@@ -422,18 +483,33 @@ impl Patcher {
             None => self.stored_report(&[&image.manifest.digest, top_digest])?,
         };
         let report = options.report.as_ref().or(stored.as_ref());
-        self.tell(&format!(
-            "{platform_name}: planning from {}",
-            if report.is_some() {
-                "the report"
-            } else {
-                "the distribution's security repositories"
+        let from_command = match report {
+            Some(_) => None,
+            None => {
+                self.command_plan(route, &base, &inventory, &platform, options, work)
+                    .await?
             }
-        ));
-        let plan = self
-            .plan(&inventory, &platform, report, &options.plan)
-            .await?;
+        };
+        let plan = match from_command {
+            Some(plan) => plan,
+            None => {
+                self.tell(&format!(
+                    "{platform_name}: planning from {}",
+                    if report.is_some() {
+                        "the report"
+                    } else {
+                        "the distribution's security repositories"
+                    }
+                ));
+                self.plan(&inventory, &platform, report, &options.plan)
+                    .await?
+            }
+        };
         stage!("plan");
+        self.mirror
+            .metrics()
+            .patch_stage(PatchStage::Plan, started.elapsed().as_secs_f64());
+        let build_started = std::time::Instant::now();
         if plan.updates.is_empty() {
             return Ok(unchanged(image, Some(plan), "nothing to fix".to_owned()));
         }
@@ -484,6 +560,18 @@ impl Patcher {
             }
         };
         stage!("build and verify");
+        self.mirror
+            .metrics()
+            .patch_stage(PatchStage::Build, build_started.elapsed().as_secs_f64());
+        let fixed: std::collections::BTreeSet<&str> = plan
+            .updates
+            .iter()
+            .flat_map(|u| u.fixes.iter().map(|f| f.id.as_str()))
+            .collect();
+        self.mirror
+            .metrics()
+            .vulnerabilities_fixed
+            .inc_by(fixed.len() as u64);
 
         let created_by = history_text(&plan);
         let assembled = assemble::assemble(&ImageInput {

@@ -20,6 +20,8 @@ use crate::mirror::Mirror;
 use crate::patch::job::{PatchOptions, PatchedImage, Patcher, PlatformOutcome};
 use crate::patch::referrer;
 use crate::scan::builtin::BuiltinScanner;
+use crate::scan::cache::ScanCache;
+use crate::scan::command::ScannerCommand;
 use crate::store::{Store, StoredManifest};
 use crate::upstream::Route;
 
@@ -126,13 +128,25 @@ impl Jobs {
         let metrics = mirror.metrics().clone();
         let reports = config.storage.path.join("reports");
         std::fs::create_dir_all(&reports).map_err(|e| format!("{}: {e}", reports.display()))?;
-        Ok(Jobs {
-            patcher: Patcher::new(
-                mirror,
-                Arc::new(scanner),
-                config.storage.path.join("patch-tmp"),
+        let mut patcher = Patcher::new(
+            mirror,
+            Arc::new(scanner),
+            config.storage.path.join("patch-tmp"),
+        )
+        .with_reports(reports.clone());
+        if !config.scan.command.is_empty() {
+            let command =
+                ScannerCommand::new(config.scan.command.clone(), config.scan.command_timeout)
+                    .map_err(|e| format!("scan.command: {e}"))?;
+            let cache = ScanCache::open(
+                config.scan.cache_dir.join("results"),
+                config.scan.result_ttl,
             )
-            .with_reports(reports.clone()),
+            .map_err(|e| format!("the scan result cache: {e}"))?;
+            patcher = patcher.with_scanner_command(command, cache);
+        }
+        Ok(Jobs {
+            patcher,
             reports,
             store,
             state: Mutex::new(HashMap::new()),

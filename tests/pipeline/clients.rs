@@ -82,6 +82,80 @@ async fn skopeo_gets_the_patched_image_for_a_tag_and_the_original_by_digest() {
         assert!(head.bytes.is_empty());
         let text = metrics(&proxy).await;
         assert_eq!(metric(&text, &jobs("patched")), 1.0, "{text}");
+
+        // The VEX document is a referrer of the patched manifest, naming the fixed CVE.
+        let client = reqwest::Client::new();
+        let base = format!("http://{}/v2/local/test/app", proxy.authority());
+        let referrers: serde_json::Value = serde_json::from_slice(
+            &client
+                .get(format!("{base}/referrers/{patched}"))
+                .send()
+                .await
+                .unwrap()
+                .bytes()
+                .await
+                .unwrap(),
+        )
+        .unwrap();
+        let listed = referrers["manifests"].as_array().unwrap();
+        assert_eq!(listed.len(), 1, "{referrers}");
+        assert_eq!(listed[0]["artifactType"], "application/vnd.openvex+json");
+        let filtered: serde_json::Value = serde_json::from_slice(
+            &client
+                .get(format!(
+                    "{base}/referrers/{patched}?artifactType=application/spdx%2Bjson"
+                ))
+                .send()
+                .await
+                .unwrap()
+                .bytes()
+                .await
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(filtered["manifests"], serde_json::json!([]), "filtered out");
+        let artifact: serde_json::Value = serde_json::from_slice(
+            &client
+                .get(format!(
+                    "{base}/manifests/{}",
+                    listed[0]["digest"].as_str().unwrap()
+                ))
+                .header("accept", images::OCI_MANIFEST)
+                .send()
+                .await
+                .unwrap()
+                .bytes()
+                .await
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(artifact["subject"]["digest"], patched.as_str());
+        let vex: serde_json::Value = serde_json::from_slice(
+            &client
+                .get(format!(
+                    "{base}/blobs/{}",
+                    artifact["layers"][0]["digest"].as_str().unwrap()
+                ))
+                .send()
+                .await
+                .unwrap()
+                .bytes()
+                .await
+                .unwrap(),
+        )
+        .unwrap();
+        let ids: Vec<&str> = vex["statements"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["vulnerability"]["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(ids, vec!["CVE-2024-0001"], "{vex}");
+        assert_eq!(vex["statements"][0]["status"], "fixed");
+        assert!(vex["statements"][0]["products"][0]["@id"]
+            .as_str()
+            .unwrap()
+            .contains(&patched.replace(':', "%3A")));
     })
     .await;
 }
