@@ -10,24 +10,30 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::distribution::{media_type, Digest, Reference};
-use crate::image::{LayerDescriptor, UnpackedLayers};
+use crate::image::LayerDescriptor;
 use crate::metrics::PatchStage;
 use crate::mirror::image::PlatformImage;
 use crate::mirror::{Mirror, ServedManifest};
 use crate::patch::assemble::{self, AssembledImage, ImageInput, PatchLayer, Replacement};
 use crate::patch::layer::BuiltLayer;
-use crate::patch::native::{self, LayerImage, NativePatch, Runnable};
-use crate::patch::verify::{self, Verified};
+use crate::patch::native::NativePatch;
+use crate::patch::verify::Verified;
 use crate::patch::PatchError;
-use crate::pkgs::dpkg::debfile::{DebLimits, DebPackage};
-use crate::pkgs::{Ecosystem, Inventory};
-use crate::scan::builtin::packages::{FetchedDeb, WantedPackage};
+use crate::pkgs::Ecosystem;
+use crate::scan::builtin::packages::FetchedDeb;
 use crate::scan::builtin::BuiltinScanner;
-use crate::scan::cache::{ScanCache, ScanKey};
-use crate::scan::command::{CommandInput, ScannerCommand};
+use crate::scan::cache::ScanCache;
+use crate::scan::command::ScannerCommand;
 use crate::scan::plan::{NotPlanned, PlanOptions, Platform, PlatformPlan, SkipReason};
-use crate::scan::report::{self, ScanReport};
+use crate::scan::report::ScanReport;
 use crate::upstream::Route;
+
+use build::history_text;
+
+mod build;
+mod plan;
+mod result;
+pub mod tempdir;
 
 /// What to patch and how.
 #[derive(Debug, Clone, Default)]
@@ -100,63 +106,6 @@ pub struct PatchedImage {
     pub scratch: tempdir::ScratchDir,
 }
 
-impl PatchedImage {
-    /// The OpenVEX document of the patched image (`None` when nothing was patched): one
-    /// `fixed` statement per vulnerability the verified updates fix.
-    ///
-    /// # Errors
-    /// [`crate::patch::vex::VexError`] for an invalid timestamp or plan.
-    pub fn vex_document(
-        &self,
-        repository: &str,
-        timestamp: &str,
-    ) -> Result<Option<Vec<u8>>, crate::patch::vex::VexError> {
-        let Some((_, digest, _)) = &self.top else {
-            return Ok(None);
-        };
-        let mut platforms = Vec::new();
-        for platform in &self.platforms {
-            let (PlatformOutcome::Patched(p), Some(plan)) = (&platform.outcome, &platform.plan)
-            else {
-                continue;
-            };
-            let fixed: Vec<String> = p
-                .verified
-                .iter()
-                .filter(|v| v.installed.is_some())
-                .map(|v| v.name.clone())
-                .collect();
-            platforms.push((plan, platform.original.platform.architecture.clone(), fixed));
-        }
-        let fixes: Vec<crate::patch::vex::PlatformFixes<'_>> = platforms
-            .iter()
-            .map(
-                |(plan, architecture, fixed)| crate::patch::vex::PlatformFixes {
-                    plan,
-                    architecture,
-                    fixed,
-                },
-            )
-            .collect();
-        crate::patch::vex::document(&crate::patch::vex::VexInput {
-            repository,
-            patched_digest: digest,
-            platforms: &fixes,
-            timestamp,
-            author: "patchpull",
-        })
-        .map(Some)
-    }
-
-    /// The patched platforms.
-    pub fn patched(&self) -> impl Iterator<Item = &PatchedPlatform> {
-        self.platforms.iter().filter_map(|p| match &p.outcome {
-            PlatformOutcome::Patched(patched) => Some(patched.as_ref()),
-            PlatformOutcome::Unchanged { .. } => None,
-        })
-    }
-}
-
 impl Patcher {
     pub fn new(mirror: Arc<Mirror>, scanner: Arc<BuiltinScanner>, scratch: PathBuf) -> Patcher {
         Patcher {
@@ -173,54 +122,6 @@ impl Patcher {
     pub fn with_scanner_command(mut self, command: ScannerCommand, cache: ScanCache) -> Patcher {
         self.command = Some((command, cache));
         self
-    }
-
-    /// A plan from the configured scanner command for `image`, cached by its digest.
-    async fn command_plan(
-        &self,
-        route: &Route,
-        image: &PlatformImage,
-        inventory: &Inventory,
-        platform: &Platform,
-        options: &PatchOptions,
-        work: &Path,
-    ) -> Result<Option<PlatformPlan>, PatchError> {
-        let Some((command, cache)) = &self.command else {
-            return Ok(None);
-        };
-        let key = ScanKey {
-            image_digest: image.manifest.digest.to_string(),
-            platform: image.platform.to_string(),
-            source: format!("command:{}", command.display()),
-        };
-        let plan = match cache.get(&key) {
-            Some(plan) => plan,
-            None => {
-                let dir = work.join("scanner-oci");
-                std::fs::create_dir_all(&dir).map_err(|e| PatchError::io(&dir, e))?;
-                if command.wants_oci_dir() {
-                    self.mirror
-                        .export_oci_layout(route, image, &dir)
-                        .await
-                        .map_err(PatchError::from_api)?;
-                }
-                self.tell(&format!("{}: running the scanner command", image.platform));
-                let report = command
-                    .run(&CommandInput {
-                        image: &options.base_name,
-                        oci_dir: &dir,
-                        platform: &image.platform.to_string(),
-                    })
-                    .await
-                    .map_err(|e| PatchError::Report(format!("the scanner command: {e}")))?;
-                let plan = report::plan_from_report(&report, platform, inventory, &options.plan)
-                    .map_err(|e| PatchError::Report(format!("the scanner's report: {e}")))?;
-                cache
-                    .put(key, plan)
-                    .map_err(|e| PatchError::Internal(e.to_string()))?
-            }
-        };
-        Ok(plan.platforms.first().cloned())
     }
 
     /// Reports each step (planning, fetching, building, verifying) to `progress`.
@@ -240,26 +141,6 @@ impl Patcher {
     pub fn with_reports(mut self, dir: PathBuf) -> Patcher {
         self.reports = Some(dir);
         self
-    }
-
-    /// The stored report for the first of `digests` that has one.
-    fn stored_report(&self, digests: &[&Digest]) -> Result<Option<ScanReport>, PatchError> {
-        let Some(dir) = &self.reports else {
-            return Ok(None);
-        };
-        for digest in digests {
-            let path = dir.join(digest.hex());
-            match std::fs::read(&path) {
-                Ok(bytes) => {
-                    return report::parse(&bytes).map(Some).map_err(|e| {
-                        PatchError::Report(format!("the stored report for {digest}: {e}"))
-                    })
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(PatchError::io(&path, e)),
-            }
-        }
-        Ok(None)
     }
 
     /// Patches the image `reference` names behind `route`.
@@ -600,204 +481,5 @@ impl Patcher {
                 debs,
             })),
         })
-    }
-
-    /// Fetches, builds and verifies one platform's layer for `plan`.
-    #[allow(clippy::too_many_arguments)]
-    async fn build_platform(
-        &self,
-        route: &Route,
-        image: &PlatformImage,
-        inventory: &Inventory,
-        platform: &Platform,
-        plan: &PlatformPlan,
-        base_layers: &[LayerDescriptor],
-        work: &Path,
-    ) -> Result<(NativePatch, Vec<Verified>, Vec<FetchedDeb>), PatchError> {
-        let wanted: Vec<WantedPackage> = plan
-            .updates
-            .iter()
-            .map(|u| WantedPackage {
-                name: u.name.clone(),
-                version: u.fixed_version.clone(),
-                architecture: inventory
-                    .packages
-                    .iter()
-                    .find(|p| p.name == u.name && p.version == u.installed_version)
-                    .and_then(|p| p.architecture.clone()),
-            })
-            .collect();
-        self.tell(&format!(
-            "{}: fetching {} verified package(s)",
-            image.platform,
-            wanted.len()
-        ));
-        let debs = self
-            .scanner
-            .fetch_debs(inventory, platform, &wanted)
-            .await?;
-        self.tell(&format!("{}: building the patch layer", image.platform));
-
-        // Decompressed once, read several times (tree, database, scripts' root, check).
-        let unpacked_dir = work.join("layers");
-        std::fs::create_dir_all(&unpacked_dir).map_err(|e| PatchError::io(&unpacked_dir, e))?;
-        let source = Arc::new(UnpackedLayers::new(
-            self.mirror.layer_source(route),
-            unpacked_dir,
-            &crate::image::Limits::default(),
-        ));
-        let build_source = source.clone();
-        let work_dir = work.to_path_buf();
-        let plan_for_build = plan.clone();
-        let inventory_for_build = inventory.clone();
-        let debs_for_build = debs.clone();
-        let architecture = image.platform.architecture.clone();
-        let layers = base_layers.to_vec();
-        let native = tokio::task::spawn_blocking(move || {
-            build_layer(
-                &*build_source,
-                &layers,
-                &plan_for_build,
-                &inventory_for_build,
-                &debs_for_build,
-                &architecture,
-                &work_dir,
-            )
-        })
-        .await
-        .map_err(|e| PatchError::Internal(e.to_string()))??;
-
-        self.tell(&format!(
-            "{}: verifying the patched package database",
-            image.platform
-        ));
-        let layer_path = native.layer.path.clone();
-        let plan_for_check = plan.clone();
-        let check_layers = base_layers.to_vec();
-        let verified = tokio::task::spawn_blocking(move || {
-            verify::check(&*source, &check_layers, &layer_path, &plan_for_check)
-        })
-        .await
-        .map_err(|e| PatchError::Internal(e.to_string()))??;
-
-        Ok((native, verified, debs))
-    }
-
-    async fn plan(
-        &self,
-        inventory: &Inventory,
-        platform: &Platform,
-        report: Option<&ScanReport>,
-        options: &PlanOptions,
-    ) -> Result<PlatformPlan, PatchError> {
-        let plan = match report {
-            Some(report) => report::plan_from_report(report, platform, inventory, options)
-                .map_err(|e| PatchError::Report(e.to_string()))?,
-            None => self.scanner.scan(inventory, platform, options).await?.plan,
-        };
-        plan.platforms
-            .into_iter()
-            .next()
-            .ok_or_else(|| PatchError::Internal("the plan has no platform".to_owned()))
-    }
-}
-
-/// The blocking half: open the packages, build the layer.
-fn build_layer(
-    source: &dyn crate::image::LayerSource,
-    layers: &[LayerDescriptor],
-    plan: &PlatformPlan,
-    inventory: &Inventory,
-    debs: &[FetchedDeb],
-    architecture: &str,
-    work: &Path,
-) -> Result<NativePatch, PatchError> {
-    let limits = DebLimits::default();
-    let mut opened = Vec::new();
-    for deb in debs {
-        let package =
-            DebPackage::open(&deb.path, work, &limits).map_err(|e| PatchError::Package {
-                package: deb.name.clone(),
-                reason: e.to_string(),
-            })?;
-        opened.push((deb, package));
-    }
-    let mut packages = Vec::new();
-    for update in &plan.updates {
-        let Some((_, deb)) = opened.iter().find(|(d, _)| d.name == update.name) else {
-            return Err(PatchError::Package {
-                package: update.name.clone(),
-                reason: "no package was fetched for it".to_owned(),
-            });
-        };
-        let installed_arch = inventory
-            .packages
-            .iter()
-            .find(|p| p.name == update.name && p.version == update.installed_version)
-            .and_then(|p| p.architecture.as_deref())
-            .unwrap_or(architecture);
-        packages.push(crate::patch::dpkg::NewPackage {
-            name: &update.name,
-            installed_version: &update.installed_version,
-            architecture: installed_arch,
-            deb,
-        });
-    }
-    let image = LayerImage::open(source, layers).map_err(native::NativeError::from)?;
-    let runnable = Runnable {
-        architecture: architecture.to_owned(),
-    };
-    Ok(native::patch(&image, &packages, &runnable, work)?)
-}
-
-/// The history entry: every update, in plan order.
-fn history_text(plan: &PlatformPlan) -> String {
-    let updates: Vec<String> = plan
-        .updates
-        .iter()
-        .map(|u| format!("{} {} -> {}", u.name, u.installed_version, u.fixed_version))
-        .collect();
-    format!("patchpull patch: {}", updates.join(", "))
-}
-
-pub mod tempdir {
-    //! A scratch directory removed on drop.
-    use std::path::{Path, PathBuf};
-
-    use crate::patch::PatchError;
-
-    #[derive(Debug)]
-    pub struct ScratchDir(PathBuf);
-
-    impl ScratchDir {
-        pub fn new_in(parent: &Path) -> Result<ScratchDir, PatchError> {
-            std::fs::create_dir_all(parent).map_err(|e| PatchError::io(parent, e))?;
-            for _ in 0..16 {
-                let path = parent.join(format!(
-                    "patch-{}-{:016x}",
-                    std::process::id(),
-                    rand::random::<u64>()
-                ));
-                match std::fs::create_dir(&path) {
-                    Ok(()) => return Ok(ScratchDir(path)),
-                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-                    Err(e) => return Err(PatchError::io(&path, e)),
-                }
-            }
-            Err(PatchError::Internal(format!(
-                "cannot create a scratch directory in {}",
-                parent.display()
-            )))
-        }
-
-        pub fn path(&self) -> &Path {
-            &self.0
-        }
-    }
-
-    impl Drop for ScratchDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
     }
 }

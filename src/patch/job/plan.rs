@@ -1,0 +1,107 @@
+//! Where a platform's plan comes from: a report (given, or stored by digest), the
+//! configured scanner command, or the built-in scanner.
+
+use std::path::Path;
+
+use crate::distribution::Digest;
+use crate::mirror::image::PlatformImage;
+use crate::patch::PatchError;
+use crate::pkgs::Inventory;
+use crate::scan::cache::ScanKey;
+use crate::scan::command::CommandInput;
+use crate::scan::plan::{PlanOptions, Platform, PlatformPlan};
+use crate::scan::report::{self, ScanReport};
+use crate::upstream::Route;
+
+use super::*;
+
+impl Patcher {
+    /// The stored report for the first of `digests` that has one.
+    pub(super) fn stored_report(
+        &self,
+        digests: &[&Digest],
+    ) -> Result<Option<ScanReport>, PatchError> {
+        let Some(dir) = &self.reports else {
+            return Ok(None);
+        };
+        for digest in digests {
+            let path = dir.join(digest.hex());
+            match std::fs::read(&path) {
+                Ok(bytes) => {
+                    return report::parse(&bytes).map(Some).map_err(|e| {
+                        PatchError::Report(format!("the stored report for {digest}: {e}"))
+                    })
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(PatchError::io(&path, e)),
+            }
+        }
+        Ok(None)
+    }
+
+    /// A plan from the configured scanner command for `image`, cached by its digest.
+    pub(super) async fn command_plan(
+        &self,
+        route: &Route,
+        image: &PlatformImage,
+        inventory: &Inventory,
+        platform: &Platform,
+        options: &PatchOptions,
+        work: &Path,
+    ) -> Result<Option<PlatformPlan>, PatchError> {
+        let Some((command, cache)) = &self.command else {
+            return Ok(None);
+        };
+        let key = ScanKey {
+            image_digest: image.manifest.digest.to_string(),
+            platform: image.platform.to_string(),
+            source: format!("command:{}", command.display()),
+        };
+        let plan = match cache.get(&key) {
+            Some(plan) => plan,
+            None => {
+                let dir = work.join("scanner-oci");
+                std::fs::create_dir_all(&dir).map_err(|e| PatchError::io(&dir, e))?;
+                if command.wants_oci_dir() {
+                    self.mirror
+                        .export_oci_layout(route, image, &dir)
+                        .await
+                        .map_err(PatchError::from_api)?;
+                }
+                self.tell(&format!("{}: running the scanner command", image.platform));
+                let report = command
+                    .run(&CommandInput {
+                        image: &options.base_name,
+                        oci_dir: &dir,
+                        platform: &image.platform.to_string(),
+                    })
+                    .await
+                    .map_err(|e| PatchError::Report(format!("the scanner command: {e}")))?;
+                let plan = report::plan_from_report(&report, platform, inventory, &options.plan)
+                    .map_err(|e| PatchError::Report(format!("the scanner's report: {e}")))?;
+                cache
+                    .put(key, plan)
+                    .map_err(|e| PatchError::Internal(e.to_string()))?
+            }
+        };
+        Ok(plan.platforms.first().cloned())
+    }
+
+    pub(super) async fn plan(
+        &self,
+        inventory: &Inventory,
+        platform: &Platform,
+        report: Option<&ScanReport>,
+        options: &PlanOptions,
+    ) -> Result<PlatformPlan, PatchError> {
+        let plan = match report {
+            Some(report) => report::plan_from_report(report, platform, inventory, options)
+                .map_err(|e| PatchError::Report(e.to_string()))?,
+            None => self.scanner.scan(inventory, platform, options).await?.plan,
+        };
+        plan.platforms
+            .into_iter()
+            .next()
+            .ok_or_else(|| PatchError::Internal("the plan has no platform".to_owned()))
+    }
+}
