@@ -174,7 +174,11 @@ impl Admission {
         }
         let kind = &request.kind;
         if !(kind.group.is_empty() && kind.version == "v1" && kind.kind == "Pod") {
-            let what = format!("{}/{} {}", kind.group, kind.version, kind.kind);
+            let what = if kind.group.is_empty() {
+                format!("{} {}", kind.version, kind.kind)
+            } else {
+                format!("{}/{} {}", kind.group, kind.version, kind.kind)
+            };
             tracing::warn!(uid, kind = %what, "admission: the webhook rewrites Pods only; check its rules");
             return (
                 Vec::new(),
@@ -228,19 +232,49 @@ impl Admission {
             return (Vec::new(), Vec::new());
         }
 
+        // An UPDATE gets only the images it sets rewritten: a new image on a running
+        // container restarts it, and the ephemeral-containers subresource refuses changes
+        // to anything but new ephemeral containers.
+        let fields: &[&str] = match request.sub_resource.as_deref().unwrap_or("") {
+            "" => &["containers", "initContainers", "ephemeralContainers"],
+            "ephemeralcontainers" => &["ephemeralContainers"],
+            _ => return (Vec::new(), Vec::new()),
+        };
+        let old = if request.operation == "UPDATE" {
+            match request.old_object.as_ref().map(Pod::deserialize) {
+                Some(Ok(old)) => Some(old),
+                _ => {
+                    let reason = "an UPDATE without a readable request.oldObject";
+                    tracing::warn!(
+                        uid,
+                        reason,
+                        "admission: malformed review; allowed unchanged"
+                    );
+                    return (Vec::new(), vec![warning(reason)]);
+                }
+            }
+        } else {
+            None
+        };
+
         let deadline = tokio::time::Instant::now() + LOOKUP_BUDGET;
         let mut decided: HashMap<&str, Decision> = HashMap::new();
         let mut ops = Vec::new();
         let mut warnings = Vec::new();
-        for (field, containers) in [
-            ("containers", &pod.spec.containers),
-            ("initContainers", &pod.spec.init_containers),
-            ("ephemeralContainers", &pod.spec.ephemeral_containers),
-        ] {
-            for (i, container) in containers.iter().enumerate() {
+        for &field in fields {
+            for (i, container) in pod.spec.list(field).iter().enumerate() {
                 let Some(image) = container.image.as_deref() else {
                     continue;
                 };
+                let unchanged = old.as_ref().is_some_and(|old| {
+                    old.spec
+                        .list(field)
+                        .iter()
+                        .any(|c| c.name == container.name && c.image.as_deref() == Some(image))
+                });
+                if unchanged {
+                    continue;
+                }
                 let decision = match decided.get(image) {
                     Some(d) => d.clone(),
                     None => {

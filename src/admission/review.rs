@@ -29,6 +29,9 @@ pub struct AdmissionRequest {
     pub operation: String,
     #[serde(default)]
     pub object: Option<serde_json::Value>,
+    /// The object before an UPDATE.
+    #[serde(default)]
+    pub old_object: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -62,6 +65,18 @@ pub struct PodSpec {
     pub containers: Vec<Container>,
     pub init_containers: Vec<Container>,
     pub ephemeral_containers: Vec<Container>,
+}
+
+impl PodSpec {
+    /// One of the three container lists by its field name.
+    pub fn list(&self, field: &str) -> &[Container] {
+        match field {
+            "containers" => &self.containers,
+            "initContainers" => &self.init_containers,
+            "ephemeralContainers" => &self.ephemeral_containers,
+            _ => &[],
+        }
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]

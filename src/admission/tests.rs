@@ -61,9 +61,11 @@ fn digests_are_kept_and_win_over_tags() {
     assert_eq!((r.domain.as_str(), r.path.as_str()), ("registry:5000", "x"));
 }
 
+type Check = fn(&InvalidImage) -> bool;
+
 #[test]
 fn invalid_references_say_what_is_wrong() {
-    let cases: &[(&str, fn(&InvalidImage) -> bool)] = &[
+    let cases: &[(&str, Check)] = &[
         ("", |e| matches!(e, InvalidImage::Empty)),
         ("nginx ", |e| matches!(e, InvalidImage::WhiteSpace)),
         ("Nginx", |e| matches!(e, InvalidImage::Uppercase(_))),
@@ -250,6 +252,7 @@ async fn tags_are_rewritten_per_upstream_and_others_left_alone() {
             "pp.example:5000/ghcr.io/org/app:v1",
             "pp.example:5000/corp/team/api:2",
             "pp.example:5000/corp/team/api:3",
+            "pp.example:5000/docker.io/corp/team/api:4",
         ]
     );
     let paths: Vec<&str> = patch
@@ -258,7 +261,7 @@ async fn tags_are_rewritten_per_upstream_and_others_left_alone() {
         .collect();
     assert_eq!(
         paths,
-        (0..5)
+        (0..6)
             .map(|i| format!("/spec/containers/{i}/image"))
             .collect::<Vec<_>>()
     );
@@ -456,4 +459,113 @@ fn config_rejects_registries_runtimes_would_misread() {
     assert!(c.admission.enabled && c.admission.rewrite_digests);
     assert_eq!(c.admission.namespaces_exclude, ["kube-system"]);
     assert_eq!(c.admission.upstreams, ["*"]);
+}
+
+fn review_of(operation: &str, sub_resource: &str, spec: Value, old_spec: Option<Value>) -> Vec<u8> {
+    let mut request = json!({
+        "uid": "u-9",
+        "kind": {"group": "", "version": "v1", "kind": "Pod"},
+        "resource": {"group": "", "version": "v1", "resource": "pods"},
+        "namespace": "apps",
+        "operation": operation,
+        "object": {"metadata": {"name": "p"}, "spec": spec},
+    });
+    if !sub_resource.is_empty() {
+        request["subResource"] = json!(sub_resource);
+    }
+    if let Some(old) = old_spec {
+        request["oldObject"] = json!({"metadata": {"name": "p"}, "spec": old});
+    }
+    serde_json::to_vec(&json!({
+        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": request
+    }))
+    .unwrap()
+}
+
+#[tokio::test]
+async fn create_rewrites_all_three_lists_and_update_only_what_it_sets() {
+    let a = admission("");
+    let none = Known(HashMap::new());
+    let spec = json!({
+        "containers": [{"name": "a", "image": "nginx:1"}, {"name": "b", "image": "redis:7"}],
+        "initContainers": [{"name": "i", "image": "busybox"}],
+        "ephemeralContainers": [{"name": "e", "image": "alpine:3"}],
+    });
+    let (_, patch) = run(&a, &none, &review_of("CREATE", "", spec.clone(), None)).await;
+    let paths: Vec<&str> = patch
+        .iter()
+        .map(|op| op["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        paths,
+        [
+            "/spec/containers/0/image",
+            "/spec/containers/1/image",
+            "/spec/initContainers/0/image",
+            "/spec/ephemeralContainers/0/image",
+        ]
+    );
+
+    // `kubectl set image`: only the container whose image the update changes.
+    let old = spec.clone();
+    let mut new = spec.clone();
+    new["containers"][1]["image"] = json!("redis:7.2");
+    let (_, patch) = run(&a, &none, &review_of("UPDATE", "", new, Some(old.clone()))).await;
+    assert_eq!(
+        patch,
+        [json!({"op": "replace", "path": "/spec/containers/1/image",
+                "value": "pp.example:5000/docker.io/library/redis:7.2"})]
+    );
+
+    // Other subresources, and DELETE, are never patched.
+    for (operation, sub) in [("UPDATE", "status"), ("UPDATE", "binding"), ("DELETE", "")] {
+        let (out, patch) = run(
+            &a,
+            &none,
+            &review_of(operation, sub, spec.clone(), Some(old.clone())),
+        )
+        .await;
+        assert!(patch.is_empty(), "{operation} {sub}");
+        assert!(out["response"]["warnings"].is_null(), "{out}");
+    }
+
+    // An UPDATE without the old object cannot tell what it sets: left alone, with a word.
+    let (out, patch) = run(&a, &none, &review_of("UPDATE", "", spec, None)).await;
+    assert!(patch.is_empty());
+    assert!(out["response"]["warnings"][0]
+        .as_str()
+        .unwrap()
+        .contains("oldObject"));
+}
+
+#[tokio::test]
+async fn other_kinds_are_allowed_with_a_warning() {
+    let mut review: Value = serde_json::from_slice(&pod_review("apps", &["nginx:1"])).unwrap();
+    review["request"]["kind"] = json!({"group": "apps", "version": "v1", "kind": "Deployment"});
+    let body = serde_json::to_vec(&review).unwrap();
+    let (out, patch) = run(&admission(""), &Known(HashMap::new()), &body).await;
+    assert!(patch.is_empty());
+    assert_eq!(out["response"]["uid"], "u-1");
+    let warning = out["response"]["warnings"][0].as_str().unwrap();
+    assert!(warning.contains("apps/v1 Deployment"), "{warning}");
+}
+
+#[tokio::test]
+async fn invalid_images_are_left_with_a_warning_and_the_rest_rewritten() {
+    let (out, patch) = run(
+        &admission(""),
+        &Known(HashMap::new()),
+        &pod_review("apps", &["Not/A:valid ref", "nginx:1"]),
+    )
+    .await;
+    assert_eq!(
+        values(&patch),
+        ["pp.example:5000/docker.io/library/nginx:1"]
+    );
+    assert_eq!(patch[0]["path"], "/spec/containers/1/image");
+    let warning = out["response"]["warnings"][0].as_str().unwrap();
+    assert!(
+        warning.contains("c0") && warning.contains("not a valid reference"),
+        "{warning}"
+    );
 }

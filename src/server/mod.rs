@@ -54,6 +54,8 @@ pub struct AppState {
     pub mirror: Arc<Mirror>,
     pub pipeline: Pipeline,
     pub admin_token: Option<crate::config::Secret>,
+    /// The Kubernetes webhook's rules (`[admission]`).
+    pub admission: crate::admission::Admission,
     pub metrics: Arc<Metrics>,
     ready: AtomicBool,
 }
@@ -96,6 +98,7 @@ impl Server {
             mirror,
             pipeline,
             admin_token: config.patch.admin_token.clone(),
+            admission: crate::admission::Admission::new(&config),
             metrics,
             ready: AtomicBool::new(true),
         });

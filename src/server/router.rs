@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
 
 use super::body::{self, Body};
 use super::respond::{error_response, API_VERSION, API_VERSION_HEADER};
@@ -28,6 +29,8 @@ where
     let path = req.uri().path().to_owned();
     let (route, response) = if path.starts_with(super::admin::PREFIX) {
         (Route::Admin, super::admin::handle(&state, req).await)
+    } else if path == crate::admission::PATH {
+        (Route::Other, admission(&state, req).await)
     } else {
         dispatch(&state, &req).await
     };
@@ -108,6 +111,45 @@ async fn dispatch<B>(state: &AppState, req: &Request<B>) -> (Route, Response<Bod
         response.headers_mut().insert("oci-namespace", ns);
     }
     (route_label, response)
+}
+
+/// The Kubernetes webhook: any POST gets a 200 review (allowed, maybe patched), even one
+/// whose body cannot be read, so a Pod is never refused for patchpull's trouble.
+async fn admission<B>(state: &AppState, req: Request<B>) -> Response<Body>
+where
+    B: http_body::Body<Data = Bytes> + Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    if req.method() != Method::POST {
+        let mut r = text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "the admission webhook takes POST with an AdmissionReview\n",
+        );
+        r.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("POST"));
+        return r;
+    }
+    let answer = match Limited::new(req.into_body(), crate::admission::MAX_BODY)
+        .collect()
+        .await
+    {
+        Ok(body) => {
+            state
+                .admission
+                .review(&state.pipeline, &body.to_bytes())
+                .await
+        }
+        Err(e) => crate::admission::unreadable(&format!(
+            "{e} (at most {} bytes)",
+            crate::admission::MAX_BODY
+        )),
+    };
+    let mut r = Response::new(body::full(Bytes::from(answer)));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
 }
 
 fn path_error(e: PathError) -> ApiError {
