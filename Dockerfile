@@ -7,8 +7,10 @@
 
 FROM rust:1-bookworm AS build
 WORKDIR /src
-# Only what `cargo build` reads; tests, benches and docs stay out of the build context's use.
+# Only what `cargo build` reads. Cargo.toml names the benches, and cargo refuses a manifest
+# whose targets are missing, so they come along (they are not built).
 COPY Cargo.toml Cargo.lock ./
+COPY benches ./benches
 COPY src ./src
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
@@ -17,8 +19,11 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
 
 FROM debian:bookworm-slim
 # ca-certificates: the trust roots for https upstreams (Docker Hub, GHCR, Quay, ...).
+# util-linux (unshare, setpriv, pivot_root) and mount: the sandbox that runs maintainer
+# scripts (slim already has them; named so that they stay). Nothing else: the image is
+# bookworm-slim plus the one binary and its default configuration.
 RUN apt-get update \
- && apt-get install -y --no-install-recommends ca-certificates \
+ && apt-get install -y --no-install-recommends ca-certificates util-linux mount \
  && rm -rf /var/lib/apt/lists/* \
  && groupadd --system --gid 65532 patchpull \
  && useradd --system --uid 65532 --gid 65532 --home-dir /var/lib/patchpull \

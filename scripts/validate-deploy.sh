@@ -1,0 +1,185 @@
+#!/usr/bin/env bash
+# Checks deploy/ the way a cluster would read it, without a cluster:
+#  1. renders both kustomizations (deploy/ and deploy/node/) and validates every object
+#     against the Kubernetes API schema of K8S_VERSION, strictly (unknown fields are
+#     errors), with kubernetes-validate from PyPI in a venv under target/;
+#  2. checks that no manifest under deploy/ is left out of both renderings;
+#  3. runs `patchpull config check` on the ConfigMap's patchpull.toml (TLS paths pointed at
+#     stand-in files), so the shipped configuration is one patchpull accepts;
+#  4. when kubectl is on PATH, checks that `kubectl kustomize` renders the same objects.
+# Usage: scripts/validate-deploy.sh   (K8S_VERSION=1.29.0 by default)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+K8S_VERSION="${K8S_VERSION:-1.29.0}"
+VALIDATOR_VERSION="1.37.0"
+VENV=target/deploy-venv
+
+if ! "$VENV/bin/python" -c "import kubernetes_validate, yaml" 2>/dev/null \
+  || [ "$("$VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("kubernetes-validate"))' 2>/dev/null)" != "$VALIDATOR_VERSION" ]; then
+  echo "validate-deploy: installing kubernetes-validate $VALIDATOR_VERSION into $VENV" >&2
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check \
+    "kubernetes-validate==$VALIDATOR_VERSION"
+fi
+
+echo "validate-deploy: cargo build --bin patchpull" >&2
+cargo build --quiet --bin patchpull
+PATCHPULL_EXE="$(pwd)/target/debug/patchpull"
+
+KUBECTL=""
+if command -v kubectl >/dev/null 2>&1; then
+  KUBECTL=kubectl
+fi
+
+exec env -u PYTHONPATH K8S_VERSION="$K8S_VERSION" PATCHPULL_EXE="$PATCHPULL_EXE" \
+  KUBECTL="$KUBECTL" "$VENV/bin/python" - <<'PY'
+import copy, os, pathlib, subprocess, sys, tempfile
+
+import kubernetes_validate
+import yaml
+
+ROOTS = ["deploy", "deploy/node"]
+version = os.environ["K8S_VERSION"]
+errors = []
+
+
+def merge(base, patch):
+    """Strategic merge as far as deploy/ uses it: maps merge key by key, the rest replaces."""
+    if isinstance(base, dict) and isinstance(patch, dict):
+        out = dict(base)
+        for key, value in patch.items():
+            out[key] = merge(base[key], value) if key in base else copy.deepcopy(value)
+        return out
+    return copy.deepcopy(patch)
+
+
+def ident(doc):
+    meta = doc.get("metadata", {})
+    return (doc.get("apiVersion"), doc.get("kind"), meta.get("namespace"), meta.get("name"))
+
+
+def render(directory, used):
+    """The objects of the kustomization in `directory`: resources (files or kustomization
+    directories) and `patches: - path:` only; anything else is refused, so the rendering
+    never silently differs from kustomize's."""
+    directory = pathlib.Path(directory)
+    kfile = directory / "kustomization.yaml"
+    used.add(kfile.resolve())
+    k = yaml.safe_load(kfile.read_text())
+    unknown = set(k) - {"apiVersion", "kind", "resources", "patches", "images"}
+    if unknown:
+        sys.exit(f"{kfile}: keys {sorted(unknown)} are not supported by this check")
+    docs = []
+    for entry in k.get("resources", []):
+        path = directory / entry
+        if path.is_dir():
+            docs.extend(render(path, used))
+        else:
+            used.add(path.resolve())
+            docs.extend(d for d in yaml.safe_load_all(path.read_text()) if d)
+    for entry in k.get("patches", []):
+        if set(entry) != {"path"}:
+            sys.exit(f"{kfile}: only `patches: - path:` is supported, found {entry}")
+        path = directory / entry["path"]
+        used.add(path.resolve())
+        for patch in yaml.safe_load_all(path.read_text()):
+            targets = [i for i, d in enumerate(docs) if ident(d) == ident(patch)]
+            if len(targets) != 1:
+                sys.exit(f"{path}: patches {len(targets)} objects, expected 1")
+            docs[targets[0]] = merge(docs[targets[0]], patch)
+    for image in k.get("images", []):
+        docs = [set_image(d, image) for d in docs]
+    return docs
+
+
+def set_image(doc, rule):
+    """kustomize's `images:` transformer, for the containers of Pod templates."""
+    doc = copy.deepcopy(doc)
+    spec = doc.get("spec", {}).get("template", {}).get("spec", {})
+    for key in ("containers", "initContainers"):
+        for c in spec.get(key, []):
+            ref = c.get("image", "")
+            name, sep, digest = ref.partition("@")
+            slash = name.rfind("/")
+            colon = name.rfind(":")
+            repo, tag = (name[:colon], name[colon:]) if colon > slash else (name, "")
+            if repo != rule["name"]:
+                continue
+            repo = rule.get("newName", repo)
+            if "digest" in rule:
+                c["image"] = f"{repo}@{rule['digest']}"
+            elif "newTag" in rule:
+                c["image"] = f"{repo}:{rule['newTag']}"
+            else:
+                c["image"] = repo + tag + (sep + digest if sep else "")
+    return doc
+
+
+used = set()
+rendered = {}
+for root in ROOTS:
+    docs = render(root, used)
+    rendered[root] = docs
+    seen = set()
+    for doc in docs:
+        name = "{1} {3}".format(*ident(doc))
+        if ident(doc) in seen:
+            errors.append(f"{root}: {name} appears twice")
+        seen.add(ident(doc))
+        try:
+            kubernetes_validate.validate(doc, version, strict=True)
+        except kubernetes_validate.utils.ValidationError as e:
+            errors.append(f"{root}: {name}: {e.message} at {'.'.join(map(str, e.path))}")
+        except Exception as e:  # unknown kind or version: also a failure
+            errors.append(f"{root}: {name}: {e}")
+    print(f"validate-deploy: {root}: {len(docs)} objects valid for Kubernetes {version}"
+          if not errors else f"validate-deploy: {root}: {len(docs)} objects checked")
+
+for path in sorted(pathlib.Path("deploy").rglob("*.y*ml")):
+    if path.resolve() not in used:
+        errors.append(f"{path}: in neither kustomization, so never validated")
+
+# The shipped configuration must be one patchpull starts with.
+configmaps = [d for d in rendered["deploy"] if d["kind"] == "ConfigMap"
+              and d["metadata"]["name"] == "patchpull-config"]
+if len(configmaps) != 1:
+    errors.append("deploy: expected one ConfigMap patchpull-config")
+else:
+    toml_text = configmaps[0]["data"]["patchpull.toml"]
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in ("tls.crt", "tls.key"):
+            pathlib.Path(tmp, name).write_text("stand-in\n")
+        toml_text = toml_text.replace("/etc/patchpull/tls/", tmp + "/")
+        config = pathlib.Path(tmp, "patchpull.toml")
+        config.write_text(toml_text)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PATCHPULL_")}
+        check = subprocess.run([os.environ["PATCHPULL_EXE"], "--config", str(config),
+                                "config", "check"], env=env, capture_output=True, text=True)
+        if check.returncode != 0:
+            errors.append(f"ConfigMap patchpull-config: patchpull config check failed:\n"
+                          f"{check.stderr}")
+        else:
+            print("validate-deploy: ConfigMap patchpull-config passes `patchpull config check`")
+
+kubectl = os.environ.get("KUBECTL")
+if kubectl:
+    for root in ROOTS:
+        out = subprocess.run([kubectl, "kustomize", root], capture_output=True, text=True)
+        if out.returncode != 0:
+            errors.append(f"kubectl kustomize {root}: {out.stderr}")
+            continue
+        theirs = sorted((d for d in yaml.safe_load_all(out.stdout) if d), key=ident)
+        ours = sorted(rendered[root], key=ident)
+        if theirs != ours:
+            errors.append(f"{root}: kubectl kustomize renders other objects than this check")
+        else:
+            print(f"validate-deploy: {root}: same objects as `kubectl kustomize`")
+
+if errors:
+    print("validate-deploy: FAILED", file=sys.stderr)
+    for e in errors:
+        print("  " + e, file=sys.stderr)
+    sys.exit(1)
+print("validate-deploy: ok")
+PY
