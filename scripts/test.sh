@@ -39,6 +39,11 @@ if [ ! -x /bin/busybox ] || ldd /bin/busybox >/dev/null 2>&1; then
   missing+=(busybox-static)
 fi
 
+# The deploy manifests are checked with kubernetes-validate, in a venv.
+if ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
+  missing+=(python3-venv)
+fi
+
 # The built-in scanner verifies Debian's signed indexes with the archive keyring.
 if [ ! -f /usr/share/keyrings/debian-archive-keyring.gpg ]; then
   missing+=(debian-archive-keyring)
@@ -61,6 +66,9 @@ cargo fmt --all -- --check
 
 echo "test.sh: cargo clippy" >&2
 cargo clippy --all-targets -- -D warnings
+
+echo "test.sh: deploy manifests" >&2
+scripts/validate-deploy.sh
 
 echo "test.sh: cargo test" >&2
 # Each test has its own ports, temp dirs, registry and containerd, so tests run in parallel;
