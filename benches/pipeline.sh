@@ -287,12 +287,17 @@ head_digest() { # head_digest URL: Docker-Content-Digest of a manifest, OCI mani
     | tr -d '\r' | awk 'tolower($1) == "docker-content-digest:" { print $2 }'
 }
 
-metric() { # metric NAME [LABELS]: a value from patchpull patched's /metrics, empty when absent
-  local name="$1" labels="${2:-}"
-  curl -sS --max-time 10 "${URL[patched]}/metrics" \
+metric() { # metric PROXY NAME [LABELS]: a value from a proxy's /metrics, empty when absent
+  local name="$2" labels="${3:-}"
+  curl -sS --max-time 10 "${URL[$1]}/metrics" \
     | awk -v n="$name" -v l="$labels" '
         $1 == n || (l != "" && index($1, n "{") == 1 && index($1, l) > 0) { v = $2 }
         END { print v }'
+}
+
+served_bytes() { # served_bytes PROXY: patchpull_bytes_served_total over all routes
+  curl -sS --max-time 10 "${URL[$1]}/metrics" \
+    | awk 'index($1, "patchpull_bytes_served_total") == 1 { n += $2 } END { printf "%.0f", n }'
 }
 
 PULL_S=""        # pull's results: wall seconds, and the manifest digest the client got
@@ -326,11 +331,11 @@ fi
   || die "<tag>-original is $ORIGINAL_DIGEST, upstream's digest is $UPSTREAM_DIGEST"
 COLD_LAYERS="$(jq '.layers | length' "$WORK/pulls/cold/blobs/sha256/${PATCHED_DIGEST#sha256:}")"
 PATCH_LAYER_BYTES="$(jq '.layers[-1].size' "$WORK/pulls/cold/blobs/sha256/${PATCHED_DIGEST#sha256:}")"
-R[cold.job_s]="$(metric patchpull_patch_duration_seconds_sum)"
-R[cold.jobs]="$(metric patchpull_patch_jobs_total 'outcome="Patched"')"
-R[cold.plan_s]="$(metric patchpull_patch_stage_duration_seconds_sum 'stage="Plan"')"
-R[cold.build_s]="$(metric patchpull_patch_stage_duration_seconds_sum 'stage="Build"')"
-R[cold.vulns]="$(metric patchpull_vulnerabilities_fixed_total)"
+R[cold.job_s]="$(metric patched patchpull_patch_duration_seconds_sum)"
+R[cold.jobs]="$(metric patched patchpull_patch_jobs_total 'outcome="Patched"')"
+R[cold.plan_s]="$(metric patched patchpull_patch_stage_duration_seconds_sum 'stage="Plan"')"
+R[cold.build_s]="$(metric patched patchpull_patch_stage_duration_seconds_sum 'stage="Build"')"
+R[cold.vulns]="$(metric patched patchpull_vulnerabilities_fixed_total)"
 log "patch job: ${R[cold.job_s]} s (plan ${R[cold.plan_s]} s, build and verify ${R[cold.build_s]} s)," \
   "${R[cold.jobs]} job(s) patched, ${R[cold.vulns]} vulnerability ids fixed; image has $COLD_LAYERS layers," \
   "patch layer $PATCH_LAYER_BYTES bytes"
@@ -362,15 +367,21 @@ for s in "${ORDER[@]}"; do
 done
 rm -rf "$WORK/pulls/cold"
 
-declare -A CPU=()
+declare -A CPU=() BYTES=()
 for rep in $(seq 1 "$REPS"); do
   # rotate the order each round, so that no scenario always runs first or after the same one
   for i in 0 1 2; do
     s="${ORDER[$(((i + rep - 1) % 3))]}"
     read -r proxy tag want <<<"${SCEN[$s]}"
     c0="$(ticks "${PID[$proxy]}")"
+    b0="$(served_bytes "$proxy")"
     pull "$proxy" "$tag" "$WORK/pulls/$s-$rep" "$PULL_TIMEOUT"
     c1="$(ticks "${PID[$proxy]}")"
+    b1="$(served_bytes "$proxy")"
+    BYTES[$s]=$((${BYTES[$s]:-0} + b1 - b0))
+    # a pull that served less than the base layer did not fetch the image (skopeo reuses
+    # nothing into a fresh oci: dir, so this would be a change in the client or the metric)
+    ((b1 - b0 >= BASE_LAYER_BYTES)) || log "WARN: $s pull $rep: the proxy served $((b1 - b0)) body bytes, less than the layer"
     [[ "$PULL_DIGEST" == "$want" ]] || die "$s pull $rep got $PULL_DIGEST, want $want"
     R[$s.t$rep]="$PULL_S"
     CPU[$s]=$((${CPU[$s]:-0} + c1 - c0))
@@ -385,6 +396,7 @@ for s in "${ORDER[@]}"; do
   R[$s.min]="$(printf '%s\n' "${ts[@]}" | sort -g | head -n1)"
   R[$s.max]="$(printf '%s\n' "${ts[@]}" | sort -g | tail -n1)"
   R[$s.cpu_ms]="$(awk -v t="${CPU[$s]}" -v hz="$HZ" -v n="$REPS" 'BEGIN { printf "%.0f", 1000 * t / hz / n }')"
+  R[$s.bytes]=$((${BYTES[$s]} / REPS))
 done
 
 pct() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%+.1f", 100 * (a - b) / b; else printf "n/a" }'; }
@@ -401,51 +413,62 @@ to_ms() { # to_ms 1.23ms | 850.00us | 1.2s
     else printf "%s", v }'
 }
 
-run_wrk() { # run_wrk KEY URL WANT_DIGEST ROUND
-  local key="$1" url="$2" want="$3" round="$4" out got non2xx errors
+run_wrk() { # run_wrk KEY PROXY URL WANT_DIGEST ROUND
+  local key="$1" proxy="$2" url="$3" want="$4" round="$5" out got non2xx errors c0 c1 n
   got="$(head_digest "$url")"
   [[ "$got" == "$want" ]] || die "$key: $url answers $got, want $want"
+  c0="$(ticks "${PID[$proxy]}")"
   out="$(timeout 120 wrk -t"$WRK_THREADS" -c"$WRK_CONNS" -d"$WRK_DURATION" --timeout 5s --latency \
     -H "Accept: $ACCEPT_OCI" "$url")" || die "wrk against $url failed"
+  c1="$(ticks "${PID[$proxy]}")"
+  n="$(awk '/requests in/ { print $1 }' <<<"$out")"
+  # the proxy's CPU per request: steadier than req/s when something else shares the cores
+  R[$key.cpu_us$round]="$(awk -v t=$((c1 - c0)) -v hz="$HZ" -v n="${n:-0}" 'BEGIN { if (n > 0) printf "%.2f", 1e6 * t / hz / n; else print "n/a" }')"
   printf '%s\n' "$out" >>"$WORK/wrk-$key.txt"
   R[$key.rps$round]="$(awk '/^Requests\/sec:/ { printf "%.0f", $2 }' <<<"$out")"
   R[$key.p99_$round]="$(to_ms "$(awk '$1 == "99%" { print $2 }' <<<"$out")")"
   non2xx="$(awk '/Non-2xx or 3xx responses:/ { print $NF }' <<<"$out")"
   errors="$(awk '/Socket errors:/ { gsub(",", ""); print $4 + $6 + $8 + $10 }' <<<"$out")"
   R[$key.bad]=$((${R[$key.bad]:-0} + ${non2xx:-0} + ${errors:-0}))
-  log "$key round $round: ${R[$key.rps$round]} req/s, p99 ${R[$key.p99_$round]} ms"
+  log "$key round $round: ${R[$key.rps$round]} req/s, p99 ${R[$key.p99_$round]} ms, proxy CPU ${R[$key.cpu_us$round]} us/request"
 }
 
 declare -A WRK_TARGETS=(
-  [tag-patched]="${URL[patched]}/v2/local/debian/manifests/$SUITE $PATCHED_DIGEST"
-  [tag-plain]="${URL[plain]}/v2/local/debian/manifests/$SUITE $UPSTREAM_DIGEST"
-  [digest-patched]="${URL[patched]}/v2/local/debian/manifests/$PATCHED_DIGEST $PATCHED_DIGEST"
-  [digest-plain]="${URL[plain]}/v2/local/debian/manifests/$UPSTREAM_DIGEST $UPSTREAM_DIGEST"
+  [tag-patched]="patched ${URL[patched]}/v2/local/debian/manifests/$SUITE $PATCHED_DIGEST"
+  [tag-plain]="plain ${URL[plain]}/v2/local/debian/manifests/$SUITE $UPSTREAM_DIGEST"
+  [digest-patched]="patched ${URL[patched]}/v2/local/debian/manifests/$PATCHED_DIGEST $PATCHED_DIGEST"
+  [digest-plain]="plain ${URL[plain]}/v2/local/debian/manifests/$UPSTREAM_DIGEST $UPSTREAM_DIGEST"
 )
 WRK_ORDER=(tag-patched tag-plain digest-patched digest-plain)
-TAG_PULLS_BEFORE="$(metric patchpull_tag_pulls_total 'served="Patched"')"
+TAG_PULLS_BEFORE="$(metric patched patchpull_tag_pulls_total 'served="Patched"')"
 log "manifests: wrk -t$WRK_THREADS -c$WRK_CONNS -d$WRK_DURATION, $WRK_ROUNDS rounds, alternating"
 for round in $(seq 1 "$WRK_ROUNDS"); do
-  for key in "${WRK_ORDER[@]}"; do
-    read -r url want <<<"${WRK_TARGETS[$key]}"
-    run_wrk "$key" "$url" "$want" "$round"
+  # patched first in odd rounds, plain first in even ones
+  for i in 0 1 2 3; do
+    if ((round % 2)); then key="${WRK_ORDER[$i]}"; else key="${WRK_ORDER[$((i ^ 1))]}"; fi
+    read -r proxy url want <<<"${WRK_TARGETS[$key]}"
+    run_wrk "$key" "$proxy" "$url" "$want" "$round"
   done
 done
-TAG_PULLS_AFTER="$(metric patchpull_tag_pulls_total 'served="Patched"')"
+TAG_PULLS_AFTER="$(metric patched patchpull_tag_pulls_total 'served="Patched"')"
 R[wrk.patched_served]="$(awk -v a="$TAG_PULLS_AFTER" -v b="$TAG_PULLS_BEFORE" 'BEGIN { printf "%.0f", a - b }')"
 R[wrk.tag_requests]="$(awk '/requests in/ { n += $1 } END { print n }' "$WORK/wrk-tag-patched.txt")"
 for key in "${WRK_ORDER[@]}"; do
-  rs=() ps=()
-  for round in $(seq 1 "$WRK_ROUNDS"); do rs+=("${R[$key.rps$round]}"); ps+=("${R[$key.p99_$round]}"); done
+  rs=() ps=() cs=()
+  for round in $(seq 1 "$WRK_ROUNDS"); do
+    rs+=("${R[$key.rps$round]}") ps+=("${R[$key.p99_$round]}") cs+=("${R[$key.cpu_us$round]}")
+  done
   R[$key.rps]="$(median "${rs[@]}")"
   R[$key.p99]="$(median "${ps[@]}")"
+  R[$key.cpu_us]="$(median "${cs[@]}")"
 done
 R[tag.overhead_pct]="$(pct "${R[tag-plain.rps]}" "${R[tag-patched.rps]}")"   # plain's req/s above patched's
 R[digest.overhead_pct]="$(pct "${R[digest-plain.rps]}" "${R[digest-patched.rps]}")"
+R[tag.extra_cpu_us]="$(awk -v a="${R[tag-patched.cpu_us]}" -v b="${R[tag-plain.cpu_us]}" 'BEGIN { printf "%+.2f", a - b }')"
 
 # --- report -----------------------------------------------------------------------------------------
 val() { printf '%s' "${R[$1]:-n/a}"; }
-row() { printf '%-52s %12s %12s %12s\n' "$@"; }
+row() { printf '%-52s %12s %12s %12s %12s\n' "$1" "$2" "$3" "$4" "${5:-}"; }
 {
   echo
   echo "patchpull pipeline benchmark: $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, $REPS warm rounds"
@@ -463,16 +486,18 @@ row() { printf '%-52s %12s %12s %12s\n' "$@"; }
   row "same tag through the plain mirror (original image)" "$(val plain.median)" "$(val plain.min)" "$(val plain.max)"
   row "patched bytes through the plain mirror ($SAME_TAG)" "$(val plain-same.median)" "$(val plain-same.min)" "$(val plain-same.max)"
   echo "  proxy CPU per pull, ms: patched $(val patched.cpu_ms), plain $(val plain.cpu_ms), plain-same $(val plain-same.cpu_ms)"
+  echo "  body bytes the proxy served per pull: patched $(val patched.bytes), plain $(val plain.bytes), plain-same $(val plain-same.bytes)"
   echo "  overhead, patched vs plain mirror: median $(val warm.overhead_pct) %, min $(val warm.overhead_min_pct) %;" \
     "vs the same bytes plainly mirrored: median $(val warm.overhead_same_pct) %"
   echo
-  row "manifest GET, wrk -t$WRK_THREADS -c$WRK_CONNS -d$WRK_DURATION (median of $WRK_ROUNDS)" "req/s" "p99 ms" "bad"
-  row "----------------------------------------------------" ------------ ------------ ------------
+  row "manifest GET, wrk -t$WRK_THREADS -c$WRK_CONNS -d$WRK_DURATION (median of $WRK_ROUNDS)" "req/s" "p99 ms" "CPU us/req" "bad"
+  row "----------------------------------------------------" ------------ ------------ ------------ ------------
   for key in "${WRK_ORDER[@]}"; do
-    row "$key" "$(val "$key.rps")" "$(val "$key.p99")" "$(val "$key.bad")"
+    row "$key" "$(val "$key.rps")" "$(val "$key.p99")" "$(val "$key.cpu_us")" "$(val "$key.bad")"
   done
+  echo "  extra proxy CPU per tag request, patched vs plain: $(val tag.extra_cpu_us) us"
   echo "  plain's req/s above patched's: by tag $(val tag.overhead_pct) %, by digest $(val digest.overhead_pct) %"
-  echo "  tag requests wrk completed on the patched proxy: $(val wrk.tag_requests); counted there as served Patched (with one HEAD check a round): $(val wrk.patched_served)"
+  echo "  tag requests wrk completed on the patched proxy: $(val wrk.tag_requests); counted there as served Patched (plus one HEAD check a round and the requests in flight when wrk stopped): $(val wrk.patched_served)"
   echo
   echo "target (from the issue):"
   printf '  %-4s warm patched pull within %s %% of the plain mirrored pull (median: %s %%)\n' \
