@@ -68,10 +68,10 @@ impl PatchError {
         use crate::patch::dpkg::DpkgError;
         match self {
             PatchError::Package { package, .. } => Some(package),
-            PatchError::Scan(crate::scan::builtin::BuiltinError::PackageUnavailable {
-                name,
-                ..
-            }) => Some(name),
+            PatchError::Scan(
+                crate::scan::builtin::BuiltinError::PackageUnavailable { name, .. }
+                | crate::scan::builtin::BuiltinError::PackageDownload { name, .. },
+            ) => Some(name),
             PatchError::Native(native::NativeError::Dpkg(
                 DpkgError::Package { package, .. } | DpkgError::Conflict { package, .. },
             )) => Some(package),

@@ -367,3 +367,75 @@ async fn status_keeps_the_classification_the_new_control_does_not_set() {
         "{paragraph}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ignore_errors_patches_what_can_be_patched() {
+    if !tools() {
+        return;
+    }
+    let setup = Setup::new(&["amd64"]).await;
+    let spec = |name: &str, version: &str| {
+        DebSpec::new(name, version, "amd64").file(
+            &format!("usr/share/{name}/v"),
+            version.as_bytes(),
+            0o644,
+        )
+    };
+    let (old_good, old_bad) = (spec("good", OLD), spec("bad", OLD));
+    let (new_good, new_bad) = (spec("good", NEW), spec("bad", NEW));
+    setup.repo.add(&new_good);
+    setup.repo.add(&new_bad);
+    setup.repo.publish();
+    let installed = [
+        Installed {
+            spec: &old_bad,
+            modified_conffiles: Vec::new(),
+        },
+        Installed {
+            spec: &old_good,
+            modified_conffiles: Vec::new(),
+        },
+    ];
+    let original = image(
+        Format::Oci,
+        "amd64",
+        &[base_files(false), dpkg_files(&installed)],
+    );
+    images::push_image(&setup.registry.url(), "test/partial", "1", &original).await;
+    // The repository fails one package's download.
+    let fault = FaultServer::start_in_front_of(&setup.repo.server_url()).await;
+    fault.set(&AptRepo::url_path(&new_bad), Behaviour::ServerError);
+    let config = setup.config_for("run", &format!("{}/debian-security", fault.url()));
+    let reference = setup.reference("test/partial:1");
+
+    // Without --ignore-errors the whole patch fails.
+    let strict = patchpull(&config, &["patch", "--insecure", &reference]).await;
+    assert_eq!(strict.code, 1, "{}\n{}", strict.stdout, strict.stderr);
+
+    // With it, the other package is patched and the failed one is reported.
+    let layout = setup.path("layout");
+    let run = patchpull(
+        &config,
+        &[
+            "patch",
+            "--insecure",
+            "--ignore-errors",
+            "--oci-dir",
+            layout.to_str().unwrap(),
+            &reference,
+        ],
+    )
+    .await;
+    run.assert_ok();
+    assert!(
+        run.stdout.contains("not planned: bad") && run.stdout.contains("could not be patched"),
+        "{}",
+        run.stdout
+    );
+    let root = unpack(&layout, "1-patched", &setup.path("bundle"));
+    let versions = dpkg_query(&root);
+    assert!(
+        versions.contains(&format!("good {NEW}")) && versions.contains(&format!("bad {OLD}")),
+        "{versions}"
+    );
+}

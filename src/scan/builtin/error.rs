@@ -125,6 +125,13 @@ pub enum BuiltinError {
         suites: String,
     },
 
+    /// A package's `.deb` could not be downloaded or did not match its index.
+    #[error("package {name}: {cause}")]
+    PackageDownload {
+        name: String,
+        cause: Box<BuiltinError>,
+    },
+
     /// The HTTP client could not be built from the configuration.
     #[error("setting up the built-in scanner's HTTP client: {reason}")]
     Client { reason: String },
@@ -147,6 +154,7 @@ impl BuiltinError {
             | BuiltinError::IndexMismatch { .. }
             | BuiltinError::MalformedIndex { .. }
             | BuiltinError::PackageUnavailable { .. } => Origin::Upstream,
+            BuiltinError::PackageDownload { cause, .. } => cause.origin(),
             BuiltinError::Keyring { .. }
             | BuiltinError::Cache { .. }
             | BuiltinError::Client { .. } => Origin::Internal,
@@ -161,6 +169,7 @@ impl BuiltinError {
         match self {
             BuiltinError::Fetch { retryable, .. } => *retryable,
             BuiltinError::IndexMismatch { .. } => true,
+            BuiltinError::PackageDownload { cause, .. } => cause.is_retryable(),
             _ => false,
         }
     }

@@ -74,14 +74,23 @@ impl BuiltinScanner {
                 let url = loaded[*suite].suite.pool_url(&deb.filename);
                 unique
                     .entry(deb.sha256_hex())
-                    .or_insert((url, deb.size, deb.filename.to_string()));
+                    .or_insert((url, deb.size, entry.name.to_string()));
             }
         }
-        let downloads = futures_util::stream::iter(unique)
-            .map(|(sha256, (url, size, _))| async move {
-                let path = self.cached_deb(&url, &sha256, size).await?;
-                Ok::<_, BuiltinError>((sha256, path))
+        let fetches: Vec<_> = unique
+            .into_iter()
+            .map(|(sha256, (url, size, name))| async move {
+                match self.cached_deb(&url, &sha256, size).await {
+                    Ok(path) => Ok((sha256, path)),
+                    // Named, so a caller can leave this one package out.
+                    Err(cause) => Err(BuiltinError::PackageDownload {
+                        name,
+                        cause: Box::new(cause),
+                    }),
+                }
             })
+            .collect();
+        let downloads = futures_util::stream::iter(fetches)
             .buffer_unordered(CONCURRENT_DOWNLOADS)
             .collect::<Vec<_>>()
             .await;
