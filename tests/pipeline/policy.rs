@@ -80,7 +80,14 @@ async fn a_failed_patch_serves_the_original_and_is_retried_after_recovery() {
         let original = libfoo_image(Format::Oci, false);
         env.push("test/flaky", "1", &original).await;
         let (fault, archive, deb) = failing_archive(&env).await;
-        let patch = [WAIT, &["retry_failed_after = \"1s\""]].concat();
+        let patch = [
+            WAIT,
+            &[
+                "retry_failed_after = \"1s\"",
+                "admin_token = \"admin-secret\"",
+            ],
+        ]
+        .concat();
         let proxy = env.proxy_via("local", &archive, &patch, |_| {}).await;
 
         let answer = get(&proxy, "local/test/flaky", "1").await;
@@ -91,6 +98,26 @@ async fn a_failed_patch_serves_the_original_and_is_retried_after_recovery() {
         assert!(metric(&text, &jobs("failed")) >= 1.0, "{text}");
         assert_eq!(metric(&text, &jobs("patched")), 0.0, "{text}");
         assert_eq!(metric(&text, &pulls("fallback")), 1.0, "{text}");
+        // The admin API shows the failure and why.
+        let listed: serde_json::Value = serde_json::from_slice(
+            &reqwest::Client::new()
+                .get(format!("http://{}/patchpull/v1/images", proxy.authority()))
+                .bearer_auth("admin-secret")
+                .send()
+                .await
+                .unwrap()
+                .bytes()
+                .await
+                .unwrap(),
+        )
+        .unwrap();
+        let job = &listed["images"][0];
+        assert_eq!(job["status"], "failed", "{listed}");
+        assert_eq!(job["original"], original.manifest.digest.as_str(), "{listed}");
+        assert!(
+            job["detail"].as_str().unwrap_or_default().contains("500"),
+            "{listed}"
+        );
 
         fault.clear_all();
         tokio::time::sleep(Duration::from_millis(1200)).await;
