@@ -113,7 +113,11 @@ async fn a_failed_patch_serves_the_original_and_is_retried_after_recovery() {
         .unwrap();
         let job = &listed["images"][0];
         assert_eq!(job["status"], "failed", "{listed}");
-        assert_eq!(job["original"], original.manifest.digest.as_str(), "{listed}");
+        assert_eq!(
+            job["original"],
+            original.manifest.digest.as_str(),
+            "{listed}"
+        );
         assert!(
             job["detail"].as_str().unwrap_or_default().contains("500"),
             "{listed}"
