@@ -318,6 +318,10 @@ max_size = "20GiB"
 [log]
 level = "warn"
 
+# The mirror alone: a tag pull of these synthetic images must not start a patch job.
+[patch]
+mode = "off"
+
 [[upstream]]
 name = "bench-upstream"
 url = "$UP"
