@@ -136,24 +136,15 @@ pub fn run(mut config: Config, args: PatchArgs) -> anyhow::Result<()> {
             BuiltinScanner::new(builtin_config(&config.scan))
                 .map_err(|e| anyhow::anyhow!("built-in scanner: {e}"))?,
         );
-        let mut patcher = Patcher::new(
+        // Precedence as in `scan`: --report, then scan.command, then the built-in scanner.
+        let patcher = Patcher::new(
             mirror.clone(),
             scanner,
             config.storage.path.join("patch-tmp"),
         )
-        .with_progress(Arc::new(|message: &str| progress(message)));
-        // Precedence as in `scan`: --report, then scan.command, then the built-in scanner.
-        if !config.scan.command.is_empty() {
-            let command = crate::scan::command::ScannerCommand::new(
-                config.scan.command.clone(),
-                config.scan.command_timeout,
-            )?;
-            let cache = crate::scan::cache::ScanCache::open(
-                config.scan.cache_dir.join("results"),
-                config.scan.result_ttl,
-            )?;
-            patcher = patcher.with_scanner_command(command, cache);
-        }
+        .with_progress(Arc::new(|message: &str| progress(message)))
+        .with_scan_command(&config.scan)
+        .map_err(|e| anyhow::anyhow!(e))?;
         progress(&format!("patching {}", args.image));
         let patched = patcher
             .patch(&route, &image.reference, &options)

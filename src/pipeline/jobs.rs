@@ -20,8 +20,6 @@ use crate::mirror::Mirror;
 use crate::patch::job::{PatchOptions, PatchedImage, Patcher, PlatformOutcome};
 use crate::patch::referrer;
 use crate::scan::builtin::BuiltinScanner;
-use crate::scan::cache::ScanCache;
-use crate::scan::command::ScannerCommand;
 use crate::store::{Store, StoredManifest};
 use crate::upstream::Route;
 
@@ -128,23 +126,13 @@ impl Jobs {
         let metrics = mirror.metrics().clone();
         let reports = config.storage.path.join("reports");
         std::fs::create_dir_all(&reports).map_err(|e| format!("{}: {e}", reports.display()))?;
-        let mut patcher = Patcher::new(
+        let patcher = Patcher::new(
             mirror,
             Arc::new(scanner),
             config.storage.path.join("patch-tmp"),
         )
-        .with_reports(reports.clone());
-        if !config.scan.command.is_empty() {
-            let command =
-                ScannerCommand::new(config.scan.command.clone(), config.scan.command_timeout)
-                    .map_err(|e| format!("scan.command: {e}"))?;
-            let cache = ScanCache::open(
-                config.scan.cache_dir.join("results"),
-                config.scan.result_ttl,
-            )
-            .map_err(|e| format!("the scan result cache: {e}"))?;
-            patcher = patcher.with_scanner_command(command, cache);
-        }
+        .with_reports(reports.clone())
+        .with_scan_command(&config.scan)?;
         Ok(Jobs {
             patcher,
             reports,
@@ -171,7 +159,7 @@ impl Jobs {
         self: &Arc<Self>,
         route: &Route,
         digest: &Digest,
-        options: PatchOptions,
+        options: impl FnOnce() -> PatchOptions,
     ) -> JobStatus {
         let key = (route.upstream.name().to_owned(), digest.clone());
         if !self.lock().contains_key(&key) {
@@ -205,6 +193,7 @@ impl Jobs {
                 )),
             };
         }
+        let options = options();
         let (tx, rx) = watch::channel(None);
         state.insert(key.clone(), Entry::Running(rx.clone()));
         drop(state);

@@ -85,13 +85,15 @@ impl Pipeline {
             .mirror
             .manifest(route, &Reference::Tag(tag.to_owned()), &any)
             .await?;
-        let base_name = format!("{}/{}:{tag}", route.upstream.name(), route.repository);
-        let options = self.options_for(route, base_name);
-        let _ = self.jobs.status_or_start(route, &top.digest, options).await;
+        let _ = self
+            .jobs
+            .status_or_start(route, &top.digest, || self.options_for(route, tag))
+            .await;
         Ok(top.digest.clone())
     }
 
-    fn options_for(&self, route: &Route, base_name: String) -> PatchOptions {
+    fn options_for(&self, route: &Route, tag: &str) -> PatchOptions {
+        let base_name = format!("{}/{}:{tag}", route.upstream.name(), route.repository);
         let policy = self.config.policy(route.upstream.name(), &route.repository);
         PatchOptions {
             base_name,
@@ -176,22 +178,11 @@ impl Pipeline {
         }
         let any = Accept::parse([]);
         let top = self.mirror.manifest(route, &original, &any).await?;
-        let base_name = format!("{}/{}:{tag}", route.upstream.name(), route.repository);
-        let options = PatchOptions {
-            base_name,
-            plan: PlanOptions {
-                min_severity: policy.and_then(|p| p.min_severity),
-                include: policy
-                    .map(|p| p.include.iter().cloned().collect())
-                    .unwrap_or_default(),
-                exclude: policy
-                    .map(|p| p.exclude.iter().cloned().collect())
-                    .unwrap_or_default(),
-            },
-            ignore_errors: policy.is_some_and(|p| p.ignore_errors),
-            ..PatchOptions::default()
-        };
-        let status = self.jobs.status_or_start(route, &top.digest, options).await;
+        // Options are built only when a job starts, not on every tag request.
+        let status = self
+            .jobs
+            .status_or_start(route, &top.digest, || self.options_for(route, tag))
+            .await;
         let status = match status {
             JobStatus::Running(mut waiter) => match mode {
                 PatchMode::Wait | PatchMode::FailClosed => {

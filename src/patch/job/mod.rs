@@ -118,10 +118,24 @@ impl Patcher {
         }
     }
 
-    /// Plans with `command` (its plans cached in `cache`) when no report applies.
-    pub fn with_scanner_command(mut self, command: ScannerCommand, cache: ScanCache) -> Patcher {
+    /// Plans with `scan.command` (its plans cached under `scan.cache_dir`) when no report
+    /// applies; unchanged when no command is configured.
+    ///
+    /// # Errors
+    /// The command is not runnable as configured, or its cache cannot be opened.
+    pub fn with_scan_command(
+        mut self,
+        scan: &crate::config::ScanConfig,
+    ) -> Result<Patcher, String> {
+        if scan.command.is_empty() {
+            return Ok(self);
+        }
+        let command = ScannerCommand::new(scan.command.clone(), scan.command_timeout)
+            .map_err(|e| format!("scan.command: {e}"))?;
+        let cache = ScanCache::open(scan.cache_dir.join("results"), scan.result_ttl)
+            .map_err(|e| format!("the scan result cache: {e}"))?;
         self.command = Some((command, cache));
-        self
+        Ok(self)
     }
 
     /// Reports each step (planning, fetching, building, verifying) to `progress`.

@@ -1,7 +1,12 @@
-//! [`build`]: the layer entries and database changes for a set of package upgrades; the
-//! database and scripts half is in [`record`].
+//! [`build`]: the layer entries and database changes for a set of package upgrades. The
+//! image's database is read in [`image_db`], package paths are placed in [`paths`], and
+//! the database and scripts half is in [`record`].
 
+mod image_db;
+mod paths;
 mod record;
+
+use image_db::Database;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::io::Read;
@@ -83,93 +88,6 @@ pub fn build(
         epoch,
         distroless: db.status.is_none(),
     })
-}
-
-/// The image's dpkg database, read once.
-struct Database {
-    /// The status file, or `None` on distroless images.
-    status: Option<StatusFile>,
-    /// `status.d` file name -> contents (distroless).
-    status_d: BTreeMap<String, Vec<u8>>,
-    info: InfoFiles,
-    diversions: Diversions,
-    owners: Owners,
-    triggers: TriggerInterests,
-    filters: PathFilters,
-}
-
-impl Database {
-    fn read(image: &dyn ImageFiles) -> Result<Database, DpkgError> {
-        let status_key = format!("/{STATUS}");
-        let dirs = [STATUS_DIR, INFO_DIR, TRIGGERS_DIR, DPKG_CFG_DIR].map(|d| format!("/{d}/"));
-        let diversions_key = format!("/{DIVERSIONS}");
-        let cfg_key = format!("/{DPKG_CFG}");
-        let mut wanted: Vec<&str> = vec![&status_key, &diversions_key, &cfg_key];
-        wanted.extend(dirs.iter().map(String::as_str));
-        let mut files = image.read(&wanted)?;
-        let in_dir =
-            |files: &mut HashMap<String, Vec<u8>>, dir: &str| -> BTreeMap<String, Vec<u8>> {
-                let keys: Vec<String> = files
-                    .keys()
-                    .filter(|k| k.starts_with(dir))
-                    .cloned()
-                    .collect();
-                keys.into_iter()
-                    .filter_map(|k| files.remove(&k).map(|v| (k[dir.len()..].to_owned(), v)))
-                    .collect()
-            };
-        let status_d = in_dir(&mut files, &dirs[0]);
-        let info_files = in_dir(&mut files, &dirs[1]);
-        let trigger_files = in_dir(&mut files, &dirs[2]);
-        let cfg_fragments = in_dir(&mut files, &dirs[3]);
-        let filters = PathFilters::parse(&cfg_fragments, files.get(&cfg_key).map(Vec::as_slice));
-        let status = match files.remove(&status_key) {
-            Some(bytes) => Some(StatusFile::parse(&String::from_utf8(bytes).map_err(
-                |_| DpkgError::Database {
-                    path: STATUS.to_owned(),
-                    reason: "not UTF-8".to_owned(),
-                },
-            )?)),
-            None if !status_d.is_empty() => None,
-            None => {
-                return Err(DpkgError::Database {
-                    path: STATUS.to_owned(),
-                    reason: "the image has neither a status file nor status.d".to_owned(),
-                })
-            }
-        };
-        let mut info: InfoFiles = BTreeMap::new();
-        for (file, data) in info_files {
-            if let Some((base, member)) = file.rsplit_once('.') {
-                info.entry(base.to_owned())
-                    .or_default()
-                    .insert(member.to_owned(), data);
-            }
-        }
-        let owners = if status.is_some() {
-            Owners::from_lists(info.iter().filter_map(|(base, members)| {
-                members.get("list").map(|l| (base.as_str(), l.as_slice()))
-            }))
-        } else {
-            Owners::from_md5sums(status_d.iter().filter_map(|(name, data)| {
-                name.strip_suffix(".md5sums")
-                    .map(|base| (base, data.as_slice()))
-            }))
-        };
-        let diversions = match files.remove(&diversions_key) {
-            Some(bytes) => Diversions::parse(&bytes)?,
-            None => Diversions::default(),
-        };
-        Ok(Database {
-            status,
-            status_d,
-            info,
-            diversions,
-            owners,
-            triggers: TriggerInterests::parse(&trigger_files),
-            filters,
-        })
-    }
 }
 
 /// One package's old state and new contents.
@@ -347,52 +265,6 @@ impl<'a> Builder<'a> {
             old_md5sums,
             old_paths,
         })
-    }
-
-    /// Where `path` (a package path, no leading `/`) is in the image: its directories
-    /// resolved through the image's symbolic links, its last component not.
-    fn physical(&mut self, path: &str, package: &str) -> Result<String, DpkgError> {
-        let (parent, name) = path.rsplit_once('/').unwrap_or(("", path));
-        let dir = self.physical_dir(parent, package)?;
-        Ok(if dir.is_empty() {
-            name.to_owned()
-        } else {
-            format!("{dir}/{name}")
-        })
-    }
-
-    fn physical_dir(&mut self, dir: &str, package: &str) -> Result<String, DpkgError> {
-        if dir.is_empty() {
-            return Ok(String::new());
-        }
-        if let Some(done) = self.resolved.get(dir) {
-            return Ok(done.clone());
-        }
-        let here = self.physical(dir, package)?;
-        let conflict = |reason: &str| DpkgError::Conflict {
-            package: package.to_owned(),
-            path: format!("/{dir}"),
-            reason: reason.to_owned(),
-        };
-        let real = match self.tree.get(&here).map(|n| n.kind) {
-            None | Some(NodeKind::Dir) => here,
-            Some(NodeKind::Symlink) => match self.tree.resolve(&here, MAX_SYMLINKS)? {
-                Some((real, node)) if node.is_dir() => String::from_utf8(real)
-                    .map_err(|_| conflict("resolves to a path that is not UTF-8"))?,
-                _ => {
-                    return Err(conflict(
-                        "is a symbolic link to something that is not a directory",
-                    ))
-                }
-            },
-            Some(_) => {
-                return Err(conflict(
-                    "is a file in the image, a directory in the package",
-                ))
-            }
-        };
-        self.resolved.insert(dir.to_owned(), real.clone());
-        Ok(real)
     }
 
     fn entry(&self, path: String, source: &DataEntry, kind: EntryKind) -> LayerEntry {
