@@ -12,6 +12,7 @@ use std::cmp::Ordering;
 use std::fmt;
 
 pub mod apk;
+mod archive;
 mod detect;
 pub mod dpkg;
 mod error;

@@ -1,6 +1,9 @@
 //! Walking the decompressed data tar: every entry is read, normalized, checked against the
 //! entries before it and, for regular files, hashed against its `APK-TOOLS.checksum.SHA1`.
 
+use crate::pkgs::archive::{
+    climbs_above_root, normal_components, pax_time, shown, tar_type_name as type_name,
+};
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{self, BufReader, Read, Seek, SeekFrom};
@@ -303,56 +306,7 @@ fn normalize(path: &str) -> Result<String, &'static str> {
     if path.contains(|c: char| c.is_control()) {
         return Err("a control character in the path (apk refuses it)");
     }
-    let mut out = String::with_capacity(path.len());
-    for component in path.split('/') {
-        match component {
-            "" | "." => {}
-            ".." => return Err("\"..\" in the path"),
-            name => {
-                if !out.is_empty() {
-                    out.push('/');
-                }
-                out.push_str(name);
-            }
-        }
-    }
-    Ok(out)
-}
-
-/// Whether a relative symlink target, resolved lexically from the link's directory,
-/// leaves the root. Absolute targets resolve inside the image root.
-fn climbs_above_root(link_path: &str, target: &str) -> bool {
-    if target.starts_with('/') {
-        return false;
-    }
-    let mut depth = link_path.matches('/').count();
-    for component in target.split('/') {
-        match component {
-            "" | "." => {}
-            ".." => match depth.checked_sub(1) {
-                Some(d) => depth = d,
-                None => return true,
-            },
-            _ => depth += 1,
-        }
-    }
-    false
-}
-
-fn shown(bytes: &[u8]) -> String {
-    match std::str::from_utf8(bytes) {
-        Ok(text) => text.to_owned(),
-        Err(_) => bytes.escape_ascii().to_string(),
-    }
-}
-
-fn pax_time(value: &[u8]) -> Option<u64> {
-    let text = std::str::from_utf8(value).ok()?;
-    let seconds = text.split('.').next()?;
-    if let Some(negative) = seconds.strip_prefix('-') {
-        return negative.parse::<u64>().ok().map(|_| 0);
-    }
-    seconds.parse().ok()
+    normal_components(path)
 }
 
 fn kind_name(kind: ApkEntryKind) -> &'static str {
@@ -361,16 +315,6 @@ fn kind_name(kind: ApkEntryKind) -> &'static str {
         ApkEntryKind::File => "regular file",
         ApkEntryKind::Symlink => "symlink",
         ApkEntryKind::Hardlink => "hard link",
-    }
-}
-
-fn type_name(entry_type: EntryType) -> String {
-    match entry_type {
-        EntryType::Char => "character device".to_owned(),
-        EntryType::Block => "block device".to_owned(),
-        EntryType::Fifo => "FIFO".to_owned(),
-        EntryType::GNUSparse => "GNU sparse file".to_owned(),
-        other => format!("tar type {:?}", char::from(other.as_byte())),
     }
 }
 

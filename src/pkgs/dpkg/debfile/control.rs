@@ -4,8 +4,9 @@
 use std::collections::BTreeMap;
 use std::io::Read;
 
-use super::data::{normalize, shown};
+use super::data::normalize;
 use super::{ControlMember, DebError, DebLimits};
+use crate::pkgs::archive::shown;
 
 /// Splits the decompressed control archive into `control` and the other members.
 pub(super) fn parse(
