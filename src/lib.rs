@@ -8,6 +8,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod admission;
+pub mod buildkit;
 pub mod cli;
 pub mod config;
 pub mod distribution;

@@ -1,5 +1,6 @@
-//! `patchpull patch <image-ref>`: copa's job in one command, with no daemon. Plans from
-//! `--report` or the built-in scanner, patches natively, checks the result, then pushes it
+//! `patchpull patch <image-ref>`: copa's job in one command. Plans from `--report` or the
+//! built-in scanner, patches natively (or through BuildKit: `--engine`, `--buildkit`),
+//! checks the result, then pushes it
 //! (`--push`), writes an OCI layout (`--oci-dir`) and the VEX document (`--vex`). Progress
 //! goes to stderr, the summary table to stdout. Exit 0 when patched or nothing to patch,
 //! 1 on any error, 2 on usage errors.
@@ -11,11 +12,12 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 
 use super::image_ref::{builtin_config, ImageRef};
-use crate::config::Config;
+use crate::config::{BuildkitConfig, Config, PatchEngine};
 use crate::distribution::{Digest, Reference};
 use crate::metrics::Metrics;
 use crate::mirror::Mirror;
-use crate::patch::job::{PatchOptions, PatchedImage, Patcher, PlatformOutcome};
+use crate::patch::buildkit::{BuildkitEngine, ImageSource};
+use crate::patch::job::{EngineReport, PatchOptions, PatchedImage, Patcher, PlatformOutcome};
 use crate::scan::builtin::BuiltinScanner;
 use crate::scan::plan::{PlanOptions, Severity};
 use crate::scan::report;
@@ -57,6 +59,13 @@ pub struct PatchArgs {
     /// Patch what can be patched: leave out packages that cannot be fetched or installed.
     #[arg(long)]
     ignore_errors: bool,
+    /// The engine: `native`, `buildkit` or `auto` (default: `patch.engine`).
+    #[arg(long, value_parser = ["native", "buildkit", "auto"])]
+    engine: Option<String>,
+    /// The BuildKit to use (default: `patch.buildkit.address`): `unix:///PATH`,
+    /// `tcp://HOST:PORT` or `docker-unix:///var/run/docker.sock`.
+    #[arg(long, value_name = "ADDRESS")]
+    buildkit: Option<String>,
 }
 
 fn progress(message: &str) {
@@ -124,6 +133,7 @@ pub fn run(mut config: Config, args: PatchArgs) -> anyhow::Result<()> {
         base_name,
         ignore_errors: args.ignore_errors,
     };
+    let (engine, buildkit) = engine_choice(&config, &args)?;
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async move {
         let metrics = Arc::new(Metrics::new());
@@ -144,7 +154,17 @@ pub fn run(mut config: Config, args: PatchArgs) -> anyhow::Result<()> {
         )
         .with_progress(Arc::new(|message: &str| progress(message)))
         .with_scan_command(&config.scan)
-        .map_err(|e| anyhow::anyhow!(e))?;
+        .map_err(|e| anyhow::anyhow!(e))?
+        .with_engine(
+            engine,
+            buildkit.map(|b| {
+                (
+                    Arc::new(BuildkitEngine::new(b)),
+                    ImageSource::Registry(image.registry.clone()),
+                )
+            }),
+            &config.scan,
+        );
         progress(&format!("patching {}", args.image));
         let patched = patcher
             .patch(&route, &image.reference, &options)
@@ -177,6 +197,48 @@ pub fn run(mut config: Config, args: PatchArgs) -> anyhow::Result<()> {
         );
         anyhow::Ok(())
     })
+}
+
+/// `--engine` and `--buildkit` over `patch.engine` and `[patch.buildkit]`.
+fn engine_choice(
+    config: &Config,
+    args: &PatchArgs,
+) -> anyhow::Result<(PatchEngine, Option<BuildkitConfig>)> {
+    let engine = match &args.engine {
+        Some(name) => PatchEngine::parse(name).with_context(|| format!("--engine {name}"))?,
+        None => config.patch.engine,
+    };
+    let buildkit = match &args.buildkit {
+        Some(address) => {
+            let address = address
+                .parse()
+                .map_err(|e| anyhow::anyhow!("--buildkit {address}: {e}"))?;
+            let mut buildkit = config
+                .patch
+                .buildkit
+                .clone()
+                .unwrap_or_else(|| default_buildkit(&address));
+            buildkit.address = address;
+            Some(buildkit)
+        }
+        None => config.patch.buildkit.clone(),
+    };
+    if engine == PatchEngine::Buildkit && buildkit.is_none() {
+        bail!("--engine buildkit needs a BuildKit: --buildkit ADDRESS or `patch.buildkit.address`");
+    }
+    Ok((engine, buildkit))
+}
+
+fn default_buildkit(address: &crate::buildkit::transport::BuildkitAddress) -> BuildkitConfig {
+    BuildkitConfig {
+        address: address.clone(),
+        tls_ca_file: None,
+        tls_cert_file: None,
+        tls_key_file: None,
+        registry: String::new(),
+        tooling_image: crate::config::defaults::BUILDKIT_TOOLING_IMAGE.to_owned(),
+        solve_timeout: crate::config::defaults::BUILDKIT_SOLVE_TIMEOUT,
+    }
 }
 
 fn summary(patched: &PatchedImage) -> String {
@@ -222,19 +284,29 @@ fn summary(patched: &PatchedImage) -> String {
                         ));
                     }
                 }
-                for outcome in &p.native.outcomes {
-                    for kept in &outcome.conffiles_kept {
-                        out.push_str(&format!("  {}: kept the image's {kept}; the package's version is {kept}.dpkg-dist\n", outcome.name));
+                match &p.engine {
+                    EngineReport::Native(native) => {
+                        for outcome in &native.outcomes {
+                            for kept in &outcome.conffiles_kept {
+                                out.push_str(&format!("  {}: kept the image's {kept}; the package's version is {kept}.dpkg-dist\n", outcome.name));
+                            }
+                        }
+                        if let Some(scripts) = &native.scripts {
+                            out.push_str(&format!(
+                                "  maintainer scripts run: {}\n",
+                                scripts.ran.len()
+                            ));
+                        }
+                        for note in &native.not_run {
+                            out.push_str(&format!("  scripts: {note}\n"));
+                        }
                     }
-                }
-                if let Some(scripts) = &p.native.scripts {
-                    out.push_str(&format!(
-                        "  maintainer scripts run: {}\n",
-                        scripts.ran.len()
-                    ));
-                }
-                for note in &p.native.not_run {
-                    out.push_str(&format!("  scripts: {note}\n"));
+                    EngineReport::Buildkit(buildkit) => out.push_str(&format!(
+                        "  engine: {} through {} ({} steps)\n",
+                        buildkit.adapter,
+                        buildkit.daemon,
+                        buildkit.steps.len()
+                    )),
                 }
                 out.push_str(&format!(
                     "  patch layer {} ({} bytes), image {}\n",

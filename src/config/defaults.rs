@@ -45,4 +45,8 @@ pub const PATCH_MODE: super::PatchMode = super::PatchMode::Wait;
 pub const PATCH_WAIT_TIMEOUT: Duration = Duration::from_secs(8);
 pub const PATCH_WORKERS: usize = 2;
 pub const PATCH_QUEUE: usize = 32;
+pub const PATCH_ENGINE: super::PatchEngine = super::PatchEngine::Auto;
+/// Debian's own slim image: the apt and dpkg that patch distroless dpkg images.
+pub const BUILDKIT_TOOLING_IMAGE: &str = "docker.io/library/debian:bookworm-slim";
+pub const BUILDKIT_SOLVE_TIMEOUT: Duration = Duration::from_secs(900);
 pub const PATCH_RETRY_FAILED_AFTER: Duration = Duration::from_secs(300);

@@ -4,6 +4,7 @@
 //! with the key (and the file or variable) it came from.
 
 mod admission;
+mod buildkit;
 pub mod defaults;
 mod patch;
 mod raw;
@@ -17,6 +18,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 
 pub use admission::AdmissionConfig;
+pub use buildkit::{BuildkitConfig, PatchEngine};
 pub use patch::{PatchConfig, PatchMode, PatchPolicy};
 pub use raw::{RawConfig, RawUpstream};
 pub use secret::Secret;

@@ -83,6 +83,9 @@ pub struct PatchConfig {
     pub policies: Vec<PatchPolicy>,
     /// Bearer token of the admin API (`/patchpull/v1/`); `None` switches it off.
     pub admin_token: Option<super::Secret>,
+    pub engine: super::PatchEngine,
+    /// `None` when no BuildKit is configured.
+    pub buildkit: Option<super::BuildkitConfig>,
 }
 
 impl PatchConfig {
@@ -124,6 +127,8 @@ pub struct RawPatch {
     pub policy: Vec<RawPolicy>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub admin_token: Option<super::Secret>,
+    pub engine: String,
+    pub buildkit: super::buildkit::RawBuildkit,
 }
 
 impl Default for RawPatch {
@@ -136,6 +141,8 @@ impl Default for RawPatch {
             retry_failed_after: super::raw::fmt_duration(defaults::PATCH_RETRY_FAILED_AFTER),
             policy: Vec::new(),
             admin_token: None,
+            engine: defaults::PATCH_ENGINE.as_str().into(),
+            buildkit: super::buildkit::RawBuildkit::defaults(),
         }
     }
 }
@@ -200,7 +207,22 @@ impl RawPatch {
                 ignore_errors: raw.ignore_errors,
             });
         }
+        let engine = super::PatchEngine::parse(&self.engine).unwrap_or_else(|| {
+            problems.push(format!(
+                "`patch.engine`: expected \"native\", \"buildkit\" or \"auto\", found {:?}",
+                self.engine
+            ));
+            defaults::PATCH_ENGINE
+        });
+        let buildkit = self.buildkit.validate(problems, duration);
+        if engine == super::PatchEngine::Buildkit && buildkit.is_none() {
+            problems.push(
+                "`patch.engine = \"buildkit\"` needs `patch.buildkit.address`".to_owned(),
+            );
+        }
         PatchConfig {
+            engine,
+            buildkit,
             mode,
             wait_timeout: duration("patch.wait_timeout", &self.wait_timeout),
             workers: self.workers.max(1),
@@ -232,6 +254,8 @@ impl RawPatch {
                 })
                 .collect(),
             admin_token: c.admin_token.clone(),
+            engine: c.engine.as_str().into(),
+            buildkit: super::buildkit::RawBuildkit::from_checked(c.buildkit.as_ref()),
         }
     }
 }

@@ -11,6 +11,7 @@
 
 pub mod apk;
 pub mod assemble;
+pub mod buildkit;
 pub mod dpkg;
 pub mod job;
 pub mod layer;
@@ -44,6 +45,9 @@ pub enum PatchError {
     Verification { failures: Vec<String> },
     #[error("{path}: {reason}")]
     Io { path: String, reason: String },
+    /// The BuildKit engine: connecting, an unsafe plan, the solve, or its result.
+    #[error("BuildKit: {0}")]
+    Buildkit(String),
     #[error("internal error: {0}")]
     Internal(String),
 }

@@ -4,6 +4,7 @@
 //! which the next pull re-patches in the background while the old result is served), and
 //! a patched result is also written under `<storage.path>/patched/` so a restart finds it.
 
+use crate::patch::buildkit::{BuildkitEngine, ImageSource};
 use std::collections::HashMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -115,6 +116,19 @@ pub struct Jobs {
     metrics: Arc<Metrics>,
 }
 
+/// Where BuildKit reaches this patchpull: `patch.buildkit.registry`, else the listen
+/// address (loopback for an unspecified one).
+fn buildkit_registry(config: &Config, buildkit: &crate::config::BuildkitConfig) -> String {
+    if !buildkit.registry.is_empty() {
+        return buildkit.registry.clone();
+    }
+    let mut listen = config.server.listen;
+    if listen.ip().is_unspecified() {
+        listen.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    listen.to_string()
+}
+
 impl Jobs {
     pub(super) fn new(config: &Config, mirror: Arc<Mirror>) -> Result<Jobs, String> {
         let scanner =
@@ -132,7 +146,17 @@ impl Jobs {
             config.storage.path.join("patch-tmp"),
         )
         .with_reports(reports.clone())
-        .with_scan_command(&config.scan)?;
+        .with_scan_command(&config.scan)?
+        .with_engine(
+            config.patch.engine,
+            config.patch.buildkit.as_ref().map(|buildkit| {
+                (
+                    Arc::new(BuildkitEngine::new(buildkit.clone())),
+                    ImageSource::Proxy(buildkit_registry(config, buildkit)),
+                )
+            }),
+            &config.scan,
+        );
         Ok(Jobs {
             patcher,
             reports,

@@ -16,21 +16,23 @@ use crate::mirror::image::PlatformImage;
 use crate::mirror::{Mirror, ServedManifest};
 use crate::patch::assemble::{self, AssembledImage, ImageInput, PatchLayer, Replacement};
 use crate::patch::layer::BuiltLayer;
-use crate::patch::native::NativePatch;
+use crate::config::PatchEngine;
+use crate::patch::buildkit::{BuildkitEngine, BuildkitPatch, ImageSource};
+use crate::patch::native::{NativeError, NativePatch};
 use crate::patch::verify::Verified;
 use crate::patch::PatchError;
 use crate::pkgs::Ecosystem;
-use crate::scan::builtin::packages::FetchedDeb;
 use crate::scan::builtin::BuiltinScanner;
 use crate::scan::cache::ScanCache;
 use crate::scan::command::ScannerCommand;
-use crate::scan::plan::{NotPlanned, PlanOptions, Platform, PlatformPlan, SkipReason};
+use crate::scan::plan::{PlanOptions, Platform, PlatformPlan};
 use crate::scan::report::ScanReport;
 use crate::upstream::Route;
 
 use build::history_text;
 
 mod build;
+mod engines;
 mod plan;
 mod result;
 pub mod tempdir;
@@ -61,6 +63,16 @@ pub struct Patcher {
     /// A configured scanner (`scan.command`) and the cache of its plans; used when no
     /// report was given or stored, before the built-in scanner.
     command: Option<(ScannerCommand, ScanCache)>,
+    engine: PatchEngine,
+    buildkit: Option<BuildkitSetup>,
+}
+
+/// A BuildKit and how it reaches images.
+struct BuildkitSetup {
+    engine: Arc<BuildkitEngine>,
+    source: ImageSource,
+    debian_archive_url: String,
+    debian_security_url: String,
 }
 
 /// A progress callback: one line per step.
@@ -87,9 +99,15 @@ pub struct PlatformResult {
 pub struct PatchedPlatform {
     pub image: AssembledImage,
     pub layer: BuiltLayer,
-    pub native: NativePatch,
+    pub engine: EngineReport,
     pub verified: Vec<Verified>,
-    pub debs: Vec<FetchedDeb>,
+}
+
+/// What the engine that built the layer did.
+#[derive(Debug)]
+pub enum EngineReport {
+    Native(NativePatch),
+    Buildkit(BuildkitPatch),
 }
 
 /// The patched image, its blobs in the scratch directory until dropped.
@@ -115,7 +133,27 @@ impl Patcher {
             reports: None,
             progress: None,
             command: None,
+            engine: PatchEngine::Native,
+            buildkit: None,
         }
+    }
+
+    /// Which engine builds layers; `buildkit` with how BuildKit reaches images (`None`:
+    /// native only, whatever `engine` says).
+    pub fn with_engine(
+        mut self,
+        engine: PatchEngine,
+        buildkit: Option<(Arc<BuildkitEngine>, ImageSource)>,
+        scan: &crate::config::ScanConfig,
+    ) -> Patcher {
+        self.engine = engine;
+        self.buildkit = buildkit.map(|(engine, source)| BuildkitSetup {
+            engine,
+            source,
+            debian_archive_url: scan.debian_archive_url.clone(),
+            debian_security_url: scan.debian_security_url.clone(),
+        });
+        self
     }
 
     /// Plans with `scan.command` (its plans cached under `scan.cache_dir`) when no report
@@ -344,12 +382,13 @@ impl Patcher {
                 "no supported package database".to_owned(),
             ));
         };
-        if inventory.ecosystem != Ecosystem::Dpkg {
+        let buildkit_usable = self.buildkit.is_some() && self.engine != PatchEngine::Native;
+        if inventory.ecosystem != Ecosystem::Dpkg && !buildkit_usable {
             return Ok(unchanged(
                 image,
                 None,
                 format!(
-                    "{} images are not patched by the native engine yet",
+                    "{} images are patched through BuildKit only, and none is configured",
                     inventory.ecosystem.as_str()
                 ),
             ));
@@ -387,6 +426,16 @@ impl Patcher {
         };
         let plan = match from_command {
             Some(plan) => plan,
+            None if report.is_none() && inventory.ecosystem != Ecosystem::Dpkg => {
+                return Ok(unchanged(
+                    image,
+                    None,
+                    format!(
+                        "no report for this {} image, and the built-in scanner reads dpkg images only",
+                        inventory.ecosystem.as_str()
+                    ),
+                ));
+            }
             None => {
                 self.tell(&format!(
                     "{platform_name}: planning from {}",
@@ -409,51 +458,38 @@ impl Patcher {
             return Ok(unchanged(image, Some(plan), "nothing to fix".to_owned()));
         }
         let mut plan = plan;
-        let (native, verified, debs) = loop {
+        let buildkit_first = buildkit_usable
+            && (self.engine == PatchEngine::Buildkit || inventory.ecosystem != Ecosystem::Dpkg);
+        let built = if buildkit_first {
+            self.build_with_buildkit(route, &image, &config, &plan, &base_layers, work)
+                .await?
+        } else {
             match self
-                .build_platform(
-                    route,
-                    &image,
-                    &inventory,
-                    &platform,
-                    &plan,
-                    &base_layers,
-                    work,
-                )
+                .build_native(route, &image, &inventory, &platform, &mut plan, &base_layers, work, options)
                 .await
             {
-                Ok(built) => break built,
-                Err(error) if options.ignore_errors => {
-                    // Leave out the package at fault and try again with the rest.
-                    let Some(package) = error.package().map(str::to_owned) else {
-                        return Err(error);
-                    };
-                    let Some(at) = plan.updates.iter().position(|u| u.name == package) else {
-                        return Err(error);
-                    };
-                    let update = plan.updates.remove(at);
-                    tracing::warn!(%package, %error, "ignore_errors: patching without this package");
-                    plan.not_planned.push(NotPlanned {
-                        name: update.name,
-                        installed_version: update.installed_version,
-                        vulnerability_id: String::new(),
-                        severity: None,
-                        fixed_versions: vec![update.fixed_version],
-                        reason: SkipReason::PatchFailed {
-                            error: error.to_string(),
-                        },
-                    });
-                    if plan.updates.is_empty() {
-                        return Ok(unchanged(
-                            image,
-                            Some(plan),
-                            "no package could be patched (ignore_errors)".to_owned(),
-                        ));
-                    }
+                Ok(Some((native, verified))) => {
+                    (native.layer.clone(), EngineReport::Native(native), verified)
+                }
+                Ok(None) => {
+                    return Ok(unchanged(
+                        image,
+                        Some(plan),
+                        "no package could be patched (ignore_errors)".to_owned(),
+                    ))
+                }
+                Err(PatchError::Native(NativeError::ScriptsCannotRun { reasons })) if buildkit_usable => {
+                    self.tell(&format!(
+                        "{platform_name}: the native engine cannot run the scripts ({}); BuildKit patches it",
+                        reasons.join("; ")
+                    ));
+                    self.build_with_buildkit(route, &image, &config, &plan, &base_layers, work)
+                        .await?
                 }
                 Err(error) => return Err(error),
             }
         };
+        let (layer, engine, verified) = built;
         stage!("build and verify");
         self.mirror
             .metrics()
@@ -475,24 +511,22 @@ impl Patcher {
             manifest_digest: &image.manifest.digest,
             config: &config,
             layer: PatchLayer {
-                digest: &native.layer.digest,
-                diff_id: &native.layer.diff_id,
-                size: native.layer.size,
+                digest: &layer.digest,
+                diff_id: &layer.diff_id,
+                size: layer.size,
             },
             base_name: &options.base_name,
             created_by: &created_by,
             created: None,
         })?;
-        let layer = native.layer.clone();
         Ok(PlatformResult {
             original: image,
             plan: Some(plan),
             outcome: PlatformOutcome::Patched(Box::new(PatchedPlatform {
                 image: assembled,
                 layer,
-                native,
+                engine,
                 verified,
-                debs,
             })),
         })
     }

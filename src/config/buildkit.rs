@@ -1,0 +1,138 @@
+//! `patch.engine` and `[patch.buildkit]`: which engine patches, and how patchpull reaches a
+//! BuildKit for the images the native engine cannot patch.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::buildkit::transport::BuildkitAddress;
+
+/// Which engine builds the patch layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PatchEngine {
+    /// In-process, no daemon: dpkg images (Debian, Ubuntu, distroless).
+    Native,
+    /// Everything through BuildKit, with the image's own package manager.
+    Buildkit,
+    /// Native where the plan allows it, BuildKit for the rest when one is configured.
+    Auto,
+}
+
+impl PatchEngine {
+    pub fn parse(text: &str) -> Option<PatchEngine> {
+        match text {
+            "native" => Some(PatchEngine::Native),
+            "buildkit" => Some(PatchEngine::Buildkit),
+            "auto" => Some(PatchEngine::Auto),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PatchEngine::Native => "native",
+            PatchEngine::Buildkit => "buildkit",
+            PatchEngine::Auto => "auto",
+        }
+    }
+}
+
+/// A configured BuildKit.
+#[derive(Debug, Clone)]
+pub struct BuildkitConfig {
+    pub address: BuildkitAddress,
+    pub tls_ca_file: Option<PathBuf>,
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
+    /// `host:port` at which BuildKit reaches this patchpull's registry API: it pulls the
+    /// original image through patchpull, so no registry credentials travel to BuildKit.
+    pub registry: String,
+    /// The image whose apt and dpkg patch distroless dpkg images (mounted at `/target`).
+    pub tooling_image: String,
+    /// One solve's time budget.
+    pub solve_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawBuildkit {
+    pub address: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_ca_file: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert_file: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key_file: Option<PathBuf>,
+    pub registry: String,
+    pub tooling_image: String,
+    #[serde(deserialize_with = "super::raw::text_or_number")]
+    pub solve_timeout: String,
+}
+
+impl RawBuildkit {
+    pub(super) fn defaults() -> RawBuildkit {
+        RawBuildkit {
+            address: String::new(),
+            tls_ca_file: None,
+            tls_cert_file: None,
+            tls_key_file: None,
+            registry: String::new(),
+            tooling_image: super::defaults::BUILDKIT_TOOLING_IMAGE.to_owned(),
+            solve_timeout: super::raw::fmt_duration(super::defaults::BUILDKIT_SOLVE_TIMEOUT),
+        }
+    }
+
+    /// `None` when no address is set (no BuildKit).
+    pub(super) fn validate(
+        &self,
+        problems: &mut Vec<String>,
+        duration: &mut dyn FnMut(&str, &str) -> Duration,
+    ) -> Option<BuildkitConfig> {
+        let solve_timeout = duration("patch.buildkit.solve_timeout", &self.solve_timeout);
+        if self.address.is_empty() {
+            return None;
+        }
+        let address = match self.address.parse::<BuildkitAddress>() {
+            Ok(address) => address,
+            Err(e) => {
+                problems.push(format!(
+                    "`patch.buildkit.address`: {e} (expected unix:///PATH, tcp://HOST:PORT or docker-unix:///PATH)"
+                ));
+                return None;
+            }
+        };
+        if self.tls_cert_file.is_some() != self.tls_key_file.is_some() {
+            problems.push(
+                "`patch.buildkit.tls_cert_file` and `tls_key_file`: both or neither".to_owned(),
+            );
+        }
+        if self.tooling_image.is_empty() {
+            problems.push("`patch.buildkit.tooling_image`: an image reference".to_owned());
+        }
+        Some(BuildkitConfig {
+            address,
+            tls_ca_file: self.tls_ca_file.clone(),
+            tls_cert_file: self.tls_cert_file.clone(),
+            tls_key_file: self.tls_key_file.clone(),
+            registry: self.registry.clone(),
+            tooling_image: self.tooling_image.clone(),
+            solve_timeout,
+        })
+    }
+
+    pub(super) fn from_checked(c: Option<&BuildkitConfig>) -> RawBuildkit {
+        match c {
+            None => RawBuildkit::defaults(),
+            Some(c) => RawBuildkit {
+                address: c.address.to_string(),
+                tls_ca_file: c.tls_ca_file.clone(),
+                tls_cert_file: c.tls_cert_file.clone(),
+                tls_key_file: c.tls_key_file.clone(),
+                registry: c.registry.clone(),
+                tooling_image: c.tooling_image.clone(),
+                solve_timeout: super::raw::fmt_duration(c.solve_timeout),
+            },
+        }
+    }
+}

@@ -1,0 +1,162 @@
+//! Which engine builds a platform's layer: the native engine (retrying without a failing
+//! package under `ignore_errors`), or BuildKit.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::image::{LayerDescriptor, UnpackedLayers};
+use crate::mirror::image::PlatformImage;
+use crate::patch::buildkit::BuildkitRequest;
+use crate::patch::layer::BuiltLayer;
+use crate::patch::verify::{self, Verified};
+use crate::patch::PatchError;
+use crate::pkgs::Inventory;
+use crate::scan::plan::{NotPlanned, Platform, PlatformPlan, SkipReason};
+use crate::upstream::Route;
+
+use super::*;
+
+impl Patcher {
+    /// The native engine. With `ignore_errors`, a package at fault is left out of `plan`
+    /// (and recorded as not planned) and the rest tried again; `None` when none is left.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn build_native(
+        &self,
+        route: &Route,
+        image: &PlatformImage,
+        inventory: &Inventory,
+        platform: &Platform,
+        plan: &mut PlatformPlan,
+        base_layers: &[LayerDescriptor],
+        work: &Path,
+        options: &PatchOptions,
+    ) -> Result<Option<(NativePatch, Vec<Verified>)>, PatchError> {
+        loop {
+            match self
+                .build_platform(route, image, inventory, platform, plan, base_layers, work)
+                .await
+            {
+                Ok((native, verified, _debs)) => return Ok(Some((native, verified))),
+                Err(error) if options.ignore_errors => {
+                    let Some(package) = error.package().map(str::to_owned) else {
+                        return Err(error);
+                    };
+                    let Some(at) = plan.updates.iter().position(|u| u.name == package) else {
+                        return Err(error);
+                    };
+                    let update = plan.updates.remove(at);
+                    tracing::warn!(%package, %error, "ignore_errors: patching without this package");
+                    plan.not_planned.push(NotPlanned {
+                        name: update.name,
+                        installed_version: update.installed_version,
+                        vulnerability_id: String::new(),
+                        severity: None,
+                        fixed_versions: vec![update.fixed_version],
+                        reason: SkipReason::PatchFailed {
+                            error: error.to_string(),
+                        },
+                    });
+                    if plan.updates.is_empty() {
+                        return Ok(None);
+                    }
+                }
+                Err(error) => return Err(error),
+            }
+        }
+    }
+
+    /// BuildKit: the layer from the image's own package manager, then the same read-back
+    /// check as the native engine's.
+    pub(super) async fn build_with_buildkit(
+        &self,
+        route: &Route,
+        image: &PlatformImage,
+        config: &[u8],
+        plan: &PlatformPlan,
+        base_layers: &[LayerDescriptor],
+        work: &Path,
+    ) -> Result<(BuiltLayer, EngineReport, Vec<Verified>), PatchError> {
+        let Some(setup) = &self.buildkit else {
+            return Err(PatchError::Internal("no BuildKit is configured".to_owned()));
+        };
+        let base_diff_ids = base_diff_ids(config, base_layers.len())?;
+        let unpacked_dir = work.join("layers");
+        std::fs::create_dir_all(&unpacked_dir).map_err(|e| PatchError::io(&unpacked_dir, e))?;
+        let source = Arc::new(UnpackedLayers::new(
+            self.mirror.layer_source(route),
+            unpacked_dir,
+            &crate::image::Limits::default(),
+        ));
+        let tree_source = source.clone();
+        let layers = base_layers.to_vec();
+        let tree = tokio::task::spawn_blocking(move || {
+            crate::image::Filesystem::from_layers(
+                &*tree_source,
+                &layers,
+                &crate::image::Limits::default(),
+            )
+        })
+        .await
+        .map_err(|e| PatchError::Internal(e.to_string()))?
+        .map_err(|e| PatchError::Image(e.to_string()))?;
+        let request = BuildkitRequest {
+            source: setup.source.reference(
+                route.upstream.name(),
+                &route.repository,
+                &image.manifest.digest,
+            ),
+            tooling: setup.source.tooling(&setup.engine.config().tooling_image),
+            os: &image.platform.os,
+            architecture: &image.platform.architecture,
+            variant: image.platform.variant.as_deref(),
+            plan,
+            tree: &tree,
+            base_diff_ids: &base_diff_ids,
+            debian_archive_url: &setup.debian_archive_url,
+            debian_security_url: &setup.debian_security_url,
+            work,
+        };
+        let tell = |message: &str| self.tell(message);
+        let patch = setup.engine.patch(&request, &tell).await?;
+        self.tell(&format!(
+            "{}: verifying the patched package database",
+            image.platform
+        ));
+        let layer_path = patch.layer.path.clone();
+        let plan_for_check = plan.clone();
+        let check_layers = base_layers.to_vec();
+        let verified = tokio::task::spawn_blocking(move || {
+            verify::check(&*source, &check_layers, &layer_path, &plan_for_check)
+        })
+        .await
+        .map_err(|e| PatchError::Internal(e.to_string()))??;
+        Ok((patch.layer.clone(), EngineReport::Buildkit(patch), verified))
+    }
+}
+
+/// The first `count` entries of the config's `rootfs.diff_ids`.
+fn base_diff_ids(config: &[u8], count: usize) -> Result<Vec<crate::distribution::Digest>, PatchError> {
+    #[derive(serde::Deserialize)]
+    struct RootFs {
+        diff_ids: Vec<String>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Config {
+        rootfs: RootFs,
+    }
+    let config: Config = serde_json::from_slice(config)
+        .map_err(|e| PatchError::Image(format!("the image config: {e}")))?;
+    if config.rootfs.diff_ids.len() < count {
+        return Err(PatchError::Image(format!(
+            "the image config names {} diff_ids for {count} layers",
+            config.rootfs.diff_ids.len()
+        )));
+    }
+    config.rootfs.diff_ids[..count]
+        .iter()
+        .map(|d| {
+            d.parse()
+                .map_err(|e| PatchError::Image(format!("the image config: diff_id {d:?}: {e}")))
+        })
+        .collect()
+}
