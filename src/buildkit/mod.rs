@@ -13,3 +13,5 @@ pub mod proto;
 pub mod transport;
 
 pub use error::BuildkitError;
+pub use client::{Capabilities, Client, StatusEvent};
+pub use transport::{BuildkitAddress, TlsFiles};

@@ -75,6 +75,30 @@ pub struct Inventory {
     pub packages: Vec<InstalledPackage>,
 }
 
+/// Whether `name` is a valid package name: the check that keeps report text out of
+/// commands. Debian policy 5.6.1: lowercase letters, digits, `+`, `-`, `.`, starting alphanumeric,
+/// two characters at least. apk and rpm also allow capitals and `_`.
+pub fn valid_package_name(ecosystem: Ecosystem, name: &str) -> bool {
+    let bytes = name.as_bytes();
+    let Some(first) = bytes.first() else {
+        return false;
+    };
+    if name.len() > 128 || !first.is_ascii_alphanumeric() {
+        return false;
+    }
+    match ecosystem {
+        Ecosystem::Dpkg => {
+            bytes.len() >= 2
+                && bytes.iter().all(|b| {
+                    b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'+' | b'-' | b'.')
+                })
+        }
+        Ecosystem::Apk | Ecosystem::Rpm => bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.' | b'_')),
+    }
+}
+
 // === impl Ecosystem ===
 
 impl Ecosystem {

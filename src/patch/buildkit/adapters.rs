@@ -101,7 +101,7 @@ pub fn validate_names<'a>(
     names
         .into_iter()
         .map(|name| {
-            if valid_name(ecosystem, name) {
+            if crate::pkgs::valid_package_name(ecosystem, name) {
                 Ok(name)
             } else {
                 Err(AdapterError::UnsafeName {
@@ -111,29 +111,6 @@ pub fn validate_names<'a>(
             }
         })
         .collect()
-}
-
-/// Debian policy 5.6.1: lowercase letters, digits, `+`, `-`, `.`, starting alphanumeric,
-/// two characters at least. apk and rpm also allow capitals and `_`.
-fn valid_name(ecosystem: Ecosystem, name: &str) -> bool {
-    let bytes = name.as_bytes();
-    let Some(first) = bytes.first() else {
-        return false;
-    };
-    if name.len() > 128 || !first.is_ascii_alphanumeric() {
-        return false;
-    }
-    match ecosystem {
-        Ecosystem::Dpkg => {
-            bytes.len() >= 2
-                && bytes.iter().all(|b| {
-                    b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'+' | b'-' | b'.')
-                })
-        }
-        Ecosystem::Apk | Ecosystem::Rpm => bytes
-            .iter()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.' | b'_')),
-    }
 }
 
 /// What the graph is built from.

@@ -187,16 +187,22 @@ impl BuildkitEngine {
             names.len()
         ));
         let mut steps = Vec::new();
+        let mut done: Vec<String> = Vec::new();
         let on_status = |event: StatusEvent| match event {
             StatusEvent::Vertex {
+                digest,
                 name,
                 completed: true,
                 cached,
                 error,
                 ..
             } => {
-                tracing::info!(step = %name, cached, error = ?error, "BuildKit step done");
-                steps.push(name);
+                // A vertex reports completion again with each progress update.
+                if !done.contains(&digest) {
+                    tracing::info!(step = %name, cached, error = ?error, "BuildKit step done");
+                    done.push(digest);
+                    steps.push(name);
+                }
             }
             StatusEvent::Log { vertex_name, line } => {
                 tracing::debug!(step = %vertex_name, "{line}");

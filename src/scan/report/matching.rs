@@ -45,6 +45,9 @@ pub enum Difference {
         listed: Vec<VersionDiffers>,
         total: usize,
     },
+    /// Package names that are not valid names in the image's ecosystem (shell
+    /// metacharacters, spaces, ...): refused before they reach any command.
+    InvalidNames { names: Vec<String> },
     /// Packages the report names that the image does not have.
     NotInstalled {
         listed: Vec<NotInstalled>,
@@ -110,6 +113,14 @@ impl fmt::Display for Difference {
                     )
                 });
                 write_list(f, items, *total)
+            }
+            Difference::InvalidNames { names } => {
+                write!(
+                    f,
+                    "{} package name(s) that are not valid names, refused before anything runs: ",
+                    names.len()
+                )?;
+                write_list(f, names.iter().map(|n| format!("{n:?}")), names.len())
             }
             Difference::NotInstalled { listed, total } => {
                 write!(
@@ -178,8 +189,13 @@ pub fn plan_from_report(
     let mut resolved = Vec::new();
     let mut versions_differ = BTreeSet::new();
     let mut not_installed = BTreeSet::new();
+    let mut invalid_names = BTreeSet::new();
     for finding in &report.findings {
         if finding.class != FindingClass::OsPackage {
+            continue;
+        }
+        if !crate::pkgs::valid_package_name(ecosystem, &finding.name) {
+            invalid_names.insert(finding.name.clone());
             continue;
         }
         let Some(candidates) = installed.get(finding.name.as_str()) else {
@@ -204,6 +220,11 @@ pub fn plan_from_report(
                 });
             }
         }
+    }
+    if !invalid_names.is_empty() {
+        differences.push(Difference::InvalidNames {
+            names: invalid_names.into_iter().take(MAX_LISTED).collect(),
+        });
     }
     if !versions_differ.is_empty() {
         differences.push(Difference::InstalledVersions {

@@ -404,3 +404,20 @@ fn hostile_inputs_are_bounded() {
         }
     );
 }
+
+#[test]
+fn package_names_with_shell_metacharacters_are_refused() {
+    let report = br#"{"SchemaVersion":2,"ArtifactName":"x","ArtifactType":"container_image",
+        "Metadata":{"OS":{"Family":"debian","Name":"12.5"}},
+        "Results":[{"Target":"x (debian 12.5)","Class":"os-pkgs","Type":"debian","Vulnerabilities":[
+        {"VulnerabilityID":"CVE-2099-0001","PkgName":"libssl3; touch /pwned","InstalledVersion":"3.0.11-1~deb12u2",
+         "FixedVersion":"3.0.13-1~deb12u1","Severity":"HIGH"},
+        {"VulnerabilityID":"CVE-2099-0002","PkgName":"$(reboot)","InstalledVersion":"1",
+         "FixedVersion":"2","Severity":"HIGH"}]}]}"#;
+    let error = mismatch(report, &Platform::linux("amd64"), &bookworm());
+    assert_eq!(
+        error.to_string(),
+        "scan report does not match the image: 2 package name(s) that are not valid names, \
+         refused before anything runs: \"$(reboot)\", \"libssl3; touch /pwned\""
+    );
+}
