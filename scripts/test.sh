@@ -26,6 +26,7 @@ declare -A PACKAGE_OF=(
   [rpm]=rpm
   [debootstrap]=debootstrap
   [umoci]=umoci
+  [dockerd]=docker.io
 )
 
 missing=()

@@ -11,6 +11,8 @@
 
 #![allow(clippy::unwrap_used)]
 
+#[path = "debootstrap/buildkit.rs"]
+mod buildkit;
 mod common;
 #[path = "debootstrap/fixture.rs"]
 mod fixture;
@@ -405,5 +407,19 @@ fn diff_paths_are_relative_to_either_root() {
             "usr/bin/a",
             "diff: something else"
         ]
+    );
+}
+
+/// The BuildKit engine (a real dockerd's built-in BuildKit) patches the same root to the
+/// same versions as the native engine. Costs a dockerd, an image pull and an apt upgrade.
+#[test]
+fn buildkit_engine_installs_what_the_native_engine_installs() {
+    let started = Instant::now();
+    let Some(run) = buildkit::run() else { return };
+    let Some(f) = fixture() else { return };
+    buildkit::check(f, &run);
+    timed(
+        "buildkit_engine_installs_what_the_native_engine_installs",
+        started,
     );
 }

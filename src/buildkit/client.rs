@@ -89,10 +89,7 @@ impl Client {
 
     /// Asks the daemon now: `Info` for the version, `ListWorkers` for the platforms.
     pub async fn capabilities(&self) -> Result<Capabilities, BuildkitError> {
-        let version = match self
-            .unary::<_, InfoResponse>(INFO, InfoRequest {})
-            .await
-        {
+        let version = match self.unary::<_, InfoResponse>(INFO, InfoRequest {}).await {
             Ok(info) => info
                 .buildkit_version
                 .map(|v| v.version)
@@ -197,7 +194,11 @@ impl Client {
             .max_encoding_message_size(MAX_MESSAGE)
     }
 
-    async fn unary<Req, Resp>(&self, path: &'static str, request: Req) -> Result<Resp, tonic::Status>
+    async fn unary<Req, Resp>(
+        &self,
+        path: &'static str,
+        request: Req,
+    ) -> Result<Resp, tonic::Status>
     where
         Req: prost::Message + Send + Sync + 'static,
         Resp: prost::Message + Default + Send + Sync + 'static,

@@ -68,9 +68,12 @@ async fn request(
         http::Method::DELETE => "DELETE",
         _ => "request",
     };
-    let stream = UnixStream::connect(socket)
-        .await
-        .map_err(|e| BuildkitError::io(format!("connecting to the Docker Engine at {}", socket.display()), e))?;
+    let stream = UnixStream::connect(socket).await.map_err(|e| {
+        BuildkitError::io(
+            format!("connecting to the Docker Engine at {}", socket.display()),
+            e,
+        )
+    })?;
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|e| BuildkitError::Io {

@@ -121,7 +121,10 @@ mod tests {
         };
         let text = err.to_string();
         assert!(text.contains("exit code: 100"), "{text}");
-        assert!(text.contains("failing step: /bin/sh -c apt-get install"), "{text}");
+        assert!(
+            text.contains("failing step: /bin/sh -c apt-get install"),
+            "{text}"
+        );
         assert!(text.contains("| E: Unable to locate package foo"), "{text}");
     }
 

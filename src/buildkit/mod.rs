@@ -12,6 +12,6 @@ pub mod llb;
 pub mod proto;
 pub mod transport;
 
-pub use error::BuildkitError;
 pub use client::{Capabilities, Client, StatusEvent};
+pub use error::BuildkitError;
 pub use transport::{BuildkitAddress, TlsFiles};

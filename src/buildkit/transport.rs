@@ -78,7 +78,9 @@ impl FromStr for BuildkitAddress {
                         .strip_suffix(']')
                         .ok_or_else(|| invalid("unclosed [ in the host"))?,
                     None if host.contains(':') => {
-                        return Err(invalid("an IPv6 host must be in brackets: tcp://[::1]:1234"))
+                        return Err(invalid(
+                            "an IPv6 host must be in brackets: tcp://[::1]:1234",
+                        ))
                     }
                     None => host,
                 };
@@ -95,7 +97,9 @@ impl FromStr for BuildkitAddress {
                     port,
                 })
             }
-            _ => Err(invalid("unknown scheme: use unix://, tcp:// or docker-unix://")),
+            _ => Err(invalid(
+                "unknown scheme: use unix://, tcp:// or docker-unix://",
+            )),
         }
     }
 }

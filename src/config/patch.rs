@@ -216,9 +216,8 @@ impl RawPatch {
         });
         let buildkit = self.buildkit.validate(problems, duration);
         if engine == super::PatchEngine::Buildkit && buildkit.is_none() {
-            problems.push(
-                "`patch.engine = \"buildkit\"` needs `patch.buildkit.address`".to_owned(),
-            );
+            problems
+                .push("`patch.engine = \"buildkit\"` needs `patch.buildkit.address`".to_owned());
         }
         PatchConfig {
             engine,

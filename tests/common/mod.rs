@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod apt;
+pub mod dockerd;
 pub mod fault;
 pub mod images;
 pub mod registry;

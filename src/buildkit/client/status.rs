@@ -26,7 +26,10 @@ pub enum StatusEvent {
     /// One line of a step's output (stdout or stderr), without its newline.
     Log { vertex_name: String, line: String },
     /// A warning BuildKit attached to a step.
-    Warning { vertex_name: String, message: String },
+    Warning {
+        vertex_name: String,
+        message: String,
+    },
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -67,7 +70,8 @@ impl StatusMapper {
     pub(crate) fn push(&mut self, update: StatusResponse, out: &mut impl FnMut(StatusEvent)) {
         let with_output: HashSet<&str> = update.logs.iter().map(|l| l.vertex.as_str()).collect();
         let (finishing, rest): (Vec<_>, Vec<_>) = update.vertexes.iter().partition(|v| {
-            (v.completed.is_some() || !v.error.is_empty()) && with_output.contains(v.digest.as_str())
+            (v.completed.is_some() || !v.error.is_empty())
+                && with_output.contains(v.digest.as_str())
         });
         for vertex in rest {
             self.vertex(vertex, out);

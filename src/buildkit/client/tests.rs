@@ -29,7 +29,8 @@ struct Fake {
     status_ref: Mutex<Option<String>>,
 }
 
-type Body = StreamBody<futures_util::stream::Iter<std::vec::IntoIter<Result<Frame<Bytes>, Infallible>>>>;
+type Body =
+    StreamBody<futures_util::stream::Iter<std::vec::IntoIter<Result<Frame<Bytes>, Infallible>>>>;
 
 fn grpc_frame(message: &impl Message) -> Bytes {
     let bytes = message.encode_to_vec();
@@ -83,9 +84,17 @@ fn log(digest: &str, msg: &str) -> VertexLog {
     }
 }
 
-async fn handle(fake: Arc<Fake>, req: http::Request<Incoming>) -> Result<http::Response<Body>, Infallible> {
+async fn handle(
+    fake: Arc<Fake>,
+    req: http::Request<Incoming>,
+) -> Result<http::Response<Body>, Infallible> {
     let path = req.uri().path().to_string();
-    let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
     let payload = body.get(5..).unwrap_or_default();
     Ok(match path.as_str() {
         "/moby.buildkit.v1.Control/Info" => match &fake.version {
@@ -164,7 +173,11 @@ async fn handle(fake: Arc<Fake>, req: http::Request<Incoming>) -> Result<http::R
             } else {
                 let mut exporter_response = BTreeMap::new();
                 exporter_response.insert("containerimage.digest".into(), "sha256:ccc".into());
-                grpc_response(vec![grpc_frame(&SolveResponse { exporter_response })], 0, "")
+                grpc_response(
+                    vec![grpc_frame(&SolveResponse { exporter_response })],
+                    0,
+                    "",
+                )
             }
         }
         _ => grpc_response(vec![], 12, "unknown method"),
@@ -198,7 +211,9 @@ async fn serve_docker(mut socket: tokio::net::UnixStream, fake: Arc<Fake>) {
     let (mut from_server, mut to_server) = tokio::io::split(ours);
     let (mut from_client, mut to_client) = socket.into_split();
     tokio::spawn(async move {
-        let mut first = b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n".to_vec();
+        let mut first =
+            b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n"
+                .to_vec();
         let mut buf = vec![0u8; 1 << 16];
         let n = from_server.read(&mut buf).await.unwrap_or(0);
         first.extend_from_slice(&buf[..n]);
@@ -265,12 +280,23 @@ async fn unix_socket_capabilities_and_solve_with_status() {
         .await
         .expect("solve");
     assert_eq!(
-        response.exporter_response.get("containerimage.digest").map(String::as_str),
+        response
+            .exporter_response
+            .get("containerimage.digest")
+            .map(String::as_str),
         Some("sha256:ccc")
     );
-    let solve_ref = fake.solve_ref.lock().expect("lock").clone().unwrap_or_default();
+    let solve_ref = fake
+        .solve_ref
+        .lock()
+        .expect("lock")
+        .clone()
+        .unwrap_or_default();
     assert!(solve_ref.starts_with("patchpull-"), "{solve_ref}");
-    assert_eq!(fake.status_ref.lock().expect("lock").as_deref(), Some(solve_ref.as_str()));
+    assert_eq!(
+        fake.status_ref.lock().expect("lock").as_deref(),
+        Some(solve_ref.as_str())
+    );
 
     let events = events.lock().expect("lock").clone();
     assert_eq!(
@@ -303,7 +329,9 @@ async fn unix_socket_capabilities_and_solve_with_status() {
         ]
     );
     // Lines come between their step's start and its end.
-    let first_log = events.iter().position(|e| matches!(e, StatusEvent::Log { .. }));
+    let first_log = events
+        .iter()
+        .position(|e| matches!(e, StatusEvent::Log { .. }));
     let exec_done = events.iter().position(|e| {
         matches!(e, StatusEvent::Vertex { name, completed: true, .. } if name == "/bin/sh -c run")
     });
@@ -317,9 +345,13 @@ async fn failed_solve_names_step_and_output() {
         ..Default::default()
     });
     let (_dir, path) = listen_unix(fake, false);
-    let client = Client::connect(&BuildkitAddress::Unix(path), &TlsFiles::default(), Duration::from_secs(5))
-        .await
-        .expect("connect");
+    let client = Client::connect(
+        &BuildkitAddress::Unix(path),
+        &TlsFiles::default(),
+        Duration::from_secs(5),
+    )
+    .await
+    .expect("connect");
     assert_eq!(client.detected_capabilities().version, None);
     assert!(!client.detected_capabilities().diff_merge);
     let (_events, sink) = collect_events();
@@ -347,9 +379,15 @@ async fn docker_upgrade_with_early_frames() {
     let client = Client::connect(&address, &TlsFiles::default(), Duration::from_secs(5))
         .await
         .expect("connect");
-    assert_eq!(client.detected_capabilities().platforms, vec!["linux/amd64", "linux/arm/v7"]);
+    assert_eq!(
+        client.detected_capabilities().platforms,
+        vec!["linux/amd64", "linux/arm/v7"]
+    );
     let (_events, sink) = collect_events();
-    client.solve(SolveRequest::default(), sink).await.expect("solve");
+    client
+        .solve(SolveRequest::default(), sink)
+        .await
+        .expect("solve");
 }
 
 struct Pki {
@@ -383,10 +421,12 @@ fn pki() -> Pki {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = rustls::RootCertStore::empty();
     roots.add(ca.der().clone()).expect("root");
-    let verifier =
-        rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-            .build()
-            .expect("verifier");
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
+    .expect("verifier");
     let mut server = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .expect("versions")
@@ -406,7 +446,9 @@ fn pki() -> Pki {
 #[tokio::test]
 async fn tcp_with_mutual_tls() {
     let pki = pki();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let port = listener.local_addr().expect("addr").port();
     let acceptor = tokio_rustls::TlsAcceptor::from(pki.server.clone());
     let fake = Arc::new(Fake::default());
@@ -438,7 +480,10 @@ async fn tcp_with_mutual_tls() {
     match err {
         Some(e @ BuildkitError::Connect { .. }) => {
             let text = e.to_string();
-            assert!(text.contains("TLS handshake") && text.contains(&port.to_string()), "{text}");
+            assert!(
+                text.contains("TLS handshake") && text.contains(&port.to_string()),
+                "{text}"
+            );
         }
         other => panic!("expected a TLS Connect error, got {other:?}"),
     }

@@ -13,7 +13,9 @@ fn addresses_parse_and_print_back() {
         assert_eq!(address.to_string(), text);
     }
     assert_eq!(
-        "docker-unix:///var/run/docker.sock".parse::<BuildkitAddress>().ok(),
+        "docker-unix:///var/run/docker.sock"
+            .parse::<BuildkitAddress>()
+            .ok(),
         Some(BuildkitAddress::DockerUnix("/var/run/docker.sock".into()))
     );
     assert_eq!(
@@ -24,7 +26,10 @@ fn addresses_parse_and_print_back() {
         })
     );
     assert_eq!(
-        "tcp://h:80/".parse::<BuildkitAddress>().ok().map(|a| a.to_string()),
+        "tcp://h:80/"
+            .parse::<BuildkitAddress>()
+            .ok()
+            .map(|a| a.to_string()),
         Some("tcp://h:80".into())
     );
 }
@@ -77,7 +82,10 @@ async fn docker_upgrade_keeps_bytes_after_the_101_headers() {
         let mut request = vec![0u8; 512];
         let mut len = 0;
         while find(&request[..len], b"\r\n\r\n").is_none() {
-            len += server.read(&mut request[len..]).await.expect("read request");
+            len += server
+                .read(&mut request[len..])
+                .await
+                .expect("read request");
         }
         server
             .write_all(
@@ -88,7 +96,9 @@ async fn docker_upgrade_keeps_bytes_after_the_101_headers() {
         server.write_all(b"more").await.expect("write");
         String::from_utf8_lossy(&request[..len]).into_owned()
     });
-    let (socket, early) = upgrade_docker(client, "docker-unix:///x").await.expect("upgrade");
+    let (socket, early) = upgrade_docker(client, "docker-unix:///x")
+        .await
+        .expect("upgrade");
     assert!(early.starts_with(b"\x00\x00\x00\x04"), "{early:?}");
     let request = serve.await.expect("server");
     assert!(request.starts_with("POST /grpc HTTP/1.1\r\n"), "{request}");
@@ -115,7 +125,10 @@ async fn docker_without_buildkit_is_a_clear_refusal() {
             "HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
             body.len()
         );
-        server.write_all(answer.as_bytes()).await.expect("write head");
+        server
+            .write_all(answer.as_bytes())
+            .await
+            .expect("write head");
         tokio::time::sleep(Duration::from_millis(50)).await;
         server.write_all(body.as_bytes()).await.expect("write body");
         tokio::time::sleep(Duration::from_secs(5)).await;
@@ -150,7 +163,9 @@ async fn tls_files_without_tcp_or_ca_are_rejected() {
         key: Some("/k.pem".into()),
         ..Default::default()
     };
-    let err = connect(&tcp, &cert_only, Duration::from_secs(1)).await.err();
+    let err = connect(&tcp, &cert_only, Duration::from_secs(1))
+        .await
+        .err();
     assert!(
         matches!(&err, Some(BuildkitError::Tls { reason, .. }) if reason.contains("CA")),
         "{err:?}"
@@ -159,14 +174,19 @@ async fn tls_files_without_tcp_or_ca_are_rejected() {
 
 #[tokio::test]
 async fn missing_socket_names_the_address() {
-    let address: BuildkitAddress = "docker-unix:///nonexistent/docker.sock".parse().expect("parse");
+    let address: BuildkitAddress = "docker-unix:///nonexistent/docker.sock"
+        .parse()
+        .expect("parse");
     let err = connect(&address, &TlsFiles::default(), Duration::from_secs(2))
         .await
         .err();
     match err {
         Some(e @ BuildkitError::Connect { .. }) => {
             let text = e.to_string();
-            assert!(text.contains("docker-unix:///nonexistent/docker.sock"), "{text}");
+            assert!(
+                text.contains("docker-unix:///nonexistent/docker.sock"),
+                "{text}"
+            );
             assert!(text.contains("No such file"), "{text}");
         }
         other => panic!("expected Connect, got {other:?}"),

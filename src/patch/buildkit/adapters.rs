@@ -54,7 +54,10 @@ impl Adapter {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AdapterError {
     #[error("package name {name:?} is not a valid {ecosystem} package name; refused before anything runs")]
-    UnsafeName { name: String, ecosystem: &'static str },
+    UnsafeName {
+        name: String,
+        ecosystem: &'static str,
+    },
     #[error("the image has {what}: BuildKit cannot patch it")]
     Unsupported { what: String },
 }
@@ -228,7 +231,11 @@ pub fn graph(adapter: Adapter, packages: &[&str], input: &GraphInput<'_>) -> Def
         ]
     };
     let command = script(adapter, packages, input);
-    let name = format!("patchpull: {} upgrade {}", adapter.name(), packages.join(" "));
+    let name = format!(
+        "patchpull: {} upgrade {}",
+        adapter.name(),
+        packages.join(" ")
+    );
     let exec = |root: Output, mounts: Vec<ExecMount>| Exec {
         root,
         args: vec!["/bin/sh".to_owned(), "-c".to_owned(), command.clone()],

@@ -70,19 +70,30 @@ fn members(file: &mut File) -> Result<Members, ExportError> {
     for entry in archive.entries()? {
         let entry = entry?;
         if entry.header().entry_type().is_file() {
-            let name = entry.path()?.to_string_lossy().trim_start_matches("./").to_owned();
+            let name = entry
+                .path()?
+                .to_string_lossy()
+                .trim_start_matches("./")
+                .to_owned();
             members.insert(name, (entry.raw_file_position(), entry.size()));
         }
     }
     Ok(members)
 }
 
-fn read_member(file: &mut File, members: &Members, name: &str, limit: u64) -> Result<Vec<u8>, ExportError> {
+fn read_member(
+    file: &mut File,
+    members: &Members,
+    name: &str,
+    limit: u64,
+) -> Result<Vec<u8>, ExportError> {
     let (offset, len) = *members
         .get(name)
         .ok_or_else(|| ExportError::Saved(format!("no member {name:?}")))?;
     if len > limit {
-        return Err(ExportError::Saved(format!("{name}: {len} bytes, more than {limit}")));
+        return Err(ExportError::Saved(format!(
+            "{name}: {len} bytes, more than {limit}"
+        )));
     }
     file.seek(SeekFrom::Start(offset))?;
     let mut bytes = vec![0; len as usize];
@@ -97,7 +108,11 @@ fn read_member(file: &mut File, members: &Members, name: &str, limit: u64) -> Re
 /// [`ExportError`]: the saved image is malformed, its base layers differ from the
 /// original's, it has no new layer or more than one, or the new layer is corrupt or holds
 /// entries a layer must not (devices, paths out of the root).
-pub fn patch_layer(saved: &Path, base_diff_ids: &[Digest], dir: &Path) -> Result<BuiltLayer, ExportError> {
+pub fn patch_layer(
+    saved: &Path,
+    base_diff_ids: &[Digest],
+    dir: &Path,
+) -> Result<BuiltLayer, ExportError> {
     let mut file = File::open(saved)?;
     let members = members(&mut file)?;
     #[derive(serde::Deserialize)]
@@ -119,11 +134,18 @@ pub fn patch_layer(saved: &Path, base_diff_ids: &[Digest], dir: &Path) -> Result
         serde_json::from_slice(&read_member(&mut file, &members, "manifest.json", 1 << 20)?)
             .map_err(|e| ExportError::Saved(format!("manifest.json: {e}")))?;
     let [manifest] = manifest.as_slice() else {
-        return Err(ExportError::Saved(format!("{} images in manifest.json, expected 1", manifest.len())));
+        return Err(ExportError::Saved(format!(
+            "{} images in manifest.json, expected 1",
+            manifest.len()
+        )));
     };
-    let config: SavedConfig =
-        serde_json::from_slice(&read_member(&mut file, &members, &manifest.config, 4 << 20)?)
-            .map_err(|e| ExportError::Saved(format!("{}: {e}", manifest.config)))?;
+    let config: SavedConfig = serde_json::from_slice(&read_member(
+        &mut file,
+        &members,
+        &manifest.config,
+        4 << 20,
+    )?)
+    .map_err(|e| ExportError::Saved(format!("{}: {e}", manifest.config)))?;
     let diff_ids = &config.rootfs.diff_ids;
     if diff_ids.len() != manifest.layers.len() {
         return Err(ExportError::Saved(format!(
@@ -221,8 +243,18 @@ fn rewrite(mut file: File, offset: u64, len: u64) -> Result<LayerBuilder, Export
             mode: header.mode()? & 0o7777,
             uid: header.uid()?,
             gid: header.gid()?,
-            uname: header.username().ok().flatten().unwrap_or_default().to_owned(),
-            gname: header.groupname().ok().flatten().unwrap_or_default().to_owned(),
+            uname: header
+                .username()
+                .ok()
+                .flatten()
+                .unwrap_or_default()
+                .to_owned(),
+            gname: header
+                .groupname()
+                .ok()
+                .flatten()
+                .unwrap_or_default()
+                .to_owned(),
             mtime: header.mtime()?,
             kind,
         });

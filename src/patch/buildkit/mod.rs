@@ -148,8 +148,7 @@ impl BuildkitEngine {
         .map_err(|e| PatchError::Buildkit(e.to_string()))?;
         let adapter = adapters::choose(request.plan.ecosystem, request.tree)
             .map_err(|e| PatchError::Buildkit(e.to_string()))?;
-        let Some(docker_socket) = self.config.address.docker_socket().map(Path::to_path_buf)
-        else {
+        let Some(docker_socket) = self.config.address.docker_socket().map(Path::to_path_buf) else {
             return Err(PatchError::Buildkit(format!(
                 "{}: taking the result out of a standalone buildkitd is not supported yet; \
                  use a Docker Engine (docker-unix://...)",

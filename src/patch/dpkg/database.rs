@@ -228,7 +228,7 @@ impl Diversions {
     pub fn parse(text: &[u8]) -> Result<Diversions, DpkgError> {
         let text = String::from_utf8_lossy(text);
         let lines: Vec<&str> = text.lines().collect();
-        if lines.len() % 3 != 0 {
+        if !lines.len().is_multiple_of(3) {
             return Err(DpkgError::Database {
                 path: DIVERSIONS.to_owned(),
                 reason: "not a whole number of 3-line records".to_owned(),

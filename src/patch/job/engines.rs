@@ -135,7 +135,10 @@ impl Patcher {
 }
 
 /// The first `count` entries of the config's `rootfs.diff_ids`.
-fn base_diff_ids(config: &[u8], count: usize) -> Result<Vec<crate::distribution::Digest>, PatchError> {
+fn base_diff_ids(
+    config: &[u8],
+    count: usize,
+) -> Result<Vec<crate::distribution::Digest>, PatchError> {
     #[derive(serde::Deserialize)]
     struct RootFs {
         diff_ids: Vec<String>,

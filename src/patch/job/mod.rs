@@ -9,15 +9,15 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::config::PatchEngine;
 use crate::distribution::{media_type, Digest, Reference};
 use crate::image::LayerDescriptor;
 use crate::metrics::PatchStage;
 use crate::mirror::image::PlatformImage;
 use crate::mirror::{Mirror, ServedManifest};
 use crate::patch::assemble::{self, AssembledImage, ImageInput, PatchLayer, Replacement};
-use crate::patch::layer::BuiltLayer;
-use crate::config::PatchEngine;
 use crate::patch::buildkit::{BuildkitEngine, BuildkitPatch, ImageSource};
+use crate::patch::layer::BuiltLayer;
 use crate::patch::native::{NativeError, NativePatch};
 use crate::patch::verify::Verified;
 use crate::patch::PatchError;
@@ -465,7 +465,16 @@ impl Patcher {
                 .await?
         } else {
             match self
-                .build_native(route, &image, &inventory, &platform, &mut plan, &base_layers, work, options)
+                .build_native(
+                    route,
+                    &image,
+                    &inventory,
+                    &platform,
+                    &mut plan,
+                    &base_layers,
+                    work,
+                    options,
+                )
                 .await
             {
                 Ok(Some((native, verified))) => {
@@ -478,7 +487,9 @@ impl Patcher {
                         "no package could be patched (ignore_errors)".to_owned(),
                     ))
                 }
-                Err(PatchError::Native(NativeError::ScriptsCannotRun { reasons })) if buildkit_usable => {
+                Err(PatchError::Native(NativeError::ScriptsCannotRun { reasons }))
+                    if buildkit_usable =>
+                {
                     self.tell(&format!(
                         "{platform_name}: the native engine cannot run the scripts ({}); BuildKit patches it",
                         reasons.join("; ")

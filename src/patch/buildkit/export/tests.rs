@@ -13,7 +13,11 @@ impl TarBuilder {
         let mut header = tar::Header::new_gnu();
         header.set_entry_type(kind);
         header.set_size(data.len() as u64);
-        header.set_mode(if kind == tar::EntryType::Directory { 0o755 } else { 0o644 });
+        header.set_mode(if kind == tar::EntryType::Directory {
+            0o755
+        } else {
+            0o644
+        });
         header.set_mtime(1_700_000_000);
         header.set_uid(0);
         header.set_gid(0);
@@ -45,9 +49,12 @@ fn sha(data: &[u8]) -> String {
 
 /// A `docker save` tar of an image with `layers`, whose config names `diff_ids`.
 fn saved(dir: &Path, layers: &[Vec<u8>], diff_ids: &[String]) -> std::path::PathBuf {
-    let names: Vec<String> = (0..layers.len()).map(|i| format!("l{i}/layer.tar")).collect();
+    let names: Vec<String> = (0..layers.len())
+        .map(|i| format!("l{i}/layer.tar"))
+        .collect();
     let config = serde_json::json!({"rootfs": {"type": "layers", "diff_ids": diff_ids}});
-    let manifest = serde_json::json!([{"Config": "cfg.json", "RepoTags": ["x:1"], "Layers": names}]);
+    let manifest =
+        serde_json::json!([{"Config": "cfg.json", "RepoTags": ["x:1"], "Layers": names}]);
     let mut outer = TarBuilder::new()
         .file("manifest.json", manifest.to_string().as_bytes())
         .file("cfg.json", config.to_string().as_bytes());
@@ -76,7 +83,10 @@ fn listing(layer: &BuiltLayer) -> Vec<(String, tar::EntryType, Vec<u8>)> {
 }
 
 fn base() -> Vec<u8> {
-    TarBuilder::new().dir("etc").file("etc/os-release", b"ID=debian\n").bytes()
+    TarBuilder::new()
+        .dir("etc")
+        .file("etc/os-release", b"ID=debian\n")
+        .bytes()
 }
 
 #[test]
@@ -87,8 +97,18 @@ fn the_new_layer_is_verified_and_rewritten_without_logs_and_caches() {
         .dir("usr/")
         .dir("usr/lib")
         .file("usr/lib/libz.so.1.3", b"new library")
-        .entry("usr/lib/libz.so.1", tar::EntryType::Symlink, b"", Some("libz.so.1.3"))
-        .entry("usr/lib/libz-copy", tar::EntryType::Link, b"", Some("usr/lib/libz.so.1.3"))
+        .entry(
+            "usr/lib/libz.so.1",
+            tar::EntryType::Symlink,
+            b"",
+            Some("libz.so.1.3"),
+        )
+        .entry(
+            "usr/lib/libz-copy",
+            tar::EntryType::Link,
+            b"",
+            Some("usr/lib/libz.so.1.3"),
+        )
         .file("usr/lib/.wh.libz.so.1.2", b"")
         .dir("etc/old")
         .file("etc/old/.wh..wh..opq", b"")
@@ -97,7 +117,11 @@ fn the_new_layer_is_verified_and_rewritten_without_logs_and_caches() {
         .file("var/lib/dpkg/status-old", b"backup")
         .file("var/lib/dpkg/status", b"Package: zlib1g\n")
         .bytes();
-    let saved = saved(dir.path(), &[base.clone(), patch.clone()], &[sha(&base), sha(&patch)]);
+    let saved = saved(
+        dir.path(),
+        &[base.clone(), patch.clone()],
+        &[sha(&base), sha(&patch)],
+    );
     let layer = patch_layer(&saved, &[sha(&base).parse().unwrap()], dir.path()).unwrap();
     let entries = listing(&layer);
     let names: Vec<&str> = entries.iter().map(|(n, _, _)| n.as_str()).collect();
@@ -116,9 +140,15 @@ fn the_new_layer_is_verified_and_rewritten_without_logs_and_caches() {
             "var/lib/dpkg/status",
         ]
     );
-    let library = entries.iter().find(|(n, _, _)| n == "usr/lib/libz.so.1.3").unwrap();
+    let library = entries
+        .iter()
+        .find(|(n, _, _)| n == "usr/lib/libz.so.1.3")
+        .unwrap();
     assert_eq!(library.2, b"new library");
-    let hardlink = entries.iter().find(|(n, _, _)| n == "usr/lib/libz-copy").unwrap();
+    let hardlink = entries
+        .iter()
+        .find(|(n, _, _)| n == "usr/lib/libz-copy")
+        .unwrap();
     assert_eq!(hardlink.1, tar::EntryType::Link);
     // The same saved image gives the same layer.
     let again = patch_layer(&saved, &[sha(&base).parse().unwrap()], dir.path()).unwrap();
@@ -132,9 +162,15 @@ fn changed_base_layers_extra_layers_and_corrupt_bytes_are_refused() {
     let patch = TarBuilder::new().file("etc/x", b"x").bytes();
     let base_id: Digest = sha(&base).parse().unwrap();
 
-    let other = TarBuilder::new().file("etc/os-release", b"ID=other\n").bytes();
-    let saved1 = saved(dir.path(), &[other.clone(), patch.clone()], &[sha(&other), sha(&patch)]);
-    let error = patch_layer(&saved1, &[base_id.clone()], dir.path()).unwrap_err();
+    let other = TarBuilder::new()
+        .file("etc/os-release", b"ID=other\n")
+        .bytes();
+    let saved1 = saved(
+        dir.path(),
+        &[other.clone(), patch.clone()],
+        &[sha(&other), sha(&patch)],
+    );
+    let error = patch_layer(&saved1, std::slice::from_ref(&base_id), dir.path()).unwrap_err();
     assert!(matches!(error, ExportError::BaseChanged(_)), "{error}");
 
     let saved2 = saved(
@@ -142,11 +178,15 @@ fn changed_base_layers_extra_layers_and_corrupt_bytes_are_refused() {
         &[base.clone(), patch.clone(), patch.clone()],
         &[sha(&base), sha(&patch), sha(&patch)],
     );
-    let error = patch_layer(&saved2, &[base_id.clone()], dir.path()).unwrap_err();
+    let error = patch_layer(&saved2, std::slice::from_ref(&base_id), dir.path()).unwrap_err();
     assert!(error.to_string().contains("2 new layers"), "{error}");
 
-    let saved3 = saved(dir.path(), &[base.clone(), patch.clone()], &[sha(&base), sha(b"other")]);
-    let error = patch_layer(&saved3, &[base_id.clone()], dir.path()).unwrap_err();
+    let saved3 = saved(
+        dir.path(),
+        &[base.clone(), patch.clone()],
+        &[sha(&base), sha(b"other")],
+    );
+    let error = patch_layer(&saved3, std::slice::from_ref(&base_id), dir.path()).unwrap_err();
     assert!(error.to_string().contains("hash to"), "{error}");
 }
 
@@ -157,7 +197,9 @@ fn devices_and_paths_out_of_the_root_are_refused() {
     let base_id: Digest = sha(&base).parse().unwrap();
     for (patch, expected) in [
         (
-            TarBuilder::new().entry("dev/sda", tar::EntryType::Block, b"", None).bytes(),
+            TarBuilder::new()
+                .entry("dev/sda", tar::EntryType::Block, b"", None)
+                .bytes(),
             "Block",
         ),
         (
@@ -179,8 +221,12 @@ fn devices_and_paths_out_of_the_root_are_refused() {
             "leaves the root",
         ),
     ] {
-        let saved = saved(dir.path(), &[base.clone(), patch.clone()], &[sha(&base), sha(&patch)]);
-        let error = patch_layer(&saved, &[base_id.clone()], dir.path()).unwrap_err();
+        let saved = saved(
+            dir.path(),
+            &[base.clone(), patch.clone()],
+            &[sha(&base), sha(&patch)],
+        );
+        let error = patch_layer(&saved, std::slice::from_ref(&base_id), dir.path()).unwrap_err();
         assert!(error.to_string().contains(expected), "{error}");
     }
 }

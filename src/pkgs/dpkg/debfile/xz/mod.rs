@@ -181,7 +181,7 @@ impl<R: BufRead> Input<R> {
     }
 
     fn zero_padding(&mut self, from: u64) -> io::Result<()> {
-        while (self.pos - from) % 4 != 0 {
+        while !(self.pos - from).is_multiple_of(4) {
             if self.byte()? != 0 {
                 return Err(corrupt("non-zero padding"));
             }
