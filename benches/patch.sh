@@ -249,8 +249,9 @@ manifest_last_layer() { # manifest_last_layer REPO TAG: "digest size" of the las
 
 # --- patchpull ----------------------------------------------------------------------------------
 PLAN_FILE="$WORK/plan.txt"   # "name version" lines: what patchpull plans
-pp_run() { # pp_run SCENARIO REP: one timed `patchpull patch`
+pp_run() { # pp_run SCENARIO REP [ARGS...]: one timed `patchpull patch`, ARGS appended
   local scenario="$1" rep="$2" out="$WORK/pp/$1-$2" t0 t1 line
+  shift 2
   mkdir -p "$out"
   t0="$(now)"
   # the config file alone decides: drop any PATCHPULL_* variable from the caller's env
@@ -258,7 +259,7 @@ pp_run() { # pp_run SCENARIO REP: one timed `patchpull patch`
   if ! { env $(compgen -e | grep '^PATCHPULL_' | sed 's/^/-u /') \
     /usr/bin/time -f '%e %U %S %M' -o "$out/time" \
     timeout "$STEP_TIMEOUT" "$PATCHPULL_BIN" --config "$WORK/pp/patchpull.toml" \
-    patch --insecure "$BASE" --push 2>&1 1>"$out/stdout" \
+    patch --insecure "$BASE" --push "$@" 2>&1 1>"$out/stdout" \
     | while IFS= read -r line; do printf '%s %s\n' "$EPOCHREALTIME" "$line"; done >"$out/stderr"; }; then
     die "patchpull $scenario run $rep failed: $(tail -n 20 "$out/stderr")"
   fi
@@ -436,6 +437,12 @@ for rep in $(seq 1 "$REPS"); do
   if with docker; then
     if ((rep == 1)); then decide_packages; docker_prepare; fi
     docker_runs "$rep"
+    if with patchpull; then
+      # patchpull's BuildKit engine through the same dockerd; round 1 primes its cache mounts
+      bk=(--engine buildkit --buildkit "docker-unix://$DSOCK" --tag-suffix patched-buildkit)
+      ((rep == 1)) && pp_run buildkit-engine 0 "${bk[@]}"
+      pp_run buildkit-engine "$rep" "${bk[@]}"
+    fi
   fi
 done
 with patchpull && patchpull_finish
@@ -444,7 +451,7 @@ if with docker; then
   stop_dockerd
 fi
 
-for s in patchpull-cold patchpull-warm docker-cold docker-lean docker-warm; do
+for s in patchpull-cold patchpull-warm buildkit-engine docker-cold docker-lean docker-warm; do
   [[ -n "${R[$s.t1]:-}" ]] || continue
   ts=()
   for rep in $(seq 1 "$REPS"); do ts+=("${R[$s.t$rep]}"); done
@@ -472,7 +479,7 @@ row() { printf '%-16s %8s %8s %8s %12s %12s %12s\n' "$@"; }
   echo
   row scenario "median s" "min s" "max s" "layer pushed" "layer tar" "tar gzip -6"
   row ---------------- -------- -------- -------- ------------ ------------ ------------
-  for s in patchpull-cold patchpull-warm docker-cold docker-lean docker-warm; do
+  for s in patchpull-cold patchpull-warm buildkit-engine docker-cold docker-lean docker-warm; do
     [[ -n "${R[$s.median]:-}" ]] || continue
     row "$s" "$(val "$s.median")" "$(val "$s.min")" "$(val "$s.max")" "$(val "$s.pushed")" "$(val "$s.tar")" "$(val "$s.gz6")"
   done
@@ -485,6 +492,8 @@ row() { printf '%-16s %8s %8s %8s %12s %12s %12s\n' "$@"; }
     "$(ratio docker-lean.median patchpull-cold.median)" "$(ratio docker-lean.min patchpull-cold.min)"
   printf '  %-44s %6sx %6sx\n' "time, warm (docker-warm / patchpull-warm)" \
     "$(ratio docker-warm.median patchpull-warm.median)" "$(ratio docker-warm.min patchpull-warm.min)"
+  printf '  %-44s %6sx %6sx\n' "engines (buildkit-engine / patchpull-warm)" \
+    "$(ratio buildkit-engine.median patchpull-warm.median)" "$(ratio buildkit-engine.min patchpull-warm.min)"
   printf '  %-44s %6sx\n' "layer, docker-cold / patchpull" "$(ratio docker-cold.gz6 patchpull.gz6)"
   printf '  %-44s %6sx\n' "layer, docker-lean / patchpull" "$(ratio docker-lean.gz6 patchpull.gz6)"
   printf '  %-44s %6sx\n' "layer, docker-warm / patchpull" "$(ratio docker-warm.gz6 patchpull.gz6)"

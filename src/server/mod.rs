@@ -78,11 +78,10 @@ pub struct Server {
 impl Server {
     /// Opens the store, binds the listener (port 0 picks a free one) and serves in the
     /// background.
-    pub async fn start(config: Config) -> Result<Server, ServerError> {
+    pub async fn start(mut config: Config) -> Result<Server, ServerError> {
         let metrics = Arc::new(Metrics::new());
         let store = Arc::new(Store::open(&config.storage, metrics.clone())?);
         let mirror = Arc::new(Mirror::new(&config, store, metrics.clone())?);
-        let pipeline = Pipeline::new(&config, mirror.clone()).map_err(ServerError::Pipeline)?;
         let acceptor = config.server.tls.as_ref().map(tls::acceptor).transpose()?;
         let listener = TcpListener::bind(config.server.listen)
             .await
@@ -94,6 +93,9 @@ impl Server {
             addr: config.server.listen,
             source,
         })?;
+        // The address actually bound (port 0 picks one): BuildKit pulls from it.
+        config.server.listen = addr;
+        let pipeline = Pipeline::new(&config, mirror.clone()).map_err(ServerError::Pipeline)?;
         let state = Arc::new(AppState {
             mirror,
             pipeline,

@@ -10,6 +10,7 @@ use std::path::Path;
 use std::process::Command;
 
 use crate::common::dockerd::Dockerd;
+use crate::common::Proxy;
 use crate::common::images::{self, Blob, Format};
 use crate::common::registry::Registry;
 use crate::fixture::{
@@ -39,6 +40,16 @@ pub struct BuildkitRun {
     pub patched: std::path::PathBuf,
     pub layout: std::path::PathBuf,
     pub evil_report: std::process::Output,
+    /// Patch on pull: the proxy's answer to a tag pull, patched through BuildKit, which
+    /// pulled the original through the proxy.
+    pub pulled: PulledThroughProxy,
+}
+
+pub struct PulledThroughProxy {
+    pub digest: String,
+    pub manifest: serde_json::Value,
+    /// The patched image's dpkg status, read from the patch layer served by the proxy.
+    pub status: String,
 }
 
 /// The root with the sources file, as one gzip layer: (blob, diff_id).
@@ -81,7 +92,8 @@ pub fn run() -> Option<BuildkitRun> {
         registry
     });
     drop(image);
-    let dockerd = runtime.block_on(Dockerd::start(&[registry.authority()]))?;
+    // Every loopback port: the registry, and the proxy started below on a port not yet known.
+    let dockerd = runtime.block_on(Dockerd::start(&["127.0.0.0/8".to_string()]))?;
     let config = f.work.join("patchpull-buildkit.toml");
     std::fs::write(
         &config,
@@ -118,6 +130,7 @@ pub fn run() -> Option<BuildkitRun> {
     pull(&reference, &layout, "original");
     pull(&format!("{reference}-patched"), &layout, "patched");
     let patched = unpack(&layout, "patched", &f.work.join("bk-bundle"));
+    let pulled = runtime.block_on(pull_through_proxy(&registry, &dockerd));
     drop(dockerd);
     drop(registry);
     Some(BuildkitRun {
@@ -125,7 +138,68 @@ pub fn run() -> Option<BuildkitRun> {
         patched,
         layout,
         evil_report,
+        pulled,
     })
+}
+
+/// patchpull serving with `patch.engine = "buildkit"`: a pull of the tag waits for the
+/// patch and gets the patched manifest.
+async fn pull_through_proxy(registry: &Registry, dockerd: &Dockerd) -> PulledThroughProxy {
+    let proxy = Proxy::start(&[("local", &registry.url(), true)], |config| {
+        config.log_level = "info".into();
+        config.patch = vec![
+            "mode = \"wait\"".into(),
+            "wait_timeout = \"15m\"".into(),
+            "engine = \"buildkit\"".into(),
+            "[patch.buildkit]".into(),
+            format!("address = {:?}", dockerd.address()),
+        ];
+        config.scan = vec!["point_releases = false".into()];
+    })
+    .await;
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(900))
+        .build()
+        .unwrap();
+    let response = client
+        .get(format!(
+            "{}/v2/local/debian/manifests/bookworm-sources",
+            proxy.url()
+        ))
+        .header("Accept", "application/vnd.oci.image.manifest.v1+json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let digest = response.headers()["docker-content-digest"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let manifest: serde_json::Value = response.json().await.unwrap();
+    let layers = manifest["layers"].as_array().unwrap();
+    let top = layers.last().unwrap()["digest"].as_str().unwrap();
+    let gz = client
+        .get(format!("{}/v2/local/debian/blobs/{top}", proxy.url()))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(&gz[..]));
+    let mut status = String::new();
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        if entry.path().unwrap().to_string_lossy() == "var/lib/dpkg/status" {
+            entry.read_to_string(&mut status).unwrap();
+        }
+    }
+    proxy.shutdown().await;
+    PulledThroughProxy {
+        digest,
+        manifest,
+        status,
+    }
 }
 
 const EVIL_REPORT: &str = r#"{"SchemaVersion":2,"ArtifactName":"x","ArtifactType":"container_image",
@@ -211,4 +285,31 @@ pub fn check(f: &Fixture, run: &BuildkitRun) {
     assert_eq!(run.evil_report.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("refused before anything runs"), "{stderr}");
     assert!(!run.patched.join("pwned").exists());
+
+    // Patch on pull: the proxy served the patched image for the tag.
+    let pulled = &run.pulled;
+    let served_layers = pulled.manifest["layers"].as_array().unwrap();
+    assert_eq!(served_layers.len(), 2);
+    assert_eq!(served_layers[0], original["layers"][0]);
+    let original_digest = pulled.manifest["annotations"]["org.opencontainers.image.base.digest"]
+        .as_str()
+        .unwrap();
+    assert_ne!(pulled.digest, original_digest);
+    for (name, version) in &planned {
+        assert!(
+            pulled
+                .status
+                .contains(&format!("Package: {name}\n")),
+            "{name} missing from the served patch layer's status"
+        );
+        let paragraph = pulled
+            .status
+            .split("\n\n")
+            .find(|p| p.starts_with(&format!("Package: {name}\n")))
+            .unwrap();
+        assert!(
+            paragraph.contains(&format!("\nVersion: {version}\n")),
+            "{name} in the served image: {paragraph}"
+        );
+    }
 }
