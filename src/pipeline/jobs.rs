@@ -70,7 +70,8 @@ impl Waiter {
 type Key = (String, Digest);
 
 enum Entry {
-    Running(watch::Receiver<Option<Arc<JobOutcome>>>),
+    /// With the step it is at.
+    Running(watch::Receiver<Option<Arc<JobOutcome>>>, Arc<Mutex<String>>),
     Done(Arc<JobOutcome>, Instant),
 }
 
@@ -83,7 +84,7 @@ pub struct JobView {
     pub status: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub patched: Option<String>,
-    /// Why nothing was patched, or the error.
+    /// Why nothing was patched, the error, or the step a running job is at.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -195,7 +196,7 @@ impl Jobs {
         }
         let mut state = self.lock();
         let refresh = match state.get(&key) {
-            Some(Entry::Running(rx)) => return JobStatus::Running(Waiter(rx.clone())),
+            Some(Entry::Running(rx, _)) => return JobStatus::Running(Waiter(rx.clone())),
             Some(Entry::Done(outcome, at)) => {
                 let (fresh_for, serve_meanwhile) = match outcome.as_ref() {
                     JobOutcome::Failed { .. } => (self.retry_failed_after, false),
@@ -219,7 +220,8 @@ impl Jobs {
         }
         let options = options();
         let (tx, rx) = watch::channel(None);
-        state.insert(key.clone(), Entry::Running(rx.clone()));
+        let step = Arc::new(Mutex::new("queued".to_owned()));
+        state.insert(key.clone(), Entry::Running(rx.clone(), step.clone()));
         drop(state);
         self.active.fetch_add(1, Ordering::Relaxed);
         self.metrics.patch_jobs_active.inc();
@@ -228,7 +230,14 @@ impl Jobs {
         let jobs = self.clone();
         let route = route.clone();
         tokio::spawn(async move {
-            let outcome = Arc::new(jobs.run(&route, &key.1, &options).await);
+            let progress: crate::patch::job::Progress = Arc::new(move |message: &str| {
+                *step.lock().unwrap_or_else(|p| p.into_inner()) = message.to_owned();
+            });
+            let outcome = Arc::new(
+                crate::patch::job::JOB_PROGRESS
+                    .scope(progress, jobs.run(&route, &key.1, &options))
+                    .await,
+            );
             let label = match outcome.as_ref() {
                 JobOutcome::Patched { .. } => JobOutcomeLabel::Patched,
                 JobOutcome::Unchanged { .. } => JobOutcomeLabel::Unchanged,
@@ -292,7 +301,12 @@ impl Jobs {
             .iter()
             .map(|((upstream, original), entry)| {
                 let (status, patched, detail, age) = match entry {
-                    Entry::Running(_) => ("running", None, None, None),
+                    Entry::Running(_, step) => (
+                        "running",
+                        None,
+                        Some(step.lock().unwrap_or_else(|p| p.into_inner()).clone()),
+                        None,
+                    ),
                     Entry::Done(outcome, at) => {
                         let age = Some(at.elapsed().as_secs());
                         match outcome.as_ref() {

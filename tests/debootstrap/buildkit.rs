@@ -10,9 +10,9 @@ use std::path::Path;
 use std::process::Command;
 
 use crate::common::dockerd::Dockerd;
-use crate::common::Proxy;
 use crate::common::images::{self, Blob, Format};
 use crate::common::registry::Registry;
+use crate::common::Proxy;
 use crate::fixture::{
     fixture, in_root, layout_blob, layout_manifest, planned_rows, pull, sh, stdout_of, unpack,
     Fixture,
@@ -175,7 +175,8 @@ async fn pull_through_proxy(registry: &Registry, dockerd: &Dockerd) -> PulledThr
         .to_str()
         .unwrap()
         .to_string();
-    let manifest: serde_json::Value = response.json().await.unwrap();
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&response.bytes().await.unwrap()).unwrap();
     let layers = manifest["layers"].as_array().unwrap();
     let top = layers.last().unwrap()["digest"].as_str().unwrap();
     let gz = client
@@ -297,9 +298,7 @@ pub fn check(f: &Fixture, run: &BuildkitRun) {
     assert_ne!(pulled.digest, original_digest);
     for (name, version) in &planned {
         assert!(
-            pulled
-                .status
-                .contains(&format!("Package: {name}\n")),
+            pulled.status.contains(&format!("Package: {name}\n")),
             "{name} missing from the served patch layer's status"
         );
         let paragraph = pulled

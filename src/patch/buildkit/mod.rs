@@ -203,6 +203,12 @@ impl BuildkitEngine {
                     steps.push(name);
                 }
             }
+            StatusEvent::Vertex {
+                name,
+                started: true,
+                completed: false,
+                ..
+            } => tell(&format!("BuildKit: {name}")),
             StatusEvent::Log { vertex_name, line } => {
                 tracing::debug!(step = %vertex_name, "{line}");
             }

@@ -78,6 +78,12 @@ struct BuildkitSetup {
 /// A progress callback: one line per step.
 pub type Progress = Arc<dyn Fn(&str) + Send + Sync>;
 
+tokio::task_local! {
+    /// Where the steps of the patch running in this task go, besides
+    /// [`Patcher::with_progress`]: a pipeline job's status in the admin API.
+    pub static JOB_PROGRESS: Progress;
+}
+
 /// What became of one platform.
 #[derive(Debug)]
 pub enum PlatformOutcome {
@@ -186,6 +192,7 @@ impl Patcher {
         if let Some(progress) = &self.progress {
             progress(message);
         }
+        let _ = JOB_PROGRESS.try_with(|progress| progress(message));
     }
 
     /// Plans from a report stored in `dir` under an image's digest (its platform manifest's
