@@ -438,8 +438,10 @@ for rep in $(seq 1 "$REPS"); do
     if ((rep == 1)); then decide_packages; docker_prepare; fi
     docker_runs "$rep"
     if with patchpull; then
-      # patchpull's BuildKit engine through the same dockerd; round 1 primes its cache mounts
-      bk=(--engine buildkit --buildkit "docker-unix://$DSOCK" --tag-suffix patched-buildkit)
+      # patchpull's BuildKit engine through the same dockerd, --no-cache like the docker
+      # builds (else BuildKit answers the same plan from its cache); apt's lists and archives
+      # on cache mounts, which round 1 primes, like docker-warm
+      bk=(--engine buildkit --buildkit "docker-unix://$DSOCK" --tag-suffix patched-buildkit --no-cache)
       ((rep == 1)) && pp_run buildkit-engine 0 "${bk[@]}"
       pp_run buildkit-engine "$rep" "${bk[@]}"
     fi

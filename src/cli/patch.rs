@@ -62,6 +62,10 @@ pub struct PatchArgs {
     /// The engine: `native`, `buildkit` or `auto` (default: `patch.engine`).
     #[arg(long, value_parser = ["native", "buildkit", "auto"])]
     engine: Option<String>,
+    /// BuildKit engine: run the package manager even when BuildKit has the same step
+    /// cached (as `docker build --no-cache`).
+    #[arg(long)]
+    no_cache: bool,
     /// The BuildKit to use (default: `patch.buildkit.address`): `unix:///PATH`,
     /// `tcp://HOST:PORT` or `docker-unix:///var/run/docker.sock`.
     #[arg(long, value_name = "ADDRESS")]
@@ -132,6 +136,7 @@ pub fn run(mut config: Config, args: PatchArgs) -> anyhow::Result<()> {
         },
         base_name,
         ignore_errors: args.ignore_errors,
+        no_cache: args.no_cache,
     };
     let (engine, buildkit) = engine_choice(&config, &args)?;
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;

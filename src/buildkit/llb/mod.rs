@@ -57,6 +57,8 @@ pub struct Exec {
     pub mounts: Vec<ExecMount>,
     /// Shown in BuildKit's progress instead of the command line.
     pub name: Option<String>,
+    /// Run it even when BuildKit has its result cached (`docker build --no-cache`).
+    pub ignore_cache: bool,
 }
 
 /// The graph being built.
@@ -182,6 +184,11 @@ impl Graph {
             security: 0,
         });
         let first = self.add(inputs, kind, &[], exec.name.as_deref());
+        if exec.ignore_cache {
+            if let Some(metadata) = self.metadata.get_mut(&first.digest) {
+                metadata.ignore_cache = true;
+            }
+        }
         (0..outputs)
             .map(|index| Output {
                 digest: first.digest.clone(),

@@ -19,6 +19,7 @@ fn probe_graph_encodes_to_the_recorded_bytes() {
             id: "bkprobe-apt-lists".into(),
         }],
         name: None,
+        ignore_cache: false,
     });
     let definition = graph.definition(&outputs[0]);
     let expected = [
@@ -72,6 +73,7 @@ fn writable_binds_are_extra_outputs_and_shared_inputs_are_named_once() {
             },
         ],
         name: Some("patch".into()),
+        ignore_cache: true,
     });
     assert_eq!(outputs.len(), 2);
     assert_eq!(outputs[1].index, 1);
@@ -103,6 +105,7 @@ fn writable_binds_are_extra_outputs_and_shared_inputs_are_named_once() {
         definition.metadata[&exec_digest].description["llb.customname"],
         "patch"
     );
+    assert!(definition.metadata[&exec_digest].ignore_cache);
 }
 
 #[test]

@@ -131,6 +131,11 @@ pub struct GraphInput<'a> {
     /// Use Diff and Merge (BuildKit 0.10 and later): the result is the original's layers
     /// plus exactly the exec's changes.
     pub diff_merge: bool,
+    /// `name=version ...` of the plan, in the exec's environment: BuildKit caches an exec
+    /// by its definition, so a cached result is reused only for the same target versions.
+    pub plan: String,
+    /// Run the exec even when BuildKit has it cached.
+    pub no_cache: bool,
 }
 
 /// The command for `packages` (already validated) under `adapter`.
@@ -239,12 +244,13 @@ pub fn graph(adapter: Adapter, packages: &[&str], input: &GraphInput<'_>) -> Def
     let exec = |root: Output, mounts: Vec<ExecMount>| Exec {
         root,
         args: vec!["/bin/sh".to_owned(), "-c".to_owned(), command.clone()],
-        env: Vec::new(),
+        env: vec![format!("PATCHPULL_PLAN={}", input.plan)],
         cwd: "/".to_owned(),
         user: String::new(),
         network: NetMode::Host,
         mounts,
         name: Some(name.clone()),
+        ignore_cache: input.no_cache,
     };
     let upper = match adapter {
         Adapter::Apt => graph.exec(exec(source.clone(), apt_caches()))[0].clone(),

@@ -70,6 +70,8 @@ pub struct BuildkitRequest<'a> {
     pub debian_archive_url: &'a str,
     pub debian_security_url: &'a str,
     pub work: &'a Path,
+    /// Run the package manager even when BuildKit has the same step cached.
+    pub no_cache: bool,
 }
 
 /// What BuildKit made of one platform.
@@ -168,6 +170,14 @@ impl BuildkitEngine {
                 debian_archive_url: request.debian_archive_url,
                 debian_security_url: request.debian_security_url,
                 diff_merge: capabilities.diff_merge,
+                plan: request
+                    .plan
+                    .updates
+                    .iter()
+                    .map(|u| format!("{}={}", u.name, u.fixed_version))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                no_cache: request.no_cache,
             },
         );
         let image_name = format!("patchpull.local/patch/{}:latest", random_hex());

@@ -75,6 +75,7 @@ impl Patcher {
         plan: &PlatformPlan,
         base_layers: &[LayerDescriptor],
         work: &Path,
+        options: &PatchOptions,
     ) -> Result<(BuiltLayer, EngineReport, Vec<Verified>), PatchError> {
         let Some(setup) = &self.buildkit else {
             return Err(PatchError::Internal("no BuildKit is configured".to_owned()));
@@ -115,6 +116,7 @@ impl Patcher {
             debian_archive_url: &setup.debian_archive_url,
             debian_security_url: &setup.debian_security_url,
             work,
+            no_cache: options.no_cache,
         };
         let tell = |message: &str| self.tell(message);
         let patch = setup.engine.patch(&request, &tell).await?;

@@ -49,6 +49,8 @@ pub struct PatchOptions {
     pub base_name: String,
     /// Leave out a package that cannot be fetched or installed instead of failing.
     pub ignore_errors: bool,
+    /// BuildKit engine: run the package manager even when BuildKit has the step cached.
+    pub no_cache: bool,
 }
 
 /// The patcher: the mirror for images, the built-in scanner for plans and packages.
@@ -468,7 +470,7 @@ impl Patcher {
         let buildkit_first = buildkit_usable
             && (self.engine == PatchEngine::Buildkit || inventory.ecosystem != Ecosystem::Dpkg);
         let built = if buildkit_first {
-            self.build_with_buildkit(route, &image, &config, &plan, &base_layers, work)
+            self.build_with_buildkit(route, &image, &config, &plan, &base_layers, work, options)
                 .await?
         } else {
             match self
@@ -501,7 +503,7 @@ impl Patcher {
                         "{platform_name}: the native engine cannot run the scripts ({}); BuildKit patches it",
                         reasons.join("; ")
                     ));
-                    self.build_with_buildkit(route, &image, &config, &plan, &base_layers, work)
+                    self.build_with_buildkit(route, &image, &config, &plan, &base_layers, work, options)
                         .await?
                 }
                 Err(error) => return Err(error),

@@ -22,6 +22,8 @@ fn input<'a>(os: &'a OsRelease, diff_merge: bool) -> GraphInput<'a> {
         debian_archive_url: "http://deb.debian.org/debian",
         debian_security_url: "http://deb.debian.org/debian-security",
         diff_merge,
+        plan: "libssl3=3.0.15-1~deb12u1".into(),
+        no_cache: false,
     }
 }
 
@@ -81,6 +83,9 @@ fn apt_upgrades_only_the_planned_packages_with_lists_and_archives_on_cache_mount
     assert!(args[2].contains("--only-upgrade"));
     assert!(args[2].ends_with("libssl3 tzdata\n"), "{}", args[2]);
     assert_eq!(exec.network, NetMode::Host as i32);
+    // The plan's versions are part of the exec, so a cached result is for the same versions.
+    let env = &exec.meta.as_ref().unwrap().env;
+    assert!(env.contains(&"PATCHPULL_PLAN=libssl3=3.0.15-1~deb12u1".to_string()), "{env:?}");
     let caches: Vec<&str> = exec
         .mounts
         .iter()
