@@ -12,7 +12,8 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 
 use super::image_ref::{builtin_config, ImageRef};
-use crate::config::{BuildkitConfig, Config, PatchEngine};
+use crate::buildkit::transport::BuildkitAddress;
+use crate::config::{Config, PatchEngine};
 use crate::distribution::{Digest, Reference};
 use crate::metrics::Metrics;
 use crate::mirror::Mirror;
@@ -162,9 +163,9 @@ pub fn run(mut config: Config, args: PatchArgs) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!(e))?
         .with_engine(
             engine,
-            buildkit.map(|b| {
+            buildkit.map(|address| {
                 (
-                    Arc::new(BuildkitEngine::new(b)),
+                    Arc::new(BuildkitEngine::new(address, config.patch.buildkit.clone())),
                     ImageSource::Registry(image.registry.clone()),
                 )
             }),
@@ -204,46 +205,28 @@ pub fn run(mut config: Config, args: PatchArgs) -> anyhow::Result<()> {
     })
 }
 
-/// `--engine` and `--buildkit` over `patch.engine` and `[patch.buildkit]`.
+/// `--engine` and `--buildkit` over `patch.engine` and `[patch.buildkit]`: the engine,
+/// and the BuildKit address when there is one.
 fn engine_choice(
     config: &Config,
     args: &PatchArgs,
-) -> anyhow::Result<(PatchEngine, Option<BuildkitConfig>)> {
+) -> anyhow::Result<(PatchEngine, Option<BuildkitAddress>)> {
     let engine = match &args.engine {
         Some(name) => PatchEngine::parse(name).with_context(|| format!("--engine {name}"))?,
         None => config.patch.engine,
     };
-    let buildkit = match &args.buildkit {
-        Some(address) => {
-            let address = address
+    let address = match &args.buildkit {
+        Some(address) => Some(
+            address
                 .parse()
-                .map_err(|e| anyhow::anyhow!("--buildkit {address}: {e}"))?;
-            let mut buildkit = config
-                .patch
-                .buildkit
-                .clone()
-                .unwrap_or_else(|| default_buildkit(&address));
-            buildkit.address = address;
-            Some(buildkit)
-        }
-        None => config.patch.buildkit.clone(),
+                .map_err(|e| anyhow::anyhow!("--buildkit {address}: {e}"))?,
+        ),
+        None => config.patch.buildkit.address.clone(),
     };
-    if engine == PatchEngine::Buildkit && buildkit.is_none() {
+    if engine == PatchEngine::Buildkit && address.is_none() {
         bail!("--engine buildkit needs a BuildKit: --buildkit ADDRESS or `patch.buildkit.address`");
     }
-    Ok((engine, buildkit))
-}
-
-fn default_buildkit(address: &crate::buildkit::transport::BuildkitAddress) -> BuildkitConfig {
-    BuildkitConfig {
-        address: address.clone(),
-        tls_ca_file: None,
-        tls_cert_file: None,
-        tls_key_file: None,
-        registry: String::new(),
-        tooling_image: crate::config::defaults::BUILDKIT_TOOLING_IMAGE.to_owned(),
-        solve_timeout: crate::config::defaults::BUILDKIT_SOLVE_TIMEOUT,
-    }
+    Ok((engine, address))
 }
 
 fn summary(patched: &PatchedImage) -> String {

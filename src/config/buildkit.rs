@@ -38,10 +38,11 @@ impl PatchEngine {
     }
 }
 
-/// A configured BuildKit.
+/// `[patch.buildkit]`; BuildKit is used only when `address` is set (here or by
+/// `patchpull patch --buildkit`).
 #[derive(Debug, Clone)]
 pub struct BuildkitConfig {
-    pub address: BuildkitAddress,
+    pub address: Option<BuildkitAddress>,
     pub tls_ca_file: Option<PathBuf>,
     pub tls_cert_file: Option<PathBuf>,
     pub tls_key_file: Option<PathBuf>,
@@ -83,24 +84,23 @@ impl RawBuildkit {
         }
     }
 
-    /// `None` when no address is set (no BuildKit).
     pub(super) fn validate(
         &self,
         problems: &mut Vec<String>,
         duration: &mut dyn FnMut(&str, &str) -> Duration,
-    ) -> Option<BuildkitConfig> {
+    ) -> BuildkitConfig {
         let solve_timeout = duration("patch.buildkit.solve_timeout", &self.solve_timeout);
-        if self.address.is_empty() {
-            return None;
-        }
-        let address = match self.address.parse::<BuildkitAddress>() {
-            Ok(address) => address,
-            Err(e) => {
-                problems.push(format!(
-                    "`patch.buildkit.address`: {e} (expected unix:///PATH, tcp://HOST:PORT or docker-unix:///PATH)"
-                ));
-                return None;
-            }
+        let address = match self.address.as_str() {
+            "" => None,
+            text => match text.parse::<BuildkitAddress>() {
+                Ok(address) => Some(address),
+                Err(e) => {
+                    problems.push(format!(
+                        "`patch.buildkit.address`: {e} (expected unix:///PATH, tcp://HOST:PORT or docker-unix:///PATH)"
+                    ));
+                    None
+                }
+            },
         };
         if self.tls_cert_file.is_some() != self.tls_key_file.is_some() {
             problems.push(
@@ -110,7 +110,7 @@ impl RawBuildkit {
         if self.tooling_image.is_empty() {
             problems.push("`patch.buildkit.tooling_image`: an image reference".to_owned());
         }
-        Some(BuildkitConfig {
+        BuildkitConfig {
             address,
             tls_ca_file: self.tls_ca_file.clone(),
             tls_cert_file: self.tls_cert_file.clone(),
@@ -118,21 +118,22 @@ impl RawBuildkit {
             registry: self.registry.clone(),
             tooling_image: self.tooling_image.clone(),
             solve_timeout,
-        })
+        }
     }
 
-    pub(super) fn from_checked(c: Option<&BuildkitConfig>) -> RawBuildkit {
-        match c {
-            None => RawBuildkit::defaults(),
-            Some(c) => RawBuildkit {
-                address: c.address.to_string(),
-                tls_ca_file: c.tls_ca_file.clone(),
-                tls_cert_file: c.tls_cert_file.clone(),
-                tls_key_file: c.tls_key_file.clone(),
-                registry: c.registry.clone(),
-                tooling_image: c.tooling_image.clone(),
-                solve_timeout: super::raw::fmt_duration(c.solve_timeout),
-            },
+    pub(super) fn from_checked(c: &BuildkitConfig) -> RawBuildkit {
+        RawBuildkit {
+            address: c
+                .address
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default(),
+            tls_ca_file: c.tls_ca_file.clone(),
+            tls_cert_file: c.tls_cert_file.clone(),
+            tls_key_file: c.tls_key_file.clone(),
+            registry: c.registry.clone(),
+            tooling_image: c.tooling_image.clone(),
+            solve_timeout: super::raw::fmt_duration(c.solve_timeout),
         }
     }
 }

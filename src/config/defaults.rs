@@ -30,6 +30,10 @@ pub const SCAN_DEBIAN_KEYRING: &str = "/usr/share/keyrings/debian-archive-keyrin
 pub const SCAN_UBUNTU_ARCHIVE_URL: &str = "http://archive.ubuntu.com/ubuntu";
 pub const SCAN_UBUNTU_PORTS_URL: &str = "http://ports.ubuntu.com/ubuntu-ports";
 pub const SCAN_UBUNTU_KEYRING: &str = "/usr/share/keyrings/ubuntu-archive-keyring.gpg";
+/// Alpine's CDN: `<url>/<branch>/{main,community}/<arch>/APKINDEX.tar.gz`.
+pub const SCAN_ALPINE_URL: &str = "https://dl-cdn.alpinelinux.org/alpine";
+/// Where Alpine keeps its public keys (package `alpine-keys`); the operator supplies them.
+pub const SCAN_ALPINE_KEYS_DIR: &str = "/etc/apk/keys";
 /// A repository's InRelease checked less than this long ago is not asked for again.
 pub const SCAN_REFRESH_INTERVAL: Duration = Duration::from_secs(300);
 /// Under `storage.path` unless `scan.cache_dir` says otherwise.

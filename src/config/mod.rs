@@ -47,6 +47,11 @@ pub struct ScanConfig {
     pub ubuntu_security_url: String,
     pub ubuntu_ports_url: String,
     pub ubuntu_keyring: PathBuf,
+    pub alpine_url: String,
+    /// PEM public keys, each named as the `.SIGN.RSA*.<name>` entries of `APKINDEX.tar.gz`.
+    pub alpine_keys_dir: PathBuf,
+    /// Alpine's secdb (CVE ids per fixed version); empty: not read.
+    pub alpine_secdb_url: String,
     pub point_releases: bool,
     pub changelogs: bool,
     pub refresh_interval: Duration,

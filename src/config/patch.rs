@@ -84,8 +84,7 @@ pub struct PatchConfig {
     /// Bearer token of the admin API (`/patchpull/v1/`); `None` switches it off.
     pub admin_token: Option<super::Secret>,
     pub engine: super::PatchEngine,
-    /// `None` when no BuildKit is configured.
-    pub buildkit: Option<super::BuildkitConfig>,
+    pub buildkit: super::BuildkitConfig,
 }
 
 impl PatchConfig {
@@ -215,7 +214,7 @@ impl RawPatch {
             defaults::PATCH_ENGINE
         });
         let buildkit = self.buildkit.validate(problems, duration);
-        if engine == super::PatchEngine::Buildkit && buildkit.is_none() {
+        if engine == super::PatchEngine::Buildkit && buildkit.address.is_none() {
             problems
                 .push("`patch.engine = \"buildkit\"` needs `patch.buildkit.address`".to_owned());
         }
@@ -254,7 +253,7 @@ impl RawPatch {
                 .collect(),
             admin_token: c.admin_token.clone(),
             engine: c.engine.as_str().into(),
-            buildkit: super::buildkit::RawBuildkit::from_checked(c.buildkit.as_ref()),
+            buildkit: super::buildkit::RawBuildkit::from_checked(&c.buildkit),
         }
     }
 }

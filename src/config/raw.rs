@@ -41,6 +41,10 @@ pub struct RawScan {
     pub ubuntu_security_url: String,
     pub ubuntu_ports_url: String,
     pub ubuntu_keyring: PathBuf,
+    pub alpine_url: String,
+    pub alpine_keys_dir: PathBuf,
+    /// Empty: no secdb, Alpine updates are listed without CVE ids.
+    pub alpine_secdb_url: String,
     /// Also read the release itself and `-updates`, not only `-security`.
     pub point_releases: bool,
     /// Read CVE ids from each update's changelog.
@@ -68,6 +72,9 @@ impl Default for RawScan {
             ubuntu_security_url: defaults::SCAN_UBUNTU_ARCHIVE_URL.into(),
             ubuntu_ports_url: defaults::SCAN_UBUNTU_PORTS_URL.into(),
             ubuntu_keyring: defaults::SCAN_UBUNTU_KEYRING.into(),
+            alpine_url: defaults::SCAN_ALPINE_URL.into(),
+            alpine_keys_dir: defaults::SCAN_ALPINE_KEYS_DIR.into(),
+            alpine_secdb_url: String::new(),
             point_releases: true,
             changelogs: true,
             refresh_interval: fmt_duration(defaults::SCAN_REFRESH_INTERVAL),
@@ -482,7 +489,13 @@ impl RawConfig {
             ("scan.ubuntu_archive_url", &self.scan.ubuntu_archive_url),
             ("scan.ubuntu_security_url", &self.scan.ubuntu_security_url),
             ("scan.ubuntu_ports_url", &self.scan.ubuntu_ports_url),
-        ] {
+            ("scan.alpine_url", &self.scan.alpine_url),
+        ]
+        .into_iter()
+        .chain(
+            Some(("scan.alpine_secdb_url", &self.scan.alpine_secdb_url))
+                .filter(|(_, url)| !url.is_empty()),
+        ) {
             match reqwest::Url::parse(url) {
                 Ok(u) if matches!(u.scheme(), "http" | "https") => {}
                 _ => p.0.push(format!(
@@ -504,6 +517,9 @@ impl RawConfig {
             ubuntu_security_url: self.scan.ubuntu_security_url,
             ubuntu_ports_url: self.scan.ubuntu_ports_url,
             ubuntu_keyring: self.scan.ubuntu_keyring,
+            alpine_url: self.scan.alpine_url,
+            alpine_keys_dir: self.scan.alpine_keys_dir,
+            alpine_secdb_url: self.scan.alpine_secdb_url,
             point_releases: self.scan.point_releases,
             changelogs: self.scan.changelogs,
             refresh_interval,
@@ -581,6 +597,9 @@ impl RawConfig {
                 ubuntu_security_url: c.scan.ubuntu_security_url.clone(),
                 ubuntu_ports_url: c.scan.ubuntu_ports_url.clone(),
                 ubuntu_keyring: c.scan.ubuntu_keyring.clone(),
+                alpine_url: c.scan.alpine_url.clone(),
+                alpine_keys_dir: c.scan.alpine_keys_dir.clone(),
+                alpine_secdb_url: c.scan.alpine_secdb_url.clone(),
                 point_releases: c.scan.point_releases,
                 changelogs: c.scan.changelogs,
                 refresh_interval: fmt_duration(c.scan.refresh_interval),

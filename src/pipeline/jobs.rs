@@ -150,10 +150,13 @@ impl Jobs {
         .with_scan_command(&config.scan)?
         .with_engine(
             config.patch.engine,
-            config.patch.buildkit.as_ref().map(|buildkit| {
+            config.patch.buildkit.address.as_ref().map(|address| {
                 (
-                    Arc::new(BuildkitEngine::new(buildkit.clone())),
-                    ImageSource::Proxy(buildkit_registry(config, buildkit)),
+                    Arc::new(BuildkitEngine::new(
+                        address.clone(),
+                        config.patch.buildkit.clone(),
+                    )),
+                    ImageSource::Proxy(buildkit_registry(config, &config.patch.buildkit)),
                 )
             }),
             &config.scan,

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use crate::buildkit::client::{Client, StatusEvent};
 use crate::buildkit::proto::control::SolveRequest;
-use crate::buildkit::transport::TlsFiles;
+use crate::buildkit::transport::{BuildkitAddress, TlsFiles};
 use crate::buildkit::{engine_api, llb};
 use crate::config::BuildkitConfig;
 use crate::distribution::Digest;
@@ -87,6 +87,7 @@ pub struct BuildkitPatch {
 
 /// A configured BuildKit, connected on first use and reconnected after an error.
 pub struct BuildkitEngine {
+    address: BuildkitAddress,
     config: BuildkitConfig,
     client: tokio::sync::Mutex<Option<Client>>,
 }
@@ -95,8 +96,10 @@ pub struct BuildkitEngine {
 pub type Tell<'a> = &'a (dyn Fn(&str) + Send + Sync);
 
 impl BuildkitEngine {
-    pub fn new(config: BuildkitConfig) -> BuildkitEngine {
+    /// `address` wins over `config.address` (the CLI's `--buildkit`).
+    pub fn new(address: BuildkitAddress, config: BuildkitConfig) -> BuildkitEngine {
         BuildkitEngine {
+            address,
             config,
             client: tokio::sync::Mutex::new(None),
         }
@@ -116,11 +119,11 @@ impl BuildkitEngine {
             cert: self.config.tls_cert_file.clone(),
             key: self.config.tls_key_file.clone(),
         };
-        let client = Client::connect(&self.config.address, &tls, CONNECT_TIMEOUT)
+        let client = Client::connect(&self.address, &tls, CONNECT_TIMEOUT)
             .await
             .map_err(|e| PatchError::Buildkit(e.to_string()))?;
         tracing::info!(
-            address = %self.config.address,
+            address = %self.address,
             capabilities = ?client.detected_capabilities(),
             "connected to BuildKit"
         );
@@ -150,11 +153,11 @@ impl BuildkitEngine {
         .map_err(|e| PatchError::Buildkit(e.to_string()))?;
         let adapter = adapters::choose(request.plan.ecosystem, request.tree)
             .map_err(|e| PatchError::Buildkit(e.to_string()))?;
-        let Some(docker_socket) = self.config.address.docker_socket().map(Path::to_path_buf) else {
+        let Some(docker_socket) = self.address.docker_socket().map(Path::to_path_buf) else {
             return Err(PatchError::Buildkit(format!(
                 "{}: taking the result out of a standalone buildkitd is not supported yet; \
                  use a Docker Engine (docker-unix://...)",
-                self.config.address
+                self.address
             )));
         };
         let client = self.client().await?;
@@ -267,8 +270,8 @@ impl BuildkitEngine {
             layer: exported?,
             adapter: adapter.name(),
             daemon: match &capabilities.version {
-                Some(version) => format!("BuildKit {version} at {}", self.config.address),
-                None => format!("BuildKit at {}", self.config.address),
+                Some(version) => format!("BuildKit {version} at {}", self.address),
+                None => format!("BuildKit at {}", self.address),
             },
             steps,
         })
