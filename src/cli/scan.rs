@@ -177,7 +177,9 @@ pub fn run(mut config: Config, args: ScanArgs) -> anyhow::Result<()> {
                     })?;
                 let plan = results.put(key, plan)?;
                 platform_plans.extend(plan.platforms.clone());
-            } else if !args.inventory_only && inventory.ecosystem == Ecosystem::Dpkg {
+            } else if !args.inventory_only
+                && matches!(inventory.ecosystem, Ecosystem::Dpkg | Ecosystem::Apk)
+            {
                 if builtin.is_none() {
                     builtin = Some(
                         BuiltinScanner::new(builtin_config(&config.scan))

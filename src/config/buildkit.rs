@@ -53,6 +53,11 @@ pub struct BuildkitConfig {
     pub tooling_image: String,
     /// One solve's time budget.
     pub solve_timeout: Duration,
+    /// `host:port` of a registry a standalone buildkitd pushes results to and patchpull
+    /// reads them back from; empty: only a Docker Engine can be used.
+    pub export_registry: String,
+    /// Reach `export_registry` over plain HTTP (both BuildKit and patchpull).
+    pub export_insecure: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -69,6 +74,8 @@ pub struct RawBuildkit {
     pub tooling_image: String,
     #[serde(deserialize_with = "super::raw::text_or_number")]
     pub solve_timeout: String,
+    pub export_registry: String,
+    pub export_insecure: bool,
 }
 
 impl RawBuildkit {
@@ -81,6 +88,8 @@ impl RawBuildkit {
             registry: String::new(),
             tooling_image: super::defaults::BUILDKIT_TOOLING_IMAGE.to_owned(),
             solve_timeout: super::raw::fmt_duration(super::defaults::BUILDKIT_SOLVE_TIMEOUT),
+            export_registry: String::new(),
+            export_insecure: false,
         }
     }
 
@@ -118,6 +127,8 @@ impl RawBuildkit {
             registry: self.registry.clone(),
             tooling_image: self.tooling_image.clone(),
             solve_timeout,
+            export_registry: self.export_registry.clone(),
+            export_insecure: self.export_insecure,
         }
     }
 
@@ -134,6 +145,8 @@ impl RawBuildkit {
             registry: c.registry.clone(),
             tooling_image: c.tooling_image.clone(),
             solve_timeout: super::raw::fmt_duration(c.solve_timeout),
+            export_registry: c.export_registry.clone(),
+            export_insecure: c.export_insecure,
         }
     }
 }

@@ -43,6 +43,9 @@ pub struct BuildkitRun {
     /// Patch on pull: the proxy's answer to a tag pull, patched through BuildKit, which
     /// pulled the original through the proxy.
     pub pulled: PulledThroughProxy,
+    /// A distroless image (two library packages in `status.d`, no shell, no apt), patched
+    /// through the tooling image: the packages patched and the unpacked result.
+    pub distroless: (Vec<String>, std::path::PathBuf, String),
 }
 
 pub struct PulledThroughProxy {
@@ -131,6 +134,7 @@ pub fn run() -> Option<BuildkitRun> {
     pull(&format!("{reference}-patched"), &layout, "patched");
     let patched = unpack(&layout, "patched", &f.work.join("bk-bundle"));
     let pulled = runtime.block_on(pull_through_proxy(&registry, &dockerd));
+    let distroless = distroless(f, &runtime, &registry, &dockerd, &config);
     drop(dockerd);
     drop(registry);
     Some(BuildkitRun {
@@ -139,7 +143,95 @@ pub fn run() -> Option<BuildkitRun> {
         layout,
         evil_report,
         pulled,
+        distroless,
     })
+}
+
+/// The first two planned library packages, with their files, as a distroless image: each
+/// package's control paragraph in `status.d/<name>`, no shell, no apt. Patched through the
+/// tooling image (the Debian image with sources) and unpacked.
+fn distroless(
+    f: &Fixture,
+    runtime: &tokio::runtime::Runtime,
+    registry: &Registry,
+    dockerd: &Dockerd,
+    config: &Path,
+) -> (Vec<String>, std::path::PathBuf, String) {
+    let packages: Vec<String> = planned_rows(&f.scan_table)
+        .into_keys()
+        .filter(|name| name.starts_with("lib"))
+        .take(2)
+        .collect();
+    assert!(!packages.is_empty(), "no library in the plan");
+    let root = f.work.join("distroless-root");
+    let script = format!(
+        "set -e; src={src}; dst={dst}; mkdir -p $dst/var/lib/dpkg/status.d $dst/etc; \
+         cp $src/usr/lib/os-release $dst/etc/os-release; \
+         for p in {names}; do \
+           awk -v p=\"$p\" 'BEGIN{{RS=\"\";ORS=\"\\n\"}} $0 ~ \"^Package: \"p\"\\n\" {{print}}' $src/var/lib/dpkg/status \
+             | grep -v '^Status:' > $dst/var/lib/dpkg/status.d/$p; \
+           list=$(ls $src/var/lib/dpkg/info/$p.list $src/var/lib/dpkg/info/$p:*.list 2>/dev/null | head -n1); \
+           while read -r path; do \
+             if [ -d \"$src$path\" ] && [ ! -L \"$src$path\" ]; then mkdir -p \"$dst$path\"; \
+             else mkdir -p \"$dst$(dirname \"$path\")\"; cp -a \"$src$path\" \"$dst$path\"; fi; \
+           done < $list; \
+         done",
+        src = f.root.display(),
+        dst = root.display(),
+        names = packages.join(" ")
+    );
+    stdout_of(&sh(&script), "making the distroless root");
+    let tar_path = f.work.join("distroless.tar");
+    stdout_of(
+        &sh(&format!(
+            "tar -C {} --numeric-owner -cf {} .",
+            root.display(),
+            tar_path.display()
+        )),
+        "tar",
+    );
+    let tar_bytes = std::fs::read(&tar_path).unwrap();
+    let diff_id = images::sha256_digest(&tar_bytes);
+    let mut gz = Vec::new();
+    flate2::read::GzEncoder::new(tar_bytes.as_slice(), flate2::Compression::fast())
+        .read_to_end(&mut gz)
+        .unwrap();
+    let layer = Blob::new("application/vnd.oci.image.layer.v1.tar+gzip", gz);
+    let image = images::assemble(Format::Oci, "amd64", vec![(layer, diff_id)], &[]);
+    runtime.block_on(images::push_image(
+        &registry.url(),
+        "distroless",
+        "12",
+        &image,
+    ));
+    let mut toml = std::fs::read_to_string(config).unwrap();
+    toml.push_str(&format!(
+        "[patch.buildkit]\ntooling_image = \"{}/debian:bookworm-sources\"\n",
+        registry.authority()
+    ));
+    let config = f.work.join("patchpull-distroless.toml");
+    std::fs::write(&config, toml).unwrap();
+    let reference = format!("{}/distroless:12", registry.authority());
+    let out = Command::new(env!("CARGO_BIN_EXE_patchpull"))
+        .arg("--config")
+        .arg(&config)
+        .args([
+            "patch",
+            "--insecure",
+            &reference,
+            "--engine",
+            "buildkit",
+            "--buildkit",
+            &dockerd.address(),
+            "--push",
+        ])
+        .output()
+        .unwrap();
+    let summary = stdout_of(&out, "patchpull patch (distroless, BuildKit)");
+    let layout = f.work.join("distroless-oci");
+    pull(&format!("{reference}-patched"), &layout, "patched");
+    let patched = unpack(&layout, "patched", &f.work.join("distroless-bundle"));
+    (packages, patched, summary)
 }
 
 /// patchpull serving with `patch.engine = "buildkit"`: a pull of the tag waits for the
@@ -286,6 +378,43 @@ pub fn check(f: &Fixture, run: &BuildkitRun) {
     assert_eq!(run.evil_report.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("refused before anything runs"), "{stderr}");
     assert!(!run.patched.join("pwned").exists());
+
+    // Distroless: the tooling image's dpkg unpacked the same versions into the image, and
+    // the status.d entries say so; the library files equal the native engine's.
+    let (packages, root, summary) = &run.distroless;
+    assert!(summary.contains("distroless dpkg"), "{summary}");
+    for name in packages {
+        let entry = std::fs::read_to_string(root.join("var/lib/dpkg/status.d").join(name)).unwrap();
+        let version = f.debs.get(name).unwrap();
+        assert!(
+            entry.contains(&format!("\nVersion: {version}\n")),
+            "{name}: {entry}"
+        );
+        let list = ["", ":amd64"]
+            .iter()
+            .find_map(|arch| {
+                std::fs::read_to_string(
+                    f.patched
+                        .join(format!("var/lib/dpkg/info/{name}{arch}.list")),
+                )
+                .ok()
+            })
+            .unwrap();
+        let library = list
+            .lines()
+            .find(|path| path.contains(".so.") && f.patched.join(&path[1..]).is_file())
+            .unwrap_or_else(|| panic!("{name} ships no library"));
+        let native = std::fs::read(f.patched.join(&library[1..])).unwrap();
+        let through_buildkit = std::fs::read(root.join(&library[1..])).unwrap();
+        assert!(
+            native == through_buildkit,
+            "{library} differs from the native engine's"
+        );
+    }
+    assert!(
+        !root.join("bin/sh").exists(),
+        "the tooling image leaked into the result"
+    );
 
     // Patch on pull: the proxy served the patched image for the tag.
     let pulled = &run.pulled;

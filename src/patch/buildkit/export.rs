@@ -154,20 +154,9 @@ pub fn patch_layer(
             diff_ids.len()
         )));
     }
-    let base: Vec<String> = base_diff_ids.iter().map(|d| d.to_string()).collect();
-    if diff_ids.len() < base.len() || diff_ids[..base.len()] != base[..] {
-        return Err(ExportError::BaseChanged(format!(
-            "expected the diff_ids {base:?} first, found {diff_ids:?}"
-        )));
-    }
-    let added = &manifest.layers[base.len()..];
-    let [layer_name] = added else {
-        return Err(ExportError::Layer(format!(
-            "{} new layers, expected exactly 1",
-            added.len()
-        )));
-    };
-    let expected = &diff_ids[base.len()];
+    let at = new_layer(diff_ids, base_diff_ids)?;
+    let layer_name = &manifest.layers[at];
+    let expected = &diff_ids[at];
     let (offset, len) = *members
         .get(layer_name.trim_start_matches("./"))
         .ok_or_else(|| ExportError::Saved(format!("no member {layer_name:?}")))?;
@@ -184,6 +173,33 @@ pub fn patch_layer(
     }
     let builder = rewrite(file, offset, len)?;
     builder
+        .write_gzip(dir)
+        .map_err(|e| ExportError::Layer(e.to_string()))
+}
+
+/// The index of the one layer after the original's: `diff_ids` must start with
+/// `base_diff_ids` and have exactly one more.
+pub(super) fn new_layer(diff_ids: &[String], base_diff_ids: &[Digest]) -> Result<usize, ExportError> {
+    let base: Vec<String> = base_diff_ids.iter().map(|d| d.to_string()).collect();
+    if diff_ids.len() < base.len() || diff_ids[..base.len()] != base[..] {
+        return Err(ExportError::BaseChanged(format!(
+            "expected the diff_ids {base:?} first, found {diff_ids:?}"
+        )));
+    }
+    let added = diff_ids.len() - base.len();
+    if added != 1 {
+        return Err(ExportError::Layer(format!(
+            "{added} new layers, expected exactly 1"
+        )));
+    }
+    Ok(base.len())
+}
+
+/// The patch layer from an uncompressed layer tar already checked against its diff_id.
+pub(super) fn rewrite_tar(tar: &Path, dir: &Path) -> Result<BuiltLayer, ExportError> {
+    let file = File::open(tar)?;
+    let len = file.metadata()?.len();
+    rewrite(file, 0, len)?
         .write_gzip(dir)
         .map_err(|e| ExportError::Layer(e.to_string()))
 }

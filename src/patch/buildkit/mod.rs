@@ -11,11 +11,12 @@
 
 pub mod adapters;
 pub mod export;
+pub mod registry_export;
 
 use std::path::{Path, PathBuf};
 
 use crate::buildkit::client::{Client, StatusEvent};
-use crate::buildkit::proto::control::SolveRequest;
+use crate::buildkit::proto::control::{Exporter, SolveRequest};
 use crate::buildkit::transport::{BuildkitAddress, TlsFiles};
 use crate::buildkit::{engine_api, llb};
 use crate::config::BuildkitConfig;
@@ -26,6 +27,7 @@ use crate::patch::PatchError;
 use crate::scan::plan::PlatformPlan;
 
 pub use adapters::Adapter;
+use registry_export::ExportRegistry;
 
 /// How BuildKit names the original image.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,6 +91,8 @@ pub struct BuildkitPatch {
 pub struct BuildkitEngine {
     address: BuildkitAddress,
     config: BuildkitConfig,
+    /// Reads results back from `export_registry`.
+    http: reqwest::Client,
     client: tokio::sync::Mutex<Option<Client>>,
 }
 
@@ -100,6 +104,10 @@ impl BuildkitEngine {
     pub fn new(address: BuildkitAddress, config: BuildkitConfig) -> BuildkitEngine {
         BuildkitEngine {
             address,
+            http: reqwest::Client::builder()
+                .connect_timeout(CONNECT_TIMEOUT)
+                .build()
+                .unwrap_or_default(),
             config,
             client: tokio::sync::Mutex::new(None),
         }
@@ -153,13 +161,7 @@ impl BuildkitEngine {
         .map_err(|e| PatchError::Buildkit(e.to_string()))?;
         let adapter = adapters::choose(request.plan.ecosystem, request.tree)
             .map_err(|e| PatchError::Buildkit(e.to_string()))?;
-        let Some(docker_socket) = self.address.docker_socket().map(Path::to_path_buf) else {
-            return Err(PatchError::Buildkit(format!(
-                "{}: taking the result out of a standalone buildkitd is not supported yet; \
-                 use a Docker Engine (docker-unix://...)",
-                self.address
-            )));
-        };
+        let export = self.export()?;
         let client = self.client().await?;
         let capabilities = client.detected_capabilities().clone();
         let definition = adapters::graph(
@@ -183,11 +185,21 @@ impl BuildkitEngine {
                 no_cache: request.no_cache,
             },
         );
-        let image_name = format!("patchpull.local/patch/{}:latest", random_hex());
+        let tag = random_hex();
+        let image_name = format!("patchpull.local/patch/{tag}:latest");
+        let (exporter, attrs) = match &export {
+            Export::Docker(_) => ("moby", [("name".to_owned(), image_name.clone())].into()),
+            Export::Registry(registry) => ("image", registry.exporter_attrs(&tag)),
+        };
         let solve = SolveRequest {
             definition: Some(definition),
-            exporter: "moby".to_owned(),
-            exporter_attrs: [("name".to_owned(), image_name.clone())].into(),
+            // Both forms: daemons before 0.13 read the first, later ones the list.
+            exporter: exporter.to_owned(),
+            exporter_attrs: attrs.clone(),
+            exporters: vec![Exporter {
+                r#type: exporter.to_owned(),
+                attrs,
+            }],
             entitlements: vec!["network.host".to_owned()],
             ..SolveRequest::default()
         };
@@ -248,6 +260,16 @@ impl BuildkitEngine {
             }
         };
         tracing::debug!(response = ?response.exporter_response, "BuildKit solved");
+        let docker_socket = match export {
+            Export::Docker(socket) => socket,
+            Export::Registry(registry) => {
+                let layer = registry
+                    .patch_layer(&self.http, &tag, request.base_diff_ids, request.work)
+                    .await
+                    .map_err(|e| PatchError::Buildkit(e.to_string()))?;
+                return Ok(self.report(layer, adapter, &capabilities, steps));
+            }
+        };
         let saved = request.work.join("buildkit-image.tar");
         let exported = async {
             engine_api::save_image(&docker_socket, &image_name, &saved)
@@ -266,16 +288,51 @@ impl BuildkitEngine {
             tracing::warn!(image = %image_name, %error, "could not remove BuildKit's image from dockerd");
         }
         let _ = std::fs::remove_file(&saved);
-        Ok(BuildkitPatch {
-            layer: exported?,
+        Ok(self.report(exported?, adapter, &capabilities, steps))
+    }
+
+    /// How the result leaves BuildKit: through a Docker Engine's image store, or pushed to
+    /// `patch.buildkit.export_registry`.
+    fn export(&self) -> Result<Export, PatchError> {
+        if let Some(socket) = self.address.docker_socket() {
+            return Ok(Export::Docker(socket.to_path_buf()));
+        }
+        if self.config.export_registry.is_empty() {
+            return Err(PatchError::Buildkit(format!(
+                "{}: a standalone buildkitd pushes its result to a registry patchpull reads \
+                 back; set patch.buildkit.export_registry (or use a Docker Engine, \
+                 docker-unix://...)",
+                self.address
+            )));
+        }
+        Ok(Export::Registry(ExportRegistry {
+            host: self.config.export_registry.clone(),
+            insecure: self.config.export_insecure,
+        }))
+    }
+
+    fn report(
+        &self,
+        layer: BuiltLayer,
+        adapter: Adapter,
+        capabilities: &crate::buildkit::client::Capabilities,
+        steps: Vec<String>,
+    ) -> BuildkitPatch {
+        BuildkitPatch {
+            layer,
             adapter: adapter.name(),
             daemon: match &capabilities.version {
                 Some(version) => format!("BuildKit {version} at {}", self.address),
                 None => format!("BuildKit at {}", self.address),
             },
             steps,
-        })
+        }
     }
+}
+
+enum Export {
+    Docker(PathBuf),
+    Registry(ExportRegistry),
 }
 
 const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);

@@ -67,6 +67,7 @@ impl Patcher {
 
     /// BuildKit: the layer from the image's own package manager, then the same read-back
     /// check as the native engine's.
+    #[allow(clippy::too_many_arguments)]
     pub(super) async fn build_with_buildkit(
         &self,
         route: &Route,

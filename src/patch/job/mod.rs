@@ -435,12 +435,12 @@ impl Patcher {
         };
         let plan = match from_command {
             Some(plan) => plan,
-            None if report.is_none() && inventory.ecosystem != Ecosystem::Dpkg => {
+            None if report.is_none() && inventory.ecosystem == Ecosystem::Rpm => {
                 return Ok(unchanged(
                     image,
                     None,
                     format!(
-                        "no report for this {} image, and the built-in scanner reads dpkg images only",
+                        "no report for this {} image, and the built-in scanner reads dpkg and apk images only",
                         inventory.ecosystem.as_str()
                     ),
                 ));

@@ -10,6 +10,7 @@ use std::time::SystemTime;
 
 use crate::error::Origin;
 
+use super::apk::ApkError;
 use super::keyring::{KeyringError, SignatureError};
 
 /// A built-in scan that could not produce a plan.
@@ -132,6 +133,10 @@ pub enum BuiltinError {
         cause: Box<BuiltinError>,
     },
 
+    /// An Alpine scan failed (its repositories, signatures, or the image's release).
+    #[error(transparent)]
+    Apk(#[from] ApkError),
+
     /// The HTTP client could not be built from the configuration.
     #[error("setting up the built-in scanner's HTTP client: {reason}")]
     Client { reason: String },
@@ -155,6 +160,7 @@ impl BuiltinError {
             | BuiltinError::MalformedIndex { .. }
             | BuiltinError::PackageUnavailable { .. } => Origin::Upstream,
             BuiltinError::PackageDownload { cause, .. } => cause.origin(),
+            BuiltinError::Apk(e) => e.origin(),
             BuiltinError::Keyring { .. }
             | BuiltinError::Cache { .. }
             | BuiltinError::Client { .. } => Origin::Internal,
@@ -170,6 +176,7 @@ impl BuiltinError {
             BuiltinError::Fetch { retryable, .. } => *retryable,
             BuiltinError::IndexMismatch { .. } => true,
             BuiltinError::PackageDownload { cause, .. } => cause.is_retryable(),
+            BuiltinError::Apk(e) => e.is_retryable(),
             _ => false,
         }
     }

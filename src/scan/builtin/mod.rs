@@ -22,9 +22,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::pkgs::Inventory;
+use crate::pkgs::{Ecosystem, Inventory};
 use crate::scan::plan::{Plan, PlanOptions, Platform};
 
+pub mod apk;
 pub mod cache;
 pub mod changelog;
 mod cves;
@@ -115,6 +116,8 @@ impl Default for Limits {
 pub struct BuiltinConfig {
     pub debian: ArchiveConfig,
     pub ubuntu: ArchiveConfig,
+    /// Alpine's repositories, keys and secdb, for apk images ([`apk`]).
+    pub alpine: apk::AlpineConfig,
     /// Also read `<codename>` (point-release updates) and `<codename>-updates`; the
     /// security suite is always read.
     pub point_releases: bool,
@@ -144,6 +147,9 @@ impl BuiltinConfig {
         c.ubuntu.security_url = scan.ubuntu_security_url.clone();
         c.ubuntu.ports_url = Some(scan.ubuntu_ports_url.clone());
         c.ubuntu.keyring = scan.ubuntu_keyring.clone();
+        c.alpine.url = scan.alpine_url.clone();
+        c.alpine.keys_dir = scan.alpine_keys_dir.clone();
+        c.alpine.secdb_url = Some(scan.alpine_secdb_url.clone()).filter(|u| !u.is_empty());
         c.point_releases = scan.point_releases;
         c.changelogs = scan.changelogs;
         c.refresh_interval = scan.refresh_interval;
@@ -170,6 +176,7 @@ impl BuiltinConfig {
                     .map(str::to_owned)
                     .to_vec(),
             },
+            alpine: apk::AlpineConfig::default(),
             point_releases: true,
             changelogs: true,
             cache_dir: cache_dir.into(),
@@ -247,6 +254,7 @@ pub struct BuiltinScanner {
     repositories: repo::Repositories,
     fetcher: fetch::Fetcher,
     cache: cache::DiskCache,
+    apk: apk::ApkScanner,
 }
 
 impl BuiltinScanner {
@@ -259,6 +267,7 @@ impl BuiltinScanner {
         let fetcher = fetch::Fetcher::new(&config)?;
         Ok(BuiltinScanner {
             repositories: repo::Repositories::new(config.clone(), fetcher.clone(), cache.clone()),
+            apk: apk::ApkScanner::new(config.clone(), fetcher.clone(), cache.clone())?,
             config,
             fetcher,
             cache,
@@ -268,6 +277,11 @@ impl BuiltinScanner {
     /// The configuration in use.
     pub fn config(&self) -> &BuiltinConfig {
         &self.config
+    }
+
+    /// The Alpine scanner, whose [`apk::ApkScan`] has what fetching the packages needs.
+    pub fn apk(&self) -> &apk::ApkScanner {
+        &self.apk
     }
 
     /// The suites [`BuiltinScanner::scan`] reads for `inventory` on `platform`.
@@ -283,7 +297,8 @@ impl BuiltinScanner {
         suites::select(&inventory.os, architecture, &self.config)
     }
 
-    /// Scans one platform of an image: `inventory` is its dpkg database and os-release.
+    /// Scans one platform of an image: `inventory` is its dpkg or apk database and
+    /// os-release (apk images: [`apk::ApkScanner::scan`]).
     ///
     /// # Errors
     /// Anything that stops the suites from being read and verified ([`BuiltinError`]).
@@ -295,6 +310,10 @@ impl BuiltinScanner {
         platform: &Platform,
         options: &PlanOptions,
     ) -> Result<BuiltinScan, BuiltinError> {
+        if inventory.ecosystem == Ecosystem::Apk {
+            let scanned = self.apk.scan(inventory, platform, options).await?;
+            return Ok(scanned.into_builtin());
+        }
         let architecture = suites::apt_architecture(platform)?;
         let selected = suites::select(&inventory.os, architecture, &self.config)?;
         let loads = selected
