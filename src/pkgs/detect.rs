@@ -14,6 +14,8 @@ pub const PATHS: &[&str] = &[
     "/usr/lib/os-release",
     dpkg::db::STATUS_PATH,
     apk::db::INSTALLED_PATH,
+    rpm::sqlite::SQLITE_PATH,
+    rpm::sqlite::SYSIMAGE_SQLITE_PATH,
     rpm::db::MANIFEST_PATH,
 ];
 
@@ -21,8 +23,8 @@ pub const PATHS: &[&str] = &[
 pub const DIRS: &[&str] = &[dpkg::db::STATUS_DIR];
 
 /// Files [`detect`] only asks the existence of ([`FileSource::exists`]), never the
-/// contents: rpm databases, which can be hundreds of MiB and are not read yet.
-pub const PROBED_PATHS: &[&str] = rpm::db::RPMDB_PATHS;
+/// contents: BerkeleyDB and NDB rpm databases, which are not read yet.
+pub const PROBED_PATHS: &[&str] = rpm::db::UNSUPPORTED_RPMDB_PATHS;
 
 /// Read access to an image's merged filesystem. Paths are absolute and `/`-separated.
 pub trait FileSource {
@@ -95,16 +97,18 @@ impl FileSource for MemoryFiles {
 /// Finds the image's package database and reads it with the OS identity.
 ///
 /// Tries, in order: dpkg's `status` file, distroless dpkg `status.d`, apk's `installed`,
-/// rpm's distroless `container-manifest-2`; the first that lists at least one package
-/// wins (an empty dpkg `status` beside a filled `status.d` happens in images built on
-/// distroless). The OS comes from `/etc/os-release`, else `/usr/lib/os-release`; with
-/// neither, `os` is [`OsRelease::default`](crate::pkgs::OsRelease) (empty `id`), and the
-/// scanner decides what that means.
+/// rpm's sqlite rpmdb (`/var/lib/rpm`, then `/usr/lib/sysimage/rpm`), rpm's distroless
+/// `container-manifest-2`; the first that lists at least one package wins (an empty dpkg
+/// `status` beside a filled `status.d` happens in images built on distroless). The OS
+/// comes from `/etc/os-release`, else `/usr/lib/os-release`; with neither, `os` is
+/// [`OsRelease::default`](crate::pkgs::OsRelease) (empty `id`), and the scanner decides
+/// what that means.
 ///
 /// Returns `Ok(None)` for an image with no package database at all (scratch, static
-/// binaries). Errors with [`InventoryError::Unsupported`] when the only database is an
-/// rpmdb (sqlite, BerkeleyDB or NDB), with [`InventoryError::Malformed`] when a file it
-/// picked does not parse, and with [`InventoryError::Read`] when the source fails.
+/// binaries). Errors with [`InventoryError::Unsupported`] when the only database is a
+/// BerkeleyDB or NDB rpmdb, or an `rpmdb.sqlite` that is not an rpm sqlite database; with
+/// [`InventoryError::Malformed`] when a file it picked does not parse; and with
+/// [`InventoryError::Read`] when the source fails.
 pub fn detect(files: &(impl FileSource + ?Sized)) -> Result<Option<Inventory>, InventoryError> {
     let Some((ecosystem, packages)) = find_packages(files)? else {
         return Ok(None);
@@ -157,6 +161,15 @@ fn find_packages(
         let packages = apk::db::parse_installed(apk::db::INSTALLED_PATH, &data)?;
         if let Some(found) = keep(Ecosystem::Apk, packages) {
             return Ok(Some(found));
+        }
+    }
+    for path in rpm::sqlite::SQLITE_PATHS {
+        if let Some(data) = read(files, path)? {
+            let packages = rpm::sqlite::parse_sqlite_rpmdb(path, &data)?;
+            if let Some(found) = keep(Ecosystem::Rpm, packages) {
+                return Ok(Some(found));
+            }
+            break;
         }
     }
     if let Some(data) = read(files, rpm::db::MANIFEST_PATH)? {

@@ -117,20 +117,57 @@ fn dpkg_wins_over_apk() {
 }
 
 #[test]
-fn rpmdb_images_are_unsupported_for_now() {
-    for path in rpm::db::RPMDB_PATHS {
+fn bdb_and_ndb_rpmdb_images_are_unsupported_for_now() {
+    for path in rpm::db::UNSUPPORTED_RPMDB_PATHS {
         let mut files = MemoryFiles::new();
-        files
-            .insert("/etc/os-release", AZURE)
-            .insert(*path, "SQLite format 3\0");
+        files.insert("/etc/os-release", AZURE).insert(*path, "");
         match detect(&files).unwrap_err() {
             InventoryError::Unsupported { path: p, reason } => {
                 assert_eq!(p, *path);
-                assert!(reason.contains("not supported yet"));
+                assert!(reason.contains("format are not supported yet"), "{reason}");
             }
             other => panic!("{other:?}"),
         }
     }
+}
+
+/// rpm 4.18's sqlite rpmdb (testdata/rpm/sqlite/README.md), decompressed.
+fn rpmdb_sqlite() -> Vec<u8> {
+    use std::io::Read;
+    let gz: &[u8] = include_bytes!("../testdata/rpm/sqlite/rpmdb.sqlite.gz");
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(gz)
+        .read_to_end(&mut out)
+        .unwrap();
+    out
+}
+
+#[test]
+fn sqlite_rpmdb_images() {
+    for path in rpm::sqlite::SQLITE_PATHS {
+        let mut files = MemoryFiles::new();
+        files
+            .insert("/etc/os-release", AZURE)
+            .insert(*path, rpmdb_sqlite());
+        let inventory = detect(&files).unwrap().unwrap();
+        assert_eq!(inventory.ecosystem, Ecosystem::Rpm);
+        assert_eq!(inventory.os.id, "azurelinux");
+        let names: Vec<&str> = inventory.packages.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["beta", "alpha", "gamma-libs", "gamma"], "{path}");
+    }
+    // The database wins over a distroless manifest beside it.
+    let mut files = MemoryFiles::new();
+    files
+        .insert(rpm::sqlite::SQLITE_PATH, rpmdb_sqlite())
+        .insert(rpm::db::MANIFEST_PATH, MANIFEST);
+    assert_eq!(detect(&files).unwrap().unwrap().packages.len(), 4);
+    // A file at that path that is no rpm sqlite database says so.
+    let mut files = MemoryFiles::new();
+    files.insert(rpm::sqlite::SYSIMAGE_SQLITE_PATH, "SQLite format 3\0");
+    assert_eq!(
+        detect(&files).unwrap_err().to_string(),
+        "/usr/lib/sysimage/rpm/rpmdb.sqlite: not an SQLite 3 database (no \"SQLite format 3\" file header)"
+    );
 }
 
 #[test]

@@ -7,8 +7,9 @@
 //!   fields; `%{EPOCH}` prints `(none)` when unset, and so do `%{ARCH}` and `%{SOURCERPM}`
 //!   for `gpg-pubkey`). This is what Trivy's `rpmqa` analyzer reads, and what copa
 //!   rewrites after patching.
-//! - The rpm database proper, in sqlite (`rpmdb.sqlite`), BerkeleyDB (`Packages`) or NDB
-//!   (`Packages.db`): not read yet; [`unsupported_rpmdb`] says so.
+//! - The rpm database proper. sqlite (`rpmdb.sqlite`) is read by
+//!   [`sqlite`](super::sqlite); BerkeleyDB (`Packages`) and NDB (`Packages.db`) are not read
+//!   yet, and [`unsupported_rpmdb`] says so, naming the format.
 //!
 //! `version` is `E:V-R` when the epoch is above 0 and `V-R` otherwise, the way Trivy
 //! prints installed versions, so reports and images compare as equal strings.
@@ -19,13 +20,13 @@ use crate::pkgs::{InstalledPackage, InventoryError};
 /// The distroless package manifest.
 pub const MANIFEST_PATH: &str = "/var/lib/rpmmanifest/container-manifest-2";
 
-/// Where rpm databases live: the classic path, and `/usr/lib/sysimage/rpm` used by
-/// Fedora 36+, openSUSE and SLE 15 SP5+ (`/var/lib/rpm` is then a symlink to it).
-pub const RPMDB_PATHS: &[&str] = &[
-    "/var/lib/rpm/rpmdb.sqlite",
+/// Where BerkeleyDB (`Packages`, RHEL 8 and older, CBL-Mariner 1.0) and NDB (`Packages.db`,
+/// SUSE) rpmdbs live: the classic path, and `/usr/lib/sysimage/rpm` used by Fedora 36+,
+/// openSUSE and SLE 15 SP5+ (`/var/lib/rpm` is then a symlink to it). The sqlite paths are
+/// [`SQLITE_PATHS`](super::sqlite::SQLITE_PATHS).
+pub const UNSUPPORTED_RPMDB_PATHS: &[&str] = &[
     "/var/lib/rpm/Packages",
     "/var/lib/rpm/Packages.db",
-    "/usr/lib/sysimage/rpm/rpmdb.sqlite",
     "/usr/lib/sysimage/rpm/Packages",
     "/usr/lib/sysimage/rpm/Packages.db",
 ];
@@ -33,12 +34,17 @@ pub const RPMDB_PATHS: &[&str] = &[
 /// Fields in a `container-manifest-2` line (see the module doc).
 const MANIFEST_FIELDS: usize = 10;
 
-/// The error for an image whose packages are only in an rpm database: reading sqlite,
-/// BerkeleyDB and NDB rpmdbs is not implemented yet.
+/// The error for an image whose packages are only in a BerkeleyDB or NDB rpmdb (one of
+/// [`UNSUPPORTED_RPMDB_PATHS`]), naming the format by the file name.
 pub fn unsupported_rpmdb(path: &str) -> InventoryError {
+    let format = if path.ends_with(".db") {
+        "NDB"
+    } else {
+        "BerkeleyDB"
+    };
     InventoryError::Unsupported {
         path: path.to_owned(),
-        reason: "rpm databases in sqlite/bdb/ndb format are not supported yet".to_owned(),
+        reason: format!("rpm databases in {format} format are not supported yet"),
     }
 }
 
@@ -144,7 +150,7 @@ fn none_if_unset(field: &str) -> Option<&str> {
 
 /// `glibc-2.35-2.cm2.src.rpm` -> `("glibc", "2.35-2.cm2")`; `None` for `(none)` or a
 /// name without `-version-release`.
-fn source_rpm(file: &str) -> Option<(&str, &str)> {
+pub(super) fn source_rpm(file: &str) -> Option<(&str, &str)> {
     let nvr = file
         .strip_suffix(".src.rpm")
         .or_else(|| file.strip_suffix(".nosrc.rpm"))?;
@@ -316,11 +322,16 @@ mod tests {
     }
 
     #[test]
-    fn rpmdb_is_unsupported() {
-        let err = unsupported_rpmdb("/var/lib/rpm/rpmdb.sqlite");
+    fn bdb_and_ndb_rpmdbs_are_unsupported() {
+        let err = unsupported_rpmdb("/var/lib/rpm/Packages");
         assert_eq!(
             err.to_string(),
-            "/var/lib/rpm/rpmdb.sqlite: rpm databases in sqlite/bdb/ndb format are not supported yet"
+            "/var/lib/rpm/Packages: rpm databases in BerkeleyDB format are not supported yet"
+        );
+        let err = unsupported_rpmdb("/usr/lib/sysimage/rpm/Packages.db");
+        assert_eq!(
+            err.to_string(),
+            "/usr/lib/sysimage/rpm/Packages.db: rpm databases in NDB format are not supported yet"
         );
     }
 
