@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
+use crate::rootfs::paragraphs;
 use crate::run::{dpkg_gt, sh, stdout_of, tool};
 
 pub const ARCHIVE: &str = "http://archive.ubuntu.com/ubuntu";
@@ -17,20 +18,6 @@ pub const PINNED_FINGERPRINTS: [&str; 3] = [
     "843938DF228D22F7B3742BC0D94AA3F0EFE21092",
     "F6ECB3762474EDA9D21B7022871920D1991BC93C",
 ];
-
-/// Every paragraph with a `Package` field, continuation lines left out.
-pub fn paragraphs(text: &str) -> Vec<BTreeMap<String, String>> {
-    text.split("\n\n")
-        .map(|p| {
-            p.lines()
-                .filter(|l| !l.starts_with(' '))
-                .filter_map(|l| l.split_once(": "))
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect()
-        })
-        .filter(|m: &BTreeMap<String, String>| m.contains_key("Package"))
-        .collect()
-}
 
 /// `dists/<suite>/<component>/binary-amd64/Packages`, decompressed.
 pub fn packages_index(suite: &str, component: &str) -> String {

@@ -13,9 +13,10 @@ use std::time::Instant;
 
 use crate::archive::{ubuntu_keyring, ARCHIVE};
 use crate::common::images::{self, Blob, Format};
-use crate::common::registry::{Registry, REGISTRY_BIN};
-use crate::common::require_tools;
-use crate::run::{bounded, in_root, patchpull, sh, stdout_of, tool};
+use crate::common::registry::Registry;
+use crate::debian::{in_root, pull, unpack};
+use crate::rootfs::{archive_tests_enabled, fresh_work_dir};
+use crate::run::{bounded, patchpull, sh, stdout_of, tool};
 
 /// The release: debootstrap here has a script for jammy (a link to `gutsy`), none for noble.
 pub const CODENAME: &str = "jammy";
@@ -92,28 +93,6 @@ fn lap(phase: &str, since: &mut Instant) {
     *since = Instant::now();
 }
 
-/// skopeo-copies `docker://<source>` into the OCI layout `layout` as `tag`.
-pub fn pull(source: &str, layout: &Path, tag: &str) {
-    let dst = format!("oci:{}:{tag}", layout.display());
-    let src = format!("docker://{source}");
-    tool(
-        300,
-        "skopeo",
-        &["copy", "-q", "--src-tls-verify=false", &src, &dst],
-    );
-}
-
-/// `umoci unpack` of the layout's `tag` into `bundle`; returns the root file system.
-fn unpack(layout: &Path, tag: &str, bundle: &Path) -> PathBuf {
-    let image = format!("{}:{tag}", layout.display());
-    tool(
-        300,
-        "umoci",
-        &["unpack", "--image", &image, bundle.to_str().unwrap()],
-    );
-    bundle.join("rootfs")
-}
-
 /// The root as one gzip'd layer, with its diff id.
 fn layer_of(root: &Path, work: &Path) -> (Blob, String) {
     let layer_path = work.join("layer.tar.gz");
@@ -183,39 +162,17 @@ fn pre_depends_batches(pre_depends: &BTreeMap<String, String>) -> Vec<Vec<String
 }
 
 fn setup() -> Option<Fixture> {
-    if std::env::var("DEBIAN_ARCHIVE_TESTS").as_deref() != Ok("1") {
-        eprintln!(
-            "skipped: set DEBIAN_ARCHIVE_TESTS=1 to debootstrap and patch against archive.ubuntu.com"
-        );
-        return None;
-    }
-    if !require_tools(&[
-        REGISTRY_BIN,
-        "debootstrap",
-        "curl",
-        "xz",
-        "zstd",
-        "gpg",
-        "dpkg",
-        "tar",
-        "skopeo",
-        "umoci",
-        "unshare",
-        "chroot",
-        "diff",
-        "timeout",
-    ]) {
+    // curl for the keyring and indexes, xz and zstd for Ubuntu's indexes and .debs, gpg for
+    // the keyring, timeout for the bounded runs.
+    if !archive_tests_enabled(
+        "archive.ubuntu.com",
+        &["curl", "xz", "zstd", "gpg", "timeout"],
+    ) {
         return None;
     }
     let started = Instant::now();
     let mut since = Instant::now();
-    // Under cargo's own temp dir, wiped here: the tests share the fixture, so no test can
-    // own its removal; at most one is left behind.
-    let work = Path::new(env!("CARGO_TARGET_TMPDIR")).join("ubuntu");
-    if work.exists() {
-        std::fs::remove_dir_all(&work).unwrap();
-    }
-    std::fs::create_dir_all(&work).unwrap();
+    let work = fresh_work_dir("ubuntu");
     let keyrings = ubuntu_keyring(&work.join("keyring"));
     lap("ubuntu-keyring from the archive", &mut since);
 
@@ -244,8 +201,8 @@ fn setup() -> Option<Fixture> {
     lap("image built and pushed", &mut since);
 
     // patchpull reads only the security suite, so the comparison with its index is exact.
-    // It gets the keys re-exported by gpg: it cannot read them as Ubuntu ships them (the
-    // test `scan_accepts_the_keyring_as_ubuntu_ships_it`).
+    // It gets the keys re-exported by gpg; a second scan gets them as Ubuntu ships them
+    // (the test `scan_accepts_the_keyring_as_ubuntu_ships_it`).
     let config = write_config(&work, "patchpull", &keyrings.exported);
     let cache = work.join("patchpull-cache");
     let shipped_config = write_config(&work, "shipped-keyring", &keyrings.shipped);
@@ -317,7 +274,7 @@ fn setup() -> Option<Fixture> {
             let mut command = vec!["dpkg".to_string(), "-i".to_string()];
             command.extend(batch.iter().map(|name| format!("/tmp/debs/{name}.deb")));
             let command: Vec<&str> = command.iter().map(String::as_str).collect();
-            in_root(600, &dpkg_root, &command)
+            in_root(&dpkg_root, &command)
         })
         .collect();
     std::fs::remove_dir_all(&debs_dir).unwrap();

@@ -1,6 +1,7 @@
 //! External commands with a bounded run time: each one runs under coreutils' `timeout`,
-//! which sends TERM when the time is up and KILL ten seconds later, so a hung download, chroot
-//! or patch fails its test instead of hanging the suite.
+//! which sends TERM when the time is up and KILL ten seconds later, so a hung download or
+//! patch fails its test instead of hanging the suite. (Commands in the chroot go through
+//! debootstrap's `in_root`, which has no bound.)
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -47,27 +48,6 @@ pub fn patchpull(seconds: u32, config: &Path, args: &[&str]) -> (String, String)
     let out = bounded(seconds, env!("CARGO_BIN_EXE_patchpull"), &argv);
     let stdout = stdout_of(&out, &format!("patchpull {args:?}"));
     (stdout, String::from_utf8_lossy(&out.stderr).into_owned())
-}
-
-/// Runs `command` chrooted into `root` with /dev and /proc mounted in a private mount
-/// namespace (they die with it, so removing the root never reaches the host's /dev), within
-/// `seconds`.
-pub fn in_root(seconds: u32, root: &Path, command: &[&str]) -> Output {
-    const SCRIPT: &str = "set -e; r=$1; shift; mount --rbind /dev \"$r/dev\"; \
-                          mount -t proc proc \"$r/proc\"; exec chroot \"$r\" \"$@\"";
-    Command::new("timeout")
-        .args(["-k", "10", &seconds.to_string()])
-        .args(["unshare", "--mount", "--propagation", "private", "--fork"])
-        .args(["sh", "-c", SCRIPT, "sh"])
-        .arg(root)
-        .args(command)
-        .env(
-            "PATH",
-            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-        )
-        .env("DEBIAN_FRONTEND", "noninteractive")
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run unshare: {e}"))
 }
 
 /// `dpkg --compare-versions a gt b` on the host.

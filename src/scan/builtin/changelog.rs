@@ -1,4 +1,6 @@
-//! `changelog.Debian.gz` (`deb-changelog(5)`): which CVEs each version says it fixed.
+//! `changelog.Debian.gz` (`deb-changelog(5)`): which CVEs each version says it fixed. A
+//! native package (no Debian revision) ships the same format as `changelog.gz`, a name
+//! upstream changelogs also use; those are told apart by their first line.
 //!
 //! An entry starts with `package (version) distributions; urgency=...` at the start of a
 //! line and runs to the next such line. CVE ids are found anywhere in the entry's text, in
@@ -23,6 +25,31 @@ pub struct Entry {
 /// # Errors
 /// A reason when the gzip data is corrupt or longer than `max_unpacked`.
 pub fn parse_gz(gz: &[u8], max_unpacked: u64) -> Result<Vec<Entry>, String> {
+    Ok(parse(&decompress(gz, max_unpacked)?))
+}
+
+/// As [`parse_gz`], for a `changelog.gz`: refused unless its first line starts an entry of
+/// the source package `source`, so that an upstream changelog yields no CVE ids.
+///
+/// # Errors
+/// As [`parse_gz`], and a reason when the text is not a Debian changelog of `source`.
+pub fn parse_native_gz(gz: &[u8], max_unpacked: u64, source: &str) -> Result<Vec<Entry>, String> {
+    let text = decompress(gz, max_unpacked)?;
+    let first = text.lines().find(|line| !line.trim().is_empty());
+    match first.and_then(entry_header) {
+        Some((name, _)) if name == source => Ok(parse(&text)),
+        _ => Err(format!(
+            "it is not a Debian changelog of {source} (its first line is {:?})",
+            first
+                .unwrap_or_default()
+                .chars()
+                .take(80)
+                .collect::<String>()
+        )),
+    }
+}
+
+fn decompress(gz: &[u8], max_unpacked: u64) -> Result<String, String> {
     let mut text = Vec::new();
     flate2::read::MultiGzDecoder::new(gz)
         .take(max_unpacked + 1)
@@ -31,14 +58,14 @@ pub fn parse_gz(gz: &[u8], max_unpacked: u64) -> Result<Vec<Entry>, String> {
     if text.len() as u64 > max_unpacked {
         return Err(format!("changelog is larger than {max_unpacked} bytes"));
     }
-    Ok(parse(&String::from_utf8_lossy(&text)))
+    Ok(String::from_utf8_lossy(&text).into_owned())
 }
 
 /// Parses changelog text into entries, newest first as written.
 pub fn parse(text: &str) -> Vec<Entry> {
     let mut entries: Vec<Entry> = Vec::new();
     for line in text.lines() {
-        if let Some(version) = entry_version(line) {
+        if let Some((_, version)) = entry_header(line) {
             entries.push(Entry {
                 version: version.to_owned(),
                 cves: Vec::new(),
@@ -86,8 +113,8 @@ pub fn fixed_between(entries: &[Entry], installed: &str, target: &str) -> Vec<(S
         .collect()
 }
 
-/// `name (version) dists; ...` -> `version`.
-fn entry_version(line: &str) -> Option<&str> {
+/// `name (version) dists; ...` -> `(name, version)`.
+fn entry_header(line: &str) -> Option<(&str, &str)> {
     let first = line.chars().next()?;
     if first.is_whitespace() || !first.is_ascii_alphanumeric() {
         return None;
@@ -98,7 +125,7 @@ fn entry_version(line: &str) -> Option<&str> {
     }
     let (version, rest) = rest.split_once(')')?;
     let version = version.trim();
-    (!version.is_empty() && rest.contains(';')).then_some(version)
+    (!version.is_empty() && rest.contains(';')).then_some((name, version))
 }
 
 /// Every `CVE-YYYY-NNNN...` in `text`, upper-cased, in order.
@@ -219,6 +246,33 @@ openssl (3.0.11-1~deb12u2) bookworm-security; urgency=medium
             .unwrap_err()
             .contains("larger than 100 bytes"));
         assert!(parse_gz(b"not gzip", 100).is_err());
+    }
+
+    #[test]
+    fn native_changelogs_must_be_debian_changelogs_of_the_source() {
+        use std::io::Write;
+        let gz = |text: &str| {
+            let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            gz.write_all(text.as_bytes()).unwrap();
+            gz.finish().unwrap()
+        };
+        let native = "\napt (2.4.15ubuntu0.1) jammy-security; urgency=medium\n\n  \
+                      * SECURITY UPDATE: CVE-2025-1234\n\n -- A <a@b>  Mon, 01 Jan 2024 \
+                      00:00:00 +0000\n\napt (2.4.14) jammy; urgency=medium\n";
+        let entries = parse_native_gz(&gz(native), 1 << 20, "apt").unwrap();
+        assert_eq!(entries, parse(native));
+        assert_eq!(
+            fixed_between(&entries, "2.4.14", "2.4.15ubuntu0.1"),
+            [("CVE-2025-1234".to_owned(), "2.4.15ubuntu0.1".to_owned())]
+        );
+        let err = parse_native_gz(&gz(native), 1 << 20, "dpkg").unwrap_err();
+        assert!(err.contains("not a Debian changelog of dpkg"), "{err}");
+        // An upstream GNU-style ChangeLog, even one that quotes an entry header later.
+        let upstream = "2024-01-01  Dev <d@example.invalid>\n\n\t* Fix CVE-2024-0001.\n\
+                        apt (9.9) unstable; urgency=low\n";
+        let err = parse_native_gz(&gz(upstream), 1 << 20, "apt").unwrap_err();
+        assert!(err.contains("2024-01-01  Dev"), "{err}");
+        assert!(parse_native_gz(b"not gzip", 100, "apt").is_err());
     }
 
     #[test]

@@ -1,9 +1,12 @@
-//! CVE ids for updates, from the new version's `changelog.Debian.gz`.
+//! CVE ids for updates, from the new version's `changelog.Debian.gz`, or a native package's
+//! `changelog.gz` (Debian policy 12.7) when it is a Debian changelog.
 //!
 //! The changelog is in the updated package's own `.deb`, unless its doc directory (or its
 //! changelog file) is a symlink into another package's, as `-data`, `-common` and `-dev`
-//! packages often do: then the linked package of the same source version is fetched too
-//! (one hop). Failing that, the source package's doc directory in the same `.deb` is tried.
+//! packages often do: then the linked package of the same source version is fetched too,
+//! and so on, since links chain (Ubuntu's mount -> libmount1 -> libblkid1), up to
+//! [`MAX_LINKS`] and never in a circle. Failing that, the source package's doc directory in
+//! the same `.deb` is tried.
 
 use std::collections::HashMap;
 use std::io::{Seek, SeekFrom};
@@ -23,6 +26,9 @@ use super::{BuiltinConfig, BuiltinError, ChangelogStatus, CveFix};
 
 /// Changelogs fetched concurrently; small, since each is a download plus decompression.
 const CONCURRENT_DEBS: usize = 4;
+
+/// Doc directory links followed from an updated package; Ubuntu chains two.
+const MAX_LINKS: usize = 8;
 
 /// Reads changelogs for one scan.
 pub struct ChangelogReader<'s> {
@@ -70,67 +76,85 @@ impl<'s> ChangelogReader<'s> {
     }
 
     async fn read(&self, found: &Found) -> (Vec<CveFix>, ChangelogStatus) {
-        match self.changelog_of(found).await {
-            Ok(gz) => match changelog::parse_gz(&gz, self.config.limits.max_changelog_bytes) {
-                Ok(entries) => {
-                    let fixes = changelog::fixed_between(
-                        &entries,
-                        found.installed_source_version(),
-                        found.entry.source_version(),
-                    );
-                    let fixes = fixes
-                        .into_iter()
-                        .map(|(id, fixed_version)| CveFix { id, fixed_version })
-                        .collect();
-                    (fixes, ChangelogStatus::Read)
-                }
-                Err(reason) => (Vec::new(), ChangelogStatus::Unavailable { reason }),
-            },
+        let max = self.config.limits.max_changelog_bytes;
+        let source = found.entry.source_name();
+        let parsed = self.changelog_of(found).await.and_then(|c| {
+            if c.native {
+                changelog::parse_native_gz(&c.gz, max, source)
+                    .map_err(|reason| format!("usr/share/doc/{}/changelog.gz: {reason}", c.dir))
+            } else {
+                changelog::parse_gz(&c.gz, max)
+            }
+        });
+        match parsed {
+            Ok(entries) => {
+                let fixes = changelog::fixed_between(
+                    &entries,
+                    found.installed_source_version(),
+                    found.entry.source_version(),
+                );
+                let fixes = fixes
+                    .into_iter()
+                    .map(|(id, fixed_version)| CveFix { id, fixed_version })
+                    .collect();
+                (fixes, ChangelogStatus::Read)
+            }
             Err(reason) => (Vec::new(), ChangelogStatus::Unavailable { reason }),
         }
     }
 
-    /// The gzip bytes of the changelog that covers `found`'s new version.
-    async fn changelog_of(&self, found: &Found) -> Result<Vec<u8>, String> {
+    /// The changelog that covers `found`'s new version.
+    async fn changelog_of(&self, found: &Found) -> Result<Changelog, String> {
         let entry = &found.entry;
-        let docs = self.docs_of(found.suite, entry).await?;
-        if let Some(gz) = docs.changelogs.get(&*entry.name) {
-            return Ok(gz.clone());
-        }
-        let linked = docs
-            .links
-            .get(&*entry.name)
-            .map(|target| link_dir(target, false))
-            .or_else(|| {
-                let key = format!("{}/changelog.Debian.gz", entry.name);
-                docs.links.get(&key).map(|target| link_dir(target, true))
-            })
-            .filter(|dir| !dir.is_empty() && **dir != *entry.name);
-        if let Some(dir) = linked {
-            if let Some(gz) = docs.changelogs.get(&dir) {
-                return Ok(gz.clone());
+        let mut docs = self.docs_of(found.suite, entry).await?;
+        let mut dir = entry.name.to_string();
+        let mut visited = vec![dir.clone()];
+        loop {
+            let next = match look_up(&docs, &dir) {
+                Lookup::Changelog(changelog) => return Ok(changelog),
+                Lookup::Link(next) => next,
+                Lookup::Nothing if visited.len() == 1 => {
+                    // The source package's directory in the same .deb.
+                    return match look_up(&docs, entry.source_name()) {
+                        Lookup::Changelog(changelog) => Ok(changelog),
+                        _ => Err(format!(
+                            "the .deb has no usr/share/doc/{}/changelog.Debian.gz",
+                            entry.name
+                        )),
+                    };
+                }
+                Lookup::Nothing => {
+                    return Err(format!(
+                        "{dir}'s .deb has no usr/share/doc/{dir}/changelog.Debian.gz"
+                    ))
+                }
+            };
+            if visited.contains(&next) {
+                return Err(format!(
+                    "the usr/share/doc links go round in a circle: {} -> {next}",
+                    visited.join(" -> ")
+                ));
             }
-            let other = self.sibling(found, &dir).ok_or_else(|| {
+            if visited.len() > MAX_LINKS {
+                return Err(format!(
+                    "more than {MAX_LINKS} usr/share/doc links: {} -> {next}",
+                    visited.join(" -> ")
+                ));
+            }
+            visited.push(next.clone());
+            if !matches!(look_up(&docs, &next), Lookup::Nothing) {
+                dir = next;
+                continue;
+            }
+            let other = self.sibling(found, &next).ok_or_else(|| {
                 format!(
-                    "usr/share/doc/{} links to {dir}, and no package {dir} {} is in the suites",
-                    entry.name,
+                    "usr/share/doc/{dir} links to {next}, and no package {next} {} is in the suites",
                     entry.source_version()
                 )
             })?;
-            let other_docs = self.docs_of(found.suite, &other).await?;
-            return other_docs.changelogs.get(&dir).cloned().ok_or_else(|| {
-                format!("{dir}'s .deb has no usr/share/doc/{dir}/changelog.Debian.gz")
-            });
+            docs = self.docs_of(found.suite, &other).await?;
+            dir = next;
         }
-        docs.changelogs
-            .get(entry.source_name())
-            .cloned()
-            .ok_or_else(|| {
-                format!(
-                    "the .deb has no usr/share/doc/{}/changelog.Debian.gz",
-                    entry.name
-                )
-            })
     }
 
     /// The package `name` built from the same source version as `found`, in the suite
@@ -243,6 +267,56 @@ impl<'s> ChangelogReader<'s> {
     }
 }
 
+/// A changelog found for an update.
+#[derive(Debug, PartialEq, Eq)]
+struct Changelog {
+    /// The doc directory it is in.
+    dir: String,
+    /// `changelog.gz` rather than `changelog.Debian.gz`.
+    native: bool,
+    gz: Vec<u8>,
+}
+
+/// What one `.deb` has for one doc directory.
+#[derive(Debug, PartialEq, Eq)]
+enum Lookup {
+    Changelog(Changelog),
+    /// The doc directory, or its changelog, links to this one.
+    Link(String),
+    Nothing,
+}
+
+/// The changelog or link `docs` has for `dir`, in the order dpkg-based tools read them: a
+/// `changelog.Debian.gz` (or a link of it or of the directory) comes before a `changelog.gz`,
+/// which beside one is the upstream changelog.
+fn look_up(docs: &DebDocs, dir: &str) -> Lookup {
+    let changelog = |gz: &Vec<u8>, native| {
+        Lookup::Changelog(Changelog {
+            dir: dir.to_owned(),
+            native,
+            gz: gz.clone(),
+        })
+    };
+    let link = |key: String, of_changelog_file| {
+        docs.links
+            .get(&key)
+            .map(|target| link_dir(target, of_changelog_file))
+            .filter(|target| !target.is_empty() && target != dir)
+    };
+    if let Some(gz) = docs.changelogs.get(dir) {
+        return changelog(gz, false);
+    }
+    let debian_link =
+        link(dir.to_owned(), false).or_else(|| link(format!("{dir}/changelog.Debian.gz"), true));
+    if let Some(next) = debian_link {
+        return Lookup::Link(next);
+    }
+    if let Some(gz) = docs.native_changelogs.get(dir) {
+        return changelog(gz, true);
+    }
+    link(format!("{dir}/changelog.gz"), true).map_or(Lookup::Nothing, Lookup::Link)
+}
+
 fn cache_io(path: &std::path::Path, error: &std::io::Error) -> BuiltinError {
     super::cache::cache_error(path, "reading", error)
 }
@@ -261,7 +335,48 @@ fn link_dir(target: &str, of_changelog_file: bool) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::link_dir;
+    use super::{link_dir, look_up, Changelog, DebDocs, Lookup};
+
+    #[test]
+    fn a_debian_changelog_or_its_link_comes_before_a_changelog_gz() {
+        let mut docs = DebDocs::default();
+        let native = |dir: &str, gz: &[u8]| {
+            Lookup::Changelog(Changelog {
+                dir: dir.to_owned(),
+                native: true,
+                gz: gz.to_vec(),
+            })
+        };
+        // A -dev package: its changelog.Debian.gz links to the library's, and it has the
+        // upstream changelog.gz.
+        docs.links.insert(
+            "libfoo-dev/changelog.Debian.gz".to_owned(),
+            "../libfoo1/changelog.Debian.gz".to_owned(),
+        );
+        docs.native_changelogs
+            .insert("libfoo-dev".to_owned(), b"upstream".to_vec());
+        assert_eq!(
+            look_up(&docs, "libfoo-dev"),
+            Lookup::Link("libfoo1".to_owned())
+        );
+        docs.native_changelogs
+            .insert("apt".to_owned(), b"native".to_vec());
+        assert_eq!(look_up(&docs, "apt"), native("apt", b"native"));
+        docs.links.insert(
+            "apt-utils/changelog.gz".to_owned(),
+            "../apt/changelog.gz".to_owned(),
+        );
+        assert_eq!(look_up(&docs, "apt-utils"), Lookup::Link("apt".to_owned()));
+        // A link to itself is no link.
+        docs.links.insert("self".to_owned(), "self".to_owned());
+        assert_eq!(look_up(&docs, "self"), Lookup::Nothing);
+        docs.changelogs
+            .insert("self".to_owned(), b"debian".to_vec());
+        assert!(matches!(
+            look_up(&docs, "self"),
+            Lookup::Changelog(Changelog { native: false, .. })
+        ));
+    }
 
     #[test]
     fn link_targets_name_a_doc_directory() {

@@ -1,6 +1,7 @@
 //! Reading the documentation a `.deb` ships, without unpacking it: the `ar` archive's
 //! `data.tar.{xz,gz,zst}` member is decompressed as a stream into a tar reader that keeps
-//! only `usr/share/doc/<dir>/changelog.Debian.gz` files and the symlinks of `usr/share/doc`
+//! only `usr/share/doc/<dir>/changelog.Debian.gz` files, the `changelog.gz` of directories
+//! without one (a native package's, Debian policy 12.7) and the symlinks of `usr/share/doc`
 //! (many packages link their doc directory to another package of the same source).
 //!
 //! The tar reader is a [`Write`] sink because lzma-rs only decompresses into a writer; the
@@ -18,7 +19,13 @@ pub struct DebDocs {
     /// `<dir>` -> gzip bytes of `usr/share/doc/<dir>/changelog.Debian.gz`, base64 in JSON.
     #[serde(with = "base64_map")]
     pub changelogs: BTreeMap<String, Vec<u8>>,
-    /// `<dir>` or `<dir>/changelog.Debian.gz` -> symlink target, as stored.
+    /// `<dir>` -> gzip bytes of `usr/share/doc/<dir>/changelog.gz`, for directories without
+    /// a `changelog.Debian.gz`: a native package's Debian changelog, or an upstream one.
+    /// Required in JSON, so that docs cached before it existed are read again.
+    #[serde(with = "base64_map")]
+    pub native_changelogs: BTreeMap<String, Vec<u8>>,
+    /// `<dir>`, `<dir>/changelog.Debian.gz` or `<dir>/changelog.gz` -> symlink target, as
+    /// stored.
     pub links: BTreeMap<String, String>,
 }
 
@@ -33,6 +40,7 @@ pub struct DebLimits {
 
 const DOC_PREFIX: &str = "usr/share/doc/";
 const CHANGELOG: &str = "changelog.Debian.gz";
+const NATIVE_CHANGELOG: &str = "changelog.gz";
 
 /// Reads the docs of the `.deb` in `file`.
 ///
@@ -64,7 +72,11 @@ pub fn read_docs(file: &mut File, limits: DebLimits) -> Result<DebDocs, String> 
         let reason = sink.error.take().unwrap_or_else(|| e.to_string());
         format!("{member}: {reason}")
     })?;
-    Ok(sink.docs)
+    let mut docs = sink.docs;
+    let debian = &docs.changelogs;
+    docs.native_changelogs
+        .retain(|dir, _| !debian.contains_key(dir));
+    Ok(docs)
 }
 
 /// Finds `data.tar*` in the `ar` archive and leaves `file` at its first byte.
@@ -129,7 +141,11 @@ enum State {
 
 enum Target {
     Skip,
-    Changelog(String, Vec<u8>),
+    Changelog {
+        dir: String,
+        native: bool,
+        bytes: Vec<u8>,
+    },
     LongName(Vec<u8>),
     LongLink(Vec<u8>),
     Pax(Vec<u8>),
@@ -188,7 +204,7 @@ impl TarSink {
                 let n = (*remaining).min(buf.len() as u64) as usize;
                 match target {
                     Target::Skip => {}
-                    Target::Changelog(_, bytes)
+                    Target::Changelog { bytes, .. }
                     | Target::LongName(bytes)
                     | Target::LongLink(bytes)
                     | Target::Pax(bytes) => bytes.extend_from_slice(&buf[..n]),
@@ -282,20 +298,29 @@ impl TarSink {
         };
         let below_doc = below_doc.trim_end_matches('/');
         let is_dir_itself = !below_doc.is_empty() && !below_doc.contains('/');
-        let is_changelog = below_doc
-            .strip_suffix(CHANGELOG)
-            .and_then(|dir| dir.strip_suffix('/'))
-            .is_some_and(|dir| !dir.is_empty() && !dir.contains('/'));
-        match typeflag {
-            b'2' if is_dir_itself || is_changelog => {
+        // `<dir>/changelog.Debian.gz` or `<dir>/changelog.gz`: the directory and whether the
+        // file is the latter.
+        let changelog = below_doc.split_once('/').and_then(|(dir, file)| {
+            let native = match file {
+                CHANGELOG => false,
+                NATIVE_CHANGELOG => true,
+                _ => return None,
+            };
+            (!dir.is_empty()).then_some((dir, native))
+        });
+        match (typeflag, changelog) {
+            (b'2', _) if is_dir_itself || changelog.is_some() => {
                 self.docs
                     .links
                     .insert(below_doc.to_owned(), link.to_owned());
                 Target::Skip
             }
-            b'0' | b'\0' | b'7' if is_changelog && size <= self.limits.max_changelog => {
-                let dir = below_doc.trim_end_matches(CHANGELOG).trim_end_matches('/');
-                Target::Changelog(dir.to_owned(), Vec::new())
+            (b'0' | b'\0' | b'7', Some((dir, native))) if size <= self.limits.max_changelog => {
+                Target::Changelog {
+                    dir: dir.to_owned(),
+                    native,
+                    bytes: Vec::new(),
+                }
             }
             _ => Target::Skip,
         }
@@ -304,8 +329,13 @@ impl TarSink {
     fn finish_entry(&mut self, target: Target) {
         match target {
             Target::Skip => {}
-            Target::Changelog(dir, bytes) => {
-                self.docs.changelogs.insert(dir, bytes);
+            Target::Changelog { dir, native, bytes } => {
+                let map = if native {
+                    &mut self.docs.native_changelogs
+                } else {
+                    &mut self.docs.changelogs
+                };
+                map.insert(dir, bytes);
             }
             Target::LongName(bytes) => self.long_name = Some(cstr(&bytes)),
             Target::LongLink(bytes) => self.long_link = Some(cstr(&bytes)),
@@ -471,6 +501,9 @@ mod tests {
             b"long",
         );
         add("./usr/share/doc/hello/copyright", b"not kept");
+        // A native package's changelog is kept; an upstream one beside a Debian one is not.
+        add("./usr/share/doc/apt/changelog.gz", b"native");
+        add("./usr/share/doc/hello/changelog.gz", b"upstream");
         add(
             "./usr/share/doc/hello/deeper/changelog.Debian.gz",
             b"not a doc dir",
@@ -486,12 +519,25 @@ mod tests {
             "../hello/changelog.Debian.gz",
         )
         .unwrap();
+        tar.append_link(
+            &mut link,
+            "./usr/share/doc/apt-utils/changelog.gz",
+            "../apt/changelog.gz",
+        )
+        .unwrap();
         let tar = tar.into_inner().unwrap();
 
         let docs = read(&deb_with(&tar), LIMITS).unwrap();
         let dirs: Vec<&str> = docs.changelogs.keys().map(String::as_str).collect();
         assert_eq!(dirs, ["hello", long_dir.as_str()]);
         assert_eq!(docs.changelogs["hello"], b"gz-bytes");
+        let native: Vec<(&str, &[u8])> = docs
+            .native_changelogs
+            .iter()
+            .map(|(dir, bytes)| (dir.as_str(), bytes.as_slice()))
+            .collect();
+        assert_eq!(native, [("apt", &b"native"[..])]);
+        assert_eq!(docs.links["apt-utils/changelog.gz"], "../apt/changelog.gz");
         assert_eq!(docs.links["hello-data"], "hello");
         assert_eq!(
             docs.links["other/changelog.Debian.gz"],

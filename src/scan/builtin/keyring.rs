@@ -1,7 +1,8 @@
 //! OpenPGP checks of `InRelease` files, as apt's `gpgv` makes them, with rPGP.
 //!
 //! A keyring is a file of public keys, binary (`debian-archive-keyring.gpg`, several keys
-//! concatenated) or ASCII-armored. An `InRelease` passes when at least one of its signatures
+//! concatenated; or a GnuPG keyring file with trust packets, as `ubuntu-archive-keyring.gpg`)
+//! or ASCII-armored. An `InRelease` passes when at least one of its signatures
 //! is a good signature by a key of the keyring that is valid now: a signing-capable primary
 //! key or subkey with a good self-signature or binding, not expired, not revoked, over a
 //! hash stronger than SHA-1. A signature that claims a keyring key as issuer and does not
@@ -11,6 +12,8 @@
 //!
 //! Only the signed text is returned; the caller must parse nothing else.
 
+use std::borrow::Cow;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -88,15 +91,26 @@ impl Keyring {
             .iter()
             .position(|b| !b.is_ascii_whitespace())
             .is_some_and(|start| bytes[start..].starts_with(b"-----BEGIN PGP"));
-        let keys: Vec<SignedPublicKey> = if armored {
-            let (keys, _headers) = SignedPublicKey::from_armor_many(bytes).map_err(parse)?;
-            keys.collect::<Result<_, _>>().map_err(parse)?
+        let dearmored;
+        let binary = if armored {
+            let mut dearmor = pgp::armor::Dearmor::new(bytes);
+            let mut decoded = Vec::new();
+            dearmor
+                .read_to_end(&mut decoded)
+                .map_err(|e| KeyringError::Parse {
+                    reason: format!("ASCII armor: {e}"),
+                })?;
+            dearmored = decoded;
+            &dearmored[..]
         } else {
-            SignedPublicKey::from_bytes_many(bytes)
-                .map_err(parse)?
-                .collect::<Result<_, _>>()
-                .map_err(parse)?
+            bytes
         };
+        let packets =
+            without_trust_packets(binary).map_err(|reason| KeyringError::Parse { reason })?;
+        let keys: Vec<SignedPublicKey> = SignedPublicKey::from_bytes_many(&packets[..])
+            .map_err(parse)?
+            .collect::<Result<_, _>>()
+            .map_err(parse)?;
         if keys.is_empty() {
             return Err(KeyringError::Empty);
         }
@@ -213,6 +227,88 @@ impl Keyring {
         }
         found
     }
+}
+
+/// The packet tag of GnuPG's trust packets (RFC 9580 section 5.10).
+const TRUST_TAG: u8 = 12;
+
+/// `packets` without their trust packets. GnuPG 1 and `gnupg-ring:` keyring files (Ubuntu's
+/// `ubuntu-archive-keyring.gpg`) keep one after keys, user ids and signatures; they are
+/// local bookkeeping, never signed, and pgp's key parser loses the user ids and
+/// self-signatures that follow one. Borrowed when there is none.
+fn without_trust_packets(packets: &[u8]) -> Result<Cow<'_, [u8]>, String> {
+    let mut kept: Option<Vec<u8>> = None;
+    let mut at = 0;
+    while at < packets.len() {
+        let (tag, end) = packet_extent(packets, at)?;
+        if tag == TRUST_TAG {
+            kept.get_or_insert_with(|| packets[..at].to_vec());
+        } else if let Some(kept) = &mut kept {
+            kept.extend_from_slice(&packets[at..end]);
+        }
+        at = end;
+    }
+    Ok(kept.map_or(Cow::Borrowed(packets), Cow::Owned))
+}
+
+/// The tag of the packet starting at `at` and the offset just past it, for old- and
+/// new-format headers with every length encoding (partial body lengths included).
+fn packet_extent(packets: &[u8], at: usize) -> Result<(u8, usize), String> {
+    let byte = |i: usize| {
+        packets
+            .get(i)
+            .copied()
+            .ok_or_else(|| format!("the packet at byte {at} is cut short"))
+    };
+    let number = |from: usize, len: usize| -> Result<usize, String> {
+        (from..from + len).try_fold(0usize, |acc, i| Ok((acc << 8) | usize::from(byte(i)?)))
+    };
+    let header = byte(at)?;
+    if header & 0x80 == 0 {
+        return Err(format!(
+            "byte {at} ({header:#04x}) does not start an OpenPGP packet"
+        ));
+    }
+    let (tag, end) = if header & 0x40 == 0 {
+        // Old format: tag in bits 5-2, length type in bits 1-0.
+        let tag = (header >> 2) & 0x0f;
+        let len_bytes = match header & 0x03 {
+            0 => 1,
+            1 => 2,
+            2 => 4,
+            // Indeterminate: the packet runs to the end of the input.
+            _ => return Ok((tag, packets.len())),
+        };
+        let len = number(at + 1, len_bytes)?;
+        (tag, (at + 1 + len_bytes).checked_add(len))
+    } else {
+        let tag = header & 0x3f;
+        let mut pos = at + 1;
+        loop {
+            let first = byte(pos)?;
+            match first {
+                0..=191 => break (tag, (pos + 1).checked_add(usize::from(first))),
+                192..=223 => {
+                    let len = ((usize::from(first) - 192) << 8) + usize::from(byte(pos + 1)?) + 192;
+                    break (tag, (pos + 2).checked_add(len));
+                }
+                255 => {
+                    let len = number(pos + 1, 4)?;
+                    break (tag, (pos + 5).checked_add(len));
+                }
+                // A partial body length: this many bytes, then another length.
+                224..=254 => {
+                    pos = (pos + 1)
+                        .checked_add(1usize << (first & 0x1f))
+                        .filter(|next| *next <= packets.len())
+                        .ok_or_else(|| format!("the packet at byte {at} is cut short"))?;
+                }
+            }
+        }
+    };
+    end.filter(|end| *end <= packets.len())
+        .map(|end| (tag, end))
+        .ok_or_else(|| format!("the packet at byte {at} is cut short"))
 }
 
 /// What is wrong with a signature before any key is tried.

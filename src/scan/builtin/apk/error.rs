@@ -44,6 +44,15 @@ pub enum ApkError {
         #[source]
         source: IndexError,
     },
+
+    /// A downloaded `.apk` that is not what the signed index names (size or `C:` identity),
+    /// or that cannot be read as a package; nothing of it was kept.
+    #[error("Alpine {repository}: {url}: {reason}")]
+    Package {
+        repository: String,
+        url: String,
+        reason: String,
+    },
 }
 
 /// Why an `APKINDEX.tar.gz` was refused.
@@ -84,7 +93,7 @@ impl ApkError {
             ApkError::UnsupportedDistribution { .. }
             | ApkError::UnknownRelease { .. }
             | ApkError::UnsupportedArchitecture { .. } => Origin::Client,
-            ApkError::Fetch { .. } => Origin::Upstream,
+            ApkError::Fetch { .. } | ApkError::Package { .. } => Origin::Upstream,
             ApkError::Index {
                 source: IndexError::Key { .. },
                 ..

@@ -18,6 +18,7 @@
 mod error;
 pub mod index;
 pub mod load;
+pub mod packages;
 pub mod repos;
 pub mod secdb;
 pub mod signed;
@@ -43,6 +44,7 @@ use super::{BuiltinConfig, BuiltinError, BuiltinScan, ChangelogStatus, CveFix, U
 pub use error::{ApkError, IndexError};
 pub use index::{ApkIndex, ApkIndexEntry};
 pub use load::LoadedIndex;
+pub use packages::{FetchedApk, WantedApk};
 pub use repos::ApkRepository;
 pub use secdb::SecDb;
 
@@ -163,6 +165,9 @@ impl ApkScan {
 pub struct ApkScanner {
     config: Arc<BuiltinConfig>,
     loader: load::Loader,
+    /// For package downloads ([`packages`]).
+    fetcher: Fetcher,
+    cache: DiskCache,
 }
 
 impl ApkScanner {
@@ -174,8 +179,10 @@ impl ApkScanner {
         cache: DiskCache,
     ) -> Result<ApkScanner, BuiltinError> {
         Ok(ApkScanner {
-            loader: load::Loader::new(config.clone(), fetcher, cache)?,
+            loader: load::Loader::new(config.clone(), fetcher.clone(), cache.clone())?,
             config,
+            fetcher,
+            cache,
         })
     }
 
