@@ -16,15 +16,18 @@ mod buildkit;
 mod common;
 #[path = "debootstrap/fixture.rs"]
 mod fixture;
+#[path = "common/rootfs.rs"]
+mod rootfs;
 #[path = "debootstrap/tree.rs"]
 mod tree;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::Instant;
 
 use fixture::{fixture, in_root, layout_blob, layout_manifest, planned_rows, sh, stdout_of, tool};
-use tree::{diff_paths, info_files, layer_paths, listed_paths, tree_metadata};
+use rootfs::{assert_same_root, paragraphs, stray_layer_paths};
+use tree::{diff_paths, layer_paths};
 
 fn dpkg_gt(a: &str, b: &str) -> bool {
     Command::new("dpkg")
@@ -32,33 +35,6 @@ fn dpkg_gt(a: &str, b: &str) -> bool {
         .status()
         .unwrap()
         .success()
-}
-
-/// Every paragraph with a `Package` field, continuation lines left out.
-fn paragraphs(text: &str) -> Vec<BTreeMap<String, String>> {
-    text.split("\n\n")
-        .map(|p| {
-            p.lines()
-                .filter(|l| !l.starts_with(' '))
-                .filter_map(|l| l.split_once(": "))
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect()
-        })
-        .filter(|m: &BTreeMap<String, String>| m.contains_key("Package"))
-        .collect()
-}
-
-/// What dpkg and its helpers keep about their own runs, not part of any package's result:
-/// the previous status, the logs (with the time of the run), debconf's backups of its
-/// databases and ldconfig's auxiliary cache.
-fn dpkg_bookkeeping(path: &str) -> bool {
-    matches!(
-        path,
-        "var/lib/dpkg/status-old"
-            | "var/log/dpkg.log"
-            | "var/log/alternatives.log"
-            | "var/cache/ldconfig/aux-cache"
-    ) || (path.starts_with("var/cache/debconf/") && path.ends_with("-old"))
 }
 
 /// Paths the patch layer may hold beyond package files and the dpkg database: what the
@@ -260,61 +236,14 @@ fn patched_root_equals_what_real_dpkg_leaves() {
     let planned = planned_rows(&f.scan_table);
     assert_eq!(f.debs, planned, "the .debs patchpull fetched");
     stdout_of(&f.dpkg_install, "dpkg -i in the reference root");
-    let (dpkg, patched) = (&f.dpkg_root, &f.patched);
-    let read = |root: &std::path::Path, path: &str| std::fs::read(root.join(path)).unwrap();
-    assert!(
-        read(dpkg, "var/lib/dpkg/status") == read(patched, "var/lib/dpkg/status"),
-        "var/lib/dpkg/status differs from dpkg's"
-    );
-    for name in planned.keys() {
-        let files = info_files(dpkg, name);
-        assert_eq!(files, info_files(patched, name), "info files of {name}");
-        for file in files {
-            let path = format!("var/lib/dpkg/info/{file}");
-            assert!(
-                read(dpkg, &path) == read(patched, &path),
-                "{path} differs from dpkg's"
-            );
-        }
-    }
     // Contents and kinds with diff, then what diff does not compare: modes and owners.
     let diff = Command::new("diff")
         .args(["-r", "-q", "--no-dereference"])
-        .arg(dpkg)
-        .arg(patched)
+        .arg(&f.dpkg_root)
+        .arg(&f.patched)
         .output()
         .unwrap();
-    let output = String::from_utf8_lossy(&diff.stdout);
-    let (bookkeeping, differences): (Vec<String>, Vec<String>) = diff_paths(dpkg, patched, &output)
-        .into_iter()
-        .partition(|path| dpkg_bookkeeping(path));
-    eprintln!("differences left aside as dpkg's bookkeeping: {bookkeeping:?}");
-    assert!(
-        differences.is_empty() && diff.stderr.is_empty(),
-        "the patched root differs from what dpkg -i leaves:\n{}\n{}",
-        differences.join("\n"),
-        String::from_utf8_lossy(&diff.stderr)
-    );
-    let (want, got) = (tree_metadata(dpkg), tree_metadata(patched));
-    let mismatches: Vec<String> = want
-        .keys()
-        .chain(got.keys())
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .filter(|path| !dpkg_bookkeeping(path) && want.get(*path) != got.get(*path))
-        .map(|path| {
-            format!(
-                "{path}: dpkg {:?}, patched {:?}",
-                want.get(path),
-                got.get(path)
-            )
-        })
-        .collect();
-    assert!(
-        mismatches.is_empty(),
-        "kinds, modes or owners differ from dpkg's:\n{}",
-        mismatches.join("\n")
-    );
+    assert_same_root(&f.dpkg_root, &f.patched, planned.keys(), &diff);
     timed("patched_root_equals_what_real_dpkg_leaves", started);
 }
 
@@ -323,34 +252,10 @@ fn patch_layer_holds_package_files_only() {
     let Some(f) = fixture() else { return };
     let started = Instant::now();
     let planned = planned_rows(&f.scan_table);
-    let mut new_files = BTreeSet::new();
-    let mut old_files = BTreeSet::new();
-    for name in planned.keys() {
-        new_files.extend(listed_paths(&f.patched, name));
-        old_files.extend(listed_paths(&f.root, name));
-    }
     let manifest = layout_manifest(&f.layout, "patched");
     let top = manifest["layers"].as_array().unwrap().last().unwrap();
     let paths = layer_paths(&layout_blob(&f.layout, top["digest"].as_str().unwrap()));
-    let stray: Vec<&String> = paths
-        .iter()
-        .filter(|path| {
-            let whited_out = match path.rsplit_once('/') {
-                Some((dir, name)) => name.strip_prefix(".wh.").map(|n| format!("{dir}/{n}")),
-                None => path.strip_prefix(".wh.").map(str::to_string),
-            };
-            let allowed = match whited_out {
-                Some(target) => old_files.contains(&target),
-                None => {
-                    new_files.contains(path.as_str())
-                        || path.as_str() == "var/lib/dpkg"
-                        || path.starts_with("var/lib/dpkg/")
-                        || SCRIPT_OUTPUTS.iter().any(|p| path.starts_with(p))
-                }
-            };
-            !allowed
-        })
-        .collect();
+    let stray = stray_layer_paths(&paths, &f.root, &f.patched, planned.keys(), SCRIPT_OUTPUTS);
     assert!(
         stray.is_empty(),
         "the patch layer holds paths that are not the upgraded packages' files: {stray:#?}"

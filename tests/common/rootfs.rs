@@ -1,7 +1,7 @@
 //! What the real-distribution tests (tests/ubuntu) check of a patched root file system
 //! against a copy of the original where real `dpkg -i` installed the same `.deb`s, and the
-//! set-up they share: the opt-in, the tools, a work directory. tests/debootstrap.rs still
-//! has its own copies of these.
+//! set-up they share: the opt-in, the tools, a work directory. tests/debootstrap.rs uses the
+//! checks too.
 //!
 //! Not a module of `common`: a test binary includes it with `#[path = "common/rootfs.rs"]`
 //! beside `common` and `tree` (`tests/debootstrap/tree.rs`), which it uses; a `tree` of its

@@ -11,8 +11,7 @@ use std::sync::OnceLock;
 use std::time::Instant;
 
 use crate::common::images::{self, Blob, Format};
-use crate::common::registry::{Registry, REGISTRY_BIN};
-use crate::common::require_tools;
+use crate::common::registry::Registry;
 
 pub fn sh(script: &str) -> Output {
     Command::new("sh").arg("-c").arg(script).output().unwrap()
@@ -197,36 +196,12 @@ fn lap(phase: &str, since: &mut Instant) {
 }
 
 fn setup() -> Option<Fixture> {
-    if std::env::var("DEBIAN_ARCHIVE_TESTS").as_deref() != Ok("1") {
-        eprintln!(
-            "skipped: set DEBIAN_ARCHIVE_TESTS=1 to debootstrap and patch against deb.debian.org"
-        );
-        return None;
-    }
-    if !require_tools(&[
-        REGISTRY_BIN,
-        "debootstrap",
-        "curl",
-        "xz",
-        "dpkg",
-        "tar",
-        "skopeo",
-        "umoci",
-        "unshare",
-        "chroot",
-        "diff",
-    ]) {
+    if !crate::rootfs::archive_tests_enabled("deb.debian.org", &["curl", "xz"]) {
         return None;
     }
     let started = Instant::now();
     let mut since = Instant::now();
-    // Under cargo's own temp dir, wiped here: the tests share the fixture, so no test can
-    // own its removal; at most one is left behind.
-    let work = Path::new(env!("CARGO_TARGET_TMPDIR")).join("debootstrap");
-    if work.exists() {
-        std::fs::remove_dir_all(&work).unwrap();
-    }
-    std::fs::create_dir_all(&work).unwrap();
+    let work = crate::rootfs::fresh_work_dir("debootstrap");
     let root = work.join("root");
     // minbase, plus xz-utils so that `xz --version` shows which liblzma runs.
     let out = sh(&format!(
