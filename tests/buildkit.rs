@@ -331,15 +331,18 @@ async fn engine_api_on_a_missing_socket_names_it() {
 /// buildkitd runs here: the image it would push is pushed by the test.)
 #[tokio::test]
 async fn a_result_pushed_to_the_export_registry_is_read_back_verified() {
-    use patchpull::patch::buildkit::registry_export::{ExportRegistry, REPOSITORY};
     use images::{Entry, Format};
+    use patchpull::patch::buildkit::registry_export::{ExportRegistry, REPOSITORY};
     if !require_tools(&[common::registry::REGISTRY_BIN]) {
         return;
     }
     let registry = Registry::start().await;
     let (base, base_id) = images::layer(
         Format::Oci,
-        &[Entry::Dir("etc"), Entry::File("etc/os-release", b"ID=debian\n", 0o644)],
+        &[
+            Entry::Dir("etc"),
+            Entry::File("etc/os-release", b"ID=debian\n", 0o644),
+        ],
     );
     let (patch, patch_id) = images::layer(
         Format::Oci,
@@ -353,7 +356,10 @@ async fn a_result_pushed_to_the_export_registry_is_read_back_verified() {
     let image = images::assemble(
         Format::Oci,
         "amd64",
-        vec![(base.clone(), base_id.clone()), (patch.clone(), patch_id.clone())],
+        vec![
+            (base.clone(), base_id.clone()),
+            (patch.clone(), patch_id.clone()),
+        ],
         &[],
     );
     images::push_image(&registry.url(), REPOSITORY, "t1", &image).await;
@@ -362,7 +368,10 @@ async fn a_result_pushed_to_the_export_registry_is_read_back_verified() {
         insecure: true,
     };
     let attrs = export.exporter_attrs("t1");
-    assert_eq!(attrs["name"], format!("{}/{REPOSITORY}:t1", registry.authority()));
+    assert_eq!(
+        attrs["name"],
+        format!("{}/{REPOSITORY}:t1", registry.authority())
+    );
     assert_eq!(attrs["push"], "true");
     assert_eq!(attrs["registry.insecure"], "true");
 
@@ -370,7 +379,12 @@ async fn a_result_pushed_to_the_export_registry_is_read_back_verified() {
     let client = reqwest::Client::new();
     let base_digest = base_id.parse().unwrap();
     let layer = export
-        .patch_layer(&client, "t1", std::slice::from_ref(&base_digest), dir.path())
+        .patch_layer(
+            &client,
+            "t1",
+            std::slice::from_ref(&base_digest),
+            dir.path(),
+        )
         .await
         .unwrap();
     let gz = std::fs::read(&layer.path).unwrap();
@@ -383,7 +397,11 @@ async fn a_result_pushed_to_the_export_registry_is_read_back_verified() {
         files.insert(entry.path().unwrap().to_string_lossy().into_owned(), data);
     }
     assert_eq!(files["usr/lib/libz.so.1"], b"patched library");
-    assert!(!files.contains_key("var/log/dpkg.log"), "{:?}", files.keys());
+    assert!(
+        !files.contains_key("var/log/dpkg.log"),
+        "{:?}",
+        files.keys()
+    );
 
     // Another base: refused; no such tag: the registry's answer.
     let other: patchpull::distribution::Digest = patch_id.parse().unwrap();
@@ -391,7 +409,12 @@ async fn a_result_pushed_to_the_export_registry_is_read_back_verified() {
         .patch_layer(&client, "t1", &[other], dir.path())
         .await
         .unwrap_err();
-    assert!(error.to_string().contains("does not keep the original layers"), "{error}");
+    assert!(
+        error
+            .to_string()
+            .contains("does not keep the original layers"),
+        "{error}"
+    );
     let error = export
         .patch_layer(&client, "missing", &[base_digest], dir.path())
         .await

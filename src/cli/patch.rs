@@ -289,6 +289,23 @@ fn summary(patched: &PatchedImage) -> String {
                             out.push_str(&format!("  scripts: {note}\n"));
                         }
                     }
+                    EngineReport::Apk(apk) => {
+                        for outcome in &apk.outcomes {
+                            for kept in &outcome.protected_kept {
+                                out.push_str(&format!("  {}: kept the image's {kept}; the package's version is {kept}.apk-new\n", outcome.name));
+                            }
+                        }
+                        for package in &apk.packages {
+                            out.push_str(&format!(
+                                "  {} {}: {} (identity {} from the signed index of {})\n",
+                                package.name,
+                                package.version,
+                                package.url,
+                                package.checksum,
+                                package.repository
+                            ));
+                        }
+                    }
                     EngineReport::Buildkit(buildkit) => out.push_str(&format!(
                         "  engine: {} through {} ({} steps)\n",
                         buildkit.adapter,

@@ -179,7 +179,10 @@ pub fn patch_layer(
 
 /// The index of the one layer after the original's: `diff_ids` must start with
 /// `base_diff_ids` and have exactly one more.
-pub(super) fn new_layer(diff_ids: &[String], base_diff_ids: &[Digest]) -> Result<usize, ExportError> {
+pub(super) fn new_layer(
+    diff_ids: &[String],
+    base_diff_ids: &[Digest],
+) -> Result<usize, ExportError> {
     let base: Vec<String> = base_diff_ids.iter().map(|d| d.to_string()).collect();
     if diff_ids.len() < base.len() || diff_ids[..base.len()] != base[..] {
         return Err(ExportError::BaseChanged(format!(

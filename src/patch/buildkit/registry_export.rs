@@ -32,7 +32,10 @@ impl ExportRegistry {
     /// The `image` exporter's attributes for pushing as `<host>/REPOSITORY:<tag>`.
     pub fn exporter_attrs(&self, tag: &str) -> BTreeMap<String, String> {
         let mut attrs = BTreeMap::new();
-        attrs.insert("name".to_owned(), format!("{}/{REPOSITORY}:{tag}", self.host));
+        attrs.insert(
+            "name".to_owned(),
+            format!("{}/{REPOSITORY}:{tag}", self.host),
+        );
         attrs.insert("push".to_owned(), "true".to_owned());
         attrs.insert("compression".to_owned(), "gzip".to_owned());
         attrs.insert("oci-mediatypes".to_owned(), "true".to_owned());
@@ -205,7 +208,11 @@ async fn save_uncompressed(
         )));
     }
     let gzip = media_type.ends_with("gzip");
-    let (blob, tar, diff_id) = (blob_path.clone(), tar_path.to_path_buf(), diff_id.to_owned());
+    let (blob, tar, diff_id) = (
+        blob_path.clone(),
+        tar_path.to_path_buf(),
+        diff_id.to_owned(),
+    );
     let decompressed = tokio::task::spawn_blocking(move || -> Result<(), ExportError> {
         let input = std::io::BufReader::new(std::fs::File::open(&blob)?);
         let mut reader: Box<dyn Read> = if gzip {

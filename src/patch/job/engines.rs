@@ -1,5 +1,5 @@
-//! Which engine builds a platform's layer: the native engine (retrying without a failing
-//! package under `ignore_errors`), or BuildKit.
+//! Which engine builds a platform's layer: the native engine (dpkg or apk; retrying without
+//! a failing package under `ignore_errors`), or BuildKit.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -30,13 +30,21 @@ impl Patcher {
         base_layers: &[LayerDescriptor],
         work: &Path,
         options: &PatchOptions,
-    ) -> Result<Option<(NativePatch, Vec<Verified>)>, PatchError> {
+    ) -> Result<Option<(BuiltLayer, EngineReport, Vec<Verified>)>, PatchError> {
         loop {
-            match self
-                .build_platform(route, image, inventory, platform, plan, base_layers, work)
-                .await
-            {
-                Ok((native, verified, _debs)) => return Ok(Some((native, verified))),
+            let built = if inventory.ecosystem == Ecosystem::Apk {
+                self.build_apk_platform(route, image, inventory, platform, plan, base_layers, work)
+                    .await
+                    .map(|(apk, verified)| (apk.layer.clone(), EngineReport::Apk(apk), verified))
+            } else {
+                self.build_platform(route, image, inventory, platform, plan, base_layers, work)
+                    .await
+                    .map(|(native, verified, _debs)| {
+                        (native.layer.clone(), EngineReport::Native(native), verified)
+                    })
+            };
+            match built {
+                Ok(built) => return Ok(Some(built)),
                 Err(error) if options.ignore_errors => {
                     let Some(package) = error.package().map(str::to_owned) else {
                         return Err(error);

@@ -1,7 +1,8 @@
 //! [`Patcher::patch`]: one image reference in, its patched image out. Per platform: read
 //! the package database (without a patch layer patchpull added before: re-patching
-//! replaces it), plan (a report, else the built-in scanner), fetch the verified `.deb`s,
-//! build the layer with the native engine, read the result's package database back and
+//! replaces it), plan (a report, else the built-in scanner), fetch the verified `.deb`s or
+//! `.apk`s, build the layer with the native engine (BuildKit for rpm images, for
+//! `engine = "buildkit"`, and for scripts the native engine cannot run), read the result's package database back and
 //! check every planned package is at or above its fixed version, and assemble config and
 //! manifest. An index is re-assembled with the patched platforms; platforms with nothing
 //! to fix keep their manifests.
@@ -31,6 +32,9 @@ use crate::upstream::Route;
 
 use build::history_text;
 
+pub use apk::ApkPatch;
+
+mod apk;
 mod build;
 mod engines;
 mod plan;
@@ -90,7 +94,7 @@ tokio::task_local! {
 #[derive(Debug)]
 pub enum PlatformOutcome {
     Patched(Box<PatchedPlatform>),
-    /// Kept as it was; the reason says why (nothing to fix, not a dpkg image, ...).
+    /// Kept as it was; the reason says why (nothing to fix, an rpm image without BuildKit, ...).
     Unchanged {
         reason: String,
     },
@@ -114,7 +118,10 @@ pub struct PatchedPlatform {
 /// What the engine that built the layer did.
 #[derive(Debug)]
 pub enum EngineReport {
+    /// The native engine on a dpkg image.
     Native(NativePatch),
+    /// The native engine on an apk image.
+    Apk(ApkPatch),
     Buildkit(BuildkitPatch),
 }
 
@@ -392,14 +399,22 @@ impl Patcher {
             ));
         };
         let buildkit_usable = self.buildkit.is_some() && self.engine != PatchEngine::Native;
-        if inventory.ecosystem != Ecosystem::Dpkg && !buildkit_usable {
+        // The native engine patches dpkg images and Alpine's apk images (it fetches from
+        // Alpine's signed repositories); rpm, Wolfi and Chainguard need BuildKit.
+        let native_capable = match inventory.ecosystem {
+            Ecosystem::Dpkg => true,
+            Ecosystem::Apk => inventory.os.id == "alpine",
+            Ecosystem::Rpm => false,
+        };
+        if !native_capable && !buildkit_usable {
+            let kind = match inventory.ecosystem {
+                Ecosystem::Apk => format!("apk images of {:?}", inventory.os.id),
+                other => format!("{} images", other.as_str()),
+            };
             return Ok(unchanged(
                 image,
                 None,
-                format!(
-                    "{} images are patched through BuildKit only, and none is configured",
-                    inventory.ecosystem.as_str()
-                ),
+                format!("{kind} are patched through BuildKit only, and none is configured"),
             ));
         }
         let platform = Platform {
@@ -467,8 +482,8 @@ impl Patcher {
             return Ok(unchanged(image, Some(plan), "nothing to fix".to_owned()));
         }
         let mut plan = plan;
-        let buildkit_first = buildkit_usable
-            && (self.engine == PatchEngine::Buildkit || inventory.ecosystem != Ecosystem::Dpkg);
+        let buildkit_first =
+            buildkit_usable && (self.engine == PatchEngine::Buildkit || !native_capable);
         let built = if buildkit_first {
             self.build_with_buildkit(route, &image, &config, &plan, &base_layers, work, options)
                 .await?
@@ -486,9 +501,7 @@ impl Patcher {
                 )
                 .await
             {
-                Ok(Some((native, verified))) => {
-                    (native.layer.clone(), EngineReport::Native(native), verified)
-                }
+                Ok(Some(built)) => built,
                 Ok(None) => {
                     return Ok(unchanged(
                         image,
@@ -503,8 +516,16 @@ impl Patcher {
                         "{platform_name}: the native engine cannot run the scripts ({}); BuildKit patches it",
                         reasons.join("; ")
                     ));
-                    self.build_with_buildkit(route, &image, &config, &plan, &base_layers, work, options)
-                        .await?
+                    self.build_with_buildkit(
+                        route,
+                        &image,
+                        &config,
+                        &plan,
+                        &base_layers,
+                        work,
+                        options,
+                    )
+                    .await?
                 }
                 Err(error) => return Err(error),
             }

@@ -85,7 +85,10 @@ fn apt_upgrades_only_the_planned_packages_with_lists_and_archives_on_cache_mount
     assert_eq!(exec.network, NetMode::Host as i32);
     // The plan's versions are part of the exec, so a cached result is for the same versions.
     let env = &exec.meta.as_ref().unwrap().env;
-    assert!(env.contains(&"PATCHPULL_PLAN=libssl3=3.0.15-1~deb12u1".to_string()), "{env:?}");
+    assert!(
+        env.contains(&"PATCHPULL_PLAN=libssl3=3.0.15-1~deb12u1".to_string()),
+        "{env:?}"
+    );
     let caches: Vec<&str> = exec
         .mounts
         .iter()
