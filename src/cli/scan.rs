@@ -100,13 +100,13 @@ pub fn run(mut config: Config, args: ScanArgs) -> anyhow::Result<()> {
                 config.scan.command_timeout,
             )?),
         };
-        // Only a scanner command's plans are cached here; open the cache only for one.
-        let results = match &scanner_command {
-            Some(_) => Some(ScanCache::open(
+        // Plans of a scanner command and of the built-in scanner, by image digest.
+        let results = match args.inventory_only {
+            true => None,
+            false => Some(ScanCache::open(
                 config.scan.cache_dir.join("results"),
                 config.scan.result_ttl,
             )?),
-            None => None,
         };
         for img in &images {
             let inventory = mirror
@@ -189,14 +189,35 @@ pub fn run(mut config: Config, args: ScanArgs) -> anyhow::Result<()> {
                 let Some(scanner) = builtin.as_ref() else {
                     bail!("built-in scanner unavailable");
                 };
-                let scanned = scanner
-                    .scan(&inventory, &platform, &options)
+                let failed = |e: crate::scan::builtin::BuiltinError| {
+                    anyhow::anyhow!("built-in scan of {} ({}): {e}", args.image, img.platform)
+                };
+                let version = scanner
+                    .index_version(&inventory, &platform)
                     .await
-                    .map_err(|e| {
-                        anyhow::anyhow!("built-in scan of {} ({}): {e}", args.image, img.platform)
-                    })?;
-                builtin_source = Some(scanned.plan.source.clone());
-                platform_plans.extend(scanned.plan.platforms);
+                    .map_err(failed)?;
+                let key = ScanKey::builtin(
+                    &img.manifest.digest.to_string(),
+                    &img.platform.to_string(),
+                    &version,
+                    &options,
+                );
+                let plan = match results.as_ref().and_then(|r| r.get(&key)) {
+                    Some(plan) => plan.as_ref().clone(),
+                    None => {
+                        let plan = scanner
+                            .scan(&inventory, &platform, &options)
+                            .await
+                            .map_err(failed)?
+                            .plan;
+                        match &results {
+                            Some(results) => results.put(key, plan)?.as_ref().clone(),
+                            None => plan,
+                        }
+                    }
+                };
+                builtin_source = Some(plan.source.clone());
+                platform_plans.extend(plan.platforms);
             }
             inventories.push((img.clone(), inventory));
         }

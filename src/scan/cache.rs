@@ -16,6 +16,26 @@ use sha2::Digest as _;
 
 use super::plan::Plan;
 
+impl ScanKey {
+    /// The key of a built-in scan: the image, the indexes' version and the plan options
+    /// (a policy's filters change the plan).
+    pub fn builtin(
+        image_digest: &str,
+        platform: &str,
+        index_version: &str,
+        options: &super::plan::PlanOptions,
+    ) -> ScanKey {
+        ScanKey {
+            image_digest: image_digest.to_owned(),
+            platform: platform.to_owned(),
+            source: format!(
+                "builtin:{index_version};min_severity={:?};include={:?};exclude={:?}",
+                options.min_severity, options.include, options.exclude
+            ),
+        }
+    }
+}
+
 /// What a cached plan was computed from.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ScanKey {

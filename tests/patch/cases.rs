@@ -439,3 +439,58 @@ async fn ignore_errors_patches_what_can_be_patched() {
         "{versions}"
     );
 }
+
+/// The built-in scanner's plan is kept by image digest and index version: a second scan
+/// of the same image against the same index answers from it (here the package, whose
+/// changelog names the CVEs, is gone from the archive by then), and a new index makes a
+/// new plan.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn builtin_plans_are_cached_by_image_and_index_version() {
+    if !tools() {
+        return;
+    }
+    let setup = Setup::new(&["amd64"]).await;
+    let deb = setup.repo.add(&libfoo(NEW, "amd64"));
+    setup.repo.publish();
+    let original = libfoo_image(Format::Oci, false);
+    images::push_image(&setup.registry.url(), "test/plans", "1", &original).await;
+    let config = setup.config("run");
+    let reference = setup.reference("test/plans:1");
+    let ids = |run: &Run| -> BTreeSet<String> {
+        let report: Value = serde_json::from_str(&run.stdout).unwrap();
+        report["Results"][0]["Vulnerabilities"]
+            .as_array()
+            .map(|v| {
+                v.iter()
+                    .map(|f| f["VulnerabilityID"].as_str().unwrap().to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let scan = ["scan", "--insecure", "--format", "trivy", &reference];
+    let first = patchpull(&config, &scan).await;
+    first.assert_ok();
+    assert_eq!(ids(&first), BTreeSet::from(["CVE-2024-0001".to_string()]));
+    let results = setup.dir.path().join("run/cache/results");
+    assert_eq!(std::fs::read_dir(&results).unwrap().count(), 1);
+
+    // The .deb gone, and the scanner's copy and its changelog cache: only the cached plan
+    // has the CVE now.
+    std::fs::remove_file(&deb).unwrap();
+    for dir in ["debs", "debdocs"] {
+        std::fs::remove_dir_all(setup.dir.path().join("run/cache").join(dir)).unwrap();
+    }
+    let again = patchpull(&config, &scan).await;
+    again.assert_ok();
+    assert_eq!(ids(&again), ids(&first), "{}", again.stderr);
+
+    // A new upload changes the index: a new plan, with the new version. (A second later:
+    // the loopback server's ETag is the file's mtime and size.)
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    setup.repo.add(&libfoo(NEWER, "amd64"));
+    setup.repo.publish();
+    let newer = patchpull(&config, &scan).await;
+    newer.assert_ok();
+    assert!(newer.stdout.contains(NEWER), "{}", newer.stdout);
+    assert_eq!(std::fs::read_dir(&results).unwrap().count(), 2);
+}

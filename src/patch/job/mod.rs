@@ -69,6 +69,8 @@ pub struct Patcher {
     /// A configured scanner (`scan.command`) and the cache of its plans; used when no
     /// report was given or stored, before the built-in scanner.
     command: Option<(ScannerCommand, ScanCache)>,
+    /// Built-in scanner plans by image digest and index version.
+    plans: Option<ScanCache>,
     engine: PatchEngine,
     buildkit: Option<BuildkitSetup>,
 }
@@ -148,6 +150,7 @@ impl Patcher {
             reports: None,
             progress: None,
             command: None,
+            plans: None,
             engine: PatchEngine::Native,
             buildkit: None,
         }
@@ -180,6 +183,11 @@ impl Patcher {
         mut self,
         scan: &crate::config::ScanConfig,
     ) -> Result<Patcher, String> {
+        let results = scan.cache_dir.join("results");
+        self.plans = Some(
+            ScanCache::open(&results, scan.result_ttl)
+                .map_err(|e| format!("the scan result cache: {e}"))?,
+        );
         if scan.command.is_empty() {
             return Ok(self);
         }
@@ -469,7 +477,7 @@ impl Patcher {
                         "the distribution's security repositories"
                     }
                 ));
-                self.plan(&inventory, &platform, report, &options.plan)
+                self.plan(&base, &inventory, &platform, report, &options.plan)
                     .await?
             }
         };

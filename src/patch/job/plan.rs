@@ -87,8 +87,38 @@ impl Patcher {
         Ok(plan.platforms.first().cloned())
     }
 
+    /// The built-in scanner's plan, from the cache when the image and the indexes' version
+    /// are the same as when it was made.
+    async fn builtin_plan(
+        &self,
+        image: &PlatformImage,
+        inventory: &Inventory,
+        platform: &Platform,
+        options: &PlanOptions,
+    ) -> Result<crate::scan::plan::Plan, PatchError> {
+        let Some(cache) = &self.plans else {
+            return Ok(self.scanner.scan(inventory, platform, options).await?.plan);
+        };
+        let version = self.scanner.index_version(inventory, platform).await?;
+        let key = ScanKey::builtin(
+            &image.manifest.digest.to_string(),
+            &image.platform.to_string(),
+            &version,
+            options,
+        );
+        if let Some(plan) = cache.get(&key) {
+            return Ok(plan.as_ref().clone());
+        }
+        let plan = self.scanner.scan(inventory, platform, options).await?.plan;
+        cache
+            .put(key, plan.clone())
+            .map_err(|e| PatchError::Internal(e.to_string()))?;
+        Ok(plan)
+    }
+
     pub(super) async fn plan(
         &self,
+        image: &PlatformImage,
         inventory: &Inventory,
         platform: &Platform,
         report: Option<&ScanReport>,
@@ -97,7 +127,10 @@ impl Patcher {
         let plan = match report {
             Some(report) => report::plan_from_report(report, platform, inventory, options)
                 .map_err(|e| PatchError::Report(e.to_string()))?,
-            None => self.scanner.scan(inventory, platform, options).await?.plan,
+            None => {
+                self.builtin_plan(image, inventory, platform, options)
+                    .await?
+            }
         };
         plan.platforms
             .into_iter()

@@ -297,6 +297,34 @@ impl BuiltinScanner {
         suites::select(&inventory.os, architecture, &self.config)
     }
 
+    /// The version of the indexes (each suite's or repository's publication) a scan of
+    /// `inventory` on `platform` reads now: with the image's digest, the key of a cached
+    /// plan ([`crate::scan::cache::ScanKey`]). Loads the indexes as a scan would (from
+    /// the caches when fresh).
+    ///
+    /// # Errors
+    /// As [`BuiltinScanner::scan`].
+    pub async fn index_version(
+        &self,
+        inventory: &Inventory,
+        platform: &Platform,
+    ) -> Result<String, BuiltinError> {
+        if inventory.ecosystem == Ecosystem::Apk {
+            return self.apk.index_version(inventory, platform).await;
+        }
+        let architecture = suites::apt_architecture(platform)?;
+        let selected = suites::select(&inventory.os, architecture, &self.config)?;
+        let loads = selected
+            .iter()
+            .map(|suite| self.repositories.load(suite, architecture));
+        let loaded = futures_util::future::try_join_all(loads).await?;
+        Ok(loaded
+            .iter()
+            .map(repo::LoadedSuite::version)
+            .collect::<Vec<_>>()
+            .join(", "))
+    }
+
     /// Scans one platform of an image: `inventory` is its dpkg or apk database and
     /// os-release (apk images: [`apk::ApkScanner::scan`]).
     ///

@@ -24,10 +24,25 @@ pub struct LoadedSuite {
 }
 
 impl LoadedSuite {
-    /// `<suite>@<Date>` (`bookworm-security@2024-08-20T10:00:00Z`): changes with every
-    /// publication of the suite.
+    /// `<suite>@<Date>#<hash>` (`bookworm-security@2024-08-20T10:00:00Z#1a2b3c4d5e6f`):
+    /// changes with every publication of the suite. The hash covers every file the Release
+    /// lists, so two publications within one second differ too.
     pub fn version(&self) -> String {
-        format!("{}@{}", self.suite.name, format_rfc3339(self.release.date))
+        use sha2::Digest as _;
+        let mut hasher = sha2::Sha256::new();
+        for (path, file) in &self.release.files {
+            hasher.update(path.as_bytes());
+            hasher.update(b" ");
+            hasher.update(file.sha256.as_bytes());
+            hasher.update(b"\n");
+        }
+        let hash = hex::encode(hasher.finalize());
+        format!(
+            "{}@{}#{}",
+            self.suite.name,
+            format_rfc3339(self.release.date),
+            &hash[..12]
+        )
     }
 }
 

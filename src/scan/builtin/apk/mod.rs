@@ -209,6 +209,26 @@ impl ApkScanner {
         self.loader.index(repository).await
     }
 
+    /// The version of the indexes a scan of `inventory` on `platform` reads now: part of
+    /// a cached plan's key.
+    ///
+    /// # Errors
+    /// As [`ApkScanner::scan`].
+    pub async fn index_version(
+        &self,
+        inventory: &Inventory,
+        platform: &Platform,
+    ) -> Result<String, BuiltinError> {
+        let repositories = self.repositories(inventory, platform)?;
+        let loads = repositories.iter().map(|r| self.loader.index(r));
+        let loaded = futures_util::future::try_join_all(loads).await?;
+        Ok(loaded
+            .iter()
+            .map(|l| l.version())
+            .collect::<Vec<_>>()
+            .join(", "))
+    }
+
     /// Scans one platform of an Alpine image: `inventory` is its apk database and
     /// os-release.
     ///
