@@ -293,6 +293,43 @@ async fn scan_reads_distroless_status_d() {
         .contains("linux/arm64"));
 }
 
+/// An rpm database this version cannot read (BerkeleyDB, as on RHEL 8) is named, not
+/// mistaken for an image without packages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scan_names_an_rpm_database_it_cannot_read() {
+    if !require_tools(&[common::registry::REGISTRY_BIN]) {
+        return;
+    }
+    let registry = Registry::start().await;
+    let layer = images::layer(
+        Format::Oci,
+        &[
+            Entry::File(
+                "etc/os-release",
+                b"NAME=\"Red Hat Enterprise Linux\"\nID=\"rhel\"\nVERSION_ID=\"8.9\"\n",
+                0o644,
+            ),
+            // BerkeleyDB's hash-database magic at offset 12; the contents are not read.
+            Entry::File(
+                "var/lib/rpm/Packages",
+                b"\0\0\0\0\0\0\0\0\0\0\0\0\x61\x15\x06\0",
+                0o644,
+            ),
+        ],
+    );
+    let image = images::assemble(Format::Oci, "amd64", vec![layer], &[]);
+    images::push_image(&registry.url(), "ubi/ubi8", "8.9", &image).await;
+    let dir = tempfile::tempdir().unwrap();
+    let reference = format!("{}/ubi/ubi8:8.9", registry.authority());
+    let (ok, _, err) = scan(dir.path(), &["--insecure", "--inventory-only", &reference]);
+    assert!(!ok);
+    assert!(
+        err.contains("/var/lib/rpm/Packages")
+            && err.contains("BerkeleyDB format are not supported yet"),
+        "{err}"
+    );
+}
+
 /// The newest `Version:` of `package` in a Packages index, computed here without patchpull
 /// (the same paragraph walk anyone would write), for comparing against the scanner.
 fn newest_in_index(index: &str, package: &str) -> Option<String> {

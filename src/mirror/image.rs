@@ -203,12 +203,7 @@ impl Mirror {
         let source = self.layer_source(route);
         let layers = image.layers.clone();
         tokio::task::spawn_blocking(move || {
-            let mut wanted: Vec<String> = pkgs::PATHS.iter().map(|p| p.to_string()).collect();
-            wanted.extend(
-                pkgs::DIRS
-                    .iter()
-                    .map(|d| format!("{}/", d.trim_end_matches('/'))),
-            );
+            let wanted = pkgs::database_paths();
             let wanted: Vec<&str> = wanted.iter().map(String::as_str).collect();
             let files = crate::image::read_files(&source, &layers, &wanted, &Limits::default())
                 .map_err(|e| {

@@ -67,12 +67,7 @@ pub fn check(
         base_layers: base_layers.len(),
         layer: layer.to_path_buf(),
     };
-    let mut wanted: Vec<String> = pkgs::PATHS.iter().map(|p| (*p).to_owned()).collect();
-    wanted.extend(
-        pkgs::DIRS
-            .iter()
-            .map(|d| format!("{}/", d.trim_end_matches('/'))),
-    );
+    let wanted = pkgs::database_paths();
     let wanted: Vec<&str> = wanted.iter().map(String::as_str).collect();
     let files = crate::image::read_files(&source, &layers, &wanted, &Limits::default())
         .map_err(|e| PatchError::Internal(format!("reading the patched image back: {e}")))?;

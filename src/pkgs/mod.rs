@@ -99,6 +99,16 @@ pub fn valid_package_name(ecosystem: Ecosystem, name: &str) -> bool {
     }
 }
 
+/// What to read out of an image to find its packages: [`PATHS`], every file of [`DIRS`]
+/// (as `dir/`), and [`PROBED_PATHS`], whose presence alone gives the clear "not supported
+/// yet" answer for rpm databases this version cannot read.
+pub fn database_paths() -> Vec<String> {
+    let mut wanted: Vec<String> = PATHS.iter().map(|p| (*p).to_owned()).collect();
+    wanted.extend(DIRS.iter().map(|d| format!("{}/", d.trim_end_matches('/'))));
+    wanted.extend(PROBED_PATHS.iter().map(|p| (*p).to_owned()));
+    wanted
+}
+
 // === impl Ecosystem ===
 
 impl Ecosystem {
