@@ -4,14 +4,13 @@
 //! and read the result's database back.
 
 use std::path::Path;
-use std::sync::Arc;
 
-use crate::image::{LayerDescriptor, UnpackedLayers};
+use crate::image::LayerDescriptor;
 use crate::mirror::image::PlatformImage;
 use crate::patch::apk::{self as engine, ApkNewPackage, ApkOutcome};
 use crate::patch::layer::BuiltLayer;
 use crate::patch::native::{LayerImage, NativeError};
-use crate::patch::verify::{self, Verified};
+use crate::patch::verify::Verified;
 use crate::patch::PatchError;
 use crate::pkgs::apk::package::{ApkLimits, ApkPackage};
 use crate::pkgs::Inventory;
@@ -63,13 +62,7 @@ impl Patcher {
             .await?;
         self.tell(&format!("{}: building the patch layer", image.platform));
 
-        let unpacked_dir = work.join("layers");
-        std::fs::create_dir_all(&unpacked_dir).map_err(|e| PatchError::io(&unpacked_dir, e))?;
-        let source = Arc::new(UnpackedLayers::new(
-            self.mirror.layer_source(route),
-            unpacked_dir,
-            &crate::image::Limits::default(),
-        ));
+        let source = self.unpacked_layers(route, work)?;
         let build_source = source.clone();
         let (plan_for_build, fetched_for_build) = (plan.clone(), fetched.clone());
         let (layers, work_dir) = (base_layers.to_vec(), work.to_path_buf());
@@ -85,18 +78,9 @@ impl Patcher {
         .await
         .map_err(|e| PatchError::Internal(e.to_string()))??;
 
-        self.tell(&format!(
-            "{}: verifying the patched package database",
-            image.platform
-        ));
-        let layer_path = layer.path.clone();
-        let plan_for_check = plan.clone();
-        let check_layers = base_layers.to_vec();
-        let verified = tokio::task::spawn_blocking(move || {
-            verify::check(&*source, &check_layers, &layer_path, &plan_for_check)
-        })
-        .await
-        .map_err(|e| PatchError::Internal(e.to_string()))??;
+        let verified = self
+            .verify_layer(image, source, base_layers, &layer.path, plan)
+            .await?;
         Ok((
             ApkPatch {
                 layer,

@@ -53,14 +53,7 @@ impl Patcher {
             .await?;
         self.tell(&format!("{}: building the patch layer", image.platform));
 
-        // Decompressed once, read several times (tree, database, scripts' root, check).
-        let unpacked_dir = work.join("layers");
-        std::fs::create_dir_all(&unpacked_dir).map_err(|e| PatchError::io(&unpacked_dir, e))?;
-        let source = Arc::new(UnpackedLayers::new(
-            self.mirror.layer_source(route),
-            unpacked_dir,
-            &crate::image::Limits::default(),
-        ));
+        let source = self.unpacked_layers(route, work)?;
         let build_source = source.clone();
         let work_dir = work.to_path_buf();
         let plan_for_build = plan.clone();
@@ -82,22 +75,51 @@ impl Patcher {
         .await
         .map_err(|e| PatchError::Internal(e.to_string()))??;
 
+        let verified = self
+            .verify_layer(image, source, base_layers, &native.layer.path, plan)
+            .await?;
+        Ok((native, verified, debs))
+    }
+
+    /// The image's layers, decompressed once under `work/layers` and read several times
+    /// (tree, database, the scripts' root, the check).
+    pub(super) fn unpacked_layers(
+        &self,
+        route: &Route,
+        work: &Path,
+    ) -> Result<Arc<Unpacked>, PatchError> {
+        let dir = work.join("layers");
+        std::fs::create_dir_all(&dir).map_err(|e| PatchError::io(&dir, e))?;
+        Ok(Arc::new(UnpackedLayers::new(
+            self.mirror.layer_source(route),
+            dir,
+            &crate::image::Limits::default(),
+        )))
+    }
+
+    /// Reads the patched image's package database back (the base layers plus `layer`) and
+    /// checks every planned package is at or above its fixed version.
+    pub(super) async fn verify_layer(
+        &self,
+        image: &PlatformImage,
+        source: Arc<Unpacked>,
+        base_layers: &[LayerDescriptor],
+        layer: &Path,
+        plan: &PlatformPlan,
+    ) -> Result<Vec<Verified>, PatchError> {
         self.tell(&format!(
             "{}: verifying the patched package database",
             image.platform
         ));
-        let layer_path = native.layer.path.clone();
-        let plan_for_check = plan.clone();
-        let check_layers = base_layers.to_vec();
-        let verified = tokio::task::spawn_blocking(move || {
-            verify::check(&*source, &check_layers, &layer_path, &plan_for_check)
-        })
-        .await
-        .map_err(|e| PatchError::Internal(e.to_string()))??;
-
-        Ok((native, verified, debs))
+        let (layer, plan, layers) = (layer.to_path_buf(), plan.clone(), base_layers.to_vec());
+        tokio::task::spawn_blocking(move || verify::check(&*source, &layers, &layer, &plan))
+            .await
+            .map_err(|e| PatchError::Internal(e.to_string()))?
     }
 }
+
+/// The image's layers as the engines read them.
+pub(super) type Unpacked = UnpackedLayers<crate::mirror::image::MirrorLayers>;
 
 /// The blocking half: open the packages, build the layer.
 pub(super) fn build_layer(

@@ -2,13 +2,12 @@
 //! a failing package under `ignore_errors`), or BuildKit.
 
 use std::path::Path;
-use std::sync::Arc;
 
-use crate::image::{LayerDescriptor, UnpackedLayers};
+use crate::image::LayerDescriptor;
 use crate::mirror::image::PlatformImage;
 use crate::patch::buildkit::BuildkitRequest;
 use crate::patch::layer::BuiltLayer;
-use crate::patch::verify::{self, Verified};
+use crate::patch::verify::Verified;
 use crate::patch::PatchError;
 use crate::pkgs::Inventory;
 use crate::scan::plan::{NotPlanned, Platform, PlatformPlan, SkipReason};
@@ -90,13 +89,7 @@ impl Patcher {
             return Err(PatchError::Internal("no BuildKit is configured".to_owned()));
         };
         let base_diff_ids = base_diff_ids(config, base_layers.len())?;
-        let unpacked_dir = work.join("layers");
-        std::fs::create_dir_all(&unpacked_dir).map_err(|e| PatchError::io(&unpacked_dir, e))?;
-        let source = Arc::new(UnpackedLayers::new(
-            self.mirror.layer_source(route),
-            unpacked_dir,
-            &crate::image::Limits::default(),
-        ));
+        let source = self.unpacked_layers(route, work)?;
         let tree_source = source.clone();
         let layers = base_layers.to_vec();
         let tree = tokio::task::spawn_blocking(move || {
@@ -129,18 +122,9 @@ impl Patcher {
         };
         let tell = |message: &str| self.tell(message);
         let patch = setup.engine.patch(&request, &tell).await?;
-        self.tell(&format!(
-            "{}: verifying the patched package database",
-            image.platform
-        ));
-        let layer_path = patch.layer.path.clone();
-        let plan_for_check = plan.clone();
-        let check_layers = base_layers.to_vec();
-        let verified = tokio::task::spawn_blocking(move || {
-            verify::check(&*source, &check_layers, &layer_path, &plan_for_check)
-        })
-        .await
-        .map_err(|e| PatchError::Internal(e.to_string()))??;
+        let verified = self
+            .verify_layer(image, source, base_layers, &patch.layer.path, plan)
+            .await?;
         Ok((patch.layer.clone(), EngineReport::Buildkit(patch), verified))
     }
 }
