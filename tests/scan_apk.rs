@@ -6,18 +6,13 @@
 
 mod common;
 
-use std::path::Path;
 use std::process::Command;
 
+use common::alpine::{publish_index, KEY_NAME, OS_RELEASE};
 use common::apt::HttpServer;
 use common::images::{self, Entry, Format};
 use common::registry::Registry;
 use common::require_tools;
-
-const KEY_NAME: &str = "e2e@example.invalid-00c0ffee.rsa.pub";
-
-const OS_RELEASE: &[u8] =
-    b"NAME=\"Alpine Linux\"\nID=alpine\nVERSION_ID=3.20.3\nPRETTY_NAME=\"Alpine Linux v3.20\"\n";
 
 const INSTALLED: &[u8] = b"P:musl\nV:1.2.5-r0\nA:x86_64\no:musl\n\nP:libcrypto3\nV:3.3.1-r0\nA:x86_64\no:openssl\n\nP:zlib\nV:1.3.1-r1\nA:x86_64\no:zlib\n";
 
@@ -25,90 +20,6 @@ const MAIN_INDEX: &str = "C:Q1mUsLDG4uiNbrQzX2iQvl8+s6ezY=\nP:musl\nV:1.2.5-r1\n
 
 const SECDB_MAIN: &str =
     r#"{"packages":[{"pkg":{"name":"openssl","secfixes":{"3.3.2-r0":["CVE-2024-6119"]}}}]}"#;
-
-fn run(dir: &Path, program: &str, args: &[&str]) {
-    let out = Command::new(program)
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{program} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// `<root>/alpine/v3.20/<repo>/x86_64/APKINDEX.tar.gz`, signed, and the key in `keys`.
-fn publish(root: &Path, keys: &Path) {
-    let work = tempfile::tempdir().unwrap();
-    let w = work.path();
-    run(w, "openssl", &["genrsa", "-out", "builder.key", "2048"]);
-    run(
-        w,
-        "openssl",
-        &[
-            "rsa",
-            "-in",
-            "builder.key",
-            "-pubout",
-            "-out",
-            keys.join(KEY_NAME).to_str().unwrap(),
-        ],
-    );
-    for (repo, index) in [("main", MAIN_INDEX), ("community", "")] {
-        std::fs::write(w.join("DESCRIPTION"), "v3.20.3-1-g0123456789ab\n").unwrap();
-        std::fs::write(w.join("APKINDEX"), index).unwrap();
-        let _ = std::fs::remove_file(w.join("index.tar.gz"));
-        run(
-            w,
-            "tar",
-            &["-c", "-f", "index.tar", "DESCRIPTION", "APKINDEX"],
-        );
-        run(w, "gzip", &["-n", "-9", "index.tar"]);
-        let signature = format!(".SIGN.RSA.{KEY_NAME}");
-        run(
-            w,
-            "openssl",
-            &[
-                "dgst",
-                "-sha1",
-                "-sign",
-                "builder.key",
-                "-out",
-                &signature,
-                "index.tar.gz",
-            ],
-        );
-        let _ = std::fs::remove_file(w.join("sig.tar.gz"));
-        run(
-            w,
-            "tar",
-            &["-c", "-f", "sig.tar", "--format=ustar", &signature],
-        );
-        // abuild-tar --cut: no end-of-archive blocks, so the two tars read as one.
-        let size = std::fs::metadata(w.join(&signature)).unwrap().len();
-        let sig = std::fs::OpenOptions::new()
-            .write(true)
-            .open(w.join("sig.tar"))
-            .unwrap();
-        sig.set_len(512 + size.div_ceil(512) * 512).unwrap();
-        drop(sig);
-        run(w, "gzip", &["-n", "-9", "sig.tar"]);
-        let bytes = [
-            std::fs::read(w.join("sig.tar.gz")).unwrap(),
-            std::fs::read(w.join("index.tar.gz")).unwrap(),
-        ]
-        .concat();
-        let dir = root.join(format!("alpine/v3.20/{repo}/x86_64"));
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("APKINDEX.tar.gz"), bytes).unwrap();
-    }
-    let secdb = root.join("secdb/v3.20");
-    std::fs::create_dir_all(&secdb).unwrap();
-    std::fs::write(secdb.join("main.json"), SECDB_MAIN).unwrap();
-    std::fs::write(secdb.join("community.json"), r#"{"packages":[]}"#).unwrap();
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scan_plans_an_alpine_image_against_signed_indexes() {
@@ -139,7 +50,7 @@ async fn scan_plans_an_alpine_image_against_signed_indexes() {
 
     let root = tempfile::tempdir().unwrap();
     let keys = tempfile::tempdir().unwrap();
-    publish(root.path(), keys.path());
+    publish_index(root.path(), keys.path(), MAIN_INDEX, SECDB_MAIN);
     let server = HttpServer::start(root.path());
 
     let dir = tempfile::tempdir().unwrap();

@@ -4,6 +4,7 @@
 //! freshly probed port and keeps its files in its own temp dir.
 #![allow(dead_code)]
 
+pub mod alpine;
 pub mod apt;
 pub mod dockerd;
 pub mod fault;
