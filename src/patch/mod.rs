@@ -16,6 +16,7 @@ pub mod dpkg;
 pub mod job;
 pub mod layer;
 pub mod native;
+pub mod physical;
 pub mod referrer;
 pub mod sandbox;
 pub mod verify;

@@ -12,7 +12,7 @@ use std::cmp::Ordering;
 use std::fmt;
 
 pub mod apk;
-mod archive;
+pub(crate) mod archive;
 mod detect;
 pub mod dpkg;
 mod error;

@@ -6,7 +6,6 @@
 use std::collections::BTreeMap;
 
 use prost::Message;
-use sha2::{Digest as _, Sha256};
 
 use crate::buildkit::proto::ops::{
     self, op, CacheOpt, CacheSharingOpt, DiffOp, ExecOp, FileAction, FileActionMkFile, FileOp,
@@ -307,7 +306,7 @@ fn input(output: &Output) -> Input {
 
 /// `sha256:<hex>` of an op's marshalled bytes.
 pub fn op_digest(bytes: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+    crate::distribution::Digest::sha256_of(bytes).to_string()
 }
 
 /// The platform `os/arch[/variant]` in LLB's form.

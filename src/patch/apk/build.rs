@@ -10,6 +10,7 @@ use super::{
 };
 use crate::image::{EntryKind as NodeKind, Filesystem};
 use crate::patch::layer::{EntryKind, FileData, LayerBuilder, LayerEntry};
+use crate::patch::physical::{Conflict, PhysicalPaths};
 use crate::pkgs::apk::package::sha1::Sha1;
 use crate::pkgs::apk::package::{ApkEntry, ApkEntryKind, SCRIPT_NAMES};
 
@@ -130,7 +131,7 @@ pub fn build(
     let mut engine = Engine {
         tree: image.tree(),
         layer: LayerBuilder::default(),
-        resolved: HashMap::new(),
+        physical: PhysicalPaths::default(),
     };
 
     let wanted = engine.protected_reads(&cx, packages)?;
@@ -417,55 +418,22 @@ pub(super) enum Owner {
 pub(super) struct Engine<'a> {
     pub(super) tree: &'a Filesystem,
     pub(super) layer: LayerBuilder,
-    /// Package directory -> where it is in the image (through directory symlinks).
-    pub(super) resolved: HashMap<String, String>,
+    /// Package directories and where they are in the image.
+    pub(super) physical: PhysicalPaths,
 }
 
 impl Engine<'_> {
-    /// Where `path` (a package path) is in the image: its directories resolved through the
-    /// image's symbolic links, its last component not.
+    /// Where `path` (a package path) is in the image ([`crate::patch::physical`]).
     pub(super) fn physical(&mut self, path: &str, package: &str) -> Result<String, ApkError> {
-        let (parent, name) = path.rsplit_once('/').unwrap_or(("", path));
-        let dir = self.physical_dir(parent, package)?;
-        Ok(if dir.is_empty() {
-            name.to_owned()
-        } else {
-            format!("{dir}/{name}")
-        })
+        self.physical
+            .path(self.tree, path)
+            .map_err(|c| apk_conflict(c, package))
     }
 
     pub(super) fn physical_dir(&mut self, dir: &str, package: &str) -> Result<String, ApkError> {
-        if dir.is_empty() {
-            return Ok(String::new());
-        }
-        if let Some(done) = self.resolved.get(dir) {
-            return Ok(done.clone());
-        }
-        let here = self.physical(dir, package)?;
-        let conflict = |reason: &str| ApkError::Conflict {
-            package: package.to_owned(),
-            path: format!("/{dir}"),
-            reason: reason.to_owned(),
-        };
-        let real = match self.tree.get(&here).map(|n| n.kind) {
-            None | Some(NodeKind::Dir) => here,
-            Some(NodeKind::Symlink) => match self.tree.resolve(&here, MAX_SYMLINKS)? {
-                Some((real, node)) if node.is_dir() => String::from_utf8(real)
-                    .map_err(|_| conflict("resolves to a path that is not UTF-8"))?,
-                _ => {
-                    return Err(conflict(
-                        "is a symbolic link to something that is not a directory",
-                    ))
-                }
-            },
-            Some(_) => {
-                return Err(conflict(
-                    "is a file in the image, a directory in the package",
-                ))
-            }
-        };
-        self.resolved.insert(dir.to_owned(), real.clone());
-        Ok(real)
+        self.physical
+            .dir(self.tree, dir)
+            .map_err(|c| apk_conflict(c, package))
     }
 
     /// The image files whose contents decide protected-path handling: regular files where
@@ -588,5 +556,16 @@ impl Engine<'_> {
             mtime: e.mtime,
             kind,
         }
+    }
+}
+
+fn apk_conflict(conflict: Conflict, package: &str) -> ApkError {
+    match conflict {
+        Conflict::Image(error) => ApkError::from(error),
+        Conflict::Path { dir, reason } => ApkError::Conflict {
+            package: package.to_owned(),
+            path: dir,
+            reason: reason.to_owned(),
+        },
     }
 }

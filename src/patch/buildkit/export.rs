@@ -166,7 +166,7 @@ pub fn patch_layer(
     let mut hasher = Sha256::new();
     std::io::copy(&mut (&mut file).take(len), &mut hasher)?;
     let actual = format!("sha256:{}", hex::encode(hasher.finalize()));
-    if &actual != expected {
+    if actual != *expected {
         return Err(ExportError::Layer(format!(
             "its bytes hash to {actual}, the config says {expected}"
         )));
@@ -297,21 +297,10 @@ fn link<R: Read>(entry: &tar::Entry<'_, R>, path: &str) -> Result<String, Export
         .ok_or_else(|| ExportError::Layer(format!("{path}: a link without a target")))
 }
 
-/// `./usr/bin/x/` -> `usr/bin/x`; `..` and absolute paths are refused.
+/// `./usr/bin/x/` -> `usr/bin/x`; `..` is refused.
 fn normalize(path: &str) -> Result<String, ExportError> {
-    let mut parts = Vec::new();
-    for part in path.split('/') {
-        match part {
-            "" | "." => {}
-            ".." => {
-                return Err(ExportError::Layer(format!(
-                    "{path:?}: a path that leaves the root"
-                )))
-            }
-            part => parts.push(part),
-        }
-    }
-    Ok(parts.join("/"))
+    crate::pkgs::archive::normal_components(path)
+        .map_err(|_| ExportError::Layer(format!("{path:?}: a path that leaves the root")))
 }
 
 fn left_out(path: &str) -> bool {

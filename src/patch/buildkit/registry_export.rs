@@ -172,7 +172,7 @@ async fn read_limited(response: reqwest::Response, limit: u64) -> Result<Vec<u8>
 }
 
 fn check_digest(bytes: &[u8], expected: &str, what: &str) -> Result<(), ExportError> {
-    let actual = format!("sha256:{}", hex::encode(Sha256::digest(bytes)));
+    let actual = Digest::sha256_of(bytes).to_string();
     if actual != expected {
         return Err(ExportError::Layer(format!(
             "{what}: its bytes hash to {actual}, {expected} was expected"

@@ -49,7 +49,7 @@ pub fn build(
         tree: image.tree(),
         db: &db,
         layer: LayerBuilder::default(),
-        resolved: HashMap::new(),
+        physical: crate::patch::physical::PhysicalPaths::default(),
         epoch,
         status: db.status.clone(),
         scripts: ScriptPlan::default(),
@@ -112,8 +112,8 @@ struct Builder<'a> {
     tree: &'a Filesystem,
     db: &'a Database,
     layer: LayerBuilder,
-    /// Package directory -> where it is in the image (through directory symlinks).
-    resolved: HashMap<String, String>,
+    /// Package directories and where they are in the image.
+    physical: crate::patch::physical::PhysicalPaths,
     epoch: u64,
     status: Option<StatusFile>,
     scripts: ScriptPlan,
