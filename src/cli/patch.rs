@@ -159,6 +159,7 @@ pub fn run(mut config: Config, args: PatchArgs) -> anyhow::Result<()> {
             config.storage.path.join("patch-tmp"),
         )
         .with_progress(Arc::new(|message: &str| progress(message)))
+        .with_unpack_cache(crate::patch::unpack_cache::UnpackCache::for_config(&config))
         .with_scan_command(&config.scan)
         .map_err(|e| anyhow::anyhow!(e))?
         .with_engine(

@@ -48,6 +48,8 @@ pub const PATCH_MODE: super::PatchMode = super::PatchMode::Wait;
 /// Below containerd's and admission webhooks' patience (webhooks time out at 10 s).
 pub const PATCH_WAIT_TIMEOUT: Duration = Duration::from_secs(8);
 pub const PATCH_WORKERS: usize = 2;
+/// Decompressed layers and unpacked roots kept for the next patch of the same layers.
+pub const PATCH_UNPACK_CACHE_SIZE: u64 = 4 * 1024 * 1024 * 1024;
 pub const PATCH_QUEUE: usize = 32;
 pub const PATCH_ENGINE: super::PatchEngine = super::PatchEngine::Auto;
 /// Debian's own slim image: the apt and dpkg that patch distroless dpkg images.

@@ -85,6 +85,9 @@ pub struct PatchConfig {
     pub admin_token: Option<super::Secret>,
     pub engine: super::PatchEngine,
     pub buildkit: super::BuildkitConfig,
+    /// Bytes of decompressed layers and unpacked roots kept between patches under
+    /// `<storage.path>/unpacked`; 0 keeps nothing.
+    pub unpack_cache_size: u64,
 }
 
 impl PatchConfig {
@@ -128,6 +131,8 @@ pub struct RawPatch {
     pub admin_token: Option<super::Secret>,
     pub engine: String,
     pub buildkit: super::buildkit::RawBuildkit,
+    #[serde(deserialize_with = "super::raw::text_or_number")]
+    pub unpack_cache_size: String,
 }
 
 impl Default for RawPatch {
@@ -142,6 +147,7 @@ impl Default for RawPatch {
             admin_token: None,
             engine: defaults::PATCH_ENGINE.as_str().into(),
             buildkit: super::buildkit::RawBuildkit::defaults(),
+            unpack_cache_size: super::raw::fmt_size(defaults::PATCH_UNPACK_CACHE_SIZE),
         }
     }
 }
@@ -218,9 +224,20 @@ impl RawPatch {
             problems
                 .push("`patch.engine = \"buildkit\"` needs `patch.buildkit.address`".to_owned());
         }
+        let unpack_cache_size = match self.unpack_cache_size.trim().parse::<bytesize::ByteSize>() {
+            Ok(size) => size.as_u64(),
+            Err(e) => {
+                problems.push(format!(
+                    "`patch.unpack_cache_size`: expected a size such as \"4GiB\" (or 0 to keep nothing), found {:?} ({e})",
+                    self.unpack_cache_size
+                ));
+                0
+            }
+        };
         PatchConfig {
             engine,
             buildkit,
+            unpack_cache_size,
             mode,
             wait_timeout: duration("patch.wait_timeout", &self.wait_timeout),
             workers: self.workers.max(1),
@@ -254,6 +271,7 @@ impl RawPatch {
             admin_token: c.admin_token.clone(),
             engine: c.engine.as_str().into(),
             buildkit: super::buildkit::RawBuildkit::from_checked(&c.buildkit),
+            unpack_cache_size: super::raw::fmt_size(c.unpack_cache_size),
         }
     }
 }

@@ -257,7 +257,7 @@ pub(super) fn fmt_duration(d: std::time::Duration) -> String {
     humantime::format_duration(d).to_string()
 }
 
-fn fmt_size(bytes: u64) -> String {
+pub(super) fn fmt_size(bytes: u64) -> String {
     const UNITS: [(&str, u64); 3] = [("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)];
     for (unit, factor) in UNITS {
         if bytes >= factor && bytes.is_multiple_of(factor) {

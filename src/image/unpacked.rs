@@ -15,6 +15,9 @@ use crate::image::{LayerDescriptor, LayerSource, Limits};
 pub struct UnpackedLayers<S> {
     inner: S,
     dir: PathBuf,
+    /// Where tars are kept across patches by blob digest, when set (see
+    /// `patch::unpack_cache`); `dir` holds the rest.
+    shared: Option<PathBuf>,
     max_bytes: u64,
     files: Mutex<HashMap<usize, PathBuf>>,
 }
@@ -25,9 +28,32 @@ impl<S: LayerSource> UnpackedLayers<S> {
         UnpackedLayers {
             inner,
             dir,
+            shared: None,
             max_bytes: limits.max_decompressed_bytes,
             files: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Keeps the tars in `shared` (which must exist), named by blob digest, and finds
+    /// them there on later runs. The blobs are verified content, so their tars are too.
+    pub fn shared_in(mut self, shared: PathBuf) -> UnpackedLayers<S> {
+        self.shared = Some(shared);
+        self
+    }
+
+    /// The shared file for `layer`, when its digest makes a safe file name.
+    fn shared_path(&self, layer: &LayerDescriptor) -> Option<PathBuf> {
+        let shared = self.shared.as_ref()?;
+        let (algorithm, hex) = layer.digest.split_once(':')?;
+        let safe = !algorithm.is_empty()
+            && algorithm
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+            && hex.len() >= 32
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase());
+        safe.then(|| shared.join(format!("{algorithm}-{hex}.tar")))
     }
 }
 
@@ -38,20 +64,43 @@ impl<S: LayerSource> LayerSource for UnpackedLayers<S> {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(&index)
-            .cloned();
+            .cloned()
+            .or_else(|| self.shared_path(layer));
         if let Some(path) = known {
-            return Ok(Box::new(BufReader::new(File::open(path)?)));
+            // A shared tar may have been evicted since: then it is made again.
+            match File::open(&path) {
+                Ok(file) => {
+                    if self.shared.is_some() {
+                        let _ = file.set_modified(std::time::SystemTime::now());
+                    }
+                    return Ok(Box::new(BufReader::new(file)));
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
         }
-        let path = self.dir.join(format!("layer-{index}.tar"));
-        let partial = self.dir.join(format!("layer-{index}.tar.part"));
-        {
+        let path = self
+            .shared_path(layer)
+            .unwrap_or_else(|| self.dir.join(format!("layer-{index}.tar")));
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let partial = path.with_file_name(format!(
+            ".tmp-{}-{}-{}",
+            path.file_name().and_then(|n| n.to_str()).unwrap_or("layer"),
+            std::process::id(),
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        let written = (|| {
             let blob = self.inner.open_layer(index, layer)?;
             let mut tar = decompressed(blob, self.max_bytes)?;
             let mut out = io::BufWriter::new(File::create(&partial)?);
             io::copy(&mut tar, &mut out)?;
             io::Write::flush(&mut out)?;
+            std::fs::rename(&partial, &path)
+        })();
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&partial);
+            return Err(e);
         }
-        std::fs::rename(&partial, &path)?;
         self.files
             .lock()
             .unwrap_or_else(|p| p.into_inner())

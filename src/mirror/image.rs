@@ -202,28 +202,37 @@ impl Mirror {
     ) -> Result<Option<Inventory>, ApiError> {
         let source = self.layer_source(route);
         let layers = image.layers.clone();
-        tokio::task::spawn_blocking(move || {
-            let wanted = pkgs::database_paths();
-            let wanted: Vec<&str> = wanted.iter().map(String::as_str).collect();
-            let files = crate::image::read_files(&source, &layers, &wanted, &Limits::default())
-                .map_err(|e| {
-                    ApiError::upstream(
-                        ErrorCode::Unknown,
-                        http::StatusCode::BAD_GATEWAY,
-                        e.to_string(),
-                    )
-                })?;
-            pkgs::detect(&MemoryFiles::from(files)).map_err(|e| {
-                ApiError::upstream(
-                    ErrorCode::Unknown,
-                    http::StatusCode::UNPROCESSABLE_ENTITY,
-                    e.to_string(),
-                )
-            })
-        })
-        .await
-        .map_err(|e| ApiError::internal(e.to_string()))?
+        tokio::task::spawn_blocking(move || read_inventory(&source, &layers))
+            .await
+            .map_err(|e| ApiError::internal(e.to_string()))?
     }
+}
+
+/// The packages installed in the image of `layers`, read through `source` (blocking).
+///
+/// # Errors
+/// 502 for unreadable layers, 422 for a package database that cannot be parsed.
+pub fn read_inventory(
+    source: &dyn crate::image::LayerSource,
+    layers: &[crate::image::LayerDescriptor],
+) -> Result<Option<Inventory>, ApiError> {
+    let wanted = pkgs::database_paths();
+    let wanted: Vec<&str> = wanted.iter().map(String::as_str).collect();
+    let files =
+        crate::image::read_files(source, layers, &wanted, &Limits::default()).map_err(|e| {
+            ApiError::upstream(
+                ErrorCode::Unknown,
+                http::StatusCode::BAD_GATEWAY,
+                e.to_string(),
+            )
+        })?;
+    pkgs::detect(&MemoryFiles::from(files)).map_err(|e| {
+        ApiError::upstream(
+            ErrorCode::Unknown,
+            http::StatusCode::UNPROCESSABLE_ENTITY,
+            e.to_string(),
+        )
+    })
 }
 
 impl Mirror {

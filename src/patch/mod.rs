@@ -19,6 +19,7 @@ pub mod native;
 pub mod physical;
 pub mod referrer;
 pub mod sandbox;
+pub mod unpack_cache;
 pub mod verify;
 pub mod vex;
 

@@ -147,6 +147,7 @@ impl Jobs {
             config.storage.path.join("patch-tmp"),
         )
         .with_reports(reports.clone())
+        .with_unpack_cache(crate::patch::unpack_cache::UnpackCache::for_config(config))
         .with_scan_command(&config.scan)?
         .with_engine(
             config.patch.engine,

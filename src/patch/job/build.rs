@@ -6,6 +6,7 @@ use std::sync::Arc;
 use crate::image::{LayerDescriptor, UnpackedLayers};
 use crate::mirror::image::PlatformImage;
 use crate::patch::native::{self, LayerImage, NativePatch, Runnable};
+use crate::patch::unpack_cache::UnpackCache;
 use crate::patch::verify::{self, Verified};
 use crate::patch::PatchError;
 use crate::pkgs::dpkg::debfile::{DebLimits, DebPackage};
@@ -61,6 +62,7 @@ impl Patcher {
         let debs_for_build = debs.clone();
         let architecture = image.platform.architecture.clone();
         let layers = base_layers.to_vec();
+        let cache = self.unpack_cache.clone();
         let native = tokio::task::spawn_blocking(move || {
             build_layer(
                 &*build_source,
@@ -70,6 +72,7 @@ impl Patcher {
                 &debs_for_build,
                 &architecture,
                 &work_dir,
+                cache.as_deref(),
             )
         })
         .await
@@ -81,6 +84,29 @@ impl Patcher {
         Ok((native, verified, debs))
     }
 
+    /// The packages installed in `image`; with an unpack cache, read from (and leaving)
+    /// the decompressed layers that building the layer reads next.
+    pub(super) async fn inventory(
+        &self,
+        route: &Route,
+        image: &PlatformImage,
+        work: &Path,
+    ) -> Result<Option<Inventory>, PatchError> {
+        if self.unpack_cache.is_none() {
+            return self
+                .mirror
+                .inventory(route, image)
+                .await
+                .map_err(PatchError::from_api);
+        }
+        let source = self.unpacked_layers(route, work)?;
+        let layers = image.layers.clone();
+        tokio::task::spawn_blocking(move || crate::mirror::image::read_inventory(&*source, &layers))
+            .await
+            .map_err(|e| PatchError::Internal(e.to_string()))?
+            .map_err(PatchError::from_api)
+    }
+
     /// The image's layers, decompressed once under `work/layers` and read several times
     /// (tree, database, the scripts' root, the check).
     pub(super) fn unpacked_layers(
@@ -90,11 +116,15 @@ impl Patcher {
     ) -> Result<Arc<Unpacked>, PatchError> {
         let dir = work.join("layers");
         std::fs::create_dir_all(&dir).map_err(|e| PatchError::io(&dir, e))?;
-        Ok(Arc::new(UnpackedLayers::new(
+        let layers = UnpackedLayers::new(
             self.mirror.layer_source(route),
             dir,
             &crate::image::Limits::default(),
-        )))
+        );
+        Ok(Arc::new(match &self.unpack_cache {
+            Some(cache) => layers.shared_in(cache.layers_dir()),
+            None => layers,
+        }))
     }
 
     /// Reads the patched image's package database back (the base layers plus `layer`) and
@@ -122,6 +152,7 @@ impl Patcher {
 pub(super) type Unpacked = UnpackedLayers<crate::mirror::image::MirrorLayers>;
 
 /// The blocking half: open the packages, build the layer.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn build_layer(
     source: &dyn crate::image::LayerSource,
     layers: &[LayerDescriptor],
@@ -130,17 +161,9 @@ pub(super) fn build_layer(
     debs: &[FetchedDeb],
     architecture: &str,
     work: &Path,
+    cache: Option<&UnpackCache>,
 ) -> Result<NativePatch, PatchError> {
-    let limits = DebLimits::default();
-    let mut opened = Vec::new();
-    for deb in debs {
-        let package =
-            DebPackage::open(&deb.path, work, &limits).map_err(|e| PatchError::Package {
-                package: deb.name.clone(),
-                reason: e.to_string(),
-            })?;
-        opened.push((deb, package));
-    }
+    let opened = open_packages(debs, work, cache)?;
     let mut packages = Vec::new();
     for update in &plan.updates {
         let Some((_, deb)) = opened.iter().find(|(d, _)| d.name == update.name) else {
@@ -166,7 +189,56 @@ pub(super) fn build_layer(
     let runnable = Runnable {
         architecture: architecture.to_owned(),
     };
-    Ok(native::patch(&image, &packages, &runnable, work)?)
+    Ok(native::patch(&image, &packages, &runnable, work, cache)?)
+}
+
+/// Opens (and so decompresses) the packages on a few threads; with an unpack cache, each
+/// data archive is kept there by the package's verified hash for the next patch.
+fn open_packages<'a>(
+    debs: &'a [FetchedDeb],
+    work: &Path,
+    cache: Option<&UnpackCache>,
+) -> Result<Vec<(&'a FetchedDeb, DebPackage)>, PatchError> {
+    let limits = DebLimits::default();
+    let open = |deb: &FetchedDeb| {
+        let keep = cache.and_then(|c| c.package_data_path(&deb.sha256));
+        DebPackage::open_keeping_data(&deb.path, work, &limits, keep.as_deref()).map_err(|e| {
+            PatchError::Package {
+                package: deb.name.clone(),
+                reason: e.to_string(),
+            }
+        })
+    };
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, 4);
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results: std::sync::Mutex<Vec<Option<Result<DebPackage, PatchError>>>> =
+        std::sync::Mutex::new(debs.iter().map(|_| None).collect());
+    std::thread::scope(|scope| {
+        for _ in 0..workers.min(debs.len()) {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(deb) = debs.get(i) else { break };
+                let result = open(deb);
+                if let Ok(mut results) = results.lock() {
+                    results[i] = Some(result);
+                }
+            });
+        }
+    });
+    let results = results.into_inner().unwrap_or_default();
+    let mut opened = Vec::with_capacity(debs.len());
+    for (deb, result) in debs.iter().zip(results) {
+        let package = result.unwrap_or_else(|| {
+            Err(PatchError::Internal(format!(
+                "opening {} did not finish",
+                deb.name
+            )))
+        })?;
+        opened.push((deb, package));
+    }
+    Ok(opened)
 }
 
 /// The history entry: every update, in plan order.

@@ -20,6 +20,7 @@ use crate::patch::assemble::{self, AssembledImage, ImageInput, PatchLayer, Repla
 use crate::patch::buildkit::{BuildkitEngine, BuildkitPatch, ImageSource};
 use crate::patch::layer::BuiltLayer;
 use crate::patch::native::{NativeError, NativePatch};
+use crate::patch::unpack_cache::UnpackCache;
 use crate::patch::verify::Verified;
 use crate::patch::PatchError;
 use crate::pkgs::Ecosystem;
@@ -73,6 +74,8 @@ pub struct Patcher {
     plans: Option<ScanCache>,
     engine: PatchEngine,
     buildkit: Option<BuildkitSetup>,
+    /// Unpacked layers and roots kept between patches; see [`Patcher::with_unpack_cache`].
+    unpack_cache: Option<Arc<UnpackCache>>,
 }
 
 /// A BuildKit and how it reaches images.
@@ -153,6 +156,7 @@ impl Patcher {
             plans: None,
             engine: PatchEngine::Native,
             buildkit: None,
+            unpack_cache: None,
         }
     }
 
@@ -216,6 +220,12 @@ impl Patcher {
     /// or the tag's top manifest's) when one is there, before the built-in scanner.
     pub fn with_reports(mut self, dir: PathBuf) -> Patcher {
         self.reports = Some(dir);
+        self
+    }
+
+    /// Keeps decompressed layers and unpacked roots in `cache` between patches.
+    pub fn with_unpack_cache(mut self, cache: Option<Arc<UnpackCache>>) -> Patcher {
+        self.unpack_cache = cache;
         self
     }
 
@@ -394,12 +404,7 @@ impl Patcher {
             layers: base_layers.clone(),
             ..image.clone()
         };
-        let Some(inventory) = self
-            .mirror
-            .inventory(route, &base)
-            .await
-            .map_err(PatchError::from_api)?
-        else {
+        let Some(inventory) = self.inventory(route, &base, work).await? else {
             return Ok(unchanged(
                 image,
                 None,

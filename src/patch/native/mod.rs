@@ -14,6 +14,7 @@ use crate::image::{Filesystem, ImageError, LayerDescriptor, LayerSource, Limits}
 use crate::patch::dpkg::{self, DpkgChanges, DpkgError, ImageFiles, NewPackage, PackageOutcome};
 use crate::patch::layer::{BuiltLayer, EntryKind, LayerError};
 use crate::patch::sandbox::{self, SandboxError};
+use crate::patch::unpack_cache::{CachedRoot, UnpackCache};
 use crate::pkgs::dpkg::debfile::DebError;
 
 pub use scripts::ScriptsReport;
@@ -125,6 +126,7 @@ pub fn patch(
     packages: &[NewPackage<'_>],
     runnable: &Runnable,
     scratch: &Path,
+    cache: Option<&UnpackCache>,
 ) -> Result<NativePatch, NativeError> {
     let started = std::time::Instant::now();
     let mut changes = dpkg::build(image, packages)?;
@@ -143,6 +145,11 @@ pub fn patch(
         match can_run_scripts(image, runnable) {
             Ok(()) => {
                 let dpkg_version = installed_dpkg_version(image);
+                let cached = cached_root(image, cache);
+                let root = match &cached {
+                    Some(cached) => scripts::ScriptRoot::Overlay(cached.0.as_path()),
+                    None => scripts::ScriptRoot::Scratch,
+                };
                 report = Some(scripts::run(
                     &changes.scripts,
                     image.source,
@@ -151,7 +158,9 @@ pub fn patch(
                     changes.epoch,
                     scratch,
                     &dpkg_version,
+                    root,
                 )?);
+                drop(cached);
             }
             Err(why) => not_run = reproduce_natively(&changes, &image.tree, &why)?,
         }
@@ -171,6 +180,26 @@ pub fn patch(
         scripts: report,
         not_run,
     })
+}
+
+/// The image's unpacked tree from `cache`, when the host can run scripts over it through
+/// an overlay; `None` (the scripts then get a tree of their own) otherwise.
+fn cached_root(
+    image: &LayerImage<'_>,
+    cache: Option<&UnpackCache>,
+) -> Option<(PathBuf, CachedRoot)> {
+    let cache = cache?;
+    if let Err(why) = sandbox::overlay_available(&cache.roots_dir()) {
+        tracing::info!(reason = %why, "scripts run over a copy of the image (no overlay)");
+        return None;
+    }
+    match cache.root(image.source, image.layers) {
+        Ok(root) => Some((root.tree(), root)),
+        Err(e) => {
+            tracing::warn!(error = %e, "the unpack cache failed; the scripts get a copy of the image");
+            None
+        }
+    }
 }
 
 /// Why the scripts cannot run here, if they cannot.

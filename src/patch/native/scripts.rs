@@ -16,7 +16,7 @@ use std::time::Duration;
 use crate::image::{LayerDescriptor, LayerSource, Limits};
 use crate::patch::dpkg::scripts::{ScriptPlan, ScriptRun};
 use crate::patch::layer::{EntryKind, FileData, LayerBuilder, LayerEntry};
-use crate::patch::sandbox::{self, Change, SandboxCommand};
+use crate::patch::sandbox::{self, Change, OverlayRoot, SandboxCommand};
 
 use super::NativeError;
 
@@ -50,7 +50,18 @@ pub struct ScriptsReport {
     pub changed: Vec<String>,
 }
 
-/// Runs `plan` over the image and folds the scripts' changes into `layer`.
+/// Where the scripts run.
+pub enum ScriptRoot<'a> {
+    /// The image is written out under the scratch directory first.
+    Scratch,
+    /// An unpacked tree of the image that stays untouched: the scripts see it through an
+    /// overlay whose upper directory (under the scratch directory) takes every change.
+    Overlay(&'a Path),
+}
+
+/// Runs `plan` over the image and folds the scripts' changes into `layer`. Both roots give
+/// the same changes, so the same layer.
+#[allow(clippy::too_many_arguments)]
 pub fn run(
     plan: &ScriptPlan,
     source: &dyn LayerSource,
@@ -59,30 +70,48 @@ pub fn run(
     epoch: u64,
     scratch: &Path,
     dpkg_version: &str,
+    root: ScriptRoot<'_>,
 ) -> Result<ScriptsReport, NativeError> {
-    let root = scratch.join("root");
-    fs::create_dir_all(&root).map_err(|e| io_error(&root, e))?;
-    sandbox::materialize(source, layers, &root, &Limits::default())?;
-    tracing::info!("image written to the scratch root");
-    let before = sandbox::snapshot(&root, EXCLUDED)?;
-    tracing::info!("snapshot taken");
     let mut report = ScriptsReport {
         ran: Vec::new(),
         changed: Vec::new(),
     };
     let pre: Vec<&ScriptRun> = plan.pre.iter().collect();
-    run_phase(&root, &pre, dpkg_version, &mut report)?;
-    apply(layer, &root)?;
     let post: Vec<&ScriptRun> = plan.post.iter().chain(&plan.triggers).collect();
-    run_phase(&root, &post, dpkg_version, &mut report)?;
-    let after = sandbox::snapshot(&root, EXCLUDED)?;
-    for change in sandbox::diff(&before, &after) {
+    let (target, changes) = match root {
+        ScriptRoot::Overlay(lower) => {
+            let overlay = OverlayRoot::create(lower, &scratch.join("upper"))?;
+            let target = Target::Overlay(&overlay);
+            run_phase(&target, &pre, dpkg_version, &mut report)?;
+            apply_overlay(layer, &overlay)?;
+            run_phase(&target, &post, dpkg_version, &mut report)?;
+            let changes = overlay.changes(EXCLUDED)?;
+            tracing::info!(changed = changes.len(), "scripts ran over the cached root");
+            (overlay.upper().to_path_buf(), changes)
+        }
+        ScriptRoot::Scratch => {
+            let root = scratch.join("root");
+            fs::create_dir_all(&root).map_err(|e| io_error(&root, e))?;
+            sandbox::materialize(source, layers, &root, &Limits::default())?;
+            sandbox::separate_hard_links(&root)?;
+            tracing::info!("image written to the scratch root");
+            let before = sandbox::snapshot(&root, EXCLUDED)?;
+            let target = Target::Plain(&root);
+            run_phase(&target, &pre, dpkg_version, &mut report)?;
+            apply(layer, &root)?;
+            run_phase(&target, &post, dpkg_version, &mut report)?;
+            let after = sandbox::snapshot(&root, EXCLUDED)?;
+            (root, sandbox::diff(&before, &after))
+        }
+    };
+    for change in changes {
         match change {
             Change::Added(path) | Change::Modified(path) => {
-                if holds_exactly(layer, &root, &path)? {
+                if holds_exactly(layer, &target, &path)? {
                     continue;
                 }
-                let entry = entry_from_disk(&root, &path, epoch, after.get(&path))?;
+                let record = sandbox::record_at(&target, &path)?;
+                let entry = entry_from_disk(&target, &path, epoch, &record)?;
                 layer.insert(entry);
                 report.changed.push(path);
             }
@@ -99,8 +128,14 @@ pub fn run(
             }
         }
     }
-    // Keep the root: file entries taken from disk point into it until the layer is written.
+    // Keep the tree: file entries taken from disk point into it until the layer is written.
     Ok(report)
+}
+
+/// The tree a phase runs in.
+enum Target<'a> {
+    Plain(&'a Path),
+    Overlay(&'a OverlayRoot),
 }
 
 fn io_error(path: &Path, error: io::Error) -> NativeError {
@@ -122,7 +157,7 @@ const FAILED_MARK: &str = "patchpull-step-failed ";
 /// Runs `steps` in one sandbox session, in order, stopping at the first failure, as dpkg
 /// would. One session per phase: setting a sandbox up costs more than most scripts.
 fn run_phase(
-    root: &Path,
+    target: &Target<'_>,
     steps: &[&ScriptRun],
     dpkg_version: &str,
     report: &mut ScriptsReport,
@@ -130,8 +165,18 @@ fn run_phase(
     if steps.is_empty() {
         return Ok(());
     }
-    let staging = root.join(STAGING);
-    fs::create_dir_all(&staging).map_err(|e| io_error(&staging, e))?;
+    let (root, lower, staging) = match target {
+        Target::Plain(root) => {
+            let staging = root.join(STAGING);
+            fs::create_dir_all(&staging).map_err(|e| io_error(&staging, e))?;
+            (*root, None, staging)
+        }
+        Target::Overlay(overlay) => (
+            overlay.upper(),
+            Some(overlay.lower()),
+            overlay.ensure_dir(STAGING)?,
+        ),
+    };
     let mut driver = String::from("#!/bin/sh\n");
     for (n, step) in steps.iter().enumerate() {
         let script = staging.join(format!("{n}.{}", step.script));
@@ -177,13 +222,20 @@ fn run_phase(
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
     .collect();
     let timeout = SCRIPT_TIMEOUT * u32::try_from(steps.len()).unwrap_or(u32::MAX);
+    let started = std::time::Instant::now();
     let output = sandbox::run(&SandboxCommand {
+        lower,
         root,
         argv: &argv,
         env: &env,
         stdin: None,
         timeout,
     })?;
+    tracing::debug!(
+        steps = steps.len(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "maintainer scripts ran"
+    );
     let _ = fs::remove_dir_all(&staging);
     let stderr = String::from_utf8_lossy(&output.stderr);
     let describe =
@@ -287,24 +339,7 @@ fn apply(layer: &LayerBuilder, root: &Path) -> Result<(), NativeError> {
             }
             EntryKind::File(data) => {
                 remove_any(&target).map_err(io)?;
-                let mut out = fs::File::create(&target).map_err(io)?;
-                match data {
-                    FileData::Bytes(bytes) => io::Write::write_all(&mut out, bytes).map_err(io)?,
-                    FileData::Slice { file, offset, len } => {
-                        let mut reader = SliceReader {
-                            file: file.clone(),
-                            offset: *offset,
-                            left: *len,
-                        };
-                        io::copy(&mut reader, &mut out).map_err(io)?;
-                    }
-                    FileData::Path(path) => {
-                        let mut input = fs::File::open(path).map_err(io)?;
-                        io::copy(&mut input, &mut out).map_err(io)?;
-                    }
-                }
-                fs::set_permissions(&target, fs::Permissions::from_mode(entry.mode & 0o7777))
-                    .map_err(io)?;
+                write_file(&target, data, entry.mode).map_err(io)?;
             }
             EntryKind::Symlink(link) => {
                 remove_any(&target).map_err(io)?;
@@ -326,6 +361,67 @@ fn apply(layer: &LayerBuilder, root: &Path) -> Result<(), NativeError> {
         }
     }
     Ok(())
+}
+
+/// Writes the layer's entries into the overlay's upper directory, in overlayfs's format,
+/// so that the merged view is what an extractor would have left on the image.
+fn apply_overlay(layer: &LayerBuilder, overlay: &OverlayRoot) -> Result<(), NativeError> {
+    for entry in layer.iter() {
+        let path = entry.path.as_str();
+        let host = overlay.upper().join(path);
+        let io = |e: io::Error| io_error(&host, e);
+        match &entry.kind {
+            EntryKind::Dir => {
+                let at = match overlay.merged_metadata(path)? {
+                    Some(meta) if !meta.is_dir() => {
+                        let at = overlay.prepare_entry(path)?;
+                        fs::create_dir(&at).map_err(io)?;
+                        at
+                    }
+                    _ => overlay.ensure_dir(path)?,
+                };
+                fs::set_permissions(&at, fs::Permissions::from_mode(entry.mode & 0o7777))
+                    .map_err(io)?;
+            }
+            EntryKind::File(data) => {
+                let at = overlay.prepare_entry(path)?;
+                write_file(&at, data, entry.mode).map_err(io)?;
+            }
+            EntryKind::Symlink(link) => {
+                let at = overlay.prepare_entry(path)?;
+                symlink(link, &at).map_err(io)?;
+            }
+            EntryKind::Hardlink(link) => {
+                let source = overlay.copy_up(link)?;
+                let at = overlay.prepare_entry(path)?;
+                fs::hard_link(&source, &at).map_err(io)?;
+            }
+            EntryKind::Whiteout => overlay.remove(path)?,
+            EntryKind::OpaqueDir => overlay.clear_dir(path)?,
+        }
+    }
+    Ok(())
+}
+
+/// Creates `target` with the entry's contents and permission bits.
+fn write_file(target: &Path, data: &FileData, mode: u32) -> io::Result<()> {
+    let mut out = fs::File::create(target)?;
+    match data {
+        FileData::Bytes(bytes) => io::Write::write_all(&mut out, bytes)?,
+        FileData::Slice { file, offset, len } => {
+            let mut reader = SliceReader {
+                file: file.clone(),
+                offset: *offset,
+                left: *len,
+            };
+            io::copy(&mut reader, &mut out)?;
+        }
+        FileData::Path(path) => {
+            let mut input = fs::File::open(path)?;
+            io::copy(&mut input, &mut out)?;
+        }
+    }
+    fs::set_permissions(target, fs::Permissions::from_mode(mode & 0o7777))
 }
 
 struct SliceReader {
@@ -393,7 +489,7 @@ fn entry_from_disk(
     root: &Path,
     path: &str,
     epoch: u64,
-    record: Option<&sandbox::FileRecord>,
+    record: &sandbox::FileRecord,
 ) -> Result<LayerEntry, NativeError> {
     use std::os::unix::fs::MetadataExt;
     let on_disk = root.join(path);
@@ -406,7 +502,7 @@ fn entry_from_disk(
     } else {
         EntryKind::File(FileData::Path(on_disk.clone()))
     };
-    let (uid, gid) = record.map_or((0, 0), |r| (u64::from(r.uid), u64::from(r.gid)));
+    let (uid, gid) = (u64::from(record.uid), u64::from(record.gid));
     Ok(LayerEntry {
         path: path.to_owned(),
         mode: meta.mode() & 0o7777,

@@ -108,6 +108,47 @@ pub fn materialize(
     Ok(writer.done)
 }
 
+/// Gives every name of a hard-linked regular file under `root` an inode of its own (same
+/// bytes, owner and mode). Scripts then see what they see through an overlay, where a
+/// write copies up only the name written to (as under a container runtime's overlay
+/// snapshotter): changing one name of an image's hard-linked file changes that name only,
+/// whichever way the root was made.
+///
+/// Errors: I/O errors.
+pub fn separate_hard_links(root: &Path) -> Result<u64, SandboxError> {
+    use std::os::unix::fs::MetadataExt;
+    let mut separated = 0;
+    let mut pending = vec![root.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        let listing = fs::read_dir(&dir).map_err(|e| SandboxError::io("read", &dir, e))?;
+        for child in listing {
+            let child = child.map_err(|e| SandboxError::io("read", &dir, e))?;
+            let path = child.path();
+            let meta = child
+                .metadata()
+                .map_err(|e| SandboxError::io("stat", &path, e))?;
+            if meta.is_dir() {
+                pending.push(path);
+                continue;
+            }
+            if !meta.is_file() || meta.nlink() < 2 {
+                continue;
+            }
+            let mut name = path.file_name().unwrap_or_default().to_os_string();
+            name.push(".patchpull-separate");
+            let copy = path.with_file_name(name);
+            fs::copy(&path, &copy).map_err(|e| SandboxError::io("copy", &path, e))?;
+            lchown(&copy, Some(meta.uid()), Some(meta.gid()))
+                .map_err(|e| SandboxError::io("chown", &copy, e))?;
+            fs::set_permissions(&copy, fs::Permissions::from_mode(meta.mode() & 0o7777))
+                .map_err(|e| SandboxError::io("chmod", &copy, e))?;
+            fs::rename(&copy, &path).map_err(|e| SandboxError::io("rename", &copy, e))?;
+            separated += 1;
+        }
+    }
+    Ok(separated)
+}
+
 /// Whether [`LayerEntry`] tells owners and mtimes. It does not yet: files then belong to
 /// image root and carry the extraction time.
 const HEADER_OWNERS: bool = true;

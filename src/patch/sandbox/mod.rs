@@ -15,6 +15,9 @@
 //! those. [`Snapshot`] reports ids as the sandbox (and the image) sees them.
 
 mod materialize;
+mod overlay;
+#[cfg(test)]
+mod overlay_tests;
 mod process;
 mod run;
 mod snapshot;
@@ -26,9 +29,10 @@ use std::path::PathBuf;
 
 use crate::image::ImageError;
 
-pub use materialize::{materialize, Materialized};
+pub use materialize::{materialize, separate_hard_links, Materialized};
+pub use overlay::{overlay_available, OverlayRoot};
 pub use run::{available, run, SandboxCommand, SandboxOutput, OUTPUT_LIMIT};
-pub use snapshot::{diff, snapshot, Change, FileKind, FileRecord, Snapshot};
+pub use snapshot::{diff, record_at, snapshot, Change, FileKind, FileRecord, Snapshot};
 
 /// Host id that image id 0 becomes when a root caller materializes a tree.
 pub const ROOT_ID_BASE: u32 = 0x7000_0000;
@@ -85,6 +89,12 @@ impl SandboxError {
             source,
         }
     }
+}
+
+/// Whether trees this process materializes carry the image's owners (shifted by
+/// [`ROOT_ID_BASE`]): only a root caller can write them.
+pub fn owners_kept() -> Result<bool, SandboxError> {
+    Ok(effective_uid()? == 0)
 }
 
 /// The process's effective uid, without libc: `/proc/self` belongs to it.

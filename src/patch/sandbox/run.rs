@@ -18,13 +18,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use super::overlay::{self, OverlayRoot, OverlayWork};
 use super::process::supervise;
 use super::{effective_uid, SandboxError, ROOT_ID_BASE};
 
 /// A command to run in the sandbox over `root` (a tree from [`super::materialize`]).
 #[derive(Debug, Clone)]
 pub struct SandboxCommand<'a> {
+    /// The root; with `lower`, the upper directory of an [`super::OverlayRoot`].
     pub root: &'a Path,
+    /// Mount `root` as the upper directory of an overlay over this tree.
+    pub lower: Option<&'a Path>,
     /// The program (looked up in the image, with the given `PATH` when it has no `/`) and
     /// its arguments.
     pub argv: &'a [String],
@@ -56,11 +60,12 @@ pub(super) const HOST_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/us
 const SETUP_FAILED: &str = "patchpull-sandbox: setup failed";
 
 /// Runs as the sandbox's root, in its namespaces: `$1` the tmpfs mount point, `$2` the
-/// image root, `$3` the host `env`; the rest is `env`'s arguments.
+/// image root (an overlay's upper directory when `$3` names its lower tree, `$4` its work
+/// directory), `$5` the host `env`; the rest is `env`'s arguments.
 const SETUP: &str = r#"
 fail() { echo "patchpull-sandbox: setup failed: $1" >&2; exit 125; }
-t=$1 r=$2 envbin=$3
-shift 3
+t=$1 r=$2 l=$3 w=$4 envbin=$5
+shift 5
 mount -t tmpfs -o mode=0755 sandbox "$t" || fail "tmpfs"
 for d in usr bin sbin lib lib32 lib64 libx32; do
     if [ -L "/$d" ]; then
@@ -71,7 +76,11 @@ for d in usr bin sbin lib lib32 lib64 libx32; do
     fi
 done
 mkdir "$t/root" "$t/old" "$t/proc" || fail "mkdir"
-mount --rbind "$r" "$t/root" || fail "bind the root"
+if [ -n "$l" ]; then
+    mount -t overlay overlay -o "userxattr,lowerdir=$l,upperdir=$r,workdir=$w" "$t/root" || fail "overlay root"
+else
+    mount --rbind "$r" "$t/root" || fail "bind the root"
+fi
 mount -t proc proc "$t/root/proc" || fail "proc"
 for d in null zero random urandom; do
     mount --bind "/dev/$d" "$t/root/dev/$d" || fail "/dev/$d"
@@ -153,7 +162,7 @@ const NAMESPACES: [&str; 9] = [
     "--uts",
 ];
 
-fn drop_to(uid: u32, gid: u32) -> [String; 4] {
+pub(super) fn drop_to(uid: u32, gid: u32) -> [String; 4] {
     [
         format!("--reuid={uid}"),
         format!("--regid={gid}"),
@@ -162,7 +171,7 @@ fn drop_to(uid: u32, gid: u32) -> [String; 4] {
     ]
 }
 
-fn find_tool(name: &str) -> Result<PathBuf, String> {
+pub(super) fn find_tool(name: &str) -> Result<PathBuf, String> {
     HOST_PATH
         .split(':')
         .map(|dir| Path::new(dir).join(name))
@@ -184,6 +193,16 @@ pub fn run(cmd: &SandboxCommand<'_>) -> Result<SandboxOutput, SandboxError> {
     available().map_err(SandboxError::Unavailable)?;
     validate(cmd)?;
     let root = fs::canonicalize(cmd.root).map_err(|e| SandboxError::io("resolve", cmd.root, e))?;
+    let lower = match cmd.lower {
+        Some(lower) => {
+            let lower =
+                fs::canonicalize(lower).map_err(|e| SandboxError::io("resolve", lower, e))?;
+            overlay::mount_safe(&lower)?;
+            overlay::mount_safe(&root)?;
+            Some(lower)
+        }
+        None => None,
+    };
     let meta = fs::metadata(&root).map_err(|e| SandboxError::io("stat", &root, e))?;
     let unsafe_root = |reason: String| SandboxError::UnsafeRoot {
         root: root.clone(),
@@ -197,9 +216,17 @@ pub fn run(cmd: &SandboxCommand<'_>) -> Result<SandboxOutput, SandboxError> {
             ));
         }
         searchable(&root, meta.uid(), meta.gid()).map_err(unsafe_root)?;
+        if let Some(lower) = &lower {
+            searchable(lower, meta.uid(), meta.gid()).map_err(unsafe_root)?;
+        }
         adopt(&root, meta.uid(), meta.gid())?;
     }
-    let placeholders = Placeholders::make(&root)?;
+    let overlay = lower.as_ref().map(|lower| OverlayRoot::open(lower, &root));
+    let overlay_work = match &overlay {
+        Some(_) => Some(OverlayWork::make(&root)?),
+        None => None,
+    };
+    let placeholders = Placeholders::make(&root, overlay.as_ref())?;
     let work = WorkDir::make()?;
     let tool = |name: &str| find_tool(name).map_err(SandboxError::Unavailable);
 
@@ -220,6 +247,8 @@ pub fn run(cmd: &SandboxCommand<'_>) -> Result<SandboxOutput, SandboxError> {
         .args(["--", "sh", "-c", SETUP, "sh"])
         .arg(&work.0)
         .arg(&root)
+        .arg(lower.as_deref().unwrap_or(Path::new("")))
+        .arg(overlay_work.as_ref().map_or(Path::new(""), |w| w.path()))
         .arg(tool("env")?)
         .args(cmd.env.iter().map(|(k, v)| format!("{k}={v}")))
         .arg(tool("chroot")?)
@@ -230,6 +259,7 @@ pub fn run(cmd: &SandboxCommand<'_>) -> Result<SandboxOutput, SandboxError> {
         .map_err(|e| SandboxError::io("run unshare for", &root, e))?;
     drop(placeholders);
     drop(work);
+    drop(overlay_work);
     let stderr = String::from_utf8_lossy(&output.stderr);
     let setup_failed = (output.status == Some(125) && stderr.contains(SETUP_FAILED))
         || (output.status == Some(1)
@@ -319,15 +349,21 @@ fn adopt(root: &Path, uid: u32, gid: u32) -> Result<(), SandboxError> {
 
 /// Mount points and `/dev` entries that [`run`] made in the root, removed again when
 /// dropped so that they never show in a diff.
-struct Placeholders {
+struct Placeholders<'a> {
     root: PathBuf,
+    /// Set when `root` is an overlay's upper directory: what exists is the merged view's.
+    overlay: Option<&'a OverlayRoot>,
     made: Vec<PathBuf>,
 }
 
-impl Placeholders {
-    fn make(root: &Path) -> Result<Placeholders, SandboxError> {
+impl<'a> Placeholders<'a> {
+    fn make(
+        root: &Path,
+        overlay: Option<&'a OverlayRoot>,
+    ) -> Result<Placeholders<'a>, SandboxError> {
         let mut made = Placeholders {
             root: root.to_path_buf(),
+            overlay,
             made: Vec::new(),
         };
         made.dir("proc", 0o555)?;
@@ -351,7 +387,13 @@ impl Placeholders {
     /// would follow it out of the root).
     fn absent(&self, name: &str, want_dir: bool) -> Result<bool, SandboxError> {
         let path = self.root.join(name);
-        match fs::symlink_metadata(&path) {
+        let found = match self.overlay {
+            Some(overlay) => overlay
+                .merged_metadata(name)?
+                .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound)),
+            None => fs::symlink_metadata(&path),
+        };
+        match found {
             Ok(m) if m.file_type().is_symlink() || m.is_dir() != want_dir => {
                 Err(SandboxError::UnsafeRoot {
                     root: self.root.clone(),
@@ -369,6 +411,7 @@ impl Placeholders {
 
     fn dir(&mut self, name: &str, mode: u32) -> Result<(), SandboxError> {
         if self.absent(name, true)? {
+            self.parent_in_upper(name)?;
             let path = self.root.join(name);
             fs::DirBuilder::new()
                 .mode(mode)
@@ -382,6 +425,7 @@ impl Placeholders {
 
     fn file(&mut self, name: &str) -> Result<(), SandboxError> {
         if self.absent(name, false)? {
+            self.parent_in_upper(name)?;
             let path = self.root.join(name);
             File::create_new(&path).map_err(|e| SandboxError::io("create", &path, e))?;
             self.made.push(path);
@@ -389,9 +433,22 @@ impl Placeholders {
         Ok(())
     }
 
+    /// An overlay's upper directory gets the directories above a placeholder.
+    fn parent_in_upper(&self, name: &str) -> Result<(), SandboxError> {
+        match (self.overlay, name.rsplit_once('/')) {
+            (Some(overlay), Some((parent, _))) => overlay.ensure_dir(parent).map(drop),
+            _ => Ok(()),
+        }
+    }
+
     fn link(&mut self, name: &str, target: &str) -> Result<(), SandboxError> {
         let path = self.root.join(name);
-        if fs::symlink_metadata(&path).is_err() {
+        let exists = match self.overlay {
+            Some(overlay) => overlay.merged_metadata(name)?.is_some(),
+            None => fs::symlink_metadata(&path).is_ok(),
+        };
+        if !exists {
+            self.parent_in_upper(name)?;
             symlink(target, &path).map_err(|e| SandboxError::io("symlink", &path, e))?;
             self.made.push(path);
         }
@@ -399,7 +456,7 @@ impl Placeholders {
     }
 }
 
-impl Drop for Placeholders {
+impl Drop for Placeholders<'_> {
     fn drop(&mut self) {
         for path in self.made.iter().rev() {
             let _ = match fs::symlink_metadata(path) {

@@ -46,7 +46,7 @@ pub struct FileRecord {
 
 impl FileRecord {
     /// Whether `other` differs in anything but times and inode.
-    fn same_content(&self, other: &FileRecord) -> bool {
+    pub(super) fn same_content(&self, other: &FileRecord) -> bool {
         self.kind == other.kind
             && self.mode == other.mode
             && self.uid == other.uid
@@ -153,7 +153,21 @@ pub fn snapshot(root: &Path, exclude: &[&str]) -> Result<Snapshot, SandboxError>
     Ok(Snapshot { records })
 }
 
-fn excluded(exclude: &[&str], path: &str) -> bool {
+/// The record of one path under `root`, ids as [`snapshot`] reports them.
+///
+/// Errors: I/O errors.
+pub fn record_at(root: &Path, rel: &str) -> Result<FileRecord, SandboxError> {
+    let top = fs::symlink_metadata(root).map_err(|e| SandboxError::io("stat", root, e))?;
+    let ids = Ids {
+        uid_base: top.uid(),
+        gid_base: top.gid(),
+    };
+    let host = root.join(rel);
+    let meta = fs::symlink_metadata(&host).map_err(|e| SandboxError::io("stat", &host, e))?;
+    record(&host, &meta, &ids)
+}
+
+pub(super) fn excluded(exclude: &[&str], path: &str) -> bool {
     exclude.iter().any(|e| {
         !e.is_empty()
             && path.starts_with(e)
@@ -161,9 +175,9 @@ fn excluded(exclude: &[&str], path: &str) -> bool {
     })
 }
 
-struct Ids {
-    uid_base: u32,
-    gid_base: u32,
+pub(super) struct Ids {
+    pub(super) uid_base: u32,
+    pub(super) gid_base: u32,
 }
 
 /// `id` as the sandbox sees it. Host id 0 in a shifted tree is what a root caller wrote
@@ -178,7 +192,11 @@ fn relative(id: u32, base: u32) -> u32 {
     }
 }
 
-fn record(host: &Path, meta: &fs::Metadata, ids: &Ids) -> Result<FileRecord, SandboxError> {
+pub(super) fn record(
+    host: &Path,
+    meta: &fs::Metadata,
+    ids: &Ids,
+) -> Result<FileRecord, SandboxError> {
     let file_type = meta.file_type();
     let kind = if file_type.is_file() {
         FileKind::File
@@ -255,7 +273,7 @@ fn hash_all(root: &Path, files: &[String]) -> Result<Vec<(String, [u8; 32])>, Sa
     Ok(out)
 }
 
-fn hash_file(path: &Path) -> io::Result<[u8; 32]> {
+pub(super) fn hash_file(path: &Path) -> io::Result<[u8; 32]> {
     let mut file = File::open(path)?;
     let mut hasher = Sha256::new();
     io::copy(&mut file, &mut hasher)?;

@@ -77,23 +77,26 @@ fn descriptors(n: usize) -> Vec<LayerDescriptor> {
         .collect()
 }
 
-fn materialize_layers(blobs: Vec<Vec<u8>>, root: &Path) -> Result<Materialized, SandboxError> {
+pub(super) fn materialize_layers(
+    blobs: Vec<Vec<u8>>,
+    root: &Path,
+) -> Result<Materialized, SandboxError> {
     materialize(&blobs, &descriptors(blobs.len()), root, &Limits::default())
 }
 
 /// A work directory the sandbox's user can reach (a root caller runs it as another user).
-fn workdir() -> tempfile::TempDir {
+pub(super) fn workdir() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o711)).unwrap();
     dir
 }
 
-fn require_tools() -> bool {
+pub(super) fn require_tools() -> bool {
     std::env::var("REQUIRE_TEST_TOOLS").is_ok_and(|v| v == "1")
 }
 
 /// `/bin/busybox` when it is a static binary and the sandbox works here.
-fn busybox() -> Option<Vec<u8>> {
+pub(super) fn busybox() -> Option<Vec<u8>> {
     let skip = |why: String| {
         assert!(!require_tools(), "REQUIRE_TEST_TOOLS=1: {why}");
         eprintln!("skipped: {why}");
@@ -122,7 +125,7 @@ const APPLETS: &[&str] = &[
 
 /// Layer 1: busybox and its applets, files to delete, a directory made opaque later, a
 /// symbolic link, a hard link, a device node and a link `evil` to `outside`.
-fn base_layer(busybox: &[u8], outside: &Path) -> Vec<u8> {
+pub(super) fn base_layer(busybox: &[u8], outside: &Path) -> Vec<u8> {
     let mut layer = Layer::new().dir("bin", 0o755).exe("bin/busybox", busybox);
     for applet in APPLETS {
         layer = layer.symlink(&format!("bin/{applet}"), "busybox");
@@ -145,7 +148,7 @@ fn base_layer(busybox: &[u8], outside: &Path) -> Vec<u8> {
 }
 
 /// Layer 2: a whiteout, an opaque directory, and `evil/x` below layer 1's link.
-fn upper_layer() -> Vec<u8> {
+pub(super) fn upper_layer() -> Vec<u8> {
     Layer::new()
         .file("etc/.wh.whited-out", b"")
         .file("opt/cache/new", b"new\n")
@@ -299,7 +302,7 @@ fn diff_sees_content_mode_owner_and_links_but_not_times() {
 }
 
 /// A materialized busybox image in a fresh work directory.
-fn busybox_root(busybox: &[u8]) -> (tempfile::TempDir, tempfile::TempDir) {
+pub(super) fn busybox_root(busybox: &[u8]) -> (tempfile::TempDir, tempfile::TempDir) {
     let outside = tempfile::tempdir().unwrap();
     let work = workdir();
     fs::create_dir(work.path().join("root")).unwrap();
@@ -311,10 +314,11 @@ fn busybox_root(busybox: &[u8]) -> (tempfile::TempDir, tempfile::TempDir) {
     (work, outside)
 }
 
-fn sh(root: &Path, script: &str, timeout: Duration) -> SandboxOutput {
+pub(super) fn sh(root: &Path, script: &str, timeout: Duration) -> SandboxOutput {
     let argv = ["/bin/sh".to_owned(), "-c".to_owned(), script.to_owned()];
     let env = [("PATH".to_owned(), "/bin".to_owned())];
     run(&SandboxCommand {
+        lower: None,
         root,
         argv: &argv,
         env: &env,
@@ -404,6 +408,7 @@ fn run_has_no_network_and_only_the_given_environment() {
         ("ODD".to_owned(), "a b'c\"$HOME".to_owned()),
     ];
     let out = run(&SandboxCommand {
+        lower: None,
         root: &root,
         argv: &argv,
         env: &env,
@@ -420,6 +425,7 @@ fn run_has_no_network_and_only_the_given_environment() {
 
     let bad = [("A=B".to_owned(), String::new())];
     let err = run(&SandboxCommand {
+        lower: None,
         root: &root,
         argv: &argv,
         env: &bad,
@@ -438,6 +444,7 @@ fn run_feeds_stdin_bounds_output_and_kills_on_timeout() {
     let argv = ["cat".to_owned()];
     let env = [("PATH".to_owned(), "/bin".to_owned())];
     let out = run(&SandboxCommand {
+        lower: None,
         root: &root,
         argv: &argv,
         env: &env,

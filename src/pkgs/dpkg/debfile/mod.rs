@@ -156,6 +156,31 @@ impl fmt::Debug for DebPackage {
 /// Read buffer for the compressed members; large enough that syscalls do not matter.
 const READ_BUFFER: usize = 256 * 1024;
 
+/// Decompresses the data member into `out`; returns the bytes written.
+fn decompress_data(
+    deb: &Arc<File>,
+    member: &ar::Member,
+    compression: Compression,
+    out: &File,
+    limits: &DebLimits,
+    scratch_dir: &Path,
+) -> Result<u64, DebError> {
+    let mut data_tar = LimitWriter::new(
+        BufWriter::with_capacity(READ_BUFFER, out),
+        limits.max_data_bytes,
+    );
+    decompress_member(deb, member, compression, &mut data_tar, scratch_dir)?;
+    let data_len = data_tar.written();
+    data_tar
+        .into_inner()
+        .into_inner()
+        .map_err(|e| DebError::Io {
+            path: scratch_dir.to_owned(),
+            source: e.into_error(),
+        })?;
+    Ok(data_len)
+}
+
 impl DebPackage {
     /// Opens and fully validates the package at `path`, keeping its decompressed data
     /// archive in an unlinked file inside `scratch_dir`.
@@ -166,6 +191,22 @@ impl DebPackage {
         path: &Path,
         scratch_dir: &Path,
         limits: &DebLimits,
+    ) -> Result<DebPackage, DebError> {
+        DebPackage::open_keeping_data(path, scratch_dir, limits, None)
+    }
+
+    /// [`DebPackage::open`], with the decompressed data archive kept at `keep` (written
+    /// under a temporary name, renamed when complete) and taken from there when a
+    /// previous open left it. `keep` must name the package's content (its verified hash):
+    /// what is there is trusted as this package's data.
+    ///
+    /// # Errors
+    /// See [`DebError`].
+    pub fn open_keeping_data(
+        path: &Path,
+        scratch_dir: &Path,
+        limits: &DebLimits,
+        keep: Option<&Path>,
     ) -> Result<DebPackage, DebError> {
         let io_err = |source| DebError::Io {
             path: path.to_owned(),
@@ -204,23 +245,44 @@ impl DebPackage {
             path: scratch_dir.to_owned(),
             source,
         };
-        let data_file = reader::anonymous_file(scratch_dir).map_err(scratch_err)?;
-        let mut data_tar = LimitWriter::new(
-            BufWriter::with_capacity(READ_BUFFER, &data_file),
-            limits.max_data_bytes,
-        );
-        decompress_member(
-            &deb,
-            &data_member,
-            data_compression,
-            &mut data_tar,
-            scratch_dir,
-        )?;
-        let data_len = data_tar.written();
-        data_tar
-            .into_inner()
-            .into_inner()
-            .map_err(|e| scratch_err(e.into_error()))?;
+        let kept = keep.and_then(|kept| File::open(kept).ok());
+        let (data_file, data_len) = match kept {
+            Some(file) => {
+                let len = file.metadata().map_err(scratch_err)?.len();
+                let _ = file.set_modified(std::time::SystemTime::now());
+                (file, len)
+            }
+            None => {
+                let (data_file, temp) = match keep.and_then(Path::parent) {
+                    Some(dir) => {
+                        let (file, temp) = reader::named_temp_file(dir).map_err(scratch_err)?;
+                        (file, Some(temp))
+                    }
+                    None => (
+                        reader::anonymous_file(scratch_dir).map_err(scratch_err)?,
+                        None,
+                    ),
+                };
+                let written = decompress_data(
+                    &deb,
+                    &data_member,
+                    data_compression,
+                    &data_file,
+                    limits,
+                    scratch_dir,
+                );
+                match (&temp, keep, &written) {
+                    (Some(temp), Some(keep), Ok(_)) => {
+                        std::fs::rename(temp, keep).map_err(scratch_err)?;
+                    }
+                    (Some(temp), _, _) => {
+                        let _ = std::fs::remove_file(temp);
+                    }
+                    _ => {}
+                }
+                (data_file, written?)
+            }
+        };
         let data = Arc::new(data_file);
         let walked = data::walk(&data, data_len, &data_member.name, limits)?;
 

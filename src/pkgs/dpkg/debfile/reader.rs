@@ -122,6 +122,30 @@ impl<R: Read + Seek> Seek for SeekBuf<R> {
 
 /// Creates a file in `dir` and unlinks it at once: it lives as long as its handles, and a
 /// crash or an error leaves nothing behind.
+/// A new file in `dir` under a temporary name (`.tmp-…`), for the caller to rename.
+pub(super) fn named_temp_file(dir: &Path) -> io::Result<(File, std::path::PathBuf)> {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    for _ in 0..100 {
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let path = dir.join(format!(".tmp-debdata-{}-{n}", std::process::id()));
+        match OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+        {
+            Ok(file) => return Ok((file, path)),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(io::Error::new(
+        io::ErrorKind::AlreadyExists,
+        "no free temporary file name after 100 tries",
+    ))
+}
+
 pub(super) fn anonymous_file(dir: &Path) -> io::Result<File> {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let nanos = SystemTime::now()
