@@ -9,18 +9,18 @@
 //! character device 0/0, and a directory that hides the lower one's contents carries
 //! `user.overlay.opaque=y`.
 
-use std::collections::BTreeMap;
-use std::fs::{self, File, Metadata};
+mod changes;
+mod mount;
+
+use std::fs::{self, Metadata};
 use std::io;
 use std::os::unix::fs::{lchown, DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, OnceLock};
-use std::time::Duration;
 
-use super::snapshot::{excluded, hash_file, record, FileKind, FileRecord, Ids};
-use super::{effective_uid, Change, SandboxError, ROOT_ID_BASE};
+use super::{effective_uid, Change, SandboxError};
+
+pub use mount::overlay_available;
+pub(crate) use mount::{mount_safe, OverlayWork};
 
 const OPAQUE_XATTR: &str = "user.overlay.opaque";
 
@@ -253,142 +253,15 @@ impl OverlayRoot {
     /// `exclude` left out as [`super::snapshot`] leaves it out.
     pub fn changes(&self, exclude: &[&str]) -> Result<Vec<Change>, SandboxError> {
         let exclude: Vec<&str> = exclude.iter().map(|e| e.trim_matches('/')).collect();
-        let mut walk = Walk {
+        changes::Walk {
             root: self,
             exclude: &exclude,
-            upper_ids: ids_of(&self.upper)?,
-            lower_ids: ids_of(&self.lower)?,
-            out: BTreeMap::new(),
-        };
-        walk.dir("")?;
-        Ok(walk.out.into_values().collect())
-    }
-}
-
-struct Walk<'a> {
-    root: &'a OverlayRoot,
-    exclude: &'a [&'a str],
-    upper_ids: Ids,
-    lower_ids: Ids,
-    out: BTreeMap<String, Change>,
-}
-
-impl Walk<'_> {
-    fn dir(&mut self, rel: &str) -> Result<(), SandboxError> {
-        let host = self.root.upper.join(rel);
-        let listing = fs::read_dir(&host).map_err(|e| SandboxError::io("read", &host, e))?;
-        for child in listing {
-            let child = child.map_err(|e| SandboxError::io("read", &host, e))?;
-            let name = child
-                .file_name()
-                .into_string()
-                .map_err(|_| SandboxError::NonUtf8Path(child.path()))?;
-            let path = join(rel, &name);
-            if excluded(self.exclude, &path) {
-                continue;
-            }
-            let upper = child
-                .metadata()
-                .map_err(|e| SandboxError::io("stat", child.path(), e))?;
-            let lower_host = self.root.lower.join(&path);
-            let lower = lstat(&lower_host)?;
-            if is_whiteout(&upper) {
-                if let Some(lower) = lower {
-                    self.removed(&path, &lower)?;
-                }
-                continue;
-            }
-            let new = self.record(&child.path(), &upper, &self.upper_ids)?;
-            match &lower {
-                None => {
-                    self.out.insert(path.clone(), Change::Added(path.clone()));
-                }
-                Some(meta) => {
-                    let old = self.record(&lower_host, meta, &self.lower_ids)?;
-                    if !new.same_content(&old) {
-                        self.out
-                            .insert(path.clone(), Change::Modified(path.clone()));
-                    }
-                }
-            }
-            let lower_dir = lower.as_ref().is_some_and(Metadata::is_dir);
-            if upper.is_dir() {
-                if lower_dir && is_opaque(&child.path()) {
-                    // Lower entries the upper tree does not have again are gone.
-                    for below in self.lower_below(&path)? {
-                        let again =
-                            lstat(&self.root.upper.join(&below))?.is_some_and(|m| !is_whiteout(&m));
-                        if !again {
-                            self.out.insert(below.clone(), Change::Removed(below));
-                        }
-                    }
-                }
-                self.dir(&path)?;
-            } else if lower_dir {
-                for below in self.lower_below(&path)? {
-                    self.out.insert(below.clone(), Change::Removed(below));
-                }
-            }
+            upper_ids: changes::ids_of(&self.upper)?,
+            lower_ids: changes::ids_of(&self.lower)?,
+            out: std::collections::BTreeMap::new(),
         }
-        Ok(())
+        .run()
     }
-
-    fn removed(&mut self, path: &str, lower: &Metadata) -> Result<(), SandboxError> {
-        self.out
-            .insert(path.to_owned(), Change::Removed(path.to_owned()));
-        if lower.is_dir() {
-            for below in self.lower_below(path)? {
-                self.out.insert(below.clone(), Change::Removed(below));
-            }
-        }
-        Ok(())
-    }
-
-    /// Every path below the lower directory `rel`, exclusions left out.
-    fn lower_below(&self, rel: &str) -> Result<Vec<String>, SandboxError> {
-        let mut found = Vec::new();
-        let mut pending = vec![rel.to_owned()];
-        while let Some(dir) = pending.pop() {
-            let host = self.root.lower.join(&dir);
-            let listing = fs::read_dir(&host).map_err(|e| SandboxError::io("read", &host, e))?;
-            for child in listing {
-                let child = child.map_err(|e| SandboxError::io("read", &host, e))?;
-                let name = child
-                    .file_name()
-                    .into_string()
-                    .map_err(|_| SandboxError::NonUtf8Path(child.path()))?;
-                let path = join(&dir, &name);
-                if excluded(self.exclude, &path) {
-                    continue;
-                }
-                let is_dir = child
-                    .file_type()
-                    .map_err(|e| SandboxError::io("stat", child.path(), e))?
-                    .is_dir();
-                if is_dir {
-                    pending.push(path.clone());
-                }
-                found.push(path);
-            }
-        }
-        Ok(found)
-    }
-
-    fn record(&self, host: &Path, meta: &Metadata, ids: &Ids) -> Result<FileRecord, SandboxError> {
-        let mut record = record(host, meta, ids)?;
-        if record.kind == FileKind::File {
-            record.sha256 = Some(hash_file(host).map_err(|e| SandboxError::io("hash", host, e))?);
-        }
-        Ok(record)
-    }
-}
-
-fn ids_of(root: &Path) -> Result<Ids, SandboxError> {
-    let meta = fs::symlink_metadata(root).map_err(|e| SandboxError::io("stat", root, e))?;
-    Ok(Ids {
-        uid_base: meta.uid(),
-        gid_base: meta.gid(),
-    })
 }
 
 fn join(dir: &str, name: &str) -> String {
@@ -482,149 +355,4 @@ fn remove_any(path: &Path) -> io::Result<()> {
         }
         Err(e) => Err(e),
     }
-}
-
-/// Refuses paths the overlay mount's option string cannot carry.
-pub(super) fn mount_safe(path: &Path) -> Result<(), SandboxError> {
-    let text = path.as_os_str().as_encoded_bytes();
-    if text
-        .iter()
-        .any(|b| matches!(b, b',' | b':' | b'\\' | b'\n'))
-    {
-        return Err(SandboxError::UnsafeRoot {
-            root: path.to_path_buf(),
-            reason: "an overlay mount cannot name a path with `,`, `:` or `\\`".to_owned(),
-        });
-    }
-    Ok(())
-}
-
-/// The overlay's work directory for one mount: empty, next to the upper directory (the
-/// same file system), owned like it. Removed when dropped.
-pub(super) struct OverlayWork(PathBuf);
-
-impl OverlayWork {
-    pub(super) fn make(upper: &Path) -> Result<OverlayWork, SandboxError> {
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        let name = format!(
-            ".{}.work-{}",
-            upper
-                .file_name()
-                .and_then(|n| n.to_str())
-                .unwrap_or("upper"),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        );
-        let path = upper.with_file_name(name);
-        mount_safe(&path)?;
-        let _ = remove_work(&path);
-        fs::DirBuilder::new()
-            .mode(0o700)
-            .create(&path)
-            .map_err(|e| SandboxError::io("mkdir", &path, e))?;
-        let top = fs::symlink_metadata(upper).map_err(|e| SandboxError::io("stat", upper, e))?;
-        take_metadata(&path, &top)?;
-        Ok(OverlayWork(path))
-    }
-
-    pub(super) fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for OverlayWork {
-    fn drop(&mut self) {
-        let _ = remove_work(&self.0);
-    }
-}
-
-/// overlayfs leaves `work/work` with mode 0: open it up before removing.
-fn remove_work(path: &Path) -> io::Result<()> {
-    let inner = path.join("work");
-    if inner.is_dir() || fs::symlink_metadata(&inner).is_ok() {
-        let _ = fs::set_permissions(&inner, fs::Permissions::from_mode(0o700));
-    }
-    fs::remove_dir_all(path)
-}
-
-/// Whether overlay roots work with directories in `dir` (a user namespace may mount
-/// overlayfs with `userxattr`, whiteouts and opaque directories included). Probed once
-/// per directory and process. `Err` says why not.
-pub fn overlay_available(dir: &Path) -> Result<(), String> {
-    static PROBED: OnceLock<Mutex<BTreeMap<PathBuf, Result<(), String>>>> = OnceLock::new();
-    let probed = PROBED.get_or_init(|| Mutex::new(BTreeMap::new()));
-    if let Some(known) = probed.lock().ok().and_then(|p| p.get(dir).cloned()) {
-        return known;
-    }
-    let result = super::available().and_then(|()| probe(dir));
-    if let Ok(mut probed) = probed.lock() {
-        probed.insert(dir.to_path_buf(), result.clone());
-    }
-    result
-}
-
-fn probe(dir: &Path) -> Result<(), String> {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let base = dir.join(format!(
-        ".overlay-probe-{}-{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    ));
-    mount_safe(&base).map_err(|e| e.to_string())?;
-    let result = probe_in(&base);
-    let _ = remove_work(&base.join("w"));
-    let _ = fs::remove_dir_all(&base);
-    result
-}
-
-fn probe_in(base: &Path) -> Result<(), String> {
-    let io = |what: &str, e: io::Error| format!("{what} in {}: {e}", base.display());
-    for sub in ["", "l", "l/d", "u", "w", "m"] {
-        fs::create_dir_all(base.join(sub)).map_err(|e| io("mkdir", e))?;
-    }
-    File::create(base.join("l/f")).map_err(|e| io("create", e))?;
-    File::create(base.join("l/d/g")).map_err(|e| io("create", e))?;
-    let root = effective_uid().map_err(|e| e.to_string())? == 0;
-    if root {
-        for sub in ["", "l", "l/d", "l/f", "l/d/g", "u", "w", "m"] {
-            lchown(base.join(sub), Some(ROOT_ID_BASE), Some(ROOT_ID_BASE))
-                .map_err(|e| io("chown", e))?;
-        }
-    }
-    let script = r#"b=$1
-mount -t overlay overlay -o "userxattr,lowerdir=$b/l,upperdir=$b/u,workdir=$b/w" "$b/m" &&
-rm "$b/m/f" && rm -r "$b/m/d" && mkdir "$b/m/d" && : > "$b/m/d/n""#;
-    let mut command = if root {
-        let mut c = Command::new(super::run::find_tool("setpriv")?);
-        c.args(super::run::drop_to(ROOT_ID_BASE, ROOT_ID_BASE))
-            .arg(super::run::find_tool("unshare")?);
-        c
-    } else {
-        Command::new(super::run::find_tool("unshare")?)
-    };
-    command
-        .args([
-            "--user",
-            "--map-root-user",
-            "--mount",
-            "--propagation",
-            "private",
-        ])
-        .args(["--", "sh", "-c", script, "sh"])
-        .arg(base);
-    let output = super::process::supervise(command, None, Duration::from_secs(10), None)
-        .map_err(|e| format!("cannot start unshare: {e}"))?;
-    if output.status != Some(0) {
-        return Err(format!(
-            "a user namespace cannot mount overlayfs over {}: {}",
-            base.display(),
-            String::from_utf8_lossy(&output.stderr).trim()
-        ));
-    }
-    let whiteout = lstat(&base.join("u/f")).ok().flatten();
-    if !whiteout.as_ref().is_some_and(is_whiteout) || !is_opaque(&base.join("u/d")) {
-        return Err(
-            "overlayfs did not record a whiteout and an opaque directory as expected".to_owned(),
-        );
-    }
-    Ok(())
 }
