@@ -248,3 +248,49 @@ fn bad_patch_settings_name_their_keys() {
         assert!(error.contains(key), "{key} missing from: {error}");
     }
 }
+
+#[test]
+fn unpack_cache_size_parses_sizes_and_zero() {
+    assert_eq!(
+        Config::from_toml_str("").unwrap().patch.unpack_cache_size,
+        4 << 30,
+        "4 GiB by default"
+    );
+    let size = |toml: &str| Config::from_toml_str(toml).map(|c| c.patch.unpack_cache_size);
+    assert_eq!(
+        size("[patch]\nunpack_cache_size = \"2GiB\"\n").unwrap(),
+        2 << 30
+    );
+    assert_eq!(size("[patch]\nunpack_cache_size = \"0\"\n").unwrap(), 0);
+    assert_eq!(size("[patch]\nunpack_cache_size = 0\n").unwrap(), 0);
+    assert_eq!(
+        size("[patch]\nunpack_cache_size = 1048576\n").unwrap(),
+        1 << 20
+    );
+
+    // The environment provider hands a bare number over as a number, a size as text
+    // (`PATCHPULL_PATCH__UNPACK_CACHE_SIZE=0`, `=2GiB`).
+    let layered = |value: figment::value::Value| {
+        Config::extract(
+            Figment::from(Serialized::defaults(raw::RawConfig::default()))
+                .merge(Serialized::default("patch.unpack_cache_size", value)),
+        )
+        .map(|c| c.patch.unpack_cache_size)
+    };
+    assert_eq!(layered(0u64.into()).unwrap(), 0);
+    assert_eq!(layered("2GiB".into()).unwrap(), 2 << 30);
+
+    // What `config check` prints reads back the same.
+    let c = Config::from_toml_str("[patch]\nunpack_cache_size = \"512MiB\"\n").unwrap();
+    let again = Config::from_toml_str(&c.to_display_toml()).unwrap();
+    assert_eq!(again.patch.unpack_cache_size, 512 << 20);
+    let off = Config::from_toml_str("[patch]\nunpack_cache_size = 0\n").unwrap();
+    let again = Config::from_toml_str(&off.to_display_toml()).unwrap();
+    assert_eq!(again.patch.unpack_cache_size, 0);
+
+    let error = size("[patch]\nunpack_cache_size = \"lots\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("patch.unpack_cache_size"), "{error}");
+    assert!(error.contains("lots"), "{error}");
+}

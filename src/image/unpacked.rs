@@ -94,7 +94,11 @@ impl<S: LayerSource> LayerSource for UnpackedLayers<S> {
             let mut tar = decompressed(blob, self.max_bytes)?;
             let mut out = io::BufWriter::new(File::create(&partial)?);
             io::copy(&mut tar, &mut out)?;
-            io::Write::flush(&mut out)?;
+            let out = out.into_inner().map_err(io::IntoInnerError::into_error)?;
+            if self.shared.is_some() {
+                // Kept for later runs: on disk before it can be found by name.
+                out.sync_all()?;
+            }
             std::fs::rename(&partial, &path)
         })();
         if let Err(e) = written {

@@ -61,8 +61,7 @@ impl UnpackCache {
             let path = dir.join(sub);
             fs::create_dir_all(&path)?;
             for entry in fs::read_dir(&path)?.flatten() {
-                let name = entry.file_name();
-                if name.to_string_lossy().starts_with(".tmp-") {
+                if abandoned(&entry.file_name().to_string_lossy()) {
                     let _ = remove_tree(&entry.path());
                 }
             }
@@ -271,6 +270,23 @@ impl UnpackCache {
     }
 }
 
+/// Whether `name` is a temporary entry whose writer is gone. Every writer names its
+/// temporaries `.tmp-…-<pid>-<n>`; another live process may share the directory, so only
+/// the temporaries of processes that no longer run are removed.
+fn abandoned(name: &str) -> bool {
+    let Some(rest) = name.strip_prefix(".tmp-") else {
+        return false;
+    };
+    let mut fields = rest.rsplit('-');
+    let _counter = fields.next();
+    match fields.next().and_then(|pid| pid.parse::<u32>().ok()) {
+        Some(pid) => {
+            pid != std::process::id() && !Path::new("/proc").join(pid.to_string()).exists()
+        }
+        None => true,
+    }
+}
+
 struct Entry {
     path: PathBuf,
     size: u64,
@@ -313,6 +329,9 @@ fn build_root(
         .map_err(|e| SandboxError::io("chmod", dir, e))?;
     sandbox::materialize(source, layers, &tree, &Limits::default())?;
     let size = tree_size(&tree);
+    // On disk before `ready` says so: after a crash, a tree marked ready is whole.
+    let sync = File::open(&tree).and_then(|dir| rustix::fs::syncfs(&dir).map_err(io::Error::from));
+    sync.map_err(|e| SandboxError::io("sync", &tree, e))?;
     let lock = dir.join(LOCK);
     File::create(&lock).map_err(|e| SandboxError::io("create", &lock, e))?;
     let ready = dir.join(READY);
@@ -369,3 +388,7 @@ pub(crate) fn remove_tree(path: &Path) -> io::Result<()> {
     }
     fs::remove_dir_all(path)
 }
+
+#[cfg(test)]
+#[path = "unpack_cache_tests.rs"]
+mod tests;

@@ -246,6 +246,8 @@ impl DebPackage {
             source,
         };
         let kept = keep.and_then(|kept| File::open(kept).ok());
+        // Set while the data is in a temporary file that becomes `keep` once it checks out.
+        let mut pending: Option<std::path::PathBuf> = None;
         let (data_file, data_len) = match kept {
             Some(file) => {
                 let len = file.metadata().map_err(scratch_err)?.len();
@@ -253,15 +255,13 @@ impl DebPackage {
                 (file, len)
             }
             None => {
-                let (data_file, temp) = match keep.and_then(Path::parent) {
+                let data_file = match keep.and_then(Path::parent) {
                     Some(dir) => {
                         let (file, temp) = reader::named_temp_file(dir).map_err(scratch_err)?;
-                        (file, Some(temp))
+                        pending = Some(temp);
+                        file
                     }
-                    None => (
-                        reader::anonymous_file(scratch_dir).map_err(scratch_err)?,
-                        None,
-                    ),
+                    None => reader::anonymous_file(scratch_dir).map_err(scratch_err)?,
                 };
                 let written = decompress_data(
                     &deb,
@@ -271,20 +271,36 @@ impl DebPackage {
                     limits,
                     scratch_dir,
                 );
-                match (&temp, keep, &written) {
-                    (Some(temp), Some(keep), Ok(_)) => {
-                        std::fs::rename(temp, keep).map_err(scratch_err)?;
+                match written {
+                    Ok(len) => (data_file, len),
+                    Err(e) => {
+                        if let Some(temp) = &pending {
+                            let _ = std::fs::remove_file(temp);
+                        }
+                        return Err(e);
                     }
-                    (Some(temp), _, _) => {
-                        let _ = std::fs::remove_file(temp);
-                    }
-                    _ => {}
                 }
-                (data_file, written?)
             }
         };
         let data = Arc::new(data_file);
-        let walked = data::walk(&data, data_len, &data_member.name, limits)?;
+        let walked = match data::walk(&data, data_len, &data_member.name, limits) {
+            Ok(walked) => walked,
+            Err(e) => {
+                if let Some(temp) = &pending {
+                    let _ = std::fs::remove_file(temp);
+                }
+                return Err(e);
+            }
+        };
+        if let (Some(temp), Some(keep)) = (&pending, keep) {
+            // On disk before it is found by name: a crash must not leave a kept archive
+            // whose blocks were never written.
+            let kept = data.sync_all().and_then(|()| std::fs::rename(temp, keep));
+            if let Err(e) = kept {
+                let _ = std::fs::remove_file(temp);
+                return Err(scratch_err(e));
+            }
+        }
 
         Ok(DebPackage {
             control,

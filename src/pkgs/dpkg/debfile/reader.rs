@@ -120,9 +120,8 @@ impl<R: Read + Seek> Seek for SeekBuf<R> {
     }
 }
 
-/// Creates a file in `dir` and unlinks it at once: it lives as long as its handles, and a
-/// crash or an error leaves nothing behind.
-/// A new file in `dir` under a temporary name (`.tmp-…`), for the caller to rename.
+/// A new file in `dir` under a temporary name (`.tmp-debdata-<pid>-<n>`), for the caller
+/// to rename.
 pub(super) fn named_temp_file(dir: &Path) -> io::Result<(File, std::path::PathBuf)> {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     for _ in 0..100 {
@@ -146,6 +145,8 @@ pub(super) fn named_temp_file(dir: &Path) -> io::Result<(File, std::path::PathBu
     ))
 }
 
+/// Creates a file in `dir` and unlinks it at once: it lives as long as its handles, and a
+/// crash or an error leaves nothing behind.
 pub(super) fn anonymous_file(dir: &Path) -> io::Result<File> {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let nanos = SystemTime::now()

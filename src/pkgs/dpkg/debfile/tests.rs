@@ -311,3 +311,144 @@ fn dpkg_built_packages_in_every_compression() {
     }
     check_dpkg_package("xz", false);
 }
+
+/// A deb whose data member is `data` as given (compressed or not), named `data.tar.gz`.
+fn deb_with_data_member(path: &Path, data: &[u8]) {
+    let bytes = ar(&[
+        ("debian-binary", b"2.0\n"),
+        ("control.tar.gz", &gzip(&control_tar(&[]))),
+        ("data.tar.gz", data),
+    ]);
+    fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn kept_data_archive_is_written_once_and_reused() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let keep = cache.path().join("deb-sha256-0123.tar");
+    let mut data = RawTar::default();
+    data.entry(b"./", tar::EntryType::Directory, b"", b"", 0o755);
+    data.entry(b"./usr/", tar::EntryType::Directory, b"", b"", 0o755);
+    data.entry(
+        b"./usr/bin/hello",
+        tar::EntryType::Regular,
+        b"",
+        b"hello v1\n",
+        0o755,
+    );
+    data.entry(
+        b"./usr/bin/hi",
+        tar::EntryType::Symlink,
+        b"hello",
+        b"",
+        0o777,
+    );
+    let data = data.finish();
+    let deb = deb_of(dir.path(), &data);
+    let limits = DebLimits::default();
+
+    let first = DebPackage::open_keeping_data(&deb, scratch.path(), &limits, Some(&keep)).unwrap();
+    assert_eq!(
+        fs::read(&keep).unwrap(),
+        data,
+        "the decompressed data.tar is kept"
+    );
+    assert_eq!(
+        leftovers(cache.path()),
+        ["deb-sha256-0123.tar"],
+        "no temporary file left"
+    );
+    assert!(leftovers(scratch.path()).is_empty());
+    let by_path = |pkg: &DebPackage, path: &str| {
+        pkg.entries()
+            .iter()
+            .find(|e| e.path == path)
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(
+        read_all(&first, &by_path(&first, "usr/bin/hello")),
+        b"hello v1\n"
+    );
+    let inode = fs::metadata(&keep).unwrap().ino();
+
+    // The same package file now has a data member that does not decompress: an open
+    // that decompressed it would fail.
+    deb_with_data_member(&deb, b"not gzip at all");
+    assert!(matches!(
+        open(&deb, scratch.path()),
+        Err(DebError::Corrupt { .. })
+    ));
+    let second = DebPackage::open_keeping_data(&deb, scratch.path(), &limits, Some(&keep)).unwrap();
+    assert_eq!(second.entries(), first.entries());
+    assert_eq!(second.control(), first.control());
+    assert_eq!(
+        read_all(&second, &by_path(&second, "usr/bin/hello")),
+        b"hello v1\n"
+    );
+    assert_eq!(
+        fs::metadata(&keep).unwrap().ino(),
+        inode,
+        "the kept file reused"
+    );
+    assert_eq!(leftovers(cache.path()), ["deb-sha256-0123.tar"]);
+    assert!(leftovers(scratch.path()).is_empty());
+
+    // Both packages stay readable while the other is used or dropped.
+    drop(first);
+    assert_eq!(
+        read_all(&second, &by_path(&second, "usr/bin/hello")),
+        b"hello v1\n"
+    );
+}
+
+#[test]
+fn a_failed_decompression_keeps_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let keep = cache.path().join("deb-sha256-4567.tar");
+    let mut data = RawTar::default();
+    data.entry(b"./", tar::EntryType::Directory, b"", b"", 0o755);
+    // Incompressible bytes, so that half the gzip stream is half the file.
+    let body: Vec<u8> = (0..256 * 1024u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    data.entry(b"./big", tar::EntryType::Regular, b"", &body, 0o644);
+    let mut member = gzip(&data.finish());
+    member.truncate(member.len() / 2);
+    let deb = dir.path().join("truncated.deb");
+    deb_with_data_member(&deb, &member);
+
+    let err =
+        DebPackage::open_keeping_data(&deb, scratch.path(), &DebLimits::default(), Some(&keep))
+            .unwrap_err();
+    assert!(matches!(err, DebError::Corrupt { .. }), "{err}");
+    assert!(!keep.exists(), "{err}");
+    assert!(
+        leftovers(cache.path()).is_empty(),
+        "{:?}",
+        leftovers(cache.path())
+    );
+    assert!(leftovers(scratch.path()).is_empty());
+
+    // Over the limit: also nothing kept.
+    let limits = DebLimits {
+        max_data_bytes: 1024,
+        ..DebLimits::default()
+    };
+    let mut data = RawTar::default();
+    data.entry(b"./big", tar::EntryType::Regular, b"", &body, 0o644);
+    deb_with_data_member(&deb, &gzip(&data.finish()));
+    let err =
+        DebPackage::open_keeping_data(&deb, scratch.path(), &limits, Some(&keep)).unwrap_err();
+    assert!(matches!(err, DebError::TooLarge { .. }), "{err}");
+    assert!(
+        leftovers(cache.path()).is_empty(),
+        "{:?}",
+        leftovers(cache.path())
+    );
+}
