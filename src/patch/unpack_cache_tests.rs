@@ -146,6 +146,9 @@ fn mode(path: &Path) -> u32 {
 fn recorded_size(root: &CachedRoot) -> u64 {
     fs::read_to_string(root.dir.join(READY))
         .unwrap()
+        .lines()
+        .next()
+        .unwrap()
         .trim()
         .parse()
         .unwrap()
@@ -554,4 +557,42 @@ fn opening_the_cache_again_spares_a_build_in_progress() {
     release.send(()).unwrap();
     let tree = building.join().unwrap().unwrap();
     assert!(tree.join("etc/new").exists());
+}
+
+#[test]
+fn a_root_from_an_earlier_boot_is_made_again() {
+    let cache_dir = tempfile::tempdir().unwrap();
+    let cache = UnpackCache::open(cache_dir.path(), 1 << 30).unwrap();
+    let source = Counting::new(vec![base_layer(), upper_layer()]);
+    let layers = source.descriptors();
+    let first = cache.root(&source, &layers).unwrap();
+    let ready = first.dir.join(READY);
+    let text = fs::read_to_string(&ready).unwrap();
+    let boot = fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap();
+    assert_eq!(text.lines().nth(1), Some(boot.trim()), "{text}");
+    drop(first);
+    // Written before a crash and a reboot: its files may never have reached the disk.
+    let size = text.lines().next().unwrap();
+    fs::write(
+        &ready,
+        format!("{size}\n00000000-0000-0000-0000-000000000000\n"),
+    )
+    .unwrap();
+    fs::remove_file(first_tree_file(&cache, &layers)).unwrap();
+    let again = cache.root(&source, &layers).unwrap();
+    assert_eq!(source.opens(), 4, "unpacked a second time");
+    assert_eq!(fs::read(again.tree().join("etc/keep")).unwrap(), b"keep\n");
+    let roots = names(&cache.roots_dir());
+    assert_eq!(roots.len(), 1, "{roots:?}");
+    // A tree marked as synced is trusted whatever the boot.
+    fs::write(again.dir.join(READY), format!("{size}\nsynced\n")).unwrap();
+    drop(again);
+    cache.root(&source, &layers).unwrap();
+    assert_eq!(source.opens(), 4);
+}
+
+/// A file of the root of `layers`, to damage as a crash would.
+fn first_tree_file(cache: &UnpackCache, layers: &[LayerDescriptor]) -> PathBuf {
+    let key = root_key(layers, sandbox::owners_kept().unwrap());
+    cache.roots_dir().join(key).join(TREE).join("etc/keep")
 }

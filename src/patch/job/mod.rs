@@ -312,6 +312,10 @@ impl Patcher {
             })
         };
         let others = self.other_manifests(route, &top, &platforms).await?;
+        if let Some(cache) = self.unpack_cache.clone() {
+            // Layer tars and package data were added without a root being made, maybe.
+            let _ = tokio::task::spawn_blocking(move || cache.evict()).await;
+        }
         Ok(PatchedImage {
             original: top,
             platforms,

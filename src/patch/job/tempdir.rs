@@ -34,6 +34,7 @@ impl ScratchDir {
 
 impl Drop for ScratchDir {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        // Scripts may leave directories the caller cannot list (mode 0500, ...).
+        let _ = crate::patch::unpack_cache::remove_tree(&self.0);
     }
 }
