@@ -146,20 +146,33 @@ pub fn patch(
             Ok(()) => {
                 let dpkg_version = installed_dpkg_version(image);
                 let cached = cached_root(image, cache);
-                let root = match &cached {
-                    Some(cached) => scripts::ScriptRoot::Overlay(cached.0.as_path()),
-                    None => scripts::ScriptRoot::Scratch,
+                let mut run = |root| {
+                    scripts::run(
+                        &changes.scripts,
+                        image.source,
+                        image.layers,
+                        &mut changes.layer,
+                        changes.epoch,
+                        scratch,
+                        &dpkg_version,
+                        root,
+                    )
                 };
-                report = Some(scripts::run(
-                    &changes.scripts,
-                    image.source,
-                    image.layers,
-                    &mut changes.layer,
-                    changes.epoch,
-                    scratch,
-                    &dpkg_version,
-                    root,
-                )?);
+                let ran = match &cached {
+                    Some(cached) => match run(scripts::ScriptRoot::Overlay(cached.0.as_path())) {
+                        // The probe passed in the cache's directory but this scratch space
+                        // cannot hold an overlay's upper directory: a plain tree, then.
+                        // Nothing of the layer changed before the mount failed.
+                        Err(NativeError::Sandbox(e)) if overlay_refused(&e) => {
+                            tracing::info!(error = %e, "scripts run over a copy of the image");
+                            scripts::discard_overlay(scratch);
+                            run(scripts::ScriptRoot::Scratch)
+                        }
+                        other => other,
+                    },
+                    None => run(scripts::ScriptRoot::Scratch),
+                };
+                report = Some(ran?);
                 drop(cached);
             }
             Err(why) => not_run = reproduce_natively(&changes, &image.tree, &why)?,
@@ -199,6 +212,15 @@ fn cached_root(
             tracing::warn!(error = %e, "the unpack cache failed; the scripts get a copy of the image");
             None
         }
+    }
+}
+
+/// Whether `error` is the overlay mount itself failing (before any script ran).
+fn overlay_refused(error: &SandboxError) -> bool {
+    match error {
+        SandboxError::Setup { stderr } => stderr.contains("overlay root"),
+        SandboxError::UnsafeRoot { reason, .. } => reason.contains("overlay mount"),
+        _ => false,
     }
 }
 

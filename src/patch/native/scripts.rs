@@ -80,7 +80,7 @@ pub fn run(
     let post: Vec<&ScriptRun> = plan.post.iter().chain(&plan.triggers).collect();
     let (target, changes) = match root {
         ScriptRoot::Overlay(lower) => {
-            let overlay = OverlayRoot::create(lower, &scratch.join("upper"))?;
+            let overlay = OverlayRoot::create(lower, &scratch.join(UPPER))?;
             let target = Target::Overlay(&overlay);
             run_phase(&target, &pre, dpkg_version, &mut report)?;
             apply_overlay(layer, &overlay)?;
@@ -131,6 +131,15 @@ pub fn run(
     // Keep the tree: file entries taken from disk point into it until the layer is written.
     Ok(report)
 }
+
+/// Removes what an overlay run left in `scratch` (its upper directory), before the same
+/// scripts run over a plain tree instead.
+pub fn discard_overlay(scratch: &Path) {
+    let _ = crate::patch::unpack_cache::remove_tree(&scratch.join(UPPER));
+}
+
+/// The overlay's upper directory in the scratch directory.
+const UPPER: &str = "upper";
 
 /// The tree a phase runs in.
 enum Target<'a> {
