@@ -9,6 +9,7 @@ pub mod defaults;
 mod patch;
 mod raw;
 mod secret;
+mod upstream;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -2,7 +2,6 @@
 //! Durations ("30s") and sizes ("4MiB") stay text here and are parsed in `validate`, so an
 //! error names the key that holds the bad value.
 
-use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -11,9 +10,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use super::{defaults, secret::Secret};
 use super::{
     CacheConfig, Config, LogConfig, LogFormat, ScanConfig, ServerConfig, StorageConfig, TlsFiles,
-    UpstreamConfig,
 };
-use crate::distribution::reference::is_valid_path_component;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -286,10 +283,10 @@ fn opt_text_or_number<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>,
 }
 
 /// Collects every problem instead of stopping at the first.
-struct Problems(Vec<String>);
+pub(super) struct Problems(pub(super) Vec<String>);
 
 impl Problems {
-    fn duration(&mut self, key: &str, text: &str) -> std::time::Duration {
+    pub(super) fn duration(&mut self, key: &str, text: &str) -> std::time::Duration {
         let parsed = if text.trim() == "0" {
             Ok(std::time::Duration::ZERO)
         } else {
@@ -303,7 +300,7 @@ impl Problems {
         })
     }
 
-    fn size(&mut self, key: &str, text: &str) -> u64 {
+    pub(super) fn size(&mut self, key: &str, text: &str) -> u64 {
         match text.trim().parse::<bytesize::ByteSize>() {
             Ok(size) => size.as_u64(),
             Err(e) => {
@@ -376,101 +373,7 @@ impl RawConfig {
             ));
         }
 
-        let mut upstreams = Vec::new();
-        let mut names = HashSet::new();
-        let mut defaults_seen = 0;
-        for (i, u) in self.upstream.into_iter().enumerate() {
-            let key = |field: &str| format!("upstream[{i}].{field}");
-            for name in std::iter::once(&u.name).chain(&u.aliases) {
-                if !is_valid_upstream_name(name) {
-                    p.0.push(format!(
-                        "`{}`: {name:?} is not usable as a path prefix (lowercase letters, digits, \
-                         '.', '_' and '-'; no ':' or '/'); give an upstream with a port an alias",
-                        key("name")
-                    ));
-                }
-                if !names.insert(name.clone()) {
-                    p.0.push(format!(
-                        "`{}`: the name {name:?} is used twice",
-                        key("name")
-                    ));
-                }
-            }
-            let shown = redact_userinfo(&u.url);
-            let url = match reqwest::Url::parse(&u.url) {
-                Ok(url) if !url.username().is_empty() || url.password().is_some() => {
-                    p.0.push(format!(
-                        "`{}`: {shown:?} carries credentials; set `username` and `password` instead",
-                        key("url")
-                    ));
-                    None
-                }
-                Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {
-                    Some(url)
-                }
-                Ok(_) => {
-                    p.0.push(format!(
-                        "`{}`: expected an http or https URL, found {shown:?}",
-                        key("url")
-                    ));
-                    None
-                }
-                Err(e) => {
-                    p.0.push(format!("`{}`: {shown:?} is not a URL ({e})", key("url")));
-                    None
-                }
-            };
-            if u.password.is_some() && u.username.is_none() {
-                p.0.push(format!(
-                    "`{}`: a password needs a username",
-                    key("password")
-                ));
-            }
-            if let Some(ca) = &u.ca_file {
-                if !ca.is_file() {
-                    p.0.push(format!(
-                        "`{}`: file {} does not exist",
-                        key("ca_file"),
-                        ca.display()
-                    ));
-                }
-            }
-            if u.default {
-                defaults_seen += 1;
-            }
-            let tag_ttl = match &u.tag_ttl {
-                Some(t) => p.duration(&key("tag_ttl"), t),
-                None => tag_ttl,
-            };
-            let connect_timeout = match &u.connect_timeout {
-                Some(t) => p.duration(&key("connect_timeout"), t),
-                None => defaults::UPSTREAM_CONNECT_TIMEOUT,
-            };
-            let timeout = match &u.timeout {
-                Some(t) => p.duration(&key("timeout"), t),
-                None => defaults::UPSTREAM_TIMEOUT,
-            };
-            if let Some(url) = url {
-                upstreams.push(UpstreamConfig {
-                    library_prefix: u.library_prefix.unwrap_or(u.name == "docker.io"),
-                    name: u.name,
-                    aliases: u.aliases,
-                    url,
-                    default: u.default,
-                    username: u.username,
-                    password: u.password,
-                    ca_file: u.ca_file,
-                    insecure_skip_verify: u.insecure_skip_verify,
-                    tag_ttl,
-                    retries: u.retries.unwrap_or(defaults::UPSTREAM_RETRIES),
-                    connect_timeout,
-                    timeout,
-                });
-            }
-        }
-        if defaults_seen > 1 {
-            p.0.push("`upstream.default`: at most one upstream can be the default".into());
-        }
+        let upstreams = super::upstream::validate(self.upstream, tag_ttl, &mut p);
 
         let refresh_interval = p.duration("scan.refresh_interval", &self.scan.refresh_interval);
         let command_timeout = p.duration("scan.command_timeout", &self.scan.command_timeout);
@@ -500,7 +403,7 @@ impl RawConfig {
                 Ok(u) if matches!(u.scheme(), "http" | "https") => {}
                 _ => p.0.push(format!(
                     "`{key}`: expected an http or https URL, found {:?}",
-                    redact_userinfo(url)
+                    super::upstream::redact_userinfo(url)
                 )),
             }
         }
@@ -630,20 +533,4 @@ impl RawConfig {
                 .collect(),
         }
     }
-}
-
-/// `scheme://user:pass@host` → `scheme://***@host`, for messages about a URL.
-fn redact_userinfo(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme_end), Some(at)) if at > scheme_end => {
-            format!("{}***{}", &url[..scheme_end + 3], &url[at..])
-        }
-        _ => url.to_string(),
-    }
-}
-
-/// Upstream names are the first path component of a prefixed request, so they follow the
-/// repository component grammar (which has no ':').
-fn is_valid_upstream_name(name: &str) -> bool {
-    is_valid_path_component(name)
 }
