@@ -18,6 +18,7 @@ pub mod dpkg;
 mod error;
 pub mod os_release;
 pub mod rpm;
+pub(crate) mod scratch;
 
 #[cfg(test)]
 mod conformance;

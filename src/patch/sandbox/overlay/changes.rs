@@ -2,7 +2,7 @@
 //! same answers as a before/after snapshot diff of a plain tree.
 
 use std::collections::BTreeMap;
-use std::fs::{self, Metadata};
+use std::fs::{self, DirEntry, Metadata};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
@@ -24,9 +24,12 @@ impl Walk<'_> {
         Ok(self.out.into_values().collect())
     }
 
-    fn dir(&mut self, rel: &str) -> Result<(), SandboxError> {
-        let host = self.root.upper.join(rel);
+    /// The entries of the directory `rel` under `tree` that are not excluded, each with its
+    /// path in the tree.
+    fn children(&self, tree: &Path, rel: &str) -> Result<Vec<(String, DirEntry)>, SandboxError> {
+        let host = tree.join(rel);
         let listing = fs::read_dir(&host).map_err(|e| SandboxError::io("read", &host, e))?;
+        let mut children = Vec::new();
         for child in listing {
             let child = child.map_err(|e| SandboxError::io("read", &host, e))?;
             let name = child
@@ -34,9 +37,15 @@ impl Walk<'_> {
                 .into_string()
                 .map_err(|_| SandboxError::NonUtf8Path(child.path()))?;
             let path = join(rel, &name);
-            if excluded(self.exclude, &path) {
-                continue;
+            if !excluded(self.exclude, &path) {
+                children.push((path, child));
             }
+        }
+        Ok(children)
+    }
+
+    fn dir(&mut self, rel: &str) -> Result<(), SandboxError> {
+        for (path, child) in self.children(&self.root.upper, rel)? {
             let upper = child
                 .metadata()
                 .map_err(|e| SandboxError::io("stat", child.path(), e))?;
@@ -99,18 +108,7 @@ impl Walk<'_> {
         let mut found = Vec::new();
         let mut pending = vec![rel.to_owned()];
         while let Some(dir) = pending.pop() {
-            let host = self.root.lower.join(&dir);
-            let listing = fs::read_dir(&host).map_err(|e| SandboxError::io("read", &host, e))?;
-            for child in listing {
-                let child = child.map_err(|e| SandboxError::io("read", &host, e))?;
-                let name = child
-                    .file_name()
-                    .into_string()
-                    .map_err(|_| SandboxError::NonUtf8Path(child.path()))?;
-                let path = join(&dir, &name);
-                if excluded(self.exclude, &path) {
-                    continue;
-                }
+            for (path, child) in self.children(&self.root.lower, &dir)? {
                 let is_dir = child
                     .file_type()
                     .map_err(|e| SandboxError::io("stat", child.path(), e))?

@@ -2,12 +2,9 @@
 //! compressed bytes of each member hashed as they are consumed (apk's identity is the SHA-1
 //! of the control member, its `datahash` the SHA-256 of the data members).
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use sha2::{Digest as _, Sha256};
 
@@ -140,32 +137,7 @@ impl<W: Write> Write for LimitWriter<W> {
     }
 }
 
-/// Creates a file in `dir` and unlinks it at once, so that nothing is ever left behind.
+/// A file in `dir` unlinked at once (see [`crate::pkgs::scratch::anonymous_file`]).
 pub(super) fn anonymous_file(dir: &Path) -> io::Result<File> {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    for _ in 0..100 {
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let path = dir.join(format!(".apkfile-{}-{nanos}-{n}", std::process::id()));
-        match OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)
-        {
-            Ok(file) => {
-                fs::remove_file(&path)?;
-                return Ok(file);
-            }
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(e),
-        }
-    }
-    Err(io::Error::new(
-        io::ErrorKind::AlreadyExists,
-        "no free scratch file name after 100 tries",
-    ))
+    crate::pkgs::scratch::anonymous_file(dir, ".apkfile")
 }

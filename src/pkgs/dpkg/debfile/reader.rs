@@ -1,12 +1,10 @@
 //! Positional reads over a shared file, and the anonymous scratch file itself.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom};
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 /// A byte range of a shared file, read with `pread` so that any number of readers (on any
 /// threads) can share one file handle. Seeks are relative to the start of the range.
@@ -123,55 +121,10 @@ impl<R: Read + Seek> Seek for SeekBuf<R> {
 /// A new file in `dir` under a temporary name (`.tmp-debdata-<pid>-<n>`), for the caller
 /// to rename.
 pub(super) fn named_temp_file(dir: &Path) -> io::Result<(File, std::path::PathBuf)> {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    for _ in 0..100 {
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let path = dir.join(format!(".tmp-debdata-{}-{n}", std::process::id()));
-        match OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)
-        {
-            Ok(file) => return Ok((file, path)),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(e),
-        }
-    }
-    Err(io::Error::new(
-        io::ErrorKind::AlreadyExists,
-        "no free temporary file name after 100 tries",
-    ))
+    crate::pkgs::scratch::new_file(dir, ".tmp-debdata")
 }
 
-/// Creates a file in `dir` and unlinks it at once: it lives as long as its handles, and a
-/// crash or an error leaves nothing behind.
+/// A file in `dir` unlinked at once (see [`crate::pkgs::scratch::anonymous_file`]).
 pub(super) fn anonymous_file(dir: &Path) -> io::Result<File> {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    for _ in 0..100 {
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let path = dir.join(format!(".debfile-{}-{nanos}-{n}", std::process::id()));
-        match OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)
-        {
-            Ok(file) => {
-                fs::remove_file(&path)?;
-                return Ok(file);
-            }
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(e),
-        }
-    }
-    Err(io::Error::new(
-        io::ErrorKind::AlreadyExists,
-        "no free scratch file name after 100 tries",
-    ))
+    crate::pkgs::scratch::anonymous_file(dir, ".debfile")
 }
