@@ -75,6 +75,16 @@ async fn vex_names_the_fixed_cves_of_the_patched_image() {
     }
 }
 
+/// The digest of the patch layer a `patchpull patch` summary names.
+fn patch_layer(summary: &str) -> String {
+    summary
+        .split("patch layer ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no patch layer in:\n{summary}"))
+        .to_owned()
+}
+
 /// `hello` at `version`: a program and a postinst that records how it was called.
 fn hello(version: &str) -> DebSpec {
     DebSpec::new("hello", version, "amd64")
@@ -144,6 +154,46 @@ async fn maintainer_scripts_run_in_images_with_a_shell_and_are_refused_without()
     if let Some(reference) = dpkg_reference(&setup, "test/shell:1", &[deb]) {
         assert_same_tree(&reference, &root);
     }
+
+    // Again with the same store: the image's root is kept in the unpack cache and the script
+    // runs over it through an overlay; without the cache it runs over a plain tree. Both give
+    // the first run's layer.
+    let first = patch_layer(&run.stdout);
+    let roots = setup.path("run/store/unpacked/roots");
+    let ready = std::fs::read_dir(&roots)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().join("ready").exists())
+        .count();
+    assert_eq!(ready, 1, "one unpacked root in {}", roots.display());
+    let again = patchpull(
+        &setup.config("run"),
+        &["patch", "--insecure", &setup.reference("test/shell:1")],
+    )
+    .await;
+    again.assert_ok();
+    assert!(
+        again.stdout.contains("maintainer scripts run: 1"),
+        "{}",
+        again.stdout
+    );
+    assert_eq!(patch_layer(&again.stdout), first, "{}", again.stdout);
+    let plain = setup.config("plain");
+    let toml = std::fs::read_to_string(&plain).unwrap();
+    std::fs::write(&plain, format!("{toml}\n[patch]\nunpack_cache_size = 0\n")).unwrap();
+    let without_cache = patchpull(
+        &plain,
+        &["patch", "--insecure", &setup.reference("test/shell:1")],
+    )
+    .await;
+    without_cache.assert_ok();
+    assert_eq!(
+        patch_layer(&without_cache.stdout),
+        first,
+        "{}",
+        without_cache.stdout
+    );
+    assert!(!setup.path("plain/store/unpacked").exists());
 
     // The same upgrade on an image without /bin/sh cannot run the script: refused.
     let without = image(

@@ -329,9 +329,20 @@ fn remove_any(path: &Path) -> io::Result<()> {
     }
 }
 
+/// The layer's entries in the order an extractor needs them: everything else by path,
+/// then hard links, whose targets may sort after them (`usr/bin/perl` links to a file the
+/// layer writes later); linking first would leave the link on the old file.
+fn in_extract_order(layer: &LayerBuilder) -> impl Iterator<Item = &LayerEntry> {
+    let is_link = |e: &&LayerEntry| matches!(e.kind, EntryKind::Hardlink(_));
+    layer
+        .iter()
+        .filter(move |e| !is_link(e))
+        .chain(layer.iter().filter(is_link))
+}
+
 /// Writes the layer's entries into the root, as an extractor would.
 fn apply(layer: &LayerBuilder, root: &Path) -> Result<(), NativeError> {
-    for entry in layer.iter() {
+    for entry in in_extract_order(layer) {
         let target = safe_target(root, &entry.path)?;
         let io = |e: io::Error| io_error(&target, e);
         if let Some(parent) = target.parent() {
@@ -375,7 +386,7 @@ fn apply(layer: &LayerBuilder, root: &Path) -> Result<(), NativeError> {
 /// Writes the layer's entries into the overlay's upper directory, in overlayfs's format,
 /// so that the merged view is what an extractor would have left on the image.
 fn apply_overlay(layer: &LayerBuilder, overlay: &OverlayRoot) -> Result<(), NativeError> {
-    for entry in layer.iter() {
+    for entry in in_extract_order(layer) {
         let path = entry.path.as_str();
         let host = overlay.upper().join(path);
         let io = |e: io::Error| io_error(&host, e);
@@ -530,4 +541,76 @@ fn entry_from_disk(
         mtime: epoch,
         kind,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::MetadataExt;
+
+    use super::*;
+
+    fn entry(path: &str, kind: EntryKind) -> LayerEntry {
+        LayerEntry {
+            path: path.to_owned(),
+            mode: 0o755,
+            uid: 0,
+            gid: 0,
+            uname: "root".to_owned(),
+            gname: "root".to_owned(),
+            mtime: 1_700_000_000,
+            kind,
+        }
+    }
+
+    /// `usr/bin/perl` is a hard link to `usr/bin/perl5`, which sorts after it; the image
+    /// has the old `perl5` (and its old link).
+    fn layer_and_old_tree() -> (LayerBuilder, tempfile::TempDir) {
+        let mut layer = LayerBuilder::default();
+        layer.insert(entry(
+            "usr/bin/perl",
+            EntryKind::Hardlink("usr/bin/perl5".to_owned()),
+        ));
+        layer.insert(entry(
+            "usr/bin/perl5",
+            EntryKind::File(FileData::Bytes(b"new perl\n".to_vec())),
+        ));
+        let old = tempfile::tempdir().unwrap();
+        fs::create_dir_all(old.path().join("usr/bin")).unwrap();
+        fs::write(old.path().join("usr/bin/perl5"), "old perl\n").unwrap();
+        fs::hard_link(
+            old.path().join("usr/bin/perl5"),
+            old.path().join("usr/bin/perl"),
+        )
+        .unwrap();
+        (layer, old)
+    }
+
+    #[test]
+    fn hard_links_are_made_after_the_files_they_name() {
+        let (layer, root) = layer_and_old_tree();
+        let order: Vec<&str> = in_extract_order(&layer).map(|e| e.path.as_str()).collect();
+        assert_eq!(order, ["usr/bin/perl5", "usr/bin/perl"]);
+        apply(&layer, root.path()).unwrap();
+        let link = root.path().join("usr/bin/perl");
+        assert_eq!(fs::read(&link).unwrap(), b"new perl\n");
+        let target = fs::metadata(root.path().join("usr/bin/perl5")).unwrap();
+        assert_eq!(fs::metadata(&link).unwrap().ino(), target.ino());
+    }
+
+    #[test]
+    fn hard_links_in_an_overlay_name_the_new_file() {
+        let (layer, lower) = layer_and_old_tree();
+        let scratch = tempfile::tempdir().unwrap();
+        let overlay = OverlayRoot::create(lower.path(), &scratch.path().join("upper")).unwrap();
+        apply_overlay(&layer, &overlay).unwrap();
+        let link = overlay.upper().join("usr/bin/perl");
+        assert_eq!(fs::read(&link).unwrap(), b"new perl\n");
+        let target = fs::metadata(overlay.upper().join("usr/bin/perl5")).unwrap();
+        assert_eq!(fs::metadata(&link).unwrap().ino(), target.ino());
+        // The shared tree below is untouched.
+        assert_eq!(
+            fs::read(lower.path().join("usr/bin/perl")).unwrap(),
+            b"old perl\n"
+        );
+    }
 }

@@ -221,7 +221,12 @@ impl ApkScanner {
     ) -> Result<String, BuiltinError> {
         let repositories = self.repositories(inventory, platform)?;
         let loads = repositories.iter().map(|r| self.loader.index(r));
-        let loaded = futures_util::future::try_join_all(loads).await?;
+        let loaded = futures_util::future::join_all(loads)
+            .await
+            .into_iter()
+            // The first error in repository order (main before community), not the
+            // first to arrive: the same failure gives the same message every time.
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(loaded
             .iter()
             .map(|l| l.version())
@@ -243,7 +248,12 @@ impl ApkScanner {
     ) -> Result<ApkScan, BuiltinError> {
         let repositories = self.repositories(inventory, platform)?;
         let loads = repositories.iter().map(|r| self.loader.index(r));
-        let loaded = futures_util::future::try_join_all(loads).await?;
+        let loaded = futures_util::future::join_all(loads)
+            .await
+            .into_iter()
+            // The first error in repository order (main before community), not the
+            // first to arrive: the same failure gives the same message every time.
+            .collect::<Result<Vec<_>, _>>()?;
         let (found, invalid) = find_updates(inventory, &loaded);
 
         let branch = repositories

@@ -86,7 +86,12 @@ impl ApkScanner {
     ) -> Result<Vec<FetchedApk>, BuiltinError> {
         let repositories = self.repositories(inventory, platform)?;
         let loads = repositories.iter().map(|r| self.index(r));
-        let loaded = futures_util::future::try_join_all(loads).await?;
+        let loaded = futures_util::future::join_all(loads)
+            .await
+            .into_iter()
+            // The first error in repository order (main before community), not the
+            // first to arrive: the same failure gives the same message every time.
+            .collect::<Result<Vec<_>, _>>()?;
         let located = wanted
             .iter()
             .map(|w| locate(&loaded, w))
