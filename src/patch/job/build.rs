@@ -107,6 +107,37 @@ impl Patcher {
             .map_err(PatchError::from_api)
     }
 
+    /// Starts unpacking `image` into the unpack cache while its plan is made, when the
+    /// native engine will most likely run maintainer scripts over it: a dpkg image with
+    /// dpkg itself installed (so not distroless), of this host's architecture. The build's
+    /// own request for the root then finds it, or waits for this unpack to finish.
+    pub(super) fn unpack_ahead(
+        &self,
+        route: &Route,
+        image: &PlatformImage,
+        inventory: &Inventory,
+        work: &Path,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        let cache = self.unpack_cache.clone()?;
+        let likely = self.engine != PatchEngine::Buildkit
+            && inventory.ecosystem == Ecosystem::Dpkg
+            && inventory.packages.iter().any(|p| p.name == "dpkg")
+            && image.platform.architecture == native::host_architecture();
+        if !likely {
+            return None;
+        }
+        let source = self.unpacked_layers(route, work).ok()?;
+        let layers = image.layers.clone();
+        Some(tokio::task::spawn_blocking(move || {
+            if crate::patch::sandbox::overlay_available(&cache.roots_dir()).is_err() {
+                return;
+            }
+            if let Err(e) = cache.root(&*source, &layers) {
+                tracing::debug!(error = %e, "unpacking ahead failed; the build will say why");
+            }
+        }))
+    }
+
     /// The image's layers, decompressed once under `work/layers` and read several times
     /// (tree, database, the scripts' root, the check).
     pub(super) fn unpacked_layers(

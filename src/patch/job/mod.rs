@@ -434,6 +434,8 @@ impl Patcher {
                 format!("{kind} are patched through BuildKit only, and none is configured"),
             ));
         }
+        // Detached: it only fills the cache, which the build then finds (or waits for).
+        let _unpacking = self.unpack_ahead(route, &base, &inventory, work);
         let platform = Platform {
             os: image.platform.os.clone(),
             architecture: image.platform.architecture.clone(),
