@@ -5,7 +5,7 @@
 //! (`store`), the HTTP server (`server`) and the command line (`cli`). Imports point down:
 //! `cli` -> `server` -> `mirror` -> (`upstream`, `store`) -> `distribution`.
 #![forbid(unsafe_code)]
-#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod admission;
 pub mod buildkit;
@@ -17,6 +17,7 @@ pub mod glob;
 pub mod image;
 pub mod metrics;
 pub mod mirror;
+pub mod parallel;
 pub mod patch;
 pub mod pipeline;
 pub mod pkgs;

@@ -240,34 +240,9 @@ fn open_packages<'a>(
             }
         })
     };
-    let workers = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .clamp(1, 4);
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let results: std::sync::Mutex<Vec<Option<Result<DebPackage, PatchError>>>> =
-        std::sync::Mutex::new(debs.iter().map(|_| None).collect());
-    std::thread::scope(|scope| {
-        for _ in 0..workers.min(debs.len()) {
-            scope.spawn(|| loop {
-                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let Some(deb) = debs.get(i) else { break };
-                let result = open(deb);
-                if let Ok(mut results) = results.lock() {
-                    results[i] = Some(result);
-                }
-            });
-        }
-    });
-    let results = results.into_inner().unwrap_or_default();
     let mut opened = Vec::with_capacity(debs.len());
-    for (deb, result) in debs.iter().zip(results) {
-        let package = result.unwrap_or_else(|| {
-            Err(PatchError::Internal(format!(
-                "opening {} did not finish",
-                deb.name
-            )))
-        })?;
-        opened.push((deb, package));
+    for (deb, result) in debs.iter().zip(crate::parallel::map(debs, 4, open)) {
+        opened.push((deb, result?));
     }
     Ok(opened)
 }

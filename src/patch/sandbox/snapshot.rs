@@ -7,8 +7,6 @@ use std::fs::{self, File};
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
 
 use sha2::{Digest, Sha256};
 
@@ -229,48 +227,15 @@ pub(super) fn record(
 
 /// Hashes `files` (relative to `root`) on a few threads.
 fn hash_all(root: &Path, files: &[String]) -> Result<Vec<(String, [u8; 32])>, SandboxError> {
-    let workers = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .clamp(1, 4)
-        .min(files.len().max(1));
-    let next = AtomicUsize::new(0);
-    let out = Mutex::new(Vec::with_capacity(files.len()));
-    let failure: Mutex<Option<SandboxError>> = Mutex::new(None);
-    std::thread::scope(|scope| {
-        for _ in 0..workers {
-            scope.spawn(|| loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(path) = files.get(i) else { break };
-                let host = root.join(path);
-                match hash_file(&host) {
-                    Ok(digest) => {
-                        if let Ok(mut out) = out.lock() {
-                            out.push((path.clone(), digest));
-                        }
-                    }
-                    Err(e) => {
-                        if let Ok(mut failure) = failure.lock() {
-                            failure.get_or_insert(SandboxError::io("hash", host, e));
-                        }
-                        next.store(files.len(), Ordering::Relaxed);
-                        break;
-                    }
-                }
-            });
+    crate::parallel::map(files, 4, |path| {
+        let host = root.join(path);
+        match hash_file(&host) {
+            Ok(digest) => Ok((path.clone(), digest)),
+            Err(e) => Err(SandboxError::io("hash", host, e)),
         }
-    });
-    if let Some(e) = failure.into_inner().ok().flatten() {
-        return Err(e);
-    }
-    let out = out.into_inner().unwrap_or_default();
-    if out.len() != files.len() {
-        return Err(SandboxError::io(
-            "hash",
-            root,
-            io::Error::other("a hashing thread failed"),
-        ));
-    }
-    Ok(out)
+    })
+    .into_iter()
+    .collect()
 }
 
 pub(super) fn hash_file(path: &Path) -> io::Result<[u8; 32]> {

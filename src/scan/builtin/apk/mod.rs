@@ -209,6 +209,20 @@ impl ApkScanner {
         self.loader.index(repository).await
     }
 
+    /// Every repository's index, loaded together. A failure is the first one in repository
+    /// order (main before community), not the first to arrive: the same failure gives the
+    /// same message every time.
+    pub async fn indexes(
+        &self,
+        repositories: &[ApkRepository],
+    ) -> Result<Vec<Arc<LoadedIndex>>, BuiltinError> {
+        let loads = repositories.iter().map(|r| self.loader.index(r));
+        futures_util::future::join_all(loads)
+            .await
+            .into_iter()
+            .collect()
+    }
+
     /// The version of the indexes a scan of `inventory` on `platform` reads now: part of
     /// a cached plan's key.
     ///
@@ -220,13 +234,7 @@ impl ApkScanner {
         platform: &Platform,
     ) -> Result<String, BuiltinError> {
         let repositories = self.repositories(inventory, platform)?;
-        let loads = repositories.iter().map(|r| self.loader.index(r));
-        let loaded = futures_util::future::join_all(loads)
-            .await
-            .into_iter()
-            // The first error in repository order (main before community), not the
-            // first to arrive: the same failure gives the same message every time.
-            .collect::<Result<Vec<_>, _>>()?;
+        let loaded = self.indexes(&repositories).await?;
         Ok(loaded
             .iter()
             .map(|l| l.version())
@@ -247,13 +255,7 @@ impl ApkScanner {
         options: &PlanOptions,
     ) -> Result<ApkScan, BuiltinError> {
         let repositories = self.repositories(inventory, platform)?;
-        let loads = repositories.iter().map(|r| self.loader.index(r));
-        let loaded = futures_util::future::join_all(loads)
-            .await
-            .into_iter()
-            // The first error in repository order (main before community), not the
-            // first to arrive: the same failure gives the same message every time.
-            .collect::<Result<Vec<_>, _>>()?;
+        let loaded = self.indexes(&repositories).await?;
         let (found, invalid) = find_updates(inventory, &loaded);
 
         let branch = repositories

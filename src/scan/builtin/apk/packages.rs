@@ -85,13 +85,7 @@ impl ApkScanner {
         wanted: &[WantedApk],
     ) -> Result<Vec<FetchedApk>, BuiltinError> {
         let repositories = self.repositories(inventory, platform)?;
-        let loads = repositories.iter().map(|r| self.index(r));
-        let loaded = futures_util::future::join_all(loads)
-            .await
-            .into_iter()
-            // The first error in repository order (main before community), not the
-            // first to arrive: the same failure gives the same message every time.
-            .collect::<Result<Vec<_>, _>>()?;
+        let loaded = self.indexes(&repositories).await?;
         let located = wanted
             .iter()
             .map(|w| locate(&loaded, w))
