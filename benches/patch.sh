@@ -30,7 +30,7 @@ SUITE="${BENCH_SUITE:-bookworm}"
 ARCHIVE="${BENCH_ARCHIVE:-http://deb.debian.org/debian}"
 SECURITY="${BENCH_SECURITY:-http://deb.debian.org/debian-security}"
 INCLUDE="${BENCH_INCLUDE:-}"                   # extra packages for debootstrap --include=a,b
-SCENARIOS="${BENCH_SCENARIOS:-patchpull docker}"
+SCENARIOS="${BENCH_SCENARIOS:-patchpull docker floor}"
 STEP_TIMEOUT="${BENCH_STEP_TIMEOUT:-900}"      # seconds, per patch / build / debootstrap
 START_TIMEOUT="${BENCH_START_TIMEOUT:-60}"     # seconds, per daemon start
 WORK_PARENT="${BENCH_TMPDIR:-${TMPDIR:-/tmp}}"
@@ -233,7 +233,9 @@ timeout 300 skopeo copy -q --dest-tls-verify=false "oci:$IMG/oci:$SUITE" "docker
 BASE_LAYER_BYTES="$(stat -c %s "$IMG/layer.tar.gz")"
 BASE_TAR_BYTES="$(stat -c %s "$IMG/layer.tar")"
 log "pushed $BASE = sha256:$MANIFEST_HEX (layer $BASE_LAYER_BYTES bytes gzip, $BASE_TAR_BYTES tar)"
-rm -rf "$ROOTFS" "$IMG/layer.tar"
+rm -f "$IMG/layer.tar"
+# the floor scenario runs dpkg in a plain chroot of this same root
+if [[ " $SCENARIOS " == *" floor "* ]]; then mkdir -p "$WORK/floor" && mv "$ROOTFS" "$WORK/floor/base"; else rm -rf "$ROOTFS"; fi
 
 declare -A R=()   # results: R[scenario.metric]=value
 
@@ -415,6 +417,75 @@ docker_runs() { # docker_runs REP
   done
 }
 
+# The floor: what dpkg itself spends on the same upgrade in a plain chroot of the image (no
+# container, no sandbox, no apt, packages on disk, --force-unsafe-io like the image's
+# docker-apt-speedup). "dpkg-scripts" runs only the maintainer scripts of the unpack phase, as
+# dpkg calls them (old prerm upgrade NEW, new preinst upgrade OLD, old postrm upgrade NEW);
+# "dpkg-configure" is `dpkg --configure -a` after `dpkg --unpack`: the postinst scripts and
+# triggers. Their sum is the least any engine that runs the scripts can take.
+floor_chroot() { # floor_chroot ROOT PKG SCRIPT ARGS...: one maintainer script as dpkg runs it
+  local root="$1" pkg="$2" script="$3"
+  shift 3
+  chroot "$root" env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+    DEBIAN_FRONTEND=noninteractive DPKG_MAINTSCRIPT_PACKAGE="$pkg" DPKG_MAINTSCRIPT_NAME="${script##*.}" \
+    DPKG_MAINTSCRIPT_ARCH=amd64 DPKG_RUNNING_VERSION="$FLOOR_DPKG_VERSION" DPKG_ADMINDIR=/var/lib/dpkg \
+    DPKG_ROOT= "$script" "$@" </dev/null >/dev/null 2>&1
+}
+
+floor_copy() { # floor_copy DIR: a fresh copy of the image root with the planned .debs in /debs
+  local d="$1"
+  umount -l "$d/proc" 2>/dev/null || true
+  rm -rf "$d"
+  cp -a "$WORK/floor/base" "$d"
+  mkdir -p "$d/debs"
+  cp "$WORK"/floor/debs/*.deb "$d/debs/"
+  mount -t proc proc "$d/proc"
+}
+
+floor_setup() { # the planned .debs (patchpull downloaded and verified them), control parts unpacked
+  local f pkg
+  mkdir -p "$WORK/floor/debs" "$WORK/floor/ctl"
+  for f in "$WORK"/pp/scan-cache/debs/*.deb; do
+    pkg="$(dpkg-deb -f "$f" Package)"
+    [[ " $PKGS " == *" $pkg "* ]] || continue
+    cp "$f" "$WORK/floor/debs/$pkg.deb"
+    mkdir -p "$WORK/floor/ctl/$pkg"
+    dpkg-deb -e "$f" "$WORK/floor/ctl/$pkg"
+  done
+  FLOOR_DPKG_VERSION="$(chroot "$WORK/floor/base" dpkg-query -W -f '${Version}' dpkg)"
+}
+
+floor_runs() { # floor_runs REP
+  local d="$WORK/floor/run" pkg old new info t0 t1 t2 t3
+  floor_copy "$d"
+  t0="$(now)"
+  for pkg in $PKGS; do
+    old="$(chroot "$d" dpkg-query -W -f '${Version}' "$pkg")"
+    new="$(dpkg-deb -f "$WORK/floor/debs/$pkg.deb" Version)"
+    info="/var/lib/dpkg/info/$pkg"
+    [[ -x "$d$info.prerm" ]] && { floor_chroot "$d" "$pkg" "$info.prerm" upgrade "$new" || die "$pkg prerm failed"; }
+    if [[ -x "$WORK/floor/ctl/$pkg/preinst" ]]; then
+      mkdir -p "$d/ctl" && cp "$WORK/floor/ctl/$pkg/preinst" "$d/ctl/$pkg.preinst"
+      floor_chroot "$d" "$pkg" "/ctl/$pkg.preinst" upgrade "$old" || die "$pkg preinst failed"
+    fi
+    [[ -x "$d$info.postrm" ]] && { floor_chroot "$d" "$pkg" "$info.postrm" upgrade "$new" || die "$pkg postrm failed"; }
+  done
+  t1="$(now)"
+  floor_copy "$d"
+  t2="$(now)"
+  chroot "$d" sh -c 'dpkg --force-unsafe-io --unpack /debs/*.deb' >"$WORK/floor/unpack-$1.log" 2>&1 \
+    || die "dpkg --unpack failed: $(tail -n 5 "$WORK/floor/unpack-$1.log")"
+  t3="$(now)"
+  chroot "$d" env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin DEBIAN_FRONTEND=noninteractive \
+    dpkg --force-unsafe-io --configure -a >"$WORK/floor/configure-$1.log" 2>&1 \
+    || die "dpkg --configure failed: $(tail -n 5 "$WORK/floor/configure-$1.log")"
+  R[dpkg-scripts.t$1]="$(elapsed "$t0" "$t1")"
+  R[dpkg-unpack.t$1]="$(elapsed "$t2" "$t3")"
+  R[dpkg-configure.t$1]="$(elapsed "$t3" "$(now)")"
+  umount -l "$d/proc"
+  log "floor run $1: unpack-phase scripts ${R[dpkg-scripts.t$1]} s, dpkg --unpack ${R[dpkg-unpack.t$1]} s, dpkg --configure ${R[dpkg-configure.t$1]} s"
+}
+
 # --- run ------------------------------------------------------------------------------------------
 # Interleaved, one round of every scenario per repetition, so that load from anything else on
 # the machine spreads over all of them alike.
@@ -433,6 +504,10 @@ for rep in $(seq 1 "$REPS"); do
         | sort >"$PLAN_FILE"
       [[ -s "$PLAN_FILE" ]] || die "patchpull planned nothing: $(cat "$WORK/pp/patchpull-cold-1/stdout")"
     fi
+  fi
+  if with floor && with patchpull; then
+    if ((rep == 1)); then [[ -n "$PKGS" ]] || PKGS="$(cut -d' ' -f1 "$PLAN_FILE" | tr '\n' ' ')"; floor_setup; fi
+    floor_runs "$rep"
   fi
   if with docker; then
     if ((rep == 1)); then decide_packages; docker_prepare; fi
@@ -453,7 +528,8 @@ if with docker; then
   stop_dockerd
 fi
 
-for s in patchpull-cold patchpull-warm buildkit-engine docker-cold docker-lean docker-warm; do
+for s in patchpull-cold patchpull-warm buildkit-engine docker-cold docker-lean docker-warm \
+  dpkg-scripts dpkg-unpack dpkg-configure; do
   [[ -n "${R[$s.t1]:-}" ]] || continue
   ts=()
   for rep in $(seq 1 "$REPS"); do ts+=("${R[$s.t$rep]}"); done
@@ -485,6 +561,22 @@ row() { printf '%-16s %8s %8s %8s %12s %12s %12s\n' "$@"; }
     [[ -n "${R[$s.median]:-}" ]] || continue
     row "$s" "$(val "$s.median")" "$(val "$s.min")" "$(val "$s.max")" "$(val "$s.pushed")" "$(val "$s.tar")" "$(val "$s.gz6")"
   done
+  if [[ -n "${R[dpkg-configure.median]:-}" ]]; then
+    echo
+    echo "floor: dpkg alone in a plain chroot of the image, packages on disk (medians, min-max):"
+    printf '  %-52s %6s s (%s-%s)\n' "unpack-phase maintainer scripts (prerm, preinst, postrm)" \
+      "$(val dpkg-scripts.median)" "$(val dpkg-scripts.min)" "$(val dpkg-scripts.max)"
+    printf '  %-52s %6s s (%s-%s)\n' "dpkg --unpack (those scripts + the files)" \
+      "$(val dpkg-unpack.median)" "$(val dpkg-unpack.min)" "$(val dpkg-unpack.max)"
+    printf '  %-52s %6s s (%s-%s)\n' "dpkg --configure -a (postinst scripts, triggers)" \
+      "$(val dpkg-configure.median)" "$(val dpkg-configure.min)" "$(val dpkg-configure.max)"
+    R[floor.scripts]="$(awk -v a="${R[dpkg-scripts.median]}" -v b="${R[dpkg-configure.median]}" 'BEGIN { printf "%.2f", a + b }')"
+    printf '  %-52s %6s s\n' "the scripts alone (the two above)" "$(val floor.scripts)"
+    if [[ -n "${R[docker-warm.median]:-}" ]]; then
+      R[floor.budget]="$(awk -v a="${R[docker-warm.median]}" 'BEGIN { printf "%.2f", a / 10 }')"
+      printf '  %-52s %6s s\n' "a 10x target's whole budget (docker-warm / 10)" "$(val floor.budget)"
+    fi
+  fi
   echo
   echo "ratios docker / patchpull (time: medians, and minimums, which a busy machine disturbs less;"
   echo "size: gzip -6 of the layer tar):"

@@ -13,6 +13,8 @@ use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
 
 use base64::Engine;
 
+use crate::pkgs::dpkg::debfile::Compression;
+
 /// Changelogs and doc links of one `.deb`, by path below `usr/share/doc/`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct DebDocs {
@@ -51,24 +53,8 @@ pub fn read_docs(file: &mut File, limits: DebLimits) -> Result<DebDocs, String> 
     let (member, size) = find_data_member(file)?;
     let mut sink = TarSink::new(limits);
     let data = BufReader::new(file.take(size));
-    let copied = match member.as_str() {
-        "data.tar.xz" => {
-            let mut data = data;
-            lzma_rs::xz_decompress(&mut data, &mut sink).map_err(|e| match e {
-                lzma_rs::error::Error::IoError(io) => io,
-                other => io::Error::new(io::ErrorKind::InvalidData, other.to_string()),
-            })
-        }
-        "data.tar.gz" => io::copy(&mut flate2::bufread::GzDecoder::new(data), &mut sink).map(drop),
-        "data.tar.zst" => {
-            let mut decoder = ruzstd::decoding::StreamingDecoder::new(data)
-                .map_err(|e| format!("{member}: {e}"))?;
-            io::copy(&mut decoder, &mut sink).map(drop)
-        }
-        "data.tar" => io::copy(&mut { data }, &mut sink).map(drop),
-        other => return Err(format!("unsupported member {other}")),
-    };
-    copied.map_err(|e| {
+    let compression = Compression::from_member(&member, "data.tar").map_err(|e| e.to_string())?;
+    compression.decompress(data, &mut sink).map_err(|e| {
         let reason = sink.error.take().unwrap_or_else(|| e.to_string());
         format!("{member}: {reason}")
     })?;

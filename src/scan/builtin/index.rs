@@ -5,6 +5,8 @@
 use std::io::{self, BufReader, Read, Write};
 use std::sync::Arc;
 
+use crate::pkgs::dpkg::debfile::Compression as MemberCompression;
+
 /// A `.deb` in the pool, as an index names it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DebFile {
@@ -190,16 +192,12 @@ pub fn read_index(
     max_unpacked: u64,
 ) -> Result<PackageIndex, String> {
     let mut sink = PackagesSink::new(max_unpacked);
-    let mut input = BufReader::with_capacity(64 * 1024, input);
+    let input = BufReader::with_capacity(64 * 1024, input);
     let copied = match compression {
-        Compression::Xz => lzma_rs::xz_decompress(&mut input, &mut sink).map_err(|e| match e {
-            lzma_rs::error::Error::IoError(io) => io,
-            other => io::Error::new(io::ErrorKind::InvalidData, other.to_string()),
-        }),
-        Compression::Gzip => {
-            io::copy(&mut flate2::bufread::MultiGzDecoder::new(input), &mut sink).map(drop)
-        }
-        Compression::None => io::copy(&mut input, &mut sink).map(drop),
+        // The streaming decoder of `.deb` members: bounded memory, and faster than lzma-rs.
+        Compression::Xz => MemberCompression::Xz.decompress(input, &mut sink),
+        Compression::Gzip => MemberCompression::Gzip.decompress(input, &mut sink),
+        Compression::None => MemberCompression::None.decompress(input, &mut sink),
     };
     copied.map_err(|e| {
         sink.error

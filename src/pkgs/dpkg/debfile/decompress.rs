@@ -6,7 +6,7 @@ use std::io::{self, BufRead, Read, Write};
 use super::DebError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Compression {
+pub enum Compression {
     None,
     Gzip,
     Xz,

@@ -34,7 +34,10 @@ use std::sync::Arc;
 
 pub use reader::DataReader;
 
-use decompress::{Compression, LimitWriter};
+/// How a member of a `.deb` (or a Debian index) is compressed; decompresses with bounded
+/// memory (the xz decoder streams, unlike lzma-rs).
+pub use decompress::Compression;
+use decompress::LimitWriter;
 
 /// Bounds on what one package may unpack to; a package over any of them is refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
