@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use crate::distribution::reference::Digest;
 
+mod pgzip;
 mod write;
 
 #[cfg(test)]

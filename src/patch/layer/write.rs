@@ -6,18 +6,16 @@ use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use flate2::{Compression, GzBuilder};
 use tar::{EntryType, Header};
 
+use super::pgzip::{self, ParallelGz};
 use super::{BuiltLayer, EntryKind, FileData, LayerError, Part, Record};
 use crate::distribution::reference::{DigestAlgorithm, Hasher};
 
 /// zlib's default level, the one `gzip` and most image builders use: a good size/speed
 /// balance for layers that are mostly binaries. It is part of the digest, so it is a
-/// constant, never a setting.
+/// constant, never a setting (and so are the blocks of [`ParallelGz`]).
 const GZIP_LEVEL: u32 = 6;
-/// "Unknown OS" in the gzip header, so the bytes do not say where they were made.
-const GZIP_OS_UNKNOWN: u8 = 255;
 /// The compressor is always fed whole chunks of this size (the last one shorter), so its
 /// output cannot depend on how reads and writes happened to be split upstream.
 const CHUNK: usize = 64 * 1024;
@@ -31,10 +29,7 @@ pub(super) fn write_gzip(records: &[Record<'_>], dir: &Path) -> Result<BuiltLaye
         source,
     };
     let gz_sink = Counted::new(BufWriter::with_capacity(CHUNK, file));
-    let gz = GzBuilder::new()
-        .mtime(0)
-        .operating_system(GZIP_OS_UNKNOWN)
-        .write(gz_sink, Compression::new(GZIP_LEVEL));
+    let gz = ParallelGz::new(gz_sink, GZIP_LEVEL, pgzip::default_threads());
     let mut tar = tar::Builder::new(Chunked::new(Counted::new(gz)));
     for record in records {
         append(&mut tar, record, &path)?;

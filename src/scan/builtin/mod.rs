@@ -47,7 +47,7 @@ pub use error::BuiltinError;
 pub use keyring::{Keyring, KeyringError, SignatureError};
 pub use suites::{Distribution, Suite, SuiteKind};
 
-// TODO(#3): the lead moves these into config/defaults.rs when wiring `[scan.builtin]`.
+// The defaults live in `config::defaults`; these names keep the scanner's API self-contained.
 pub const DEFAULT_DEBIAN_ARCHIVE_URL: &str = crate::config::defaults::SCAN_DEBIAN_ARCHIVE_URL;
 pub const DEFAULT_DEBIAN_SECURITY_URL: &str = crate::config::defaults::SCAN_DEBIAN_SECURITY_URL;
 pub const DEFAULT_DEBIAN_KEYRING: &str = crate::config::defaults::SCAN_DEBIAN_KEYRING;
@@ -242,7 +242,6 @@ pub struct BuiltinScan {
     pub plan: Plan,
     /// The same updates with what the plan type has no room for: suite, source and
     /// changelog status, sorted by name.
-    // TODO(#3): the lead decides whether `PackageUpdate` grows a `suite` field.
     pub updates: Vec<Update>,
 }
 
