@@ -83,9 +83,19 @@ pub fn run(
             let overlay = OverlayRoot::create(lower, &scratch.join(UPPER))?;
             let target = Target::Overlay(&overlay);
             run_phase(&target, &pre, dpkg_version, &mut report)?;
+            let started = std::time::Instant::now();
             apply_overlay(layer, &overlay)?;
+            tracing::debug!(
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "packages' entries written to the upper directory"
+            );
             run_phase(&target, &post, dpkg_version, &mut report)?;
+            let started = std::time::Instant::now();
             let changes = overlay.changes(EXCLUDED)?;
+            tracing::debug!(
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "upper directory read"
+            );
             tracing::info!(changed = changes.len(), "scripts ran over the cached root");
             (overlay.upper().to_path_buf(), changes)
         }
@@ -104,6 +114,7 @@ pub fn run(
             (root, sandbox::diff(&before, &after))
         }
     };
+    let started = std::time::Instant::now();
     for change in changes {
         match change {
             Change::Added(path) | Change::Modified(path) => {
@@ -128,6 +139,10 @@ pub fn run(
             }
         }
     }
+    tracing::debug!(
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "scripts' changes folded into the layer"
+    );
     // Keep the tree: file entries taken from disk point into it until the layer is written.
     Ok(report)
 }
