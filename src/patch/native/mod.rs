@@ -5,6 +5,7 @@
 //! distroless images get files and database only, as their builders do. Whatever can be
 //! neither run nor reproduced is refused with the reason.
 
+mod apply;
 pub mod scripts;
 
 use std::collections::HashMap;

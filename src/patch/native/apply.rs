@@ -1,0 +1,261 @@
+//! Writing the layer's entries into the tree the post-unpack scripts see: a plain tree, or
+//! an overlay's upper directory. Hard links are made after the files they name.
+
+use std::fs;
+use std::io;
+use std::os::unix::fs::{symlink, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use crate::patch::layer::{EntryKind, FileData, LayerBuilder, LayerEntry};
+use crate::patch::sandbox::OverlayRoot;
+
+use super::scripts::io_error;
+use super::NativeError;
+
+/// Checks that no directory above `path` inside `root` is a symbolic link, so writing
+/// there stays inside the root.
+fn safe_target(root: &Path, path: &str) -> Result<PathBuf, NativeError> {
+    let mut at = root.to_path_buf();
+    let components: Vec<&str> = path.split('/').collect();
+    for (i, part) in components.iter().enumerate() {
+        if part.is_empty() || *part == "." || *part == ".." {
+            return Err(NativeError::Io {
+                path: root.join(path),
+                reason: "not a normal path inside the root".to_owned(),
+            });
+        }
+        at.push(part);
+        if i + 1 < components.len() {
+            if let Ok(meta) = fs::symlink_metadata(&at) {
+                if meta.file_type().is_symlink() {
+                    return Err(NativeError::Io {
+                        path: at,
+                        reason: "a directory on the way is a symbolic link".to_owned(),
+                    });
+                }
+            }
+        }
+    }
+    Ok(at)
+}
+
+fn remove_any(path: &Path) -> io::Result<()> {
+    match fs::symlink_metadata(path) {
+        Ok(meta) if meta.is_dir() => fs::remove_dir_all(path),
+        Ok(_) => fs::remove_file(path),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// The layer's entries in the order an extractor needs them: everything else by path,
+/// then hard links, whose targets may sort after them (`usr/bin/perl` links to a file the
+/// layer writes later); linking first would leave the link on the old file.
+fn in_extract_order(layer: &LayerBuilder) -> impl Iterator<Item = &LayerEntry> {
+    let is_link = |e: &&LayerEntry| matches!(e.kind, EntryKind::Hardlink(_));
+    layer
+        .iter()
+        .filter(move |e| !is_link(e))
+        .chain(layer.iter().filter(is_link))
+}
+
+/// Writes the layer's entries into the root, as an extractor would.
+pub(super) fn apply(layer: &LayerBuilder, root: &Path) -> Result<(), NativeError> {
+    for entry in in_extract_order(layer) {
+        let target = safe_target(root, &entry.path)?;
+        let io = |e: io::Error| io_error(&target, e);
+        if let Some(parent) = target.parent() {
+            fs::create_dir_all(parent).map_err(io)?;
+        }
+        match &entry.kind {
+            EntryKind::Dir => {
+                if !fs::symlink_metadata(&target).is_ok_and(|m| m.is_dir()) {
+                    remove_any(&target).map_err(io)?;
+                    fs::create_dir(&target).map_err(io)?;
+                }
+                fs::set_permissions(&target, fs::Permissions::from_mode(entry.mode & 0o7777))
+                    .map_err(io)?;
+            }
+            EntryKind::File(data) => {
+                remove_any(&target).map_err(io)?;
+                write_file(&target, data, entry.mode).map_err(io)?;
+            }
+            EntryKind::Symlink(link) => {
+                remove_any(&target).map_err(io)?;
+                symlink(link, &target).map_err(io)?;
+            }
+            EntryKind::Hardlink(link) => {
+                remove_any(&target).map_err(io)?;
+                let source = safe_target(root, link)?;
+                fs::hard_link(&source, &target).map_err(io)?;
+            }
+            EntryKind::Whiteout => remove_any(&target).map_err(io)?,
+            EntryKind::OpaqueDir => {
+                if let Ok(children) = fs::read_dir(&target) {
+                    for child in children.flatten() {
+                        remove_any(&child.path()).map_err(io)?;
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Writes the layer's entries into the overlay's upper directory, in overlayfs's format,
+/// so that the merged view is what an extractor would have left on the image.
+pub(super) fn apply_overlay(
+    layer: &LayerBuilder,
+    overlay: &OverlayRoot,
+) -> Result<(), NativeError> {
+    for entry in in_extract_order(layer) {
+        let path = entry.path.as_str();
+        let host = overlay.upper().join(path);
+        let io = |e: io::Error| io_error(&host, e);
+        match &entry.kind {
+            EntryKind::Dir => {
+                let at = match overlay.merged_metadata(path)? {
+                    Some(meta) if !meta.is_dir() => {
+                        let at = overlay.prepare_entry(path)?;
+                        fs::create_dir(&at).map_err(io)?;
+                        at
+                    }
+                    _ => overlay.ensure_dir(path)?,
+                };
+                fs::set_permissions(&at, fs::Permissions::from_mode(entry.mode & 0o7777))
+                    .map_err(io)?;
+            }
+            EntryKind::File(data) => {
+                let at = overlay.prepare_entry(path)?;
+                write_file(&at, data, entry.mode).map_err(io)?;
+            }
+            EntryKind::Symlink(link) => {
+                let at = overlay.prepare_entry(path)?;
+                symlink(link, &at).map_err(io)?;
+            }
+            EntryKind::Hardlink(link) => {
+                let source = overlay.copy_up(link)?;
+                let at = overlay.prepare_entry(path)?;
+                fs::hard_link(&source, &at).map_err(io)?;
+            }
+            EntryKind::Whiteout => overlay.remove(path)?,
+            EntryKind::OpaqueDir => overlay.clear_dir(path)?,
+        }
+    }
+    Ok(())
+}
+
+/// Creates `target` with the entry's contents and permission bits.
+fn write_file(target: &Path, data: &FileData, mode: u32) -> io::Result<()> {
+    let mut out = fs::File::create(target)?;
+    match data {
+        FileData::Bytes(bytes) => io::Write::write_all(&mut out, bytes)?,
+        FileData::Slice { file, offset, len } => {
+            let mut reader = SliceReader {
+                file: file.clone(),
+                offset: *offset,
+                left: *len,
+            };
+            io::copy(&mut reader, &mut out)?;
+        }
+        FileData::Path(path) => {
+            let mut input = fs::File::open(path)?;
+            io::copy(&mut input, &mut out)?;
+        }
+    }
+    fs::set_permissions(target, fs::Permissions::from_mode(mode & 0o7777))
+}
+
+struct SliceReader {
+    file: std::sync::Arc<fs::File>,
+    offset: u64,
+    left: u64,
+}
+
+impl io::Read for SliceReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        use std::os::unix::fs::FileExt;
+        let want = buf
+            .len()
+            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        if want == 0 {
+            return Ok(0);
+        }
+        let n = self.file.read_at(&mut buf[..want], self.offset)?;
+        self.offset += n as u64;
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::MetadataExt;
+
+    use super::*;
+
+    fn entry(path: &str, kind: EntryKind) -> LayerEntry {
+        LayerEntry {
+            path: path.to_owned(),
+            mode: 0o755,
+            uid: 0,
+            gid: 0,
+            uname: "root".to_owned(),
+            gname: "root".to_owned(),
+            mtime: 1_700_000_000,
+            kind,
+        }
+    }
+
+    /// `usr/bin/perl` is a hard link to `usr/bin/perl5`, which sorts after it; the image
+    /// has the old `perl5` (and its old link).
+    fn layer_and_old_tree() -> (LayerBuilder, tempfile::TempDir) {
+        let mut layer = LayerBuilder::default();
+        layer.insert(entry(
+            "usr/bin/perl",
+            EntryKind::Hardlink("usr/bin/perl5".to_owned()),
+        ));
+        layer.insert(entry(
+            "usr/bin/perl5",
+            EntryKind::File(FileData::Bytes(b"new perl\n".to_vec())),
+        ));
+        let old = tempfile::tempdir().unwrap();
+        fs::create_dir_all(old.path().join("usr/bin")).unwrap();
+        fs::write(old.path().join("usr/bin/perl5"), "old perl\n").unwrap();
+        fs::hard_link(
+            old.path().join("usr/bin/perl5"),
+            old.path().join("usr/bin/perl"),
+        )
+        .unwrap();
+        (layer, old)
+    }
+
+    #[test]
+    fn hard_links_are_made_after_the_files_they_name() {
+        let (layer, root) = layer_and_old_tree();
+        let order: Vec<&str> = in_extract_order(&layer).map(|e| e.path.as_str()).collect();
+        assert_eq!(order, ["usr/bin/perl5", "usr/bin/perl"]);
+        apply(&layer, root.path()).unwrap();
+        let link = root.path().join("usr/bin/perl");
+        assert_eq!(fs::read(&link).unwrap(), b"new perl\n");
+        let target = fs::metadata(root.path().join("usr/bin/perl5")).unwrap();
+        assert_eq!(fs::metadata(&link).unwrap().ino(), target.ino());
+    }
+
+    #[test]
+    fn hard_links_in_an_overlay_name_the_new_file() {
+        let (layer, lower) = layer_and_old_tree();
+        let scratch = tempfile::tempdir().unwrap();
+        let overlay = OverlayRoot::create(lower.path(), &scratch.path().join("upper")).unwrap();
+        apply_overlay(&layer, &overlay).unwrap();
+        let link = overlay.upper().join("usr/bin/perl");
+        assert_eq!(fs::read(&link).unwrap(), b"new perl\n");
+        let target = fs::metadata(overlay.upper().join("usr/bin/perl5")).unwrap();
+        assert_eq!(fs::metadata(&link).unwrap().ino(), target.ino());
+        // The shared tree below is untouched.
+        assert_eq!(
+            fs::read(lower.path().join("usr/bin/perl")).unwrap(),
+            b"old perl\n"
+        );
+    }
+}
