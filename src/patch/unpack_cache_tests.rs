@@ -128,6 +128,34 @@ fn sized_layer(name: &str, size: usize) -> Vec<u8> {
     Layer::new().file(name, &vec![b'x'; size]).gzip()
 }
 
+/// Evicts until `tree` is gone, a few times at most. Another test's child process holds a
+/// copy of every open descriptor between its fork and its exec, the lock of a root this
+/// test just dropped included, and eviction rightly skips a root whose lock is held.
+fn evict_until_gone(cache: &UnpackCache, tree: &Path) {
+    for _ in 0..50 {
+        cache.evict();
+        if !tree.exists() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Waits until nothing holds the lock of the root whose tree is `tree`: a child process
+/// that another test forked holds a copy of it until its exec (see [`evict_until_gone`]),
+/// and eviction would then pass over that root to the next one.
+fn wait_until_unlocked(tree: &Path) {
+    let lock = File::open(tree.parent().unwrap().join(LOCK)).unwrap();
+    for _ in 0..100 {
+        let free = rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive);
+        if free.is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    panic!("the lock of {} stayed held", tree.display());
+}
+
 /// The names in `dir`, sorted.
 fn names(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = fs::read_dir(dir)
@@ -222,7 +250,7 @@ fn a_held_root_is_never_evicted() {
 
     drop(held);
     assert!(tree.exists(), "dropping a hold removes nothing by itself");
-    cache.evict();
+    evict_until_gone(&cache, &tree);
     assert!(!tree.exists(), "evicted once no longer held");
     assert!(names(&cache.roots_dir()).is_empty(), "no trash left");
 
@@ -257,6 +285,7 @@ fn least_recently_used_root_goes_first() {
 
     // Room for one root only.
     let small = UnpackCache::open(cache_dir.path(), room).unwrap();
+    wait_until_unlocked(&tree_b);
     small.evict();
     assert!(tree_a.join("a").exists(), "the recently used root stays");
     assert!(!tree_b.exists(), "the least recently used root goes");

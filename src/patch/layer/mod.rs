@@ -42,6 +42,23 @@ pub struct LayerEntry {
     pub kind: EntryKind,
 }
 
+#[cfg(test)]
+impl LayerEntry {
+    /// A root-owned entry with a fixed mtime, for tests.
+    pub(crate) fn for_test(path: &str, mode: u32, kind: EntryKind) -> LayerEntry {
+        LayerEntry {
+            path: path.to_owned(),
+            mode,
+            uid: 0,
+            gid: 0,
+            uname: "root".to_owned(),
+            gname: "root".to_owned(),
+            mtime: 1_700_000_000,
+            kind,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub enum EntryKind {
     Dir,

@@ -5,20 +5,12 @@ use super::*;
 use crate::distribution::reference::Digest;
 
 fn entry(path: &str, kind: EntryKind) -> LayerEntry {
-    LayerEntry {
-        path: path.to_owned(),
-        mode: match kind {
-            EntryKind::Dir | EntryKind::OpaqueDir => 0o755,
-            EntryKind::Symlink(_) => 0o777,
-            _ => 0o644,
-        },
-        uid: 0,
-        gid: 0,
-        uname: "root".to_owned(),
-        gname: "root".to_owned(),
-        mtime: 1_700_000_000,
-        kind,
-    }
+    let mode = match kind {
+        EntryKind::Dir | EntryKind::OpaqueDir => 0o755,
+        EntryKind::Symlink(_) => 0o777,
+        _ => 0o644,
+    };
+    LayerEntry::for_test(path, mode, kind)
 }
 
 fn file(path: &str, data: &[u8]) -> LayerEntry {

@@ -195,16 +195,7 @@ mod tests {
     use super::*;
 
     fn entry(path: &str, kind: EntryKind) -> LayerEntry {
-        LayerEntry {
-            path: path.to_owned(),
-            mode: 0o755,
-            uid: 0,
-            gid: 0,
-            uname: "root".to_owned(),
-            gname: "root".to_owned(),
-            mtime: 1_700_000_000,
-            kind,
-        }
+        LayerEntry::for_test(path, 0o755, kind)
     }
 
     /// `usr/bin/perl` is a hard link to `usr/bin/perl5`, which sorts after it; the image
