@@ -423,13 +423,13 @@ docker_runs() { # docker_runs REP
 # dpkg calls them (old prerm upgrade NEW, new preinst upgrade OLD, old postrm upgrade NEW);
 # "dpkg-configure" is `dpkg --configure -a` after `dpkg --unpack`: the postinst scripts and
 # triggers. Their sum is the least any engine that runs the scripts can take.
+FLOOR_ENV=(env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin DEBIAN_FRONTEND=noninteractive)
 floor_chroot() { # floor_chroot ROOT PKG SCRIPT ARGS...: one maintainer script as dpkg runs it
   local root="$1" pkg="$2" script="$3"
   shift 3
-  chroot "$root" env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
-    DEBIAN_FRONTEND=noninteractive DPKG_MAINTSCRIPT_PACKAGE="$pkg" DPKG_MAINTSCRIPT_NAME="${script##*.}" \
-    DPKG_MAINTSCRIPT_ARCH=amd64 DPKG_RUNNING_VERSION="$FLOOR_DPKG_VERSION" DPKG_ADMINDIR=/var/lib/dpkg \
-    DPKG_ROOT= "$script" "$@" </dev/null >/dev/null 2>&1
+  chroot "$root" "${FLOOR_ENV[@]}" DPKG_MAINTSCRIPT_PACKAGE="$pkg" DPKG_MAINTSCRIPT_NAME="${script##*.}" \
+    DPKG_MAINTSCRIPT_ARCH="${FLOOR_ARCH[$pkg]:-amd64}" DPKG_RUNNING_VERSION="$FLOOR_DPKG_VERSION" \
+    DPKG_ADMINDIR=/var/lib/dpkg DPKG_ROOT= "$script" "$@" </dev/null >/dev/null 2>&1
 }
 
 floor_copy() { # floor_copy DIR: a fresh copy of the image root with the planned .debs in /debs
@@ -437,49 +437,63 @@ floor_copy() { # floor_copy DIR: a fresh copy of the image root with the planned
   umount -l "$d/proc" 2>/dev/null || true
   rm -rf "$d"
   cp -a "$WORK/floor/base" "$d"
-  mkdir -p "$d/debs"
+  mkdir -p "$d/debs" "$d/ctl"
   cp "$WORK"/floor/debs/*.deb "$d/debs/"
+  cp "$WORK"/floor/ctl/*.preinst "$d/ctl/" 2>/dev/null || true
   mount -t proc proc "$d/proc"
 }
 
-floor_setup() { # the planned .debs (patchpull downloaded and verified them), control parts unpacked
-  local f pkg
+declare -A FLOOR_OLD=() FLOOR_NEW=() FLOOR_INFO=() FLOOR_ARCH=()
+floor_setup() { # each planned package's verified .deb (the version planned), versions and names
+  local f pkg version planned base="$WORK/floor/base"
   mkdir -p "$WORK/floor/debs" "$WORK/floor/ctl"
   for f in "$WORK"/pp/scan-cache/debs/*.deb; do
+    [[ -e "$f" ]] || die "floor: no packages in patchpull's cache"
     pkg="$(dpkg-deb -f "$f" Package)"
-    [[ " $PKGS " == *" $pkg "* ]] || continue
+    version="$(dpkg-deb -f "$f" Version)"
+    planned="$(awk -v p="$pkg" '$1 == p { print $2 }' "$PLAN_FILE")"
+    [[ -n "$planned" && "$version" == "$planned" ]] || continue
     cp "$f" "$WORK/floor/debs/$pkg.deb"
     mkdir -p "$WORK/floor/ctl/$pkg"
     dpkg-deb -e "$f" "$WORK/floor/ctl/$pkg"
+    [[ -x "$WORK/floor/ctl/$pkg/preinst" ]] && cp "$WORK/floor/ctl/$pkg/preinst" "$WORK/floor/ctl/$pkg.preinst"
+    FLOOR_NEW[$pkg]="$version"
+    FLOOR_ARCH[$pkg]="$(dpkg-deb -f "$f" Architecture)"
   done
-  FLOOR_DPKG_VERSION="$(chroot "$WORK/floor/base" dpkg-query -W -f '${Version}' dpkg)"
+  for pkg in $PKGS; do
+    [[ -n "${FLOOR_NEW[$pkg]:-}" ]] || die "floor: no .deb of $pkg at the planned version in patchpull's cache"
+    FLOOR_OLD[$pkg]="$(chroot "$base" dpkg-query -W -f '${Version}' "$pkg")" \
+      || die "floor: $pkg is not installed in the image (a new dependency: not measured)"
+    # Multi-Arch: same packages keep their scripts as <name>:<arch>.<script>
+    FLOOR_INFO[$pkg]="/var/lib/dpkg/info/$(chroot "$base" dpkg-query -W -f '${binary:Package}' "$pkg")"
+    [[ -e "$base${FLOOR_INFO[$pkg]}.list" ]] || FLOOR_INFO[$pkg]="/var/lib/dpkg/info/$pkg"
+  done
+  FLOOR_DPKG_VERSION="$(chroot "$base" dpkg-query -W -f '${Version}' dpkg)"
 }
 
-declare -A FLOOR_OLD=()   # package -> the image's version
 floor_runs() { # floor_runs REP
-  local d="$WORK/floor/run" pkg old new info t0 t1 t2 t3
+  local d="$WORK/floor/run" pkg info t0 t1 t2 t3
   floor_copy "$d"
   t0="$(now)"
   for pkg in $PKGS; do
-    old="$(chroot "$d" dpkg-query -W -f '${Version}' "$pkg")"
-    FLOOR_OLD[$pkg]="$old"
-    new="$(dpkg-deb -f "$WORK/floor/debs/$pkg.deb" Version)"
-    info="/var/lib/dpkg/info/$pkg"
-    [[ -x "$d$info.prerm" ]] && { floor_chroot "$d" "$pkg" "$info.prerm" upgrade "$new" || die "$pkg prerm failed"; }
-    if [[ -x "$WORK/floor/ctl/$pkg/preinst" ]]; then
-      mkdir -p "$d/ctl" && cp "$WORK/floor/ctl/$pkg/preinst" "$d/ctl/$pkg.preinst"
-      floor_chroot "$d" "$pkg" "/ctl/$pkg.preinst" upgrade "$old" || die "$pkg preinst failed"
+    info="${FLOOR_INFO[$pkg]}"
+    if [[ -x "$d$info.prerm" ]]; then
+      floor_chroot "$d" "$pkg" "$info.prerm" upgrade "${FLOOR_NEW[$pkg]}" || die "$pkg prerm failed"
     fi
-    [[ -x "$d$info.postrm" ]] && { floor_chroot "$d" "$pkg" "$info.postrm" upgrade "$new" || die "$pkg postrm failed"; }
+    if [[ -x "$d/ctl/$pkg.preinst" ]]; then
+      floor_chroot "$d" "$pkg" "/ctl/$pkg.preinst" upgrade "${FLOOR_OLD[$pkg]}" || die "$pkg preinst failed"
+    fi
+    if [[ -x "$d$info.postrm" ]]; then
+      floor_chroot "$d" "$pkg" "$info.postrm" upgrade "${FLOOR_NEW[$pkg]}" || die "$pkg postrm failed"
+    fi
   done
   t1="$(now)"
   floor_copy "$d"
   t2="$(now)"
-  chroot "$d" sh -c 'dpkg --force-unsafe-io --unpack /debs/*.deb' >"$WORK/floor/unpack-$1.log" 2>&1 \
+  chroot "$d" "${FLOOR_ENV[@]}" sh -c 'dpkg --force-unsafe-io --unpack /debs/*.deb' >"$WORK/floor/unpack-$1.log" 2>&1 \
     || die "dpkg --unpack failed: $(tail -n 5 "$WORK/floor/unpack-$1.log")"
   t3="$(now)"
-  chroot "$d" env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin DEBIAN_FRONTEND=noninteractive \
-    dpkg --force-unsafe-io --configure -a >"$WORK/floor/configure-$1.log" 2>&1 \
+  chroot "$d" "${FLOOR_ENV[@]}" dpkg --force-unsafe-io --configure -a >"$WORK/floor/configure-$1.log" 2>&1 \
     || die "dpkg --configure failed: $(tail -n 5 "$WORK/floor/configure-$1.log")"
   R[dpkg-scripts.t$1]="$(elapsed "$t0" "$t1")"
   R[dpkg-unpack.t$1]="$(elapsed "$t2" "$t3")"
@@ -487,12 +501,14 @@ floor_runs() { # floor_runs REP
   # the configure phase's scripts alone, called directly on an unpacked copy: each new
   # postinst configure OLD, then libc-bin's ldconfig trigger (the one these packages activate)
   floor_copy "$d"
-  chroot "$d" sh -c 'dpkg --force-unsafe-io --unpack /debs/*.deb' >/dev/null 2>&1 || die "dpkg --unpack failed"
+  chroot "$d" "${FLOOR_ENV[@]}" sh -c 'dpkg --force-unsafe-io --unpack /debs/*.deb' >/dev/null 2>&1 \
+    || die "dpkg --unpack failed"
   t0="$(now)"
   for pkg in $PKGS; do
-    info="/var/lib/dpkg/info/$pkg"
-    [[ -x "$d$info.postinst" ]] || continue
-    floor_chroot "$d" "$pkg" "$info.postinst" configure "${FLOOR_OLD[$pkg]}" || die "$pkg postinst failed"
+    info="${FLOOR_INFO[$pkg]}"
+    if [[ -x "$d$info.postinst" ]]; then
+      floor_chroot "$d" "$pkg" "$info.postinst" configure "${FLOOR_OLD[$pkg]}" || die "$pkg postinst failed"
+    fi
   done
   if grep -qs 'ldconfig' "$WORK"/floor/ctl/*/triggers && [[ -x "$d/var/lib/dpkg/info/libc-bin.postinst" ]]; then
     floor_chroot "$d" libc-bin /var/lib/dpkg/info/libc-bin.postinst triggered ldconfig || die "ldconfig trigger failed"

@@ -47,7 +47,16 @@ pub struct UnpackCache {
 #[derive(Debug)]
 pub struct CachedRoot {
     dir: PathBuf,
-    _lock: File,
+    lock: File,
+}
+
+impl Drop for CachedRoot {
+    /// Unlocks before the descriptor closes: a child process forked meanwhile holds a copy
+    /// of the descriptor until its exec, and closing ours alone would leave the shared lock
+    /// held through that copy, keeping the root from eviction for no reason.
+    fn drop(&mut self) {
+        let _ = rustix::fs::flock(&self.lock, rustix::fs::FlockOperation::Unlock);
+    }
 }
 
 impl CachedRoot {
@@ -218,7 +227,7 @@ impl UnpackCache {
         touch(&ready);
         Ok(Some(CachedRoot {
             dir: dir.to_path_buf(),
-            _lock: lock,
+            lock,
         }))
     }
 
@@ -258,6 +267,8 @@ impl UnpackCache {
             &dir.file_name().unwrap_or_default().to_string_lossy(),
         ));
         let moved = fs::rename(dir, &trash).is_ok();
+        // Unlock rather than only close: a forked child may hold a copy (see CachedRoot).
+        let _ = rustix::fs::flock(&lock, rustix::fs::FlockOperation::Unlock);
         drop(lock);
         if moved {
             let _ = remove_tree(&trash);

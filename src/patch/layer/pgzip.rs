@@ -80,24 +80,30 @@ impl<W: Write> ParallelGz<W> {
                 .map(|(dict, block)| deflate_block(level, dict, block, false))
                 .collect()
         } else {
+            let compress_share = move |share: &[(Vec<u8>, &[u8])]| {
+                share
+                    .iter()
+                    .map(|(dict, block)| deflate_block(level, dict, block, false))
+                    .collect::<Vec<_>>()
+            };
             std::thread::scope(|scope| {
-                let handles: Vec<_> = jobs
+                let shares: Vec<_> = jobs
                     .chunks(per_thread)
                     .map(|share| {
-                        scope.spawn(move || {
-                            share
-                                .iter()
-                                .map(|(dict, block)| deflate_block(level, dict, block, false))
-                                .collect::<Vec<_>>()
-                        })
+                        // No thread to be had (a pids limit): this one compresses the share.
+                        std::thread::Builder::new()
+                            .name("patchpull-gzip".to_owned())
+                            .spawn_scoped(scope, move || compress_share(share))
+                            .map_err(|_| share)
                     })
                     .collect();
-                handles
+                shares
                     .into_iter()
-                    .flat_map(|h| {
-                        h.join().unwrap_or_else(|_| {
+                    .flat_map(|spawned| match spawned {
+                        Ok(handle) => handle.join().unwrap_or_else(|_| {
                             vec![Err(io::Error::other("a compression thread panicked"))]
-                        })
+                        }),
+                        Err(share) => compress_share(share),
                     })
                     .collect()
             })
@@ -142,7 +148,8 @@ impl<W: Write> Write for ParallelGz<W> {
     }
 
     /// Blocks are compressed when a round is full or at `finish`: flushing early would
-    /// change the block boundaries, and with them the bytes.
+    /// change the block boundaries, and with them the bytes. (After an error from the
+    /// inner writer the stream is broken and is dropped, not resumed.)
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
     }
@@ -171,27 +178,32 @@ fn deflate_block(level: u32, dictionary: &[u8], block: &[u8], last: bool) -> io:
     } else {
         FlushCompress::Sync
     };
-    let mut out = Vec::with_capacity(block.len() / 2 + 1024);
+    // Above deflate's worst case (stored blocks) plus the flush marker, so one call
+    // finishes. The output's size is set here, not by an allocator: when zlib runs out of
+    // room during a sync flush it can repeat the marker, which would make the bytes depend
+    // on the buffer.
+    let mut out = vec![0u8; block.len() + block.len() / 1000 + 1024];
+    let mut written = 0;
     loop {
-        let consumed = usize::try_from(deflate.total_in()).map_err(io::Error::other)?;
-        // zlib: keep more than 6 bytes free, or a sync flush can repeat its marker.
-        if out.capacity() - out.len() < 64 {
-            out.reserve(out.capacity().max(1024));
+        if out.len() - written < 1024 {
+            out.resize(out.len() * 2, 0);
         }
+        let consumed = usize::try_from(deflate.total_in()).map_err(io::Error::other)?;
+        let before = deflate.total_out();
         let status = deflate
-            .compress_vec(&block[consumed..], &mut out, flush)
+            .compress(&block[consumed..], &mut out[written..], flush)
             .map_err(io::Error::other)?;
-        let done_input =
-            usize::try_from(deflate.total_in()).map_err(io::Error::other)? == block.len();
+        written += usize::try_from(deflate.total_out() - before).map_err(io::Error::other)?;
+        let all_in = usize::try_from(deflate.total_in()).map_err(io::Error::other)? == block.len();
         match status {
-            Status::StreamEnd => return Ok(out),
-            // A sync flush is complete once all input is in and output had room to spare.
-            Status::Ok | Status::BufError if !last && done_input && out.len() < out.capacity() => {
-                return Ok(out)
-            }
+            Status::StreamEnd => break,
+            // A sync flush is complete once all input is in and zlib left room unused.
+            Status::Ok | Status::BufError if !last && all_in && written < out.len() => break,
             Status::Ok | Status::BufError => {}
         }
     }
+    out.truncate(written);
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -259,7 +271,7 @@ mod tests {
 
     #[test]
     fn bytes_do_not_depend_on_threads_or_write_sizes() {
-        let input = sample(40 * BLOCK + 12_345);
+        let input = sample(18 * BLOCK + 12_345);
         let one = compress(&input, 1, 64 * 1024);
         for (threads, write_size) in [(2, 1_000), (3, 7), (8, BLOCK), (16, 3 * BLOCK)] {
             assert_eq!(
@@ -285,9 +297,44 @@ mod tests {
         assert!(decoder.into_inner().is_empty());
     }
 
+    /// The bytes are part of every patched image's digest: a change here changes them all.
+    #[test]
+    fn the_bytes_are_pinned() {
+        use sha2::Digest;
+        let gz = compress(&sample(3 * BLOCK + 5), 2, 4096);
+        let digest = hex::encode(sha2::Sha256::digest(&gz));
+        assert_eq!(
+            digest,
+            "275c3209056107f7a170c921601d73b822dff756eed02467bcc8883b6ed24743"
+        );
+    }
+
+    #[test]
+    fn blocks_are_primed_with_the_bytes_before_them() {
+        // Incompressible bytes, then the same again: only the dictionary finds the repeat
+        // (half a window, as deflate cannot reach back a whole window).
+        let mut state = 0x9e37_79b9_u32;
+        let noise: Vec<u8> = (0..WINDOW / 2)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 17;
+                state ^= state << 5;
+                state.to_le_bytes()[0]
+            })
+            .collect();
+        let primed = deflate_block(6, &noise, &noise, false).unwrap();
+        let cold = deflate_block(6, &[], &noise, false).unwrap();
+        assert!(
+            primed.len() < cold.len() / 10,
+            "{} against {}",
+            primed.len(),
+            cold.len()
+        );
+    }
+
     #[test]
     fn compresses_about_as_well_as_one_stream() {
-        let input = sample(24 * BLOCK);
+        let input = sample(12 * BLOCK);
         let parallel = compress(&input, 2, 64 * 1024).len();
         let mut single = flate2::write::GzEncoder::new(Vec::new(), Compression::new(6));
         single.write_all(&input).unwrap();

@@ -9,8 +9,7 @@ use std::path::{Path, PathBuf};
 use crate::patch::layer::{EntryKind, FileData, LayerBuilder, LayerEntry};
 use crate::patch::sandbox::OverlayRoot;
 
-use super::scripts::io_error;
-use super::NativeError;
+use super::{io_error, NativeError};
 
 /// Checks that no directory above `path` inside `root` is a symbolic link, so writing
 /// there stays inside the root.

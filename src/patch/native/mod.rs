@@ -45,6 +45,14 @@ pub enum NativeError {
     ScriptsCannotRun { reasons: Vec<String> },
 }
 
+/// An I/O failure at `path`, as a [`NativeError`].
+fn io_error(path: &Path, error: std::io::Error) -> NativeError {
+    NativeError::Io {
+        path: path.to_path_buf(),
+        reason: error.to_string(),
+    }
+}
+
 // By hand rather than `#[from]`: each message carries its cause already, and a `source`
 // would print it twice in an error chain.
 macro_rules! from_cause {

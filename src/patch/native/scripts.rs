@@ -8,7 +8,6 @@
 //! one digest).
 
 use std::fs;
-use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Duration;
@@ -19,7 +18,7 @@ use crate::patch::layer::{EntryKind, FileData, LayerBuilder, LayerEntry};
 use crate::patch::sandbox::{self, Change, OverlayRoot, SandboxCommand};
 
 use super::apply::{apply, apply_overlay};
-use super::NativeError;
+use super::{io_error, NativeError};
 
 /// Top-level directories whose changes never go into a layer.
 const EXCLUDED: &[&str] = &[
@@ -161,13 +160,6 @@ const UPPER: &str = "upper";
 enum Target<'a> {
     Plain(&'a Path),
     Overlay(&'a OverlayRoot),
-}
-
-pub(super) fn io_error(path: &Path, error: io::Error) -> NativeError {
-    NativeError::Io {
-        path: path.to_path_buf(),
-        reason: error.to_string(),
-    }
 }
 
 /// Quotes `text` for a POSIX shell.

@@ -4,8 +4,8 @@
 //! without one (a native package's, Debian policy 12.7) and the symlinks of `usr/share/doc`
 //! (many packages link their doc directory to another package of the same source).
 //!
-//! The tar reader is a [`Write`] sink because lzma-rs only decompresses into a writer; the
-//! other decompressors are copied into it. Memory stays bounded by the changelog limit.
+//! The tar reader is a [`Write`] sink: every member compression decompresses into a writer
+//! ([`Compression::decompress`]). Memory stays bounded by the changelog limit.
 
 use std::collections::BTreeMap;
 use std::fs::File;
