@@ -338,10 +338,13 @@ start_dockerd() {
   log "dockerd $(dk version --format '{{.Server.Version}}') on $DSOCK"
 }
 
-build() { # build KEY TAG DOCKERFILE: one timed `docker build --no-cache`
-  local key="$1" tag="$2" file="$3" t0 t1
+build() { # build KEY TAG DOCKERFILE: one timed `docker build`, its RUN never from the cache
+  local key="$1" tag="$2" file="$3" t0 t1 fresh=(--no-cache)
+  # Dockerfiles with cache mounts get a new BENCH_RUN instead: BuildKit deletes the cache
+  # mounts of a --no-cache build, which would leave nothing warm for the next one.
+  grep -q '^ARG BENCH_RUN' "$file" && fresh=(--build-arg "BENCH_RUN=$key-$RANDOM$RANDOM")
   t0="$(now)"
-  DOCKER_BUILDKIT=1 timeout "$STEP_TIMEOUT" "$DOCKER" -H "unix://$DSOCK" build --network host --no-cache \
+  DOCKER_BUILDKIT=1 timeout "$STEP_TIMEOUT" "$DOCKER" -H "unix://$DSOCK" build --network host "${fresh[@]}" \
     --progress=plain -t "$tag" -f "$file" "$WORK/docker/ctx" >"$WORK/docker/$key.log" 2>&1 \
     || die "docker build $key failed: $(tail -n 20 "$WORK/docker/$key.log")"
   t1="$(now)"
@@ -401,7 +404,7 @@ docker_prepare() { # the Dockerfiles; BuildKit warmed up and the cache mounts pr
   printf 'FROM %s\nARG DEBIAN_FRONTEND=noninteractive\nRUN %s && rm -rf /var/lib/apt/lists/*\n' "$BASE" "$run" \
     >"$d/Dockerfile.lean"
   # /var/cache/apt rather than only its archives/: apt writes pkgcache.bin there once docker-clean is gone
-  printf 'FROM %s\nARG DEBIAN_FRONTEND=noninteractive\nRUN --mount=type=cache,target=/var/cache/apt,sharing=locked --mount=type=cache,target=/var/lib/apt/lists,sharing=locked rm -f /etc/apt/apt.conf.d/docker-clean && %s\n' \
+  printf 'FROM %s\nARG DEBIAN_FRONTEND=noninteractive\nARG BENCH_RUN\nRUN --mount=type=cache,target=/var/cache/apt,sharing=locked --mount=type=cache,target=/var/lib/apt/lists,sharing=locked rm -f /etc/apt/apt.conf.d/docker-clean && %s\n' \
     "$BASE" "$run" >"$d/Dockerfile.warm"
   log "BuildKit warm-up (untimed): FROM + RUN true"
   build warmup bench/warmup "$d/Dockerfile.warmup" >/dev/null
@@ -415,6 +418,10 @@ docker_runs() { # docker_runs REP
     R[docker-$scenario.t$1]="$(build "$scenario-$1" "bench/docker-$scenario:$1" "$WORK/docker/Dockerfile.$scenario")"
     log "docker-$scenario run $1: ${R[docker-$scenario.t$1]} s"
   done
+  # warm means apt found its lists and packages on the cache mounts: nothing but InRelease fetched
+  R[docker-warm.fetched.t$1]="$(grep -E ' Get:[0-9]+ ' "$WORK/docker/warm-$1.log" | grep -cv 'InRelease' || true)"
+  ((R[docker-warm.fetched.t$1] == 0)) \
+    || log "WARN: docker-warm run $1 downloaded ${R[docker-warm.fetched.t$1]} lists or packages: not warm"
 }
 
 # The floor: what dpkg itself spends on the same upgrade in a plain chroot of the image (no

@@ -64,7 +64,7 @@ pub struct PatchArgs {
     #[arg(long, value_parser = ["native", "buildkit", "auto"])]
     engine: Option<String>,
     /// BuildKit engine: run the package manager even when BuildKit has the same step
-    /// cached (as `docker build --no-cache`).
+    /// cached (as `docker build --no-cache`, but apt's cache mounts are kept).
     #[arg(long)]
     no_cache: bool,
     /// The BuildKit to use (default: `patch.buildkit.address`): `unix:///PATH`,

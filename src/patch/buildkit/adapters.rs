@@ -134,8 +134,11 @@ pub struct GraphInput<'a> {
     /// `name=version ...` of the plan, in the exec's environment: BuildKit caches an exec
     /// by its definition, so a cached result is reused only for the same target versions.
     pub plan: String,
-    /// Run the exec even when BuildKit has it cached.
-    pub no_cache: bool,
+    /// Run the exec even when BuildKit has it cached: a value unique to this patch, put in
+    /// the exec's environment so that its definition is new. BuildKit's own ignore-cache
+    /// flag would also delete the exec's cache mounts (apt's lists and archives), making
+    /// every such patch download everything again.
+    pub no_cache: Option<String>,
 }
 
 /// The command for `packages` (already validated) under `adapter`.
@@ -244,13 +247,20 @@ pub fn graph(adapter: Adapter, packages: &[&str], input: &GraphInput<'_>) -> Def
     let exec = |root: Output, mounts: Vec<ExecMount>| Exec {
         root,
         args: vec!["/bin/sh".to_owned(), "-c".to_owned(), command.clone()],
-        env: vec![format!("PATCHPULL_PLAN={}", input.plan)],
+        env: std::iter::once(format!("PATCHPULL_PLAN={}", input.plan))
+            .chain(
+                input
+                    .no_cache
+                    .iter()
+                    .map(|run| format!("PATCHPULL_RUN={run}")),
+            )
+            .collect(),
         cwd: "/".to_owned(),
         user: String::new(),
         network: NetMode::Host,
         mounts,
         name: Some(name.clone()),
-        ignore_cache: input.no_cache,
+        ignore_cache: false,
     };
     let upper = match adapter {
         Adapter::Apt => graph.exec(exec(source.clone(), apt_caches()))[0].clone(),

@@ -182,7 +182,7 @@ impl BuildkitEngine {
                     .map(|u| format!("{}={}", u.name, u.fixed_version))
                     .collect::<Vec<_>>()
                     .join(" "),
-                no_cache: request.no_cache,
+                no_cache: request.no_cache.then(random_hex),
             },
         );
         let tag = random_hex();

@@ -23,7 +23,7 @@ fn input<'a>(os: &'a OsRelease, diff_merge: bool) -> GraphInput<'a> {
         debian_security_url: "http://deb.debian.org/debian-security",
         diff_merge,
         plan: "libssl3=3.0.15-1~deb12u1".into(),
-        no_cache: false,
+        no_cache: None,
     }
 }
 
@@ -66,6 +66,34 @@ fn real_package_names_pass() {
     assert_eq!(validate_names(Ecosystem::Dpkg, names).unwrap(), names);
     assert!(validate_names(Ecosystem::Apk, ["py3-pip", "libcrypto3", "busybox_extras"]).is_ok());
     assert!(validate_names(Ecosystem::Rpm, ["openssl-libs", "SDL2", "glibc"]).is_ok());
+}
+
+/// `--no-cache` makes the exec new with a value in its environment, not with BuildKit's
+/// ignore-cache flag, which would delete apt's cache mounts.
+#[test]
+fn no_cache_runs_the_exec_again_and_keeps_its_cache_mounts() {
+    let os = debian();
+    let mut with_run = input(&os, false);
+    with_run.no_cache = Some("0123abcd".to_owned());
+    let definition = graph(Adapter::Apt, &["libssl3"], &with_run);
+    let plain = graph(Adapter::Apt, &["libssl3"], &input(&os, false));
+    assert_ne!(definition.def, plain.def, "a new exec definition");
+    assert!(definition.metadata.values().all(|m| !m.ignore_cache));
+    let ops = ops(&definition);
+    let Some(op::Kind::Exec(exec)) = &ops[1].kind else {
+        panic!("not an exec: {:?}", ops[1])
+    };
+    let env = &exec.meta.as_ref().unwrap().env;
+    assert!(
+        env.contains(&"PATCHPULL_RUN=0123abcd".to_string()),
+        "{env:?}"
+    );
+    let caches = exec
+        .mounts
+        .iter()
+        .filter(|m| m.mount_type == MountType::Cache as i32)
+        .count();
+    assert_eq!(caches, 2);
 }
 
 #[test]
