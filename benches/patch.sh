@@ -13,7 +13,8 @@
 #   - Debian's dockerd with its built-in BuildKit: `docker build` of FROM REG/debian:bookworm +
 #     RUN apt-get update && apt-get install -y --only-upgrade <the planned packages>, cold
 #     (--no-cache, apt downloads everything), cold with the lists removed in the same RUN, and
-#     warm (cache mounts for apt's lists and archives, primed by one earlier build).
+#     warm (cache mounts for apt's lists and archives, primed by one earlier build; the RUN made
+#     new by a build argument, since BuildKit deletes a --no-cache build's cache mounts).
 # BuildKit is warmed up and the cache mounts primed before the first round, untimed.
 # It checks that patchpull plans the set `apt-get upgrade` installs, and prints wall times
 # (median), the new layer's size (as pushed, tar, gzip -6 of the tar) and the ratios.
@@ -552,9 +553,9 @@ for rep in $(seq 1 "$REPS"); do
     if ((rep == 1)); then decide_packages; docker_prepare; fi
     docker_runs "$rep"
     if with patchpull; then
-      # patchpull's BuildKit engine through the same dockerd, --no-cache like the docker
-      # builds (else BuildKit answers the same plan from its cache); apt's lists and archives
-      # on cache mounts, which round 1 primes, like docker-warm
+      # patchpull's BuildKit engine through the same dockerd; --no-cache (a unique value in
+      # the step, else BuildKit answers the same plan from its cache) keeps apt's lists and
+      # archives on the cache mounts, which round 1 primes, like docker-warm
       bk=(--engine buildkit --buildkit "docker-unix://$DSOCK" --tag-suffix patched-buildkit --no-cache)
       ((rep == 1)) && pp_run buildkit-engine 0 "${bk[@]}"
       pp_run buildkit-engine "$rep" "${bk[@]}"
