@@ -267,8 +267,6 @@ impl UnpackCache {
             &dir.file_name().unwrap_or_default().to_string_lossy(),
         ));
         let moved = fs::rename(dir, &trash).is_ok();
-        // Unlock rather than only close: a forked child may hold a copy (see CachedRoot).
-        let _ = rustix::fs::flock(&lock, rustix::fs::FlockOperation::Unlock);
         drop(lock);
         if moved {
             let _ = remove_tree(&trash);

@@ -74,40 +74,9 @@ impl<W: Write> ParallelGz<W> {
         }
         self.window = dictionary;
         let level = self.level;
-        let per_thread = jobs.len().div_ceil(self.threads);
-        let compressed: Vec<io::Result<Vec<u8>>> = if per_thread >= jobs.len() {
-            jobs.iter()
-                .map(|(dict, block)| deflate_block(level, dict, block, false))
-                .collect()
-        } else {
-            let compress_share = move |share: &[(Vec<u8>, &[u8])]| {
-                share
-                    .iter()
-                    .map(|(dict, block)| deflate_block(level, dict, block, false))
-                    .collect::<Vec<_>>()
-            };
-            std::thread::scope(|scope| {
-                let shares: Vec<_> = jobs
-                    .chunks(per_thread)
-                    .map(|share| {
-                        // No thread to be had (a pids limit): this one compresses the share.
-                        std::thread::Builder::new()
-                            .name("patchpull-gzip".to_owned())
-                            .spawn_scoped(scope, move || compress_share(share))
-                            .map_err(|_| share)
-                    })
-                    .collect();
-                shares
-                    .into_iter()
-                    .flat_map(|spawned| match spawned {
-                        Ok(handle) => handle.join().unwrap_or_else(|_| {
-                            vec![Err(io::Error::other("a compression thread panicked"))]
-                        }),
-                        Err(share) => compress_share(share),
-                    })
-                    .collect()
-            })
-        };
+        let compressed = crate::parallel::map(&jobs, self.threads, |(dict, block)| {
+            deflate_block(level, dict, block, false)
+        });
         for block in compressed {
             self.out.write_all(&block?)?;
         }
