@@ -194,6 +194,15 @@ impl StatusFile {
     }
 }
 
+impl StatusFile {
+    /// The position of `name`'s paragraph, whatever its state.
+    pub fn find_any_state(&self, name: &str) -> Option<usize> {
+        self.paragraphs.iter().position(|(text, _)| {
+            Stanza::parse(text).is_ok_and(|stanza| stanza.word("Package") == Some(name))
+        })
+    }
+}
+
 /// `Conffiles:` of a status paragraph: path -> (md5, obsolete).
 pub fn parse_conffiles(value: Option<&str>) -> BTreeMap<String, (String, bool)> {
     let mut conffiles = BTreeMap::new();

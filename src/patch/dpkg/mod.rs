@@ -92,6 +92,26 @@ pub struct DpkgChanges {
     pub epoch: u64,
     /// `status.d` (distroless): no dpkg, no scripts; only files and database.
     pub distroless: bool,
+    /// What the image's own `dpkg --configure` needs to finish the upgrade after the
+    /// unpack-phase scripts; `None` on distroless images.
+    pub configure: Option<Configure>,
+}
+
+/// The database as `dpkg --unpack` leaves it, so that the image's own dpkg can configure
+/// the packages: it runs every `postinst` from its installed path with dpkg's environment,
+/// and processes the triggers the upgrade and the scripts activate (`Unincorp`, interest
+/// files, pending and awaited fields) in dpkg's own order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Configure {
+    /// The status file's path in the layer.
+    pub status_path: String,
+    /// Its contents after the unpack: upgraded packages `unpacked` with their
+    /// `Config-Version`, installed packages interested in activated triggers
+    /// `triggers-pending`.
+    pub unpacked_status: Vec<u8>,
+    /// Path prefixes (`var/lib/dpkg/info/<pkg>.`) of the upgraded packages' new control
+    /// members: dpkg installs them after the old `postrm upgrade` has run.
+    pub new_info: Vec<String>,
 }
 
 /// Installed `info/` files by package base name (`libc6:amd64` or `perl-base`): member

@@ -17,10 +17,28 @@ pub struct ScriptRun {
     /// `preinst`, `postinst`, `prerm` or `postrm`.
     pub script: &'static str,
     pub args: Vec<String>,
-    /// The script's contents; staged in the root while it runs, as dpkg stages control
-    /// files in `/var/lib/dpkg/tmp.ci`.
-    pub contents: Vec<u8>,
+    /// Where dpkg runs it from, which is what the script sees as `$0` (debconf's
+    /// frontend derives the package, its `templates` and `config` from it): the installed
+    /// `/var/lib/dpkg/info/<pkg>.<script>`, or `/var/lib/dpkg/tmp.ci/preinst` for a new
+    /// version's preinst.
+    pub path: String,
+    /// For a new version's preinst: every control member of the new version (name,
+    /// contents, mode), which dpkg has extracted into `tmp.ci` when it runs it.
+    pub staged: Vec<ControlMember>,
 }
+
+/// One member of a package's control archive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ControlMember {
+    pub name: String,
+    pub data: Vec<u8>,
+    pub mode: u32,
+}
+
+/// Where dpkg keeps the installed control members of packages, as scripts see it.
+pub const INFO_PATH: &str = "/var/lib/dpkg/info";
+/// Where dpkg extracts a new version's control members while it unpacks it.
+pub const NEW_CONTROL_PATH: &str = "/var/lib/dpkg/tmp.ci";
 
 /// Every script an upgrade runs, in dpkg's order.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

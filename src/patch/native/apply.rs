@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use crate::patch::layer::{EntryKind, FileData, LayerBuilder, LayerEntry};
 use crate::patch::sandbox::OverlayRoot;
 
+use super::scripts::Target;
 use super::{io_error, NativeError};
 
 /// Checks that no directory above `path` inside `root` is a symbolic link, so writing
@@ -58,90 +59,165 @@ fn in_extract_order(layer: &LayerBuilder) -> impl Iterator<Item = &LayerEntry> {
         .chain(layer.iter().filter(is_link))
 }
 
-/// Writes the layer's entries into the root, as an extractor would.
-pub(super) fn apply(layer: &LayerBuilder, root: &Path) -> Result<(), NativeError> {
-    for entry in in_extract_order(layer) {
-        let target = safe_target(root, &entry.path)?;
-        let io = |e: io::Error| io_error(&target, e);
-        if let Some(parent) = target.parent() {
-            fs::create_dir_all(parent).map_err(io)?;
+/// Which of the layer's entries to write.
+pub(super) struct Selection<'a> {
+    keep: Option<&'a dyn Fn(&LayerEntry) -> bool>,
+}
+
+impl<'a> Selection<'a> {
+    pub(super) fn all() -> Selection<'a> {
+        Selection { keep: None }
+    }
+
+    pub(super) fn new(keep: &'a dyn Fn(&LayerEntry) -> bool) -> Selection<'a> {
+        Selection { keep: Some(keep) }
+    }
+
+    fn keeps(&self, entry: &LayerEntry) -> bool {
+        self.keep.is_none_or(|keep| keep(entry))
+    }
+}
+
+/// Writes the selected entries of the layer into the scripts' tree, as an extractor
+/// would, each with its mtime (dpkg keeps the package's): a plain tree, or an overlay's
+/// upper directory in overlayfs's format.
+pub(super) fn apply(
+    layer: &LayerBuilder,
+    target: &Target<'_>,
+    selection: Selection<'_>,
+) -> Result<(), NativeError> {
+    let mut dirs: Vec<(PathBuf, u64)> = Vec::new();
+    for entry in in_extract_order(layer).filter(|e| selection.keeps(e)) {
+        let written = match target {
+            Target::Plain(root) => apply_plain(entry, root)?,
+            Target::Overlay(overlay) => apply_overlay(entry, overlay)?,
+        };
+        if let Some(at) = written {
+            if matches!(entry.kind, EntryKind::Dir) {
+                dirs.push((at, entry.mtime));
+            } else if !matches!(entry.kind, EntryKind::Hardlink(_)) {
+                set_mtime(&at, entry.mtime)?;
+            }
         }
-        match &entry.kind {
-            EntryKind::Dir => {
-                if !fs::symlink_metadata(&target).is_ok_and(|m| m.is_dir()) {
-                    remove_any(&target).map_err(io)?;
-                    fs::create_dir(&target).map_err(io)?;
-                }
-                fs::set_permissions(&target, fs::Permissions::from_mode(entry.mode & 0o7777))
-                    .map_err(io)?;
-            }
-            EntryKind::File(data) => {
-                remove_any(&target).map_err(io)?;
-                write_file(&target, data, entry.mode).map_err(io)?;
-            }
-            EntryKind::Symlink(link) => {
-                remove_any(&target).map_err(io)?;
-                symlink(link, &target).map_err(io)?;
-            }
-            EntryKind::Hardlink(link) => {
-                remove_any(&target).map_err(io)?;
-                let source = safe_target(root, link)?;
-                fs::hard_link(&source, &target).map_err(io)?;
-            }
-            EntryKind::Whiteout => remove_any(&target).map_err(io)?,
-            EntryKind::OpaqueDir => {
-                if let Ok(children) = fs::read_dir(&target) {
-                    for child in children.flatten() {
-                        remove_any(&child.path()).map_err(io)?;
-                    }
-                }
-            }
-        }
+    }
+    // Directories last, deepest first: writing into one changes its mtime.
+    dirs.sort();
+    for (dir, mtime) in dirs.iter().rev() {
+        set_mtime(dir, *mtime)?;
     }
     Ok(())
 }
 
-/// Writes the layer's entries into the overlay's upper directory, in overlayfs's format,
-/// so that the merged view is what an extractor would have left on the image.
-pub(super) fn apply_overlay(
-    layer: &LayerBuilder,
-    overlay: &OverlayRoot,
-) -> Result<(), NativeError> {
-    for entry in in_extract_order(layer) {
-        let path = entry.path.as_str();
-        let host = overlay.upper().join(path);
-        let io = |e: io::Error| io_error(&host, e);
-        match &entry.kind {
-            EntryKind::Dir => {
-                let at = match overlay.merged_metadata(path)? {
-                    Some(meta) if !meta.is_dir() => {
-                        let at = overlay.prepare_entry(path)?;
-                        fs::create_dir(&at).map_err(io)?;
-                        at
-                    }
-                    _ => overlay.ensure_dir(path)?,
-                };
-                fs::set_permissions(&at, fs::Permissions::from_mode(entry.mode & 0o7777))
-                    .map_err(io)?;
+/// Sets the mtime (and atime) of `path` itself, a symbolic link included.
+fn set_mtime(path: &Path, mtime: u64) -> Result<(), NativeError> {
+    use rustix::fs::{AtFlags, Timespec, Timestamps, CWD};
+    let when = Timespec {
+        tv_sec: i64::try_from(mtime).unwrap_or(i64::MAX),
+        tv_nsec: 0,
+    };
+    let times = Timestamps {
+        last_access: when,
+        last_modification: when,
+    };
+    rustix::fs::utimensat(CWD, path, &times, AtFlags::SYMLINK_NOFOLLOW)
+        .map_err(|e| io_error(path, e.into()))
+}
+
+/// Writes one entry into a plain tree; returns the path written, if any.
+fn apply_plain(entry: &LayerEntry, root: &Path) -> Result<Option<PathBuf>, NativeError> {
+    let target = safe_target(root, &entry.path)?;
+    let io = |e: io::Error| io_error(&target, e);
+    if let Some(parent) = target.parent() {
+        fs::create_dir_all(parent).map_err(io)?;
+    }
+    match &entry.kind {
+        EntryKind::Dir => {
+            if !fs::symlink_metadata(&target).is_ok_and(|m| m.is_dir()) {
+                remove_any(&target).map_err(io)?;
+                fs::create_dir(&target).map_err(io)?;
             }
-            EntryKind::File(data) => {
-                let at = overlay.prepare_entry(path)?;
-                write_file(&at, data, entry.mode).map_err(io)?;
+            fs::set_permissions(&target, fs::Permissions::from_mode(entry.mode & 0o7777))
+                .map_err(io)?;
+        }
+        EntryKind::File(data) => {
+            remove_any(&target).map_err(io)?;
+            write_file(&target, data, entry.mode).map_err(io)?;
+        }
+        EntryKind::Symlink(link) => {
+            remove_any(&target).map_err(io)?;
+            symlink(link, &target).map_err(io)?;
+        }
+        EntryKind::Hardlink(link) => {
+            remove_any(&target).map_err(io)?;
+            let source = safe_target(root, link)?;
+            fs::hard_link(&source, &target).map_err(io)?;
+        }
+        EntryKind::Whiteout => {
+            remove_any(&target).map_err(io)?;
+            return Ok(None);
+        }
+        EntryKind::OpaqueDir => {
+            if let Ok(children) = fs::read_dir(&target) {
+                for child in children.flatten() {
+                    remove_any(&child.path()).map_err(io)?;
+                }
             }
-            EntryKind::Symlink(link) => {
-                let at = overlay.prepare_entry(path)?;
-                symlink(link, &at).map_err(io)?;
-            }
-            EntryKind::Hardlink(link) => {
-                let source = overlay.copy_up(link)?;
-                let at = overlay.prepare_entry(path)?;
-                fs::hard_link(&source, &at).map_err(io)?;
-            }
-            EntryKind::Whiteout => overlay.remove(path)?,
-            EntryKind::OpaqueDir => overlay.clear_dir(path)?,
+            return Ok(None);
         }
     }
-    Ok(())
+    Ok(Some(target))
+}
+
+/// Writes one entry into the overlay's upper directory, in overlayfs's format, so that
+/// the merged view is what an extractor would have left on the image; returns the path
+/// written, if any.
+fn apply_overlay(
+    entry: &LayerEntry,
+    overlay: &OverlayRoot,
+) -> Result<Option<PathBuf>, NativeError> {
+    let path = entry.path.as_str();
+    let host = overlay.upper().join(path);
+    let io = |e: io::Error| io_error(&host, e);
+    let at = match &entry.kind {
+        EntryKind::Dir => {
+            let at = match overlay.merged_metadata(path)? {
+                Some(meta) if !meta.is_dir() => {
+                    let at = overlay.prepare_entry(path)?;
+                    fs::create_dir(&at).map_err(io)?;
+                    at
+                }
+                _ => overlay.ensure_dir(path)?,
+            };
+            fs::set_permissions(&at, fs::Permissions::from_mode(entry.mode & 0o7777))
+                .map_err(io)?;
+            at
+        }
+        EntryKind::File(data) => {
+            let at = overlay.prepare_entry(path)?;
+            write_file(&at, data, entry.mode).map_err(io)?;
+            at
+        }
+        EntryKind::Symlink(link) => {
+            let at = overlay.prepare_entry(path)?;
+            symlink(link, &at).map_err(io)?;
+            at
+        }
+        EntryKind::Hardlink(link) => {
+            let source = overlay.copy_up(link)?;
+            let at = overlay.prepare_entry(path)?;
+            fs::hard_link(&source, &at).map_err(io)?;
+            at
+        }
+        EntryKind::Whiteout => {
+            overlay.remove(path)?;
+            return Ok(None);
+        }
+        EntryKind::OpaqueDir => {
+            overlay.clear_dir(path)?;
+            return Ok(None);
+        }
+    };
+    Ok(Some(at))
 }
 
 /// Creates `target` with the entry's contents and permission bits.
@@ -225,7 +301,7 @@ mod tests {
         let (layer, root) = layer_and_old_tree();
         let order: Vec<&str> = in_extract_order(&layer).map(|e| e.path.as_str()).collect();
         assert_eq!(order, ["usr/bin/perl5", "usr/bin/perl"]);
-        apply(&layer, root.path()).unwrap();
+        apply(&layer, &Target::Plain(root.path()), Selection::all()).unwrap();
         let link = root.path().join("usr/bin/perl");
         assert_eq!(fs::read(&link).unwrap(), b"new perl\n");
         let target = fs::metadata(root.path().join("usr/bin/perl5")).unwrap();
@@ -237,7 +313,7 @@ mod tests {
         let (layer, lower) = layer_and_old_tree();
         let scratch = tempfile::tempdir().unwrap();
         let overlay = OverlayRoot::create(lower.path(), &scratch.path().join("upper")).unwrap();
-        apply_overlay(&layer, &overlay).unwrap();
+        apply(&layer, &Target::Overlay(&overlay), Selection::all()).unwrap();
         let link = overlay.upper().join("usr/bin/perl");
         assert_eq!(fs::read(&link).unwrap(), b"new perl\n");
         let target = fs::metadata(overlay.upper().join("usr/bin/perl5")).unwrap();

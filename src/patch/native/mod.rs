@@ -155,18 +155,27 @@ pub fn patch(
             Ok(()) => {
                 let dpkg_version = installed_dpkg_version(image);
                 let cached = cached_root(image, cache);
-                let mut run = |root| {
-                    scripts::run(
-                        &changes.scripts,
-                        image.source,
-                        image.layers,
-                        &mut changes.layer,
-                        changes.epoch,
-                        scratch,
-                        &dpkg_version,
-                        root,
-                    )
+                // The image's own dpkg configures the packages when it has one.
+                let configure = changes
+                    .configure
+                    .as_ref()
+                    .filter(|_| has_program(&image.tree, "usr/bin/dpkg"));
+                if configure.is_none() {
+                    tracing::info!(
+                        "the image has no dpkg: its postinst scripts and triggers run as planned"
+                    );
+                }
+                let job = scripts::ScriptsJob {
+                    plan: &changes.scripts,
+                    configure,
+                    source: image.source,
+                    layers: image.layers,
+                    epoch: changes.epoch,
+                    scratch,
+                    dpkg_version: &dpkg_version,
                 };
+                let layer = &mut changes.layer;
+                let mut run = |root| scripts::run(&job, layer, root);
                 let ran = match &cached {
                     Some(cached) => match run(scripts::ScriptRoot::Overlay(cached.0.as_path())) {
                         // The probe passed in the cache's directory but this scratch space
@@ -242,11 +251,15 @@ fn can_run_scripts(image: &LayerImage<'_>, runnable: &Runnable) -> Result<(), St
             runnable.architecture
         ));
     }
-    match image.tree.resolve("bin/sh", 40) {
-        Ok(Some((_, node))) if !node.is_dir() => {}
-        _ => return Err("the image has no /bin/sh".to_owned()),
+    if !has_program(&image.tree, "bin/sh") {
+        return Err("the image has no /bin/sh".to_owned());
     }
     sandbox::available()
+}
+
+/// Whether the image has a non-directory at `path` (through its symbolic links).
+fn has_program(tree: &Filesystem, path: &str) -> bool {
+    matches!(tree.resolve(path, 40), Ok(Some((_, node))) if !node.is_dir())
 }
 
 /// The Debian name of this host's architecture.

@@ -1,26 +1,36 @@
 //! Running an upgrade's maintainer scripts the way dpkg does, in the sandbox over the image
 //! root, and taking what they changed into the layer.
 //!
-//! The image is written out to a scratch directory, the `pre` scripts run, the layer's
-//! entries are applied, the `post` scripts and triggers run, and the tree is compared
-//! with its state before: every change that the layer does not already hold exactly is
-//! added to it (contents and mode from disk, the layer's epoch as mtime, so two runs give
-//! one digest).
+//! The order is dpkg's: the old `prerm upgrade` and the new `preinst upgrade` (from
+//! `tmp.ci`, beside the new control members), the package files, the old `postrm
+//! upgrade` (from the old `info/` files), the new `info/` files, then the configure
+//! phase. When the image has dpkg, the configure phase is the image's own `dpkg
+//! --configure --pending` over the database as `dpkg --unpack` leaves it: it runs every
+//! `postinst` from `info/` with dpkg's environment and processes every trigger (those the
+//! upgrade activated and those the scripts raise with `dpkg-trigger`) in dpkg's order.
+//! An image with a shell and no dpkg gets the planned `postinst` and trigger runs instead.
+//!
+//! The tree is compared with its state before: every change that the layer does not
+//! already hold exactly is added to it (contents and mode from disk, the layer's epoch as
+//! mtime, so two runs give one digest). Package files carry their package's mtime while
+//! the scripts run, as after `dpkg --unpack`, so what scripts derive from them (Python's
+//! byte-compiled files record their source's mtime) is the same on every run.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::image::{LayerDescriptor, LayerSource, Limits};
-use crate::patch::dpkg::scripts::{ScriptPlan, ScriptRun};
+use crate::patch::dpkg::scripts::{ScriptPlan, ScriptRun, NEW_CONTROL_PATH};
+use crate::patch::dpkg::Configure;
 use crate::patch::layer::{EntryKind, FileData, LayerBuilder, LayerEntry};
-use crate::patch::sandbox::{self, Change, OverlayRoot, SandboxCommand};
+use crate::patch::sandbox::{self, Change, OverlayRoot, SandboxCommand, SandboxOutput};
 
-use super::apply::{apply, apply_overlay};
+use super::apply::{apply, Selection};
 use super::{io_error, NativeError};
 
-/// Top-level directories whose changes never go into a layer.
+/// Paths whose changes never go into a layer.
 const EXCLUDED: &[&str] = &[
     "proc",
     "dev",
@@ -28,6 +38,10 @@ const EXCLUDED: &[&str] = &[
     "tmp",
     "run",
     "var/lib/dpkg/tmp.ci",
+    STAGING,
+    // dpkg's backup of the status file before its last write: it names the state in
+    // between, and the layer holds the state after.
+    "var/lib/dpkg/status-old",
     // ldconfig's cache of inode numbers and times: different on every run, and only an
     // accelerator (ldconfig checks every entry against the file before trusting it).
     "var/cache/ldconfig/aux-cache",
@@ -36,15 +50,22 @@ const EXCLUDED: &[&str] = &[
     "var/log/alternatives.log",
     "var/log/dpkg.log",
 ];
-/// Where scripts are staged while they run, as dpkg stages control files.
-const STAGING: &str = "var/lib/dpkg/tmp.ci";
+/// Where the new versions' control members wait for their preinst (each is moved to
+/// `tmp.ci` just before it runs, as dpkg extracts one package's at a time).
+const STAGING: &str = "var/lib/dpkg/tmp.patchpull";
 /// One script's time budget.
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(300);
+/// What the tests may add to the scripts' environment (to fake their clock with
+/// libfaketime, say): `NAME=value` words. Never set in production.
+pub const EXTRA_ENV: &str = "PATCHPULL_SCRIPTS_EXTRA_ENV";
+/// The configure phase, when the image's dpkg runs it.
+const DPKG_CONFIGURE: &str = "dpkg --configure --pending";
 
 /// What running the scripts did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScriptsReport {
-    /// `package script args`, in the order run.
+    /// `package script args`, in the order run; for dpkg's configure phase, what dpkg
+    /// said it did (`dpkg: Setting up tzdata (2026f-0+deb12u1) ...`).
     pub ran: Vec<String>,
     /// Paths the scripts changed beyond the packages' own files.
     pub changed: Vec<String>,
@@ -59,37 +80,36 @@ pub enum ScriptRoot<'a> {
     Overlay(&'a Path),
 }
 
-/// Runs `plan` over the image and folds the scripts' changes into `layer`. Both roots give
-/// the same changes, so the same layer.
-#[allow(clippy::too_many_arguments)]
+/// One upgrade's scripts and what they run over.
+pub struct ScriptsJob<'a> {
+    pub plan: &'a ScriptPlan,
+    /// Given when the image has dpkg: the database it configures from.
+    pub configure: Option<&'a Configure>,
+    pub source: &'a dyn LayerSource,
+    pub layers: &'a [LayerDescriptor],
+    /// The mtime of entries the scripts made.
+    pub epoch: u64,
+    pub scratch: &'a Path,
+    /// The image's dpkg version, for `DPKG_RUNNING_VERSION` of the scripts run here.
+    pub dpkg_version: &'a str,
+}
+
+/// Runs the job's scripts over the image and folds their changes into `layer`. Both roots
+/// give the same changes, so the same layer.
 pub fn run(
-    plan: &ScriptPlan,
-    source: &dyn LayerSource,
-    layers: &[LayerDescriptor],
+    job: &ScriptsJob<'_>,
     layer: &mut LayerBuilder,
-    epoch: u64,
-    scratch: &Path,
-    dpkg_version: &str,
     root: ScriptRoot<'_>,
 ) -> Result<ScriptsReport, NativeError> {
     let mut report = ScriptsReport {
         ran: Vec::new(),
         changed: Vec::new(),
     };
-    let pre: Vec<&ScriptRun> = plan.pre.iter().collect();
-    let post: Vec<&ScriptRun> = plan.post.iter().chain(&plan.triggers).collect();
     let (target, changes) = match root {
         ScriptRoot::Overlay(lower) => {
-            let overlay = OverlayRoot::create(lower, &scratch.join(UPPER))?;
+            let overlay = OverlayRoot::create(lower, &job.scratch.join(UPPER))?;
             let target = Target::Overlay(&overlay);
-            run_phase(&target, &pre, dpkg_version, &mut report)?;
-            let started = std::time::Instant::now();
-            apply_overlay(layer, &overlay)?;
-            tracing::debug!(
-                elapsed_ms = started.elapsed().as_millis() as u64,
-                "packages' entries written to the upper directory"
-            );
-            run_phase(&target, &post, dpkg_version, &mut report)?;
+            run_phases(job, &target, layer, &mut report)?;
             let started = std::time::Instant::now();
             let changes = overlay.changes(EXCLUDED)?;
             tracing::debug!(
@@ -100,29 +120,118 @@ pub fn run(
             (overlay.upper().to_path_buf(), changes)
         }
         ScriptRoot::Scratch => {
-            let root = scratch.join("root");
+            let root = job.scratch.join("root");
             fs::create_dir_all(&root).map_err(|e| io_error(&root, e))?;
-            sandbox::materialize(source, layers, &root, &Limits::default())?;
+            sandbox::materialize(job.source, job.layers, &root, &Limits::default())?;
             sandbox::separate_hard_links(&root)?;
             tracing::info!("image written to the scratch root");
             let before = sandbox::snapshot(&root, EXCLUDED)?;
-            let target = Target::Plain(&root);
-            run_phase(&target, &pre, dpkg_version, &mut report)?;
-            apply(layer, &root)?;
-            run_phase(&target, &post, dpkg_version, &mut report)?;
+            run_phases(job, &Target::Plain(&root), layer, &mut report)?;
             let after = sandbox::snapshot(&root, EXCLUDED)?;
             (root, sandbox::diff(&before, &after))
         }
     };
     let started = std::time::Instant::now();
+    fold_changes(layer, &target, changes, job.epoch, &mut report)?;
+    tracing::debug!(
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "scripts' changes folded into the layer"
+    );
+    // Keep the tree: file entries taken from disk point into it until the layer is written.
+    Ok(report)
+}
+
+/// dpkg's phases, each in one sandbox session (setting one up costs more than most
+/// scripts), with the layer's entries written in between.
+fn run_phases(
+    job: &ScriptsJob<'_>,
+    target: &Target<'_>,
+    layer: &LayerBuilder,
+    report: &mut ScriptsReport,
+) -> Result<(), NativeError> {
+    let pre: Vec<&ScriptRun> = job.plan.pre.iter().collect();
+    run_steps(target, &pre, job.dpkg_version, report)?;
+
+    // The packages' files and the database as the unpack leaves it; the new `info/`
+    // members wait for the old postrm.
+    let new_info = |e: &LayerEntry| {
+        job.configure
+            .is_some_and(|c| c.new_info.iter().any(|p| e.path.starts_with(p.as_str())))
+    };
+    let status = |e: &LayerEntry| job.configure.is_some_and(|c| e.path == c.status_path);
+    let started = std::time::Instant::now();
+    apply(
+        layer,
+        target,
+        Selection::new(&|e| !new_info(e) && !status(e)),
+    )?;
+    if let Some(configure) = job.configure {
+        // Only with dpkg: without it the scripts see the final database.
+        let unpacked = status_entry(layer, configure)?;
+        let mut only = LayerBuilder::default();
+        only.insert(unpacked);
+        apply(&only, target, Selection::all())?;
+    } else {
+        apply(layer, target, Selection::new(&status))?;
+    }
+    tracing::debug!(
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "packages' entries written to the scripts' root"
+    );
+
+    let postrm: Vec<&ScriptRun> = job
+        .plan
+        .post
+        .iter()
+        .filter(|s| s.script == "postrm")
+        .collect();
+    run_steps(target, &postrm, job.dpkg_version, report)?;
+    apply(layer, target, Selection::new(&new_info))?;
+
+    match job.configure {
+        Some(_) => run_dpkg_configure(target, report),
+        None => {
+            let configure: Vec<&ScriptRun> = job
+                .plan
+                .post
+                .iter()
+                .filter(|s| s.script != "postrm")
+                .chain(&job.plan.triggers)
+                .collect();
+            run_steps(target, &configure, job.dpkg_version, report)
+        }
+    }
+}
+
+/// The status file as the unpack leaves it, as an entry like the layer's final one.
+fn status_entry(layer: &LayerBuilder, configure: &Configure) -> Result<LayerEntry, NativeError> {
+    let Some(last) = layer.get(&configure.status_path) else {
+        return Err(NativeError::Io {
+            path: PathBuf::from(&configure.status_path),
+            reason: "the layer has no status file".to_owned(),
+        });
+    };
+    let mut entry = last.clone();
+    entry.kind = EntryKind::File(FileData::Bytes(configure.unpacked_status.clone()));
+    Ok(entry)
+}
+
+/// Adds to `layer` what the scripts changed and it does not hold yet.
+fn fold_changes(
+    layer: &mut LayerBuilder,
+    target: &Path,
+    changes: Vec<Change>,
+    epoch: u64,
+    report: &mut ScriptsReport,
+) -> Result<(), NativeError> {
     for change in changes {
         match change {
             Change::Added(path) | Change::Modified(path) => {
-                if holds_exactly(layer, &target, &path)? {
+                if holds_exactly(layer, target, &path)? {
                     continue;
                 }
-                let record = sandbox::record_at(&target, &path)?;
-                let entry = entry_from_disk(&target, &path, epoch, &record)?;
+                let record = sandbox::record_at(target, &path)?;
+                let entry = entry_from_disk(target, &path, epoch, &record)?;
                 layer.insert(entry);
                 report.changed.push(path);
             }
@@ -139,12 +248,7 @@ pub fn run(
             }
         }
     }
-    tracing::debug!(
-        elapsed_ms = started.elapsed().as_millis() as u64,
-        "scripts' changes folded into the layer"
-    );
-    // Keep the tree: file entries taken from disk point into it until the layer is written.
-    Ok(report)
+    Ok(())
 }
 
 /// Removes what an overlay run left in `scratch` (its upper directory), before the same
@@ -157,9 +261,56 @@ pub fn discard_overlay(scratch: &Path) {
 const UPPER: &str = "upper";
 
 /// The tree a phase runs in.
-enum Target<'a> {
+pub(super) enum Target<'a> {
     Plain(&'a Path),
     Overlay(&'a OverlayRoot),
+}
+
+impl Target<'_> {
+    /// The host directory standing for the tree's `rel` (made if needed), to write into.
+    fn dir(&self, rel: &str) -> Result<PathBuf, NativeError> {
+        match self {
+            Target::Plain(root) => {
+                let dir = root.join(rel);
+                fs::create_dir_all(&dir).map_err(|e| io_error(&dir, e))?;
+                Ok(dir)
+            }
+            Target::Overlay(overlay) => Ok(overlay.ensure_dir(rel)?),
+        }
+    }
+
+    fn session<'t>(&'t self, argv: &'t [String], env: &'t [(String, String)]) -> Session<'t> {
+        let (root, lower) = match self {
+            Target::Plain(root) => (*root, None),
+            Target::Overlay(overlay) => (overlay.upper(), Some(overlay.lower())),
+        };
+        Session {
+            root,
+            lower,
+            argv,
+            env,
+        }
+    }
+}
+
+struct Session<'a> {
+    root: &'a Path,
+    lower: Option<&'a Path>,
+    argv: &'a [String],
+    env: &'a [(String, String)],
+}
+
+impl Session<'_> {
+    fn run(&self, timeout: Duration) -> Result<SandboxOutput, NativeError> {
+        Ok(sandbox::run(&SandboxCommand {
+            lower: self.lower,
+            root: self.root,
+            argv: self.argv,
+            env: self.env,
+            stdin: None,
+            timeout,
+        })?)
+    }
 }
 
 /// Quotes `text` for a POSIX shell.
@@ -171,9 +322,53 @@ fn quote(text: &str) -> String {
 const STEP_MARK: &str = "patchpull-step ";
 const FAILED_MARK: &str = "patchpull-step-failed ";
 
+/// The environment every session starts from: what `apt-get` run as root in a container
+/// build passes on to dpkg, with debconf told not to ask (`DEBIAN_FRONTEND`), plus what
+/// the tests add ([`EXTRA_ENV`]).
+fn base_env() -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = [
+        (
+            "PATH",
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        ),
+        ("HOME", "/root"),
+        ("DEBIAN_FRONTEND", "noninteractive"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    env.extend(extra_env());
+    env
+}
+
+/// [`EXTRA_ENV`]'s words as (name, value).
+fn extra_env() -> Vec<(String, String)> {
+    std::env::var(EXTRA_ENV)
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|word| word.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
+/// The environment dpkg gives a maintainer script (`maintscript_exec`, and what dpkg sets
+/// for its children at start).
+fn script_env(step: &ScriptRun, dpkg_version: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("DPKG_MAINTSCRIPT_PACKAGE", step.package.clone()),
+        ("DPKG_MAINTSCRIPT_PACKAGE_REFCOUNT", "1".to_owned()),
+        ("DPKG_MAINTSCRIPT_ARCH", step.architecture.clone()),
+        ("DPKG_MAINTSCRIPT_NAME", step.script.to_owned()),
+        ("DPKG_MAINTSCRIPT_DEBUG", "0".to_owned()),
+        ("DPKG_RUNNING_VERSION", dpkg_version.to_owned()),
+        ("DPKG_ADMINDIR", "/var/lib/dpkg".to_owned()),
+        ("DPKG_ROOT", String::new()),
+    ]
+}
+
 /// Runs `steps` in one sandbox session, in order, stopping at the first failure, as dpkg
-/// would. One session per phase: setting a sandbox up costs more than most scripts.
-fn run_phase(
+/// would: each from its own path, in `/`, with umask 022.
+fn run_steps(
     target: &Target<'_>,
     steps: &[&ScriptRun],
     dpkg_version: &str,
@@ -182,34 +377,29 @@ fn run_phase(
     if steps.is_empty() {
         return Ok(());
     }
-    let (root, lower, staging) = match target {
-        Target::Plain(root) => {
-            let staging = root.join(STAGING);
-            fs::create_dir_all(&staging).map_err(|e| io_error(&staging, e))?;
-            (*root, None, staging)
-        }
-        Target::Overlay(overlay) => (
-            overlay.upper(),
-            Some(overlay.lower()),
-            overlay.ensure_dir(STAGING)?,
-        ),
-    };
-    let mut driver = String::from("#!/bin/sh\n");
+    let staging = target.dir(STAGING)?;
+    let mut driver = String::from("#!/bin/sh\numask 022\ncd /\n");
     for (n, step) in steps.iter().enumerate() {
-        let script = staging.join(format!("{n}.{}", step.script));
-        fs::write(&script, &step.contents).map_err(|e| io_error(&script, e))?;
-        fs::set_permissions(&script, fs::Permissions::from_mode(0o755))
-            .map_err(|e| io_error(&script, e))?;
-        let vars = [
-            ("DPKG_MAINTSCRIPT_PACKAGE", step.package.as_str()),
-            ("DPKG_MAINTSCRIPT_ARCH", step.architecture.as_str()),
-            ("DPKG_MAINTSCRIPT_NAME", step.script),
-        ];
-        let mut command = String::from("env");
-        for (name, value) in vars {
-            command.push_str(&format!(" {name}={}", quote(value)));
+        if !step.staged.is_empty() {
+            let dir = staging.join(n.to_string());
+            fs::create_dir(&dir).map_err(|e| io_error(&dir, e))?;
+            for member in &step.staged {
+                let path = dir.join(&member.name);
+                fs::write(&path, &member.data).map_err(|e| io_error(&path, e))?;
+                fs::set_permissions(&path, fs::Permissions::from_mode(member.mode))
+                    .map_err(|e| io_error(&path, e))?;
+            }
+            // One package's control members in tmp.ci at a time, as dpkg extracts them.
+            driver.push_str(&format!(
+                "rm -rf {NEW_CONTROL_PATH} && mv /{STAGING}/{n} {NEW_CONTROL_PATH} || {{ echo \"{FAILED_MARK}{n} staging\" >&2; exit 100; }}\n"
+            ));
         }
-        command.push_str(&format!(" /{STAGING}/{n}.{}", step.script));
+        let mut command = String::from("env");
+        for (name, value) in script_env(step, dpkg_version) {
+            command.push_str(&format!(" {name}={}", quote(&value)));
+        }
+        command.push(' ');
+        command.push_str(&quote(&step.path));
         for arg in &step.args {
             command.push(' ');
             command.push_str(&quote(arg));
@@ -217,37 +407,17 @@ fn run_phase(
         driver.push_str(&format!(
             "echo '{STEP_MARK}{n}' >&2\n{command} </dev/null || {{ s=$?; echo \"{FAILED_MARK}{n} $s\" >&2; exit 100; }}\n"
         ));
+        if !step.staged.is_empty() {
+            driver.push_str(&format!("rm -rf {NEW_CONTROL_PATH}\n"));
+        }
     }
     let driver_path = staging.join("driver");
     fs::write(&driver_path, driver).map_err(|e| io_error(&driver_path, e))?;
     let argv = vec!["/bin/sh".to_owned(), format!("/{STAGING}/driver")];
-    let env: Vec<(String, String)> = [
-        (
-            "PATH",
-            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-        ),
-        ("HOME", "/root"),
-        ("DEBIAN_FRONTEND", "noninteractive"),
-        ("DEBCONF_NONINTERACTIVE_SEEN", "true"),
-        ("DPKG_MAINTSCRIPT_PACKAGE_REFCOUNT", "1"),
-        ("DPKG_RUNNING_VERSION", dpkg_version),
-        ("DPKG_ADMINDIR", "/var/lib/dpkg"),
-        ("DPKG_ROOT", ""),
-        ("DPKG_FORCE", ""),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-    .collect();
+    let env = base_env();
     let timeout = SCRIPT_TIMEOUT * u32::try_from(steps.len()).unwrap_or(u32::MAX);
     let started = std::time::Instant::now();
-    let output = sandbox::run(&SandboxCommand {
-        lower,
-        root,
-        argv: &argv,
-        env: &env,
-        stdin: None,
-        timeout,
-    })?;
+    let output = target.session(&argv, &env).run(timeout)?;
     tracing::debug!(
         steps = steps.len(),
         elapsed_ms = started.elapsed().as_millis() as u64,
@@ -273,32 +443,77 @@ fn run_phase(
                 started.unwrap_or(0),
                 format!("timed out after {}s", timeout.as_secs()),
             ),
-            None => (
-                started.unwrap_or(0),
-                output.status.map_or("killed by a signal".to_owned(), |s| {
-                    format!("exit status {s}")
-                }),
-            ),
+            None => (started.unwrap_or(0), exit_status(&output)),
         };
         // The failing step's own output: what follows its start mark.
         let mark = format!("{STEP_MARK}{index}");
         let own = stderr
             .rsplit_once(mark.as_str())
             .map_or(stderr.as_ref(), |(_, o)| o);
-        let tail: Vec<&str> = own
-            .lines()
-            .filter(|l| !l.starts_with(FAILED_MARK) && !l.trim().is_empty())
-            .collect();
-        let tail = tail[tail.len().saturating_sub(10)..].join("\n");
         let step = steps.get(index).unwrap_or(&steps[0]);
         return Err(NativeError::ScriptFailed {
             script: describe(step),
             status,
-            stderr: tail,
+            stderr: tail(own),
         });
     }
     report.ran.extend(steps.iter().map(|s| describe(s)));
     Ok(())
+}
+
+/// The image's own dpkg configures the unpacked packages and processes every pending
+/// trigger, as `apt-get` ends an upgrade.
+fn run_dpkg_configure(target: &Target<'_>, report: &mut ScriptsReport) -> Result<(), NativeError> {
+    let argv: Vec<String> = [
+        "/bin/sh",
+        "-c",
+        "umask 022 && cd / && exec dpkg --configure --pending </dev/null",
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    let env = base_env();
+    let started = std::time::Instant::now();
+    let output = target.session(&argv, &env).run(SCRIPT_TIMEOUT * 4)?;
+    tracing::debug!(
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "dpkg configured the packages"
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    if output.timed_out || output.status != Some(0) {
+        let status = if output.timed_out {
+            format!("timed out after {}s", (SCRIPT_TIMEOUT * 4).as_secs())
+        } else {
+            exit_status(&output)
+        };
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        return Err(NativeError::ScriptFailed {
+            script: DPKG_CONFIGURE.to_owned(),
+            status,
+            stderr: tail(&format!("{stdout}\n{stderr}")),
+        });
+    }
+    report.ran.extend(
+        stdout
+            .lines()
+            .filter(|l| l.starts_with("Setting up ") || l.starts_with("Processing triggers for "))
+            .map(|l| format!("dpkg: {l}")),
+    );
+    Ok(())
+}
+
+fn exit_status(output: &SandboxOutput) -> String {
+    output.status.map_or("killed by a signal".to_owned(), |s| {
+        format!("exit status {s}")
+    })
+}
+
+/// The last ten non-empty lines of a failing run's output.
+fn tail(output: &str) -> String {
+    let lines: Vec<&str> = output
+        .lines()
+        .filter(|l| !l.starts_with(FAILED_MARK) && !l.trim().is_empty())
+        .collect();
+    lines[lines.len().saturating_sub(10)..].join("\n")
 }
 
 /// True when the layer's entry at `path` is what is on disk now (a script did not touch

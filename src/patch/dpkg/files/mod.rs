@@ -19,7 +19,7 @@ use super::database::{
 };
 use super::filters::PathFilters;
 use super::scripts::{ScriptPlan, TriggerInterests};
-use super::{DpkgChanges, DpkgError, ImageFiles, InfoFiles, NewPackage, PackageOutcome};
+use super::{Configure, DpkgChanges, DpkgError, ImageFiles, InfoFiles, NewPackage, PackageOutcome};
 use crate::image::{EntryKind as NodeKind, Filesystem};
 use crate::patch::layer::{EntryKind, FileData, LayerBuilder, LayerEntry};
 use crate::pkgs::dpkg::debfile::{DataEntry, DataKind, DebPackage};
@@ -52,6 +52,7 @@ pub fn build(
         physical: crate::patch::physical::PhysicalPaths::default(),
         epoch,
         status: db.status.clone(),
+        unpacked: db.status.clone(),
         scripts: ScriptPlan::default(),
         touched: BTreeSet::new(),
         activated: BTreeSet::new(),
@@ -79,14 +80,28 @@ pub fn build(
     for context in &contexts {
         outcomes.push(state.install(context, &current)?);
     }
-    state.write_status()?;
-    state.plan_triggers(packages, &contexts);
+    state.plan_triggers(&contexts);
+    let info = match db.status {
+        Some(_) => state.physical_dir(INFO_DIR, "dpkg")?,
+        None => String::new(),
+    };
+    let configure = state
+        .write_status()?
+        .map(|(status_path, unpacked_status)| Configure {
+            status_path,
+            unpacked_status,
+            new_info: contexts
+                .iter()
+                .map(|c| format!("{info}/{}.", c.base))
+                .collect(),
+        });
     Ok(DpkgChanges {
         layer: state.layer,
         outcomes,
         scripts: state.scripts,
         epoch,
         distroless: db.status.is_none(),
+        configure,
     })
 }
 
@@ -116,6 +131,8 @@ struct Builder<'a> {
     physical: crate::patch::physical::PhysicalPaths,
     epoch: u64,
     status: Option<StatusFile>,
+    /// The status as `dpkg --unpack` of the same packages leaves it.
+    unpacked: Option<StatusFile>,
     scripts: ScriptPlan,
     /// Package paths the upgrades wrote or removed, for file triggers.
     touched: BTreeSet<String>,
@@ -418,7 +435,12 @@ impl<'a> Builder<'a> {
                             }
                         }
                     } else {
+                        // Python records a source's mtime in its byte-compiled file, and
+                        // dpkg rewrites every file: a source left with its old mtime would
+                        // give py3compile's output another header than after dpkg.
+                        let mtime_is_data = self.db.status.is_some() && entry.path.ends_with(".py");
                         let unchanged = !link_targets.contains(entry.path.as_str())
+                            && !mtime_is_data
                             && node.as_ref().is_some_and(|n| {
                                 n.kind == NodeKind::File
                                     && n.size == entry.size

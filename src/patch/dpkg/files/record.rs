@@ -4,8 +4,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::super::database::{Stanza, INFO_DIR, STATUS_DIR};
-use super::super::scripts::{activations, ScriptRun};
-use super::super::{DpkgError, NewPackage};
+use super::super::scripts::{activations, ControlMember, ScriptRun, INFO_PATH, NEW_CONTROL_PATH};
+use super::super::DpkgError;
 use super::{Builder, Context};
 
 impl Builder<'_> {
@@ -72,6 +72,15 @@ impl Builder<'_> {
                 status.paragraphs[at].0 = stanza.to_dpkg_text();
             }
         }
+        // As `dpkg --unpack` leaves it, for `dpkg --configure` to finish: unpacked, with
+        // the version being configured from.
+        if let Some(unpacked) = &mut self.unpacked {
+            if let Some(at) = unpacked.find(package.name, Some(package.architecture)) {
+                stanza.set("Status", "install ok unpacked".to_owned());
+                stanza.set("Config-Version", package.installed_version.to_owned());
+                unpacked.paragraphs[at].0 = stanza.to_dpkg_text();
+            }
+        }
 
         // info/<base>.*: the new control members and the file list; old members the new
         // version lacks are removed.
@@ -108,43 +117,60 @@ impl Builder<'_> {
             return; // distroless images never run scripts
         }
         let package = context.package;
-        let run = |script: &'static str, args: Vec<String>, contents: &[u8]| ScriptRun {
+        let base = &context.base;
+        let run = |script: &'static str, args: Vec<String>, path: String| ScriptRun {
             package: package.name.to_owned(),
             architecture: package.architecture.to_owned(),
             script,
             args,
-            contents: contents.to_vec(),
+            path,
+            staged: Vec::new(),
         };
-        let old = self.db.info.get(&context.base);
+        let installed = |script: &str| format!("{INFO_PATH}/{base}.{script}");
+        let old = self.db.info.get(base);
         let new = package.deb.control_members();
         let (old_version, new_version) = (
             package.installed_version.to_owned(),
             context.new_version.clone(),
         );
-        if let Some(prerm) = old.and_then(|o| o.get("prerm")) {
+        if old.is_some_and(|o| o.contains_key("prerm")) {
             self.scripts.pre.push(run(
                 "prerm",
                 vec!["upgrade".into(), new_version.clone()],
-                prerm,
+                installed("prerm"),
             ));
         }
-        if let Some(preinst) = new.get("preinst") {
-            self.scripts.pre.push(run(
+        if new.contains_key("preinst") {
+            let mut preinst = run(
                 "preinst",
                 vec!["upgrade".into(), old_version.clone()],
-                &preinst.data,
+                format!("{NEW_CONTROL_PATH}/preinst"),
+            );
+            preinst.staged = std::iter::once(ControlMember {
+                name: "control".to_owned(),
+                data: package.deb.control().to_vec(),
+                mode: 0o644,
+            })
+            .chain(new.iter().map(|(name, member)| ControlMember {
+                name: name.to_string(),
+                data: member.data.clone(),
+                mode: member.mode & 0o7777,
+            }))
+            .collect();
+            self.scripts.pre.push(preinst);
+        }
+        if old.is_some_and(|o| o.contains_key("postrm")) {
+            self.scripts.post.push(run(
+                "postrm",
+                vec!["upgrade".into(), new_version],
+                installed("postrm"),
             ));
         }
-        if let Some(postrm) = old.and_then(|o| o.get("postrm")) {
-            self.scripts
-                .post
-                .push(run("postrm", vec!["upgrade".into(), new_version], postrm));
-        }
-        if let Some(postinst) = new.get("postinst") {
+        if new.contains_key("postinst") {
             self.scripts.post.push(run(
                 "postinst",
                 vec!["configure".into(), old_version],
-                &postinst.data,
+                installed("postinst"),
             ));
         }
         if let Some(triggers) = new.get("triggers") {
@@ -152,11 +178,7 @@ impl Builder<'_> {
         }
     }
 
-    pub(super) fn plan_triggers(
-        &mut self,
-        packages: &[NewPackage<'_>],
-        contexts: &[Context<'_, '_>],
-    ) {
+    pub(super) fn plan_triggers(&mut self, contexts: &[Context<'_, '_>]) {
         if self.db.status.is_none() {
             return;
         }
@@ -165,46 +187,111 @@ impl Builder<'_> {
             self.touched.iter().map(String::as_str),
         );
         for (interested, names) in runs {
+            let names: Vec<String> = names.into_iter().collect();
             // The postinst that handles the trigger: the upgraded one when the interested
-            // package is being upgraded too.
+            // package is being upgraded too. dpkg then leaves the trigger to its
+            // `postinst configure` (an unpacked package is never marked as pending).
             let upgraded = contexts.iter().find(|c| c.package.name == interested);
-            let postinst = match upgraded {
+            let installed = match upgraded {
                 Some(c) => c
                     .package
                     .deb
                     .control_members()
-                    .get("postinst")
-                    .map(|m| m.data.clone()),
-                None => self
-                    .db
-                    .info
-                    .iter()
-                    .find(|(base, _)| base.split(':').next() == Some(interested.as_str()))
-                    .and_then(|(_, m)| m.get("postinst").cloned()),
+                    .contains_key("postinst")
+                    .then(|| (c.base.clone(), c.package.architecture.to_owned())),
+                None => {
+                    self.mark_triggers_pending(&interested, &names);
+                    self.db
+                        .info
+                        .iter()
+                        .find(|(base, _)| base.split(':').next() == Some(interested.as_str()))
+                        .filter(|(_, members)| members.contains_key("postinst"))
+                        .map(|(base, _)| {
+                            let arch = base.split_once(':').map_or_else(
+                                || self.installed_architecture(&interested),
+                                |(_, a)| a.to_owned(),
+                            );
+                            (base.clone(), arch)
+                        })
+                }
             };
-            let Some(contents) = postinst else { continue };
-            let architecture = upgraded
-                .map(|c| c.package.architecture.to_owned())
-                .or_else(|| packages.first().map(|p| p.architecture.to_owned()))
-                .unwrap_or_default();
-            let names: Vec<String> = names.into_iter().collect();
+            let Some((base, architecture)) = installed else {
+                continue;
+            };
             self.scripts.triggers.push(ScriptRun {
                 package: interested,
                 architecture,
                 script: "postinst",
                 args: vec!["triggered".into(), names.join(" ")],
-                contents,
+                path: format!("{INFO_PATH}/{base}.postinst"),
+                staged: Vec::new(),
             });
         }
     }
 
-    pub(super) fn write_status(&mut self) -> Result<(), DpkgError> {
-        if let Some(status) = &self.status {
-            let text = status.to_text().into_bytes();
-            let dir = self.physical_dir("var/lib/dpkg", "dpkg")?;
-            self.layer
-                .insert(self.db_entry(format!("{dir}/status"), 0o644, text));
+    /// The `Architecture` of an installed package, from the status file.
+    fn installed_architecture(&self, package: &str) -> String {
+        self.status
+            .as_ref()
+            .and_then(|status| {
+                let at = status.find(package, None)?;
+                let stanza = Stanza::parse(&status.paragraphs[at].0).ok()?;
+                stanza.word("Architecture").map(str::to_owned)
+            })
+            .unwrap_or_default()
+    }
+
+    /// In the status as `dpkg --unpack` leaves it: an installed package interested in
+    /// `names` has them pending (`Status: install ok triggers-pending`, `Triggers-Pending`).
+    fn mark_triggers_pending(&mut self, package: &str, names: &[String]) {
+        let Some(unpacked) = &mut self.unpacked else {
+            return;
+        };
+        let Some(at) = unpacked.find_any_state(package) else {
+            return;
+        };
+        let Ok(mut stanza) = Stanza::parse(&unpacked.paragraphs[at].0) else {
+            return;
+        };
+        let state = stanza.word("Status").unwrap_or_default();
+        if !(state.ends_with(" installed")
+            || state.ends_with(" triggers-awaited")
+            || state.ends_with(" triggers-pending"))
+        {
+            return;
         }
-        Ok(())
+        let mut pending: Vec<String> = stanza
+            .get("Triggers-Pending")
+            .unwrap_or_default()
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect();
+        for name in names {
+            if !pending.contains(name) {
+                pending.push(name.clone());
+            }
+        }
+        let want = state.rsplit_once(' ').map_or(state, |(w, _)| w);
+        stanza.set("Status", format!("{want} triggers-pending"));
+        stanza.set("Triggers-Pending", pending.join(" "));
+        unpacked.paragraphs[at].0 = stanza.to_dpkg_text();
+    }
+
+    /// Writes the final status into the layer; returns where it is, with the status as
+    /// `dpkg --unpack` would leave it.
+    pub(super) fn write_status(&mut self) -> Result<Option<(String, Vec<u8>)>, DpkgError> {
+        let Some(status) = &self.status else {
+            return Ok(None);
+        };
+        let text = status.to_text().into_bytes();
+        let dir = self.physical_dir("var/lib/dpkg", "dpkg")?;
+        let path = format!("{dir}/status");
+        self.layer.insert(self.db_entry(path.clone(), 0o644, text));
+        let unpacked = self
+            .unpacked
+            .as_ref()
+            .map(|u| u.to_text().into_bytes())
+            .unwrap_or_default();
+        Ok(Some((path, unpacked)))
     }
 }
