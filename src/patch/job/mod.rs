@@ -70,7 +70,7 @@ pub struct Patcher {
     /// A configured scanner (`scan.command`) and the cache of its plans; used when no
     /// report was given or stored, before the built-in scanner.
     command: Option<(ScannerCommand, ScanCache)>,
-    /// Built-in scanner plans by image digest and index version.
+    /// Built-in scanner plans by image layers, index version and scanner settings.
     plans: Option<ScanCache>,
     engine: PatchEngine,
     buildkit: Option<BuildkitSetup>,
