@@ -25,6 +25,33 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
+# --- images: minbase and the richer image, side by side in one run -----------------------------
+# BENCH_IMAGES names the images (default both); each is measured by this same script in turn,
+# with one release build, and the results are printed together at the end.
+#   minbase: debootstrap --variant=minbase (6 security fixes on 2026-11-27)
+#   rich:    + ca-certificates, openssl, curl, python3-minimal, sqlite3 (22 fixes on 2026-12-07,
+#            ca-certificates' trigger and python3's byte-compilation among their scripts)
+RICH_INCLUDE="ca-certificates,openssl,curl,python3-minimal,sqlite3"
+if [[ -z "${BENCH_ONE_IMAGE:-}" ]]; then
+  images="${BENCH_IMAGES:-minbase rich}"
+  if [[ -z "${BENCH_PATCHPULL_BIN:-}" && " ${BENCH_SCENARIOS:-patchpull} " == *" patchpull "* ]]; then
+    (cd "$ROOT" && timeout 1800 cargo build --release --bin patchpull >&2) || { echo "release build failed" >&2; exit 1; }
+    export BENCH_PATCHPULL_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/patchpull"
+  fi
+  summary=""
+  for image in $images; do
+    case "$image" in
+      minbase) include="${BENCH_INCLUDE:-}" ;;
+      rich) include="$RICH_INCLUDE${BENCH_INCLUDE:+,$BENCH_INCLUDE}" ;;
+      *) echo "BENCH_IMAGES: unknown image $image (minbase, rich)" >&2; exit 1 ;;
+    esac
+    out="$(BENCH_ONE_IMAGE="$image" BENCH_INCLUDE="$include" "$0" "$@")" || exit 1
+    summary+=$'\n'"=== image: $image"$'\n'"$out"$'\n'
+  done
+  printf '%s\n' "$summary"
+  exit 0
+fi
+
 # --- knobs -------------------------------------------------------------------------------
 REPS="${BENCH_REPS:-3}"                        # timed runs per scenario; the median is reported
 SUITE="${BENCH_SUITE:-bookworm}"

@@ -1,5 +1,5 @@
 //! The one bookworm root every test of this binary checks, built once: debootstrap, push,
-//! scan, patch, pull back, unpack, and real `apt-get install` of the same .debs in a copy of the
+//! scan, patch, pull back, unpack, and real `dpkg -i` of the same .debs in a copy of the
 //! original. Only actions happen here; the tests assert on what they left.
 
 use std::collections::BTreeMap;
@@ -160,9 +160,9 @@ pub struct Fixture {
     pub layout: PathBuf,
     /// The patched image unpacked by umoci.
     pub patched: PathBuf,
-    /// The original image unpacked by umoci, then the same .debs installed by `apt-get install`.
+    /// The original image unpacked by umoci, then the same .debs installed by `dpkg -i`.
     pub dpkg_root: PathBuf,
-    /// package -> version of the .debs patchpull fetched (what apt installed).
+    /// package -> version of the .debs patchpull fetched (what `dpkg -i` installed).
     pub debs: BTreeMap<String, String>,
     pub dpkg_install: Output,
     pub scan_table: String,
@@ -283,17 +283,22 @@ fn setup() -> Option<Fixture> {
         std::fs::copy(&path, debs_dir.join(format!("{name}.deb"))).unwrap();
         debs.insert(name, field("Version").trim().to_string());
     }
-    // apt orders the unpacks and configures by (pre-)dependencies, as an upgrade does;
-    // `dpkg -i` of them all at once refuses a package whose pre-dependency is unpacked
-    // in the same run (libpam-modules on libpam-modules-bin).
-    let mut command = ["apt-get", "install", "-y", "-q", "--no-download"]
-        .map(str::to_string)
-        .to_vec();
+    // `dpkg -i` of them all at once refuses a package whose pre-dependency is unpacked in
+    // the same run (libpam-modules on libpam-modules-bin), as apt would not order it; a
+    // second pass installs what the first refused, once its pre-dependency is configured.
+    let mut command = [
+        "sh",
+        "-c",
+        "dpkg -i \"$@\" || dpkg -i --skip-same-version \"$@\"",
+        "sh",
+    ]
+    .map(str::to_string)
+    .to_vec();
     command.extend(debs.keys().map(|name| format!("/tmp/debs/{name}.deb")));
     let command: Vec<&str> = command.iter().map(String::as_str).collect();
     let dpkg_install = in_root(&dpkg_root, &command);
     std::fs::remove_dir_all(&debs_dir).unwrap();
-    lap("real apt-get install", &mut since);
+    lap("real dpkg -i", &mut since);
     eprintln!("debootstrap fixture: ready after {:.1?}", started.elapsed());
     Some(Fixture {
         work,

@@ -32,9 +32,9 @@ pub struct Fixture {
     pub layout: PathBuf,
     /// The patched image unpacked by umoci.
     pub patched: PathBuf,
-    /// The original image unpacked by umoci, then the same .debs installed by `apt-get install`.
+    /// The original image unpacked by umoci, then the same .debs installed by `dpkg -i`.
     pub dpkg_root: PathBuf,
-    /// package -> version of the .debs patchpull fetched (what apt installed).
+    /// package -> version of the .debs patchpull fetched (what `dpkg -i` installed).
     pub debs: BTreeMap<String, String>,
     /// package -> the fetched `.deb`.
     pub deb_files: BTreeMap<String, PathBuf>,
@@ -271,19 +271,24 @@ fn setup() -> Option<Fixture> {
     let dpkg_installs = pre_depends_batches(&pre_depends)
         .into_iter()
         .map(|batch| {
-            // apt orders the unpacks and configures by (pre-)dependencies, as an upgrade does;
-            // `dpkg -i` of them all at once refuses a package whose pre-dependency is unpacked
-            // in the same run (libpam-modules on libpam-modules-bin).
-            let mut command = ["apt-get", "install", "-y", "-q", "--no-download"]
-                .map(str::to_string)
-                .to_vec();
+            // `dpkg -i` of them all at once refuses a package whose pre-dependency is unpacked in
+            // the same run (libpam-modules on libpam-modules-bin), as apt would not order it; a
+            // second pass installs what the first refused, once its pre-dependency is configured.
+            let mut command = [
+                "sh",
+                "-c",
+                "dpkg -i \"$@\" || dpkg -i --skip-same-version \"$@\"",
+                "sh",
+            ]
+            .map(str::to_string)
+            .to_vec();
             command.extend(batch.iter().map(|name| format!("/tmp/debs/{name}.deb")));
             let command: Vec<&str> = command.iter().map(String::as_str).collect();
             in_root(&dpkg_root, &command)
         })
         .collect();
     std::fs::remove_dir_all(&debs_dir).unwrap();
-    lap("real apt-get install", &mut since);
+    lap("real dpkg -i", &mut since);
     eprintln!("ubuntu fixture: ready after {:.1?}", started.elapsed());
     Some(Fixture {
         root,
