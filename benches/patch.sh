@@ -456,6 +456,10 @@ docker_runs() { # docker_runs REP
 # container, no sandbox, no apt, packages on disk, --force-unsafe-io like the image's
 # docker-apt-speedup). "dpkg-scripts" runs only the maintainer scripts of the unpack phase, as
 # dpkg calls them (old prerm upgrade NEW, new preinst upgrade OLD, old postrm upgrade NEW);
+# `dpkg --unpack` of all the .debs, as apt would order it: a package whose pre-dependency is
+# unpacked in the same run (libpam-modules on libpam-modules-bin) is refused; it is unpacked
+# after the others are configured.
+FLOOR_UNPACK='f=""; for d in /debs/*.deb; do dpkg --force-unsafe-io --unpack "$d" || f="$f $d"; done; [ -z "$f" ] || { dpkg --configure -a && dpkg --force-unsafe-io --unpack $f; }'
 # "dpkg-configure" is `dpkg --configure -a` after `dpkg --unpack`: the postinst scripts and
 # triggers. Their sum is the least any engine that runs the scripts can take.
 FLOOR_ENV=(env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin DEBIAN_FRONTEND=noninteractive)
@@ -525,7 +529,7 @@ floor_runs() { # floor_runs REP
   t1="$(now)"
   floor_copy "$d"
   t2="$(now)"
-  chroot "$d" "${FLOOR_ENV[@]}" sh -c 'dpkg --force-unsafe-io --unpack /debs/*.deb' >"$WORK/floor/unpack-$1.log" 2>&1 \
+  chroot "$d" "${FLOOR_ENV[@]}" sh -c "$FLOOR_UNPACK" >"$WORK/floor/unpack-$1.log" 2>&1 \
     || die "dpkg --unpack failed: $(tail -n 5 "$WORK/floor/unpack-$1.log")"
   t3="$(now)"
   chroot "$d" "${FLOOR_ENV[@]}" dpkg --force-unsafe-io --configure -a >"$WORK/floor/configure-$1.log" 2>&1 \
@@ -536,7 +540,7 @@ floor_runs() { # floor_runs REP
   # the configure phase's scripts alone, called directly on an unpacked copy: each new
   # postinst configure OLD, then libc-bin's ldconfig trigger (the one these packages activate)
   floor_copy "$d"
-  chroot "$d" "${FLOOR_ENV[@]}" sh -c 'dpkg --force-unsafe-io --unpack /debs/*.deb' >/dev/null 2>&1 \
+  chroot "$d" "${FLOOR_ENV[@]}" sh -c "$FLOOR_UNPACK" >/dev/null 2>&1 \
     || die "dpkg --unpack failed"
   t0="$(now)"
   for pkg in $PKGS; do
