@@ -424,17 +424,10 @@ fn distroless_images_get_status_d_and_no_scripts() {
 /// A `status.d` stanza written as a database (a builder that adds `Status:` and
 /// `Conffiles:` to the control file) keeps those fields through an upgrade, with the new
 /// version's values, and the project's own `status.d` reader sees the new version.
-#[test]
-fn distroless_status_d_keeps_status_and_conffiles() {
-    if !dpkg_deb_available() {
-        return;
-    }
+/// The status.d stanza of `hello` after upgrading it from 1.0-1 (image stanza `stanza`,
+/// a conffile changed and one gone) to 1.0-2.
+fn patched_status_d(stanza: &str) -> String {
     let dir = tempfile::tempdir().unwrap();
-    let stanza = format!(
-        "Package: hello\nVersion: 1.0-1\nArchitecture: amd64\nMaintainer: Test <t@example.invalid>\nHomepage: https://old.example.invalid\nPriority: optional\nDescription: test package\nStatus: install ok installed\nConffiles:\n /etc/hello.conf {}\n /etc/hello-gone.conf {}\n",
-        md5("greeting=hi\n"),
-        md5("gone\n")
-    );
     let sums = format!("{}  usr/bin/hello\n", md5("v1\n"));
     let blobs = vec![layer(&[
         ("etc", None),
@@ -480,6 +473,20 @@ fn distroless_status_d_keeps_status_and_conffiles() {
     )
     .unwrap();
     let patched = contents(&changes.layer, "var/lib/dpkg/status.d/hello").unwrap();
+    patched
+}
+
+#[test]
+fn distroless_status_d_keeps_status_and_conffiles() {
+    if !dpkg_deb_available() {
+        return;
+    }
+    let stanza = format!(
+        "Package: hello\nVersion: 1.0-1\nArchitecture: amd64\nMaintainer: Test <t@example.invalid>\nHomepage: https://old.example.invalid\nPriority: optional\nDescription: test package\nStatus: install ok installed\nConffiles:\n /etc/hello.conf {}\n /etc/hello-gone.conf {}\n",
+        md5("greeting=hi\n"),
+        md5("gone\n")
+    );
+    let patched = patched_status_d(&stanza);
     // The new control's fields in its order, the image's own fields where the image had
     // them; Homepage was the old control's and the new one has none.
     assert_eq!(
@@ -613,5 +620,26 @@ fn path_excludes_are_listed_but_not_written() {
         list.contains("/usr/share/doc/hello/NEWS\n")
             && list.contains("/usr/share/doc/hello/README\n"),
         "{list}"
+    );
+}
+
+#[test]
+fn distroless_status_d_in_dpkgs_order_stays_in_dpkgs_order() {
+    if !dpkg_deb_available() {
+        return;
+    }
+    // A status file split into status.d: every stanza as dpkg writes status.
+    let stanza = format!(
+        "Package: hello\nStatus: install ok installed\nPriority: optional\nMaintainer: Test <t@example.invalid>\nArchitecture: amd64\nVersion: 1.0-1\nConffiles:\n /etc/hello.conf {}\n /etc/hello-gone.conf {}\nDescription: test package\n",
+        md5("greeting=hi\n"),
+        md5("gone\n")
+    );
+    assert_eq!(
+        patched_status_d(&stanza),
+        format!(
+            "Package: hello\nStatus: install ok installed\nPriority: optional\nMaintainer: Test <t@example.invalid>\nArchitecture: amd64\nVersion: 1.0-2\nDepends: libc6\nConffiles:\n /etc/hello.conf {}\n /etc/hello-gone.conf {} obsolete\nDescription: test package\n more text\n",
+            md5("greeting=hello\n"),
+            md5("gone\n")
+        )
     );
 }

@@ -318,7 +318,8 @@ impl Builder<'_> {
 /// write the control file as it is (rules_docker's `add_pkg_metadata`, `dpkg-deb
 /// --field`, rules_distroless' `status.d/<pkg>/control`), some appending `Status:` after
 /// it, so the control's fields stay in the new control's order and each kept field goes
-/// after the field it followed in the image. A stanza with nothing to keep is the new
+/// after the field it followed in the image; an image whose stanzas are in dpkg's order (a
+/// status file split into files) gets dpkg's order. A stanza with nothing to keep is the new
 /// control file byte for byte, as before the upgrade it was the old one.
 fn status_d_stanza(
     context: &Context<'_, '_>,
@@ -375,5 +376,11 @@ fn status_d_stanza(
     if !kept {
         return Ok(control.to_vec());
     }
-    Ok(Stanza { fields }.to_text().into_bytes())
+    let stanza = Stanza { fields };
+    // An image whose stanzas are in dpkg's own order (a status file split into status.d)
+    // keeps that order.
+    if old.to_text() == old.to_dpkg_text() {
+        return Ok(stanza.to_dpkg_text().into_bytes());
+    }
+    Ok(stanza.to_text().into_bytes())
 }
