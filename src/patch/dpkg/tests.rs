@@ -472,8 +472,7 @@ fn patched_status_d(stanza: &str) -> String {
         }],
     )
     .unwrap();
-    let patched = contents(&changes.layer, "var/lib/dpkg/status.d/hello").unwrap();
-    patched
+    contents(&changes.layer, "var/lib/dpkg/status.d/hello").unwrap()
 }
 
 #[test]
