@@ -26,6 +26,7 @@ declare -A PACKAGE_OF=(
   [rpm]=rpm
   [debootstrap]=debootstrap
   [umoci]=umoci
+  [faketime]=faketime
   [dockerd]=docker.io
 )
 
@@ -78,3 +79,10 @@ export REQUIRE_TEST_TOOLS=1
 # Debian's archive is reachable from CI: scan against the real bookworm-security suite.
 export DEBIAN_ARCHIVE_TESTS="${DEBIAN_ARCHIVE_TESTS:-1}"
 cargo test --lib --bins --tests -- --test-threads="${RUST_TEST_THREADS:-4}" "$@"
+
+# The rest of the corpus (tests/corpus.rs; `cargo test` ran its fast images), with the same
+# test binary; not when a filter picked some tests.
+if [ "$DEBIAN_ARCHIVE_TESTS" = 1 ] && [ "$#" -eq 0 ]; then
+  echo "test.sh: the corpus (scripts/corpus.sh rest)" >&2
+  scripts/corpus.sh rest
+fi

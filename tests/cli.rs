@@ -194,6 +194,16 @@ fn the_environment_overrides_the_file() {
     assert!(all.contains("listen"), "key not named:\n{all}");
 }
 
+/// The tests' variable for the maintainer scripts' environment is read by the native engine,
+/// not by the configuration: with it set, patchpull still starts (the corpus sets it to fake
+/// the scripts' clock).
+#[test]
+fn the_scripts_extra_env_variable_is_no_configuration_key() {
+    let (_dir, path) = config_file(GOOD);
+    let out = config_check(&path, &[("PATCHPULL_SCRIPTS_EXTRA_ENV", "FAKETIME=+40d")]);
+    assert!(out.status.success(), "{}", text(&out));
+}
+
 /// A `serve` child, killed on drop if the test did not stop it.
 struct Serve {
     child: Child,

@@ -186,7 +186,11 @@ impl Config {
         } else if explicit {
             return Err(ConfigError::MissingFile(file.to_path_buf()));
         }
-        figment = figment.merge(Env::prefixed("PATCHPULL_").split("__"));
+        // `PATCHPULL_SCRIPTS_EXTRA_ENV` is no configuration key: the native engine reads it
+        // for the tests (`patch::native::scripts::EXTRA_ENV`), and as a key it would be refused
+        // as unknown, so no patchpull could start with it set.
+        let env = Env::prefixed("PATCHPULL_").ignore(&["scripts_extra_env"]);
+        figment = figment.merge(env.split("__"));
         Self::extract(figment)
     }
 

@@ -1,7 +1,8 @@
 //! Shared integration-test harness: patchpull in-process with a config builder, a real
 //! registry (`registry`), hermetic test images (`images`), a fault-injecting upstream
-//! (`fault`) and a token server (`token`). Everything listens on 127.0.0.1 with port 0 or a
-//! freshly probed port and keeps its files in its own temp dir.
+//! (`fault`), a token server (`token`) and `patchpull serve` as a child process (`serve`).
+//! Everything listens on 127.0.0.1 with port 0 or a freshly probed port and keeps its files
+//! in its own temp dir.
 #![allow(dead_code)]
 
 pub mod alpine;
@@ -10,6 +11,7 @@ pub mod dockerd;
 pub mod fault;
 pub mod images;
 pub mod registry;
+pub mod serve;
 pub mod token;
 
 use std::net::SocketAddr;

@@ -1,16 +1,18 @@
 //! What the real-distribution tests (tests/ubuntu) check of a patched root file system
 //! against a copy of the original where real `dpkg -i` installed the same `.deb`s, and the
-//! set-up they share: the opt-in, the tools, a work directory. tests/debootstrap.rs uses the
-//! checks too.
+//! set-up they share: the opt-in, the tools, a work directory, commands run in a root, a
+//! root made one image layer. tests/debootstrap.rs and tests/corpus.rs use them too.
 //!
 //! Not a module of `common`: a test binary includes it with `#[path = "common/rootfs.rs"]`
 //! beside `common` and `tree` (`tests/debootstrap/tree.rs`), which it uses; a `tree` of its
 //! own would load that file twice in binaries that have one.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::Output;
+use std::process::{Command, Output};
 
+use crate::common::images::{self, Blob};
 use crate::common::registry::REGISTRY_BIN;
 use crate::common::require_tools;
 use crate::tree::{diff_paths, info_files, listed_paths, tree_metadata};
@@ -174,4 +176,70 @@ pub fn fresh_work_dir(name: &str) -> PathBuf {
     }
     std::fs::create_dir_all(&work).unwrap();
     work
+}
+
+/// Runs `command` chrooted into `root` with /dev and /proc mounted in a private mount
+/// namespace, within `seconds` (coreutils' `timeout`: TERM, then KILL ten seconds later),
+/// with `DEBIAN_FRONTEND=noninteractive` and a root's PATH. The mounts die with the
+/// namespace whatever happens to the test, so removing the root never reaches the host's
+/// /dev.
+pub fn in_root_within(seconds: u32, root: &Path, command: &[&str]) -> Output {
+    const SCRIPT: &str = "set -e; r=$1; shift; mount --rbind /dev \"$r/dev\"; \
+                          mount -t proc proc \"$r/proc\"; exec chroot \"$r\" \"$@\"";
+    Command::new("timeout")
+        .args(["-k", "10", &seconds.to_string()])
+        .args([
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "--fork",
+            "sh",
+            "-c",
+        ])
+        .arg(SCRIPT)
+        .arg("sh")
+        .arg(root)
+        .args(command)
+        .env(
+            "PATH",
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        )
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .output()
+        .unwrap()
+}
+
+/// `root` as one gzip'd image layer, with its diff id: everything but the contents of
+/// /dev, /proc and /sys, numeric owners. apt's downloaded packages and lists are removed
+/// from `root` first, as image builds do; `work` holds the tar file for a moment.
+pub fn root_layer(root: &Path, work: &Path) -> (Blob, String) {
+    let layer_path = work.join("layer.tar.gz");
+    let script = format!(
+        "rm -rf {r}/var/cache/apt/archives/*.deb {r}/var/lib/apt/lists/* && \
+         tar -C {r} --numeric-owner --exclude=./dev/* --exclude=./proc/* --exclude=./sys/* -czf {l} .",
+        r = root.display(),
+        l = layer_path.display()
+    );
+    let out = Command::new("timeout")
+        .args(["-k", "10", "900", "sh", "-c", &script])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "tar of {}: {}",
+        root.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let gz = std::fs::read(&layer_path).unwrap();
+    std::fs::remove_file(&layer_path).unwrap();
+    let mut tar_bytes = Vec::new();
+    flate2::read::GzDecoder::new(gz.as_slice())
+        .read_to_end(&mut tar_bytes)
+        .unwrap();
+    let diff_id = images::sha256_digest(&tar_bytes);
+    (
+        Blob::new("application/vnd.oci.image.layer.v1.tar+gzip", gz),
+        diff_id,
+    )
 }

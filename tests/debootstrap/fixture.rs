@@ -3,14 +3,13 @@
 //! original. Only actions happen here; the tests assert on what they left.
 
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 use std::time::Instant;
 
-use crate::common::images::{self, Blob, Format};
+use crate::common::images::{self, Format};
 use crate::common::registry::Registry;
 
 pub fn sh(script: &str) -> Output {
@@ -46,24 +45,9 @@ pub fn patchpull(config: &Path, args: &[&str]) -> String {
 }
 
 /// Runs `command` chrooted into `root` with /dev and /proc mounted in a private mount
-/// namespace: the mounts die with the namespace whatever happens to the test, so removing
-/// the root never reaches the host's /dev.
+/// namespace (see [`crate::rootfs::in_root_within`]), within half an hour.
 pub fn in_root(root: &Path, command: &[&str]) -> Output {
-    const SCRIPT: &str = "set -e; r=$1; shift; mount --rbind /dev \"$r/dev\"; \
-                          mount -t proc proc \"$r/proc\"; exec chroot \"$r\" \"$@\"";
-    Command::new("unshare")
-        .args(["--mount", "--propagation", "private", "--fork", "sh", "-c"])
-        .arg(SCRIPT)
-        .arg("sh")
-        .arg(root)
-        .args(command)
-        .env(
-            "PATH",
-            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-        )
-        .env("DEBIAN_FRONTEND", "noninteractive")
-        .output()
-        .unwrap()
+    crate::rootfs::in_root_within(1800, root, command)
 }
 
 /// skopeo-copies `docker://<source>` into the OCI layout `layout` as `tag`.
@@ -211,23 +195,7 @@ fn setup() -> Option<Fixture> {
     stdout_of(&out, "debootstrap");
     lap("debootstrap", &mut since);
 
-    let layer_path = work.join("layer.tar.gz");
-    let out = sh(&format!(
-        "rm -rf {r}/var/cache/apt/archives/*.deb {r}/var/lib/apt/lists/* && \
-         tar -C {r} --numeric-owner --exclude=./dev/* --exclude=./proc/* --exclude=./sys/* -czf {l} .",
-        r = root.display(),
-        l = layer_path.display()
-    ));
-    stdout_of(&out, "tar");
-    let gz = std::fs::read(&layer_path).unwrap();
-    std::fs::remove_file(&layer_path).unwrap();
-    let mut tar_bytes = Vec::new();
-    flate2::read::GzDecoder::new(gz.as_slice())
-        .read_to_end(&mut tar_bytes)
-        .unwrap();
-    let diff_id = images::sha256_digest(&tar_bytes);
-    drop(tar_bytes);
-    let layer = Blob::new("application/vnd.oci.image.layer.v1.tar+gzip", gz);
+    let (layer, diff_id) = crate::rootfs::root_layer(&root, &work);
     let image = images::assemble(Format::Oci, "amd64", vec![(layer, diff_id)], &["/bin/bash"]);
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let registry = runtime.block_on(async {

@@ -4,7 +4,6 @@
 //! they left.
 
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -12,10 +11,10 @@ use std::sync::OnceLock;
 use std::time::Instant;
 
 use crate::archive::{ubuntu_keyring, ARCHIVE};
-use crate::common::images::{self, Blob, Format};
+use crate::common::images::{self, Format};
 use crate::common::registry::Registry;
 use crate::debian::{in_root, pull, unpack};
-use crate::rootfs::{archive_tests_enabled, fresh_work_dir};
+use crate::rootfs::{archive_tests_enabled, fresh_work_dir, root_layer};
 use crate::run::{bounded, patchpull, sh, stdout_of, tool};
 
 /// The release: debootstrap here has a script for jammy (a link to `gutsy`), none for noble.
@@ -93,32 +92,6 @@ fn lap(phase: &str, since: &mut Instant) {
     *since = Instant::now();
 }
 
-/// The root as one gzip'd layer, with its diff id.
-fn layer_of(root: &Path, work: &Path) -> (Blob, String) {
-    let layer_path = work.join("layer.tar.gz");
-    let out = sh(
-        600,
-        &format!(
-            "rm -rf {r}/var/cache/apt/archives/*.deb {r}/var/lib/apt/lists/* && \
-             tar -C {r} --numeric-owner --exclude=./dev/* --exclude=./proc/* --exclude=./sys/* -czf {l} .",
-            r = root.display(),
-            l = layer_path.display()
-        ),
-    );
-    stdout_of(&out, "tar");
-    let gz = std::fs::read(&layer_path).unwrap();
-    std::fs::remove_file(&layer_path).unwrap();
-    let mut tar_bytes = Vec::new();
-    flate2::read::GzDecoder::new(gz.as_slice())
-        .read_to_end(&mut tar_bytes)
-        .unwrap();
-    let diff_id = images::sha256_digest(&tar_bytes);
-    (
-        Blob::new("application/vnd.oci.image.layer.v1.tar+gzip", gz),
-        diff_id,
-    )
-}
-
 /// The package names in batches for one `dpkg -i` each, as apt splits an upgrade: dpkg
 /// refuses a package whose Pre-Depends (on another of the set, as e2fsprogs on libext2fs2)
 /// is not configured yet, and `dpkg -i` configures only after unpacking all it was given.
@@ -189,7 +162,7 @@ fn setup() -> Option<Fixture> {
     stdout_of(&out, "debootstrap");
     lap("debootstrap", &mut since);
 
-    let (layer, diff_id) = layer_of(&root, &work);
+    let (layer, diff_id) = root_layer(&root, &work);
     let image = images::assemble(Format::Oci, "amd64", vec![(layer, diff_id)], &["/bin/bash"]);
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let registry = runtime.block_on(async {
