@@ -440,7 +440,7 @@ fn patched_status_d(stanza: &str) -> String {
         ("var/lib", None),
         ("var/lib/dpkg", None),
         ("var/lib/dpkg/status.d", None),
-        ("var/lib/dpkg/status.d/hello", Some(&stanza)),
+        ("var/lib/dpkg/status.d/hello", Some(stanza)),
         ("var/lib/dpkg/status.d/hello.md5sums", Some(&sums)),
     ])];
     let layers = descriptors(1);
