@@ -406,6 +406,10 @@ fn patched_root_equals_what_real_dpkg_leaves() {
             "-r",
             "-q",
             "--no-dereference",
+            // A debconf template several packages own (libraries/restart-without-asking)
+            // keeps the text of whichever loaded it last: dpkg -i in batches and dpkg
+            // --configure --pending load them in other orders (open in issue 14).
+            "--exclude=templates.dat",
             dpkg.to_str().unwrap(),
             patched.to_str().unwrap(),
         ],
