@@ -25,6 +25,33 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
+# --- images: minbase and the richer image, side by side in one run -----------------------------
+# BENCH_IMAGES names the images (default both); each is measured by this same script in turn,
+# with one release build, and the results are printed together at the end.
+#   minbase: debootstrap --variant=minbase (6 security fixes on 2026-11-27)
+#   rich:    + ca-certificates, openssl, curl, python3-minimal, sqlite3 (22 fixes on 2026-12-07,
+#            ca-certificates' trigger and python3's byte-compilation among their scripts)
+RICH_INCLUDE="ca-certificates,openssl,curl,python3-minimal,sqlite3"
+if [[ -z "${BENCH_ONE_IMAGE:-}" ]]; then
+  images="${BENCH_IMAGES:-minbase rich}"
+  if [[ -z "${BENCH_PATCHPULL_BIN:-}" && " ${BENCH_SCENARIOS:-patchpull} " == *" patchpull "* ]]; then
+    (cd "$ROOT" && timeout 1800 cargo build --release --bin patchpull >&2) || { echo "release build failed" >&2; exit 1; }
+    export BENCH_PATCHPULL_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/patchpull"
+  fi
+  summary=""
+  for image in $images; do
+    case "$image" in
+      minbase) include="${BENCH_INCLUDE:-}" ;;
+      rich) include="$RICH_INCLUDE${BENCH_INCLUDE:+,$BENCH_INCLUDE}" ;;
+      *) echo "BENCH_IMAGES: unknown image $image (minbase, rich)" >&2; exit 1 ;;
+    esac
+    out="$(BENCH_ONE_IMAGE="$image" BENCH_INCLUDE="$include" "$0" "$@")" || exit 1
+    summary+=$'\n'"=== image: $image"$'\n'"$out"$'\n'
+  done
+  printf '%s\n' "$summary"
+  exit 0
+fi
+
 # --- knobs -------------------------------------------------------------------------------
 REPS="${BENCH_REPS:-3}"                        # timed runs per scenario; the median is reported
 SUITE="${BENCH_SUITE:-bookworm}"
@@ -429,6 +456,10 @@ docker_runs() { # docker_runs REP
 # container, no sandbox, no apt, packages on disk, --force-unsafe-io like the image's
 # docker-apt-speedup). "dpkg-scripts" runs only the maintainer scripts of the unpack phase, as
 # dpkg calls them (old prerm upgrade NEW, new preinst upgrade OLD, old postrm upgrade NEW);
+# `dpkg --unpack` of all the .debs, as apt would order it: a package whose pre-dependency is
+# unpacked in the same run (libpam-modules on libpam-modules-bin) is refused; it is unpacked
+# after the others are configured.
+FLOOR_UNPACK='f=""; for d in /debs/*.deb; do dpkg --force-unsafe-io --unpack "$d" || f="$f $d"; done; [ -z "$f" ] || { dpkg --configure -a && dpkg --force-unsafe-io --unpack $f; }'
 # "dpkg-configure" is `dpkg --configure -a` after `dpkg --unpack`: the postinst scripts and
 # triggers. Their sum is the least any engine that runs the scripts can take.
 FLOOR_ENV=(env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin DEBIAN_FRONTEND=noninteractive)
@@ -498,7 +529,7 @@ floor_runs() { # floor_runs REP
   t1="$(now)"
   floor_copy "$d"
   t2="$(now)"
-  chroot "$d" "${FLOOR_ENV[@]}" sh -c 'dpkg --force-unsafe-io --unpack /debs/*.deb' >"$WORK/floor/unpack-$1.log" 2>&1 \
+  chroot "$d" "${FLOOR_ENV[@]}" sh -c "$FLOOR_UNPACK" >"$WORK/floor/unpack-$1.log" 2>&1 \
     || die "dpkg --unpack failed: $(tail -n 5 "$WORK/floor/unpack-$1.log")"
   t3="$(now)"
   chroot "$d" "${FLOOR_ENV[@]}" dpkg --force-unsafe-io --configure -a >"$WORK/floor/configure-$1.log" 2>&1 \
@@ -509,7 +540,7 @@ floor_runs() { # floor_runs REP
   # the configure phase's scripts alone, called directly on an unpacked copy: each new
   # postinst configure OLD, then libc-bin's ldconfig trigger (the one these packages activate)
   floor_copy "$d"
-  chroot "$d" "${FLOOR_ENV[@]}" sh -c 'dpkg --force-unsafe-io --unpack /debs/*.deb' >/dev/null 2>&1 \
+  chroot "$d" "${FLOOR_ENV[@]}" sh -c "$FLOOR_UNPACK" >/dev/null 2>&1 \
     || die "dpkg --unpack failed"
   t0="$(now)"
   for pkg in $PKGS; do

@@ -105,6 +105,8 @@ pub struct BytesLabels {
 #[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
 pub enum JobOutcomeLabel {
     Patched,
+    /// Patched, but some platforms of the index failed and kept their originals.
+    Partial,
     Unchanged,
     Failed,
 }

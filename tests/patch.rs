@@ -16,6 +16,8 @@ mod dpkg;
 mod image;
 #[path = "patch/index.rs"]
 mod index;
+#[path = "patch/plans.rs"]
+mod plans;
 #[path = "patch/support.rs"]
 mod support;
 

@@ -15,6 +15,8 @@ mod clients;
 #[allow(dead_code)]
 #[path = "patch/image.rs"]
 mod image;
+#[path = "pipeline/index.rs"]
+mod index;
 #[path = "pipeline/policy.rs"]
 mod policy;
 #[path = "pipeline/support.rs"]

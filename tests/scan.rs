@@ -218,6 +218,21 @@ async fn scan_reads_the_inventory_and_plans_from_a_trivy_report() {
     assert!(ok, "{err}");
     assert_eq!(again, out);
     assert_eq!(std::fs::read_to_string(&runs).unwrap().lines().count(), 1);
+    // Other plan options are another plan: the MEDIUM fix is left out.
+    let (ok, high, err) = scan_with(
+        dir.path(),
+        &extra,
+        &["--insecure", "--min-severity", "HIGH", &reference],
+    );
+    assert!(ok, "{err}");
+    let line = high
+        .lines()
+        .find(|l| l.trim_start().starts_with("libssl3"))
+        .unwrap_or_else(|| panic!("{high}"));
+    assert!(
+        line.contains("3.0.15-1~deb12u2") && !line.contains("CVE-2025-0001"),
+        "{line}"
+    );
     let extra = "[scan]\ncommand = [\"sh\", \"-c\", \"echo scanner exploded >&2; exit 7\"]\n";
     let (ok, _, err) = scan_with(dir.path(), extra, &["--insecure", &reference]);
     assert!(!ok);

@@ -2,8 +2,10 @@
 //! built-in scanner, patches natively (or through BuildKit: `--engine`, `--buildkit`),
 //! checks the result, then pushes it
 //! (`--push`), writes an OCI layout (`--oci-dir`) and the VEX document (`--vex`). Progress
-//! goes to stderr, the summary table to stdout. Exit 0 when patched or nothing to patch,
-//! 1 on any error, 2 on usage errors.
+//! goes to stderr, the summary table to stdout, one section per platform saying what
+//! became of it. Exit 0 when patched (an index in part, as `patch.partial_index` allows:
+//! the platforms that failed keep their originals and the summary says why) or nothing
+//! to patch, 1 on any error, 2 on usage errors.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -138,6 +140,7 @@ pub fn run(mut config: Config, args: PatchArgs) -> anyhow::Result<()> {
         base_name,
         ignore_errors: args.ignore_errors,
         no_cache: args.no_cache,
+        partial_index: config.patch.partial_index,
     };
     let (engine, buildkit) = engine_choice(&config, &args)?;
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
@@ -178,6 +181,12 @@ pub fn run(mut config: Config, args: PatchArgs) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("patching {}", args.image))?;
         print!("{}", summary(&patched));
+        if patched.is_partial() {
+            progress(&format!(
+                "patched in part: the platforms that failed keep their original manifests (patch.partial_index = \"{}\")",
+                options.partial_index.as_str()
+            ));
+        }
         let Some((top, top_digest, top_type)) = &patched.top else {
             println!("nothing to patch: {} is unchanged", args.image);
             return anyhow::Ok(());
@@ -240,6 +249,9 @@ fn summary(patched: &PatchedImage) -> String {
         match &platform.outcome {
             PlatformOutcome::Unchanged { reason } => {
                 out.push_str(&format!("  unchanged: {reason}\n"))
+            }
+            PlatformOutcome::Failed { error } => {
+                out.push_str(&format!("  not patched, the original is kept: {error}\n"))
             }
             PlatformOutcome::Patched(p) => {
                 out.push_str(&format!(
@@ -361,7 +373,7 @@ fn blobs(patched: &PatchedImage) -> Vec<(Digest, u64, Blob)> {
                     Blob::Bytes(p.image.config.clone()),
                 ));
             }
-            PlatformOutcome::Unchanged { .. } => {
+            PlatformOutcome::Unchanged { .. } | PlatformOutcome::Failed { .. } => {
                 for layer in &platform.original.layers {
                     if let Ok(digest) = layer.digest.parse::<Digest>() {
                         blobs.push((digest, 0, Blob::Mirror));
@@ -388,7 +400,7 @@ fn manifests(patched: &PatchedImage) -> Vec<(Digest, String, Vec<u8>)> {
                 p.image.manifest_media_type.clone(),
                 p.image.manifest.clone(),
             ),
-            PlatformOutcome::Unchanged { .. } => (
+            PlatformOutcome::Unchanged { .. } | PlatformOutcome::Failed { .. } => (
                 platform.original.manifest.digest.clone(),
                 platform.original.manifest.media_type.clone(),
                 platform.original.manifest.bytes.to_vec(),

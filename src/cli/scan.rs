@@ -100,7 +100,7 @@ pub fn run(mut config: Config, args: ScanArgs) -> anyhow::Result<()> {
                 config.scan.command_timeout,
             )?),
         };
-        // Plans of a scanner command and of the built-in scanner, by image digest.
+        // Plans of a scanner command and of the built-in scanner, by the image's layers.
         let results = match args.inventory_only {
             true => None,
             false => Some(ScanCache::open(
@@ -133,11 +133,13 @@ pub fn run(mut config: Config, args: ScanArgs) -> anyhow::Result<()> {
             } else if let (false, Some(command), Some(results)) =
                 (args.inventory_only, &scanner_command, &results)
             {
-                let key = ScanKey {
-                    image_digest: img.manifest.digest.to_string(),
-                    platform: img.platform.to_string(),
-                    source: format!("command:{}", command.display()),
-                };
+                let key = ScanKey::command(
+                    &img.config_digest.to_string(),
+                    img.layers.iter().map(|l| l.digest.as_str()),
+                    &img.platform.to_string(),
+                    &command.display(),
+                    &options,
+                );
                 command_source = Some(PlanSource::ScannerCommand {
                     command: command.display(),
                 });
@@ -197,9 +199,10 @@ pub fn run(mut config: Config, args: ScanArgs) -> anyhow::Result<()> {
                     .await
                     .map_err(failed)?;
                 let key = ScanKey::builtin(
-                    &img.manifest.digest.to_string(),
+                    img.layers.iter().map(|l| l.digest.as_str()),
                     &img.platform.to_string(),
                     &version,
+                    &scanner.settings(),
                     &options,
                 );
                 let plan = match results.as_ref().and_then(|r| r.get(&key)) {

@@ -20,7 +20,7 @@ use figment::Figment;
 
 pub use admission::AdmissionConfig;
 pub use buildkit::{BuildkitConfig, PatchEngine};
-pub use patch::{PatchConfig, PatchMode, PatchPolicy};
+pub use patch::{PartialIndex, PatchConfig, PatchMode, PatchPolicy};
 pub use raw::{RawConfig, RawUpstream};
 pub use secret::Secret;
 

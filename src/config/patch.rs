@@ -42,6 +42,35 @@ impl PatchMode {
     }
 }
 
+/// What a multi-platform index is served as when some of its platforms cannot be patched
+/// (the others were). Platforms with nothing to fix never make an index partial.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PartialIndex {
+    /// The patched platforms patched, the others' original manifests (their exact
+    /// descriptors), each descriptor annotated with what became of it.
+    #[default]
+    PatchedWherePossible,
+    /// The original index, untouched, as when the patch fails.
+    Original,
+}
+
+impl PartialIndex {
+    pub fn parse(text: &str) -> Option<PartialIndex> {
+        match text {
+            "patched_where_possible" => Some(PartialIndex::PatchedWherePossible),
+            "original" => Some(PartialIndex::Original),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PartialIndex::PatchedWherePossible => "patched_where_possible",
+            PartialIndex::Original => "original",
+        }
+    }
+}
+
 /// Settings for the repositories a policy matches; unset fields take `[patch]`'s.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PatchPolicy {
@@ -77,8 +106,11 @@ pub struct PatchConfig {
     /// Jobs waiting for a worker; past it, pulls get the original (or 503 when
     /// fail-closed) and no job is queued.
     pub queue: usize,
-    /// A failed patch is tried again on a pull after this long.
+    /// A failed patch, or an index some of whose platforms failed, is tried again on a
+    /// pull after this long.
     pub retry_failed_after: Duration,
+    /// What an index some of whose platforms failed is served as.
+    pub partial_index: PartialIndex,
     /// The first policy that matches a repository applies.
     pub policies: Vec<PatchPolicy>,
     /// Bearer token of the admin API (`/patchpull/v1/`); `None` switches it off.
@@ -125,6 +157,7 @@ pub struct RawPatch {
     pub queue: usize,
     #[serde(deserialize_with = "super::raw::text_or_number")]
     pub retry_failed_after: String,
+    pub partial_index: String,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub policy: Vec<RawPolicy>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -143,6 +176,7 @@ impl Default for RawPatch {
             workers: defaults::PATCH_WORKERS,
             queue: defaults::PATCH_QUEUE,
             retry_failed_after: super::raw::fmt_duration(defaults::PATCH_RETRY_FAILED_AFTER),
+            partial_index: defaults::PATCH_PARTIAL_INDEX.as_str().into(),
             policy: Vec::new(),
             admin_token: None,
             engine: defaults::PATCH_ENGINE.as_str().into(),
@@ -165,6 +199,13 @@ impl RawPatch {
                 self.mode
             ));
             defaults::PATCH_MODE
+        });
+        let partial_index = PartialIndex::parse(&self.partial_index).unwrap_or_else(|| {
+            problems.push(format!(
+                "`patch.partial_index`: expected \"patched_where_possible\" or \"original\", found {:?}",
+                self.partial_index
+            ));
+            defaults::PATCH_PARTIAL_INDEX
         });
         if self.workers == 0 {
             problems.push("`patch.workers`: at least 1".into());
@@ -243,6 +284,7 @@ impl RawPatch {
             workers: self.workers.max(1),
             queue: self.queue,
             retry_failed_after: duration("patch.retry_failed_after", &self.retry_failed_after),
+            partial_index,
             policies,
             admin_token: self.admin_token.clone().filter(|t| !t.expose().is_empty()),
         }
@@ -255,6 +297,7 @@ impl RawPatch {
             workers: c.workers,
             queue: c.queue,
             retry_failed_after: super::raw::fmt_duration(c.retry_failed_after),
+            partial_index: c.partial_index.as_str().into(),
             policy: c
                 .policies
                 .iter()

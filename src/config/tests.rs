@@ -222,11 +222,22 @@ fn patch_policies_parse_and_match_in_order() {
 }
 
 #[test]
+fn partial_index_defaults_to_patched_where_possible() {
+    let c = Config::from_toml_str("").unwrap();
+    assert_eq!(c.patch.partial_index, PartialIndex::PatchedWherePossible);
+    let c = Config::from_toml_str("[patch]\npartial_index = \"original\"\n").unwrap();
+    assert_eq!(c.patch.partial_index, PartialIndex::Original);
+    let again = Config::from_toml_str(&c.to_display_toml()).unwrap();
+    assert_eq!(again.patch.partial_index, PartialIndex::Original);
+}
+
+#[test]
 fn bad_patch_settings_name_their_keys() {
     let error = Config::from_toml_str(
         r#"
         [patch]
         mode = "sometimes"
+        partial_index = "some"
         workers = 0
         wait_timeout = "soon"
         [[patch.policy]]
@@ -240,6 +251,7 @@ fn bad_patch_settings_name_their_keys() {
     .to_string();
     for key in [
         "patch.mode",
+        "patch.partial_index",
         "patch.workers",
         "patch.wait_timeout",
         "patch.policy[0].mode",

@@ -294,8 +294,12 @@ fn open_removes_leftovers_of_interrupted_writes() {
     let kept_root = cache.root(&source, &source.descriptors()).unwrap().tree();
     drop(cache);
 
-    // A half-made root (with a directory its owner cannot write) and a half-written tar.
-    let partial_root = dir.join("roots/.tmp-0123-99-0");
+    // A half-made root (with a directory its owner cannot write) and a half-written tar,
+    // by a writer that is gone: a child that has exited (a fixed pid may be alive).
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let gone = child.id();
+    child.wait().unwrap();
+    let partial_root = dir.join(format!("roots/.tmp-0123-{gone}-0"));
     fs::create_dir_all(partial_root.join("rootfs/usr/bin")).unwrap();
     fs::write(partial_root.join("rootfs/usr/bin/half"), b"half").unwrap();
     fs::set_permissions(
@@ -303,7 +307,7 @@ fn open_removes_leftovers_of_interrupted_writes() {
         fs::Permissions::from_mode(0o555),
     )
     .unwrap();
-    let partial_tar = dir.join("layers/.tmp-sha256-00.tar-99-0");
+    let partial_tar = dir.join(format!("layers/.tmp-sha256-00.tar-{gone}-0"));
     fs::write(&partial_tar, b"half a tar").unwrap();
     let kept_tar = dir.join(format!("layers/sha256-{}.tar", "0".repeat(64)));
     fs::write(&kept_tar, b"a whole tar").unwrap();

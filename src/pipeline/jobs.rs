@@ -1,8 +1,10 @@
 //! Patch jobs: one per (upstream, original digest), joined by every pull that asks while it
 //! runs; at most `patch.workers` running and `patch.queue` waiting. Outcomes are kept in
 //! memory (a failure for `patch.retry_failed_after`, a result for `scan.result_ttl`, after
-//! which the next pull re-patches in the background while the old result is served), and
-//! a patched result is also written under `<storage.path>/patched/` so a restart finds it.
+//! which the next pull re-patches in the background while the old result is served; a
+//! partial index, some of whose platforms failed, is served and re-patched likewise but
+//! after `patch.retry_failed_after`), and a patched result is also written under
+//! `<storage.path>/patched/` so a restart finds it.
 
 use crate::patch::buildkit::{BuildkitEngine, ImageSource};
 use std::collections::HashMap;
@@ -19,6 +21,8 @@ use crate::distribution::{Digest, Reference};
 use crate::metrics::{JobLabels, JobOutcomeLabel, Metrics};
 use crate::mirror::Mirror;
 use crate::patch::job::{PatchOptions, PatchedImage, Patcher, PlatformOutcome};
+
+use super::platforms::{PlatformView, PlatformsView};
 use crate::patch::referrer;
 use crate::scan::builtin::BuiltinScanner;
 use crate::store::{Store, StoredManifest};
@@ -31,6 +35,8 @@ pub enum JobOutcome {
     Patched {
         digest: Digest,
         media_type: String,
+        /// What became of each platform, and whether the index is partial.
+        platforms: PlatformsView,
     },
     /// Nothing to patch; the original is served.
     Unchanged {
@@ -84,9 +90,16 @@ pub struct JobView {
     pub status: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub patched: Option<String>,
-    /// Why nothing was patched, the error, or the step a running job is at.
+    /// Why nothing was patched, the error, the step a running job is at, or for a
+    /// partial index which platforms kept their originals and why.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// Patched images: whether some platform failed and kept its original manifest.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub partial: Option<bool>,
+    /// Patched images: what became of each platform.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub platforms: Vec<PlatformView>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub seconds_ago: Option<u64>,
 }
@@ -96,6 +109,8 @@ pub struct JobView {
 pub struct JobCounts {
     pub started: AtomicUsize,
     pub patched: AtomicUsize,
+    /// Patched, as a partial index (also counted in `patched`).
+    pub partial: AtomicUsize,
     pub unchanged: AtomicUsize,
     pub failed: AtomicUsize,
 }
@@ -204,6 +219,10 @@ impl Jobs {
             Some(Entry::Done(outcome, at)) => {
                 let (fresh_for, serve_meanwhile) = match outcome.as_ref() {
                     JobOutcome::Failed { .. } => (self.retry_failed_after, false),
+                    // The platforms that failed may patch next time.
+                    JobOutcome::Patched { platforms, .. } if platforms.partial => {
+                        (self.retry_failed_after, true)
+                    }
                     _ => (self.result_ttl, true),
                 };
                 if at.elapsed() < fresh_for {
@@ -243,6 +262,9 @@ impl Jobs {
                     .await,
             );
             let label = match outcome.as_ref() {
+                JobOutcome::Patched { platforms, .. } if platforms.partial => {
+                    JobOutcomeLabel::Partial
+                }
                 JobOutcome::Patched { .. } => JobOutcomeLabel::Patched,
                 JobOutcome::Unchanged { .. } => JobOutcomeLabel::Unchanged,
                 JobOutcome::Failed { .. } => JobOutcomeLabel::Failed,
@@ -255,8 +277,12 @@ impl Jobs {
                 .patch_duration
                 .observe(started.elapsed().as_secs_f64());
             match outcome.as_ref() {
-                JobOutcome::Patched { .. } => {
+                JobOutcome::Patched { platforms, .. } => {
                     jobs.counts.patched.fetch_add(1, Ordering::Relaxed);
+                    if let Some(failures) = platforms.failures() {
+                        jobs.counts.partial.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(upstream = %key.0, digest = %key.1, %failures, "patched in part; the platforms that failed keep their originals");
+                    }
                     jobs.save(&key, &outcome).await;
                 }
                 JobOutcome::Unchanged { .. } => {
@@ -304,36 +330,46 @@ impl Jobs {
         let mut views: Vec<JobView> = state
             .iter()
             .map(|((upstream, original), entry)| {
-                let (status, patched, detail, age) = match entry {
-                    Entry::Running(_, step) => (
-                        "running",
-                        None,
-                        Some(step.lock().unwrap_or_else(|p| p.into_inner()).clone()),
-                        None,
-                    ),
+                let mut view = JobView {
+                    upstream: upstream.clone(),
+                    original: original.to_string(),
+                    status: "running",
+                    patched: None,
+                    detail: None,
+                    partial: None,
+                    platforms: Vec::new(),
+                    seconds_ago: None,
+                };
+                match entry {
+                    Entry::Running(_, step) => {
+                        view.detail = Some(step.lock().unwrap_or_else(|p| p.into_inner()).clone());
+                    }
                     Entry::Done(outcome, at) => {
-                        let age = Some(at.elapsed().as_secs());
+                        view.seconds_ago = Some(at.elapsed().as_secs());
                         match outcome.as_ref() {
-                            JobOutcome::Patched { digest, .. } => {
-                                ("patched", Some(digest.to_string()), None, age)
+                            JobOutcome::Patched {
+                                digest, platforms, ..
+                            } => {
+                                view.status = "patched";
+                                view.patched = Some(digest.to_string());
+                                view.detail = platforms.failures().map(|failures| {
+                                    format!("the originals are kept for {failures}")
+                                });
+                                view.partial = Some(platforms.partial);
+                                view.platforms = platforms.platforms.clone();
                             }
                             JobOutcome::Unchanged { reason } => {
-                                ("unchanged", None, Some(reason.clone()), age)
+                                view.status = "unchanged";
+                                view.detail = Some(reason.clone());
                             }
                             JobOutcome::Failed { error } => {
-                                ("failed", None, Some(error.clone()), age)
+                                view.status = "failed";
+                                view.detail = Some(error.clone());
                             }
                         }
                     }
-                };
-                JobView {
-                    upstream: upstream.clone(),
-                    original: original.to_string(),
-                    status,
-                    patched,
-                    detail,
-                    seconds_ago: age,
                 }
+                view
             })
             .collect();
         views.sort_by(|a, b| (&a.upstream, &a.original).cmp(&(&b.upstream, &b.original)));
@@ -407,12 +443,13 @@ impl Jobs {
                 .iter()
                 .filter_map(|p| match &p.outcome {
                     PlatformOutcome::Unchanged { reason } => Some(reason.clone()),
-                    PlatformOutcome::Patched(_) => None,
+                    PlatformOutcome::Patched(_) | PlatformOutcome::Failed { .. } => None,
                 })
                 .next()
                 .unwrap_or_else(|| "nothing to patch".to_owned());
             return JobOutcome::Unchanged { reason };
         };
+        let platforms = PlatformsView::of(&patched.platforms);
         let repository = format!("{}/{}", route.upstream.name(), route.repository);
         let timestamp = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
         let vex = match patched.vex_document(&repository, &timestamp) {
@@ -442,6 +479,7 @@ impl Jobs {
         JobOutcome::Patched {
             digest: top_digest,
             media_type,
+            platforms,
         }
     }
 
@@ -508,21 +546,36 @@ impl Jobs {
         self.dir.join(&key.0).join(key.1.hex())
     }
 
-    /// A patched result from an earlier run of the process.
+    /// A patched result from an earlier run of the process: the digest, the media type,
+    /// and (written since partial indexes) the platforms as JSON.
     async fn load(&self, key: &Key) -> Option<JobOutcome> {
         let text = tokio::fs::read_to_string(self.path(key)).await.ok()?;
         let mut lines = text.lines();
         let digest: Digest = lines.next()?.parse().ok()?;
         let media_type = lines.next()?.to_owned();
-        Some(JobOutcome::Patched { digest, media_type })
+        let platforms = lines
+            .next()
+            .and_then(|line| serde_json::from_str(line).ok())
+            .unwrap_or_default();
+        Some(JobOutcome::Patched {
+            digest,
+            media_type,
+            platforms,
+        })
     }
 
     async fn save(&self, key: &Key, outcome: &JobOutcome) {
-        let JobOutcome::Patched { digest, media_type } = outcome else {
+        let JobOutcome::Patched {
+            digest,
+            media_type,
+            platforms,
+        } = outcome
+        else {
             return;
         };
         let path = self.path(key);
-        let text = format!("{digest}\n{media_type}\n");
+        let platforms = serde_json::to_string(platforms).unwrap_or_default();
+        let text = format!("{digest}\n{media_type}\n{platforms}\n");
         let result = tokio::task::spawn_blocking(move || write_atomically(&path, text.as_bytes()))
             .await
             .map_err(std::io::Error::other)

@@ -11,6 +11,7 @@
 //! digest references give upstream's bytes.
 
 mod jobs;
+mod platforms;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,6 +27,7 @@ use crate::scan::plan::PlanOptions;
 use crate::upstream::Route;
 
 pub use jobs::{JobOutcome, JobStatus, JobView};
+pub use platforms::{PlatformStatus, PlatformView, PlatformsView};
 
 /// The suffix that asks for the untouched image.
 pub const ORIGINAL_SUFFIX: &str = "-original";
@@ -107,6 +109,7 @@ impl Pipeline {
                     .unwrap_or_default(),
             },
             ignore_errors: policy.is_some_and(|p| p.ignore_errors),
+            partial_index: self.config.partial_index,
             ..PatchOptions::default()
         }
     }

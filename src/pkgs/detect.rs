@@ -100,26 +100,35 @@ impl FileSource for MemoryFiles {
 /// rpm's sqlite rpmdb (`/var/lib/rpm`, then `/usr/lib/sysimage/rpm`), rpm's distroless
 /// `container-manifest-2`; the first that lists at least one package wins (an empty dpkg
 /// `status` beside a filled `status.d` happens in images built on distroless). The OS
-/// comes from `/etc/os-release`, else `/usr/lib/os-release`; with neither, `os` is
-/// [`OsRelease::default`](crate::pkgs::OsRelease) (empty `id`), and the scanner decides
-/// what that means.
+/// comes from `/etc/os-release`, else `/usr/lib/os-release`; with neither, a dpkg
+/// database's release is inferred from its package versions ([`dpkg::release::infer`]),
+/// and for other databases `os` is [`OsRelease::default`](crate::pkgs::OsRelease)
+/// (empty `id`), the scanner deciding what that means.
 ///
 /// Returns `Ok(None)` for an image with no package database at all (scratch, static
 /// binaries). Errors with [`InventoryError::Unsupported`] when the only database is a
 /// BerkeleyDB or NDB rpmdb, or an `rpmdb.sqlite` that is not an rpm sqlite database; with
-/// [`InventoryError::Malformed`] when a file it picked does not parse; and with
-/// [`InventoryError::Read`] when the source fails.
+/// [`InventoryError::Malformed`] when a file it picked does not parse; with
+/// [`InventoryError::NoRelease`] for a dpkg database without os-release whose versions
+/// do not say one release; and with [`InventoryError::Read`] when the source fails.
 pub fn detect(files: &(impl FileSource + ?Sized)) -> Result<Option<Inventory>, InventoryError> {
     let Some((ecosystem, packages)) = find_packages(files)? else {
         return Ok(None);
     };
-    let mut os = Default::default();
+    let mut os = None;
     for path in os_release::PATHS {
         if let Some(data) = read(files, path)? {
-            os = os_release::parse(path, &data)?;
+            os = Some(os_release::parse(path, &data)?);
             break;
         }
     }
+    let os = match os {
+        Some(os) => os,
+        None if ecosystem == Ecosystem::Dpkg && !packages.is_empty() => {
+            dpkg::release::infer(&packages).map_err(InventoryError::NoRelease)?
+        }
+        None => Default::default(),
+    };
     Ok(Some(Inventory {
         os,
         ecosystem,

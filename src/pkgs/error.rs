@@ -42,6 +42,13 @@ pub enum InventoryError {
     /// The file is a package database in a format patchpull cannot read yet.
     #[error("{path}: {reason}")]
     Unsupported { path: String, reason: String },
+    /// A dpkg image without os-release whose package database does not say which
+    /// Debian or Ubuntu release it is.
+    #[error(
+        "no /etc/os-release or /usr/lib/os-release, and the package database does not say \
+         which release this is: {0}"
+    )]
+    NoRelease(#[source] super::dpkg::release::ReleaseUnknown),
     /// The image could not be read at this path.
     #[error("reading {path} from the image: {source}")]
     Read {
@@ -52,9 +59,10 @@ pub enum InventoryError {
 }
 
 impl InventoryError {
-    /// The path of the file at fault.
+    /// The path of the file at fault (the missing os-release for [`InventoryError::NoRelease`]).
     pub fn path(&self) -> &str {
         match self {
+            InventoryError::NoRelease(_) => super::os_release::PATHS[0],
             InventoryError::Malformed { path, .. }
             | InventoryError::Unsupported { path, .. }
             | InventoryError::Read { path, .. } => path,

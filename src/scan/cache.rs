@@ -1,7 +1,10 @@
-//! Scan results by (image digest, platform, source), in memory (moka) and on disk, so a
-//! plan is computed once per image and source. The source part of the key carries what
-//! makes a result stale: the report's own digest, the repository indexes' version, the
-//! scanner command. Entries also expire after a TTL (vulnerability data moves on).
+//! Scan results by (image, platform, source), in memory (moka) and on disk, so a plan is
+//! computed once per image and source. The image part is what the plan was read from: the
+//! layers' blob digests (and the config's, for a scanner that sees the whole image), never
+//! a manifest digest, since a re-patch plans a patched image from its base layers under
+//! the patched image's own manifest. The source part carries what else makes a result
+//! stale: the repository indexes' version and the scanner's settings, the plan options,
+//! the scanner command. Entries also expire after a TTL (vulnerability data moves on).
 //!
 //! Disk layout: `<dir>/<sha256 of the key>.json`, holding the key, the time it was made and
 //! the plan; written through a temp file and rename. A file whose key does not match (a
@@ -17,19 +20,44 @@ use sha2::Digest as _;
 use super::plan::Plan;
 
 impl ScanKey {
-    /// The key of a built-in scan: the image, the indexes' version and the plan options
-    /// (a policy's filters change the plan).
-    pub fn builtin(
-        image_digest: &str,
+    /// The key of a built-in scan of the image of `layers` (blob digests, in order): the
+    /// indexes' version, the scanner's settings (`settings`, see
+    /// [`crate::scan::builtin::BuiltinScanner::settings`]) and the plan options (a
+    /// policy's filters change the plan). The config is not part of it: the scanner reads
+    /// the package database and os-release from the layers alone.
+    pub fn builtin<'a>(
+        layers: impl IntoIterator<Item = &'a str>,
         platform: &str,
         index_version: &str,
+        settings: &str,
         options: &super::plan::PlanOptions,
     ) -> ScanKey {
         ScanKey {
-            image_digest: image_digest.to_owned(),
+            layers: layers.into_iter().map(str::to_owned).collect(),
+            config_digest: None,
             platform: platform.to_owned(),
             source: format!(
-                "builtin:{index_version};min_severity={:?};include={:?};exclude={:?}",
+                "builtin:{index_version};settings={settings};min_severity={:?};include={:?};exclude={:?}",
+                options.min_severity, options.include, options.exclude
+            ),
+        }
+    }
+
+    /// The key of a scanner command's plan for the image of `config_digest` and `layers`
+    /// (the command reads the whole image), run as `command` with the plan `options`.
+    pub fn command<'a>(
+        config_digest: &str,
+        layers: impl IntoIterator<Item = &'a str>,
+        platform: &str,
+        command: &str,
+        options: &super::plan::PlanOptions,
+    ) -> ScanKey {
+        ScanKey {
+            layers: layers.into_iter().map(str::to_owned).collect(),
+            config_digest: Some(config_digest.to_owned()),
+            platform: platform.to_owned(),
+            source: format!(
+                "command:{command};min_severity={:?};include={:?};exclude={:?}",
                 options.min_severity, options.include, options.exclude
             ),
         }
@@ -39,11 +67,14 @@ impl ScanKey {
 /// What a cached plan was computed from.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ScanKey {
-    /// The platform manifest's digest.
-    pub image_digest: String,
+    /// The blob digests of the layers the plan was read from, in order.
+    pub layers: Vec<String>,
+    /// The config's digest, when the scanner read it (a scanner command sees the whole
+    /// image); `None` for the built-in scanner.
+    pub config_digest: Option<String>,
     /// `os/arch[/variant]`.
     pub platform: String,
-    /// `trivy-report:<sha256>`, `builtin:<index version>`, `command:<argv>`, ...
+    /// `builtin:<index version>;...`, `command:<argv>;...`.
     pub source: String,
 }
 
@@ -146,7 +177,8 @@ mod tests {
 
     fn key(source: &str) -> ScanKey {
         ScanKey {
-            image_digest: "sha256:aa".into(),
+            layers: vec!["sha256:aa".into()],
+            config_digest: None,
             platform: "linux/amd64".into(),
             source: source.into(),
         }

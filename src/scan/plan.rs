@@ -91,8 +91,8 @@ impl fmt::Display for Platform {
     }
 }
 
-/// Where a plan came from. Part of the scan cache key: two plans for the same image digest
-/// and platform are interchangeable only when their sources are equal.
+/// Where a plan came from. Two plans for the same image and platform are interchangeable
+/// only when their sources are equal (see [`crate::scan::cache::ScanKey`]).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum PlanSource {

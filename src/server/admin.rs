@@ -4,7 +4,8 @@
 //!
 //! - `PUT /patchpull/v1/reports/<digest>`: a Trivy or copa report for an image (its
 //!   top or platform manifest digest); it then plans that image's patches.
-//! - `GET /patchpull/v1/images`: patch jobs and their outcomes.
+//! - `GET /patchpull/v1/images`: patch jobs and their outcomes; for a patched image, what
+//!   became of each platform and whether the index is partial.
 //! - `POST /patchpull/v1/patch` with `{"image": "<upstream>/<repository>:<tag>"}`: start
 //!   patching an image now (pre-warm), without waiting.
 //! - `DELETE /patchpull/v1/images/<original digest>`: forget a patched image; the next

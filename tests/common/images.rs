@@ -64,7 +64,7 @@ pub struct Manifest {
 }
 
 impl Manifest {
-    fn from_json(media_type: &str, value: &serde_json::Value) -> Manifest {
+    pub fn from_json(media_type: &str, value: &serde_json::Value) -> Manifest {
         let bytes = serde_json::to_vec_pretty(value).expect("serialise manifest");
         Manifest {
             media_type: media_type.to_string(),

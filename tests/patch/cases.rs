@@ -95,6 +95,103 @@ fn hello(version: &str) -> DebSpec {
         )
 }
 
+/// A script body that records how it was called into `/etc/greet-<script>`: what
+/// debconf's frontend and other helpers derive from (`$0`, the environment dpkg sets, the
+/// working directory, the umask, the control members beside a new preinst).
+fn recorder(script: &str) -> String {
+    format!(
+        "#!/bin/sh\nset -e\nout=/etc/greet-{script}\n\
+         echo \"0=$0\" > $out\necho \"args=$*\" >> $out\n\
+         echo \"env=$DPKG_MAINTSCRIPT_PACKAGE $DPKG_MAINTSCRIPT_NAME $DPKG_MAINTSCRIPT_ARCH $DPKG_MAINTSCRIPT_PACKAGE_REFCOUNT $DPKG_ADMINDIR root=$DPKG_ROOT $DEBIAN_FRONTEND\" >> $out\n\
+         echo \"pwd=$(pwd) umask=$(umask)\" >> $out\n\
+         dir=${{0%/*}}\n\
+         for m in control templates config; do [ -e \"$dir/$m\" ] && echo \"beside=$m $(head -n1 $dir/$m)\" >> $out; done\n\
+         [ -e /var/lib/dpkg/info/greet.templates ] && echo \"info=$(cat /var/lib/dpkg/info/greet.templates)\" >> $out\n\
+         exit 0\n"
+    )
+}
+
+/// `greet` at `version`, with a recording preinst, postinst and postrm, and a debconf
+/// templates file naming the version.
+fn greet(version: &str) -> DebSpec {
+    DebSpec::new("greet", version, "amd64")
+        .file("usr/share/greet/version", version.as_bytes(), 0o644)
+        .script("preinst", &recorder("preinst"))
+        .script("postinst", &recorder("postinst"))
+        .script("postrm", &recorder("postrm"))
+        .script("templates", &format!("Template: greet/{version}\n"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scripts_run_from_dpkgs_paths_with_dpkgs_environment() {
+    if !tools() {
+        return;
+    }
+    let setup = Setup::new(&["amd64"]).await;
+    setup.repo.add(&greet(NEW));
+    setup.repo.publish();
+    let old = greet(OLD);
+    let installed = Installed {
+        spec: &old,
+        modified_conffiles: Vec::new(),
+    };
+    let with_shell = image(
+        Format::Oci,
+        "amd64",
+        &[base_files(true), dpkg_files(&[installed])],
+    );
+    images::push_image(&setup.registry.url(), "test/greet", "1", &with_shell).await;
+    let layout = setup.path("layout");
+    let run = patchpull(
+        &setup.config("run"),
+        &[
+            "patch",
+            "--insecure",
+            "--oci-dir",
+            layout.to_str().unwrap(),
+            &setup.reference("test/greet:1"),
+        ],
+    )
+    .await;
+    run.assert_ok();
+    let root = unpack(&layout, "1-patched", &setup.path("bundle"));
+    let env = "env=greet {} amd64 1 /var/lib/dpkg root= noninteractive";
+    // The new preinst runs from tmp.ci with the new control members beside it (debconf
+    // reads the package name from tmp.ci/control and loads templates from there).
+    assert_eq!(
+        read_text(&root.join("etc/greet-preinst")),
+        format!(
+            "0=/var/lib/dpkg/tmp.ci/preinst\nargs=upgrade {OLD}\n{}\npwd=/ umask=0022\n\
+             beside=control Package: greet\nbeside=templates Template: greet/{NEW}\n\
+             info=Template: greet/{OLD}\n",
+            env.replace("{}", "preinst")
+        )
+    );
+    // The old postrm runs from info/ while the old control members are still there.
+    assert_eq!(
+        read_text(&root.join("etc/greet-postrm")),
+        format!(
+            "0=/var/lib/dpkg/info/greet.postrm\nargs=upgrade {NEW}\n{}\npwd=/ umask=0022\n\
+             info=Template: greet/{OLD}\n",
+            env.replace("{}", "postrm")
+        )
+    );
+    // The new postinst runs from info/, where the new templates are now.
+    assert_eq!(
+        read_text(&root.join("etc/greet-postinst")),
+        format!(
+            "0=/var/lib/dpkg/info/greet.postinst\nargs=configure {OLD}\n{}\npwd=/ umask=0022\n\
+             info=Template: greet/{NEW}\n",
+            env.replace("{}", "postinst")
+        )
+    );
+    assert!(!root.join("var/lib/dpkg/tmp.ci/preinst").exists());
+    assert_eq!(
+        dpkg_query(&root).trim(),
+        format!("greet {NEW} install ok installed")
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn maintainer_scripts_run_in_images_with_a_shell_and_are_refused_without() {
     if !tools() {

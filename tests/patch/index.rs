@@ -225,3 +225,85 @@ async fn attestations_travel_with_the_patched_index() {
     assert_eq!(status, 200);
     skopeo_pull(&setup, "test/elsewhere:1", &setup.path("pulled"), true);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_platform_that_cannot_be_planned_keeps_its_original_and_the_summary_says_why() {
+    if !tools() {
+        return;
+    }
+    let setup = Setup::new(&["amd64"]).await;
+    setup.repo.add(&libfoo(NEW, "amd64"));
+    setup.repo.publish();
+    let amd64 = libfoo_image(Format::Oci, false);
+    // No os-release, and libfoo 1.0-1 does not say which release this is.
+    let old = libfoo(OLD, "arm64");
+    let installed = Installed {
+        spec: &old,
+        modified_conffiles: Vec::new(),
+    };
+    let arm64 = image(Format::Oci, "arm64", &[dpkg_files(&[installed])]);
+    let registry = setup.registry.url();
+    let mut entries = Vec::new();
+    for child in [&amd64, &arm64] {
+        images::push_image(&registry, "test/half", &child.manifest.digest, child).await;
+        entries.push(serde_json::json!({
+            "mediaType": child.manifest.media_type, "digest": child.manifest.digest,
+            "size": child.manifest.bytes.len(),
+            "platform": {"architecture": child.architecture, "os": "linux"},
+        }));
+    }
+    let index = images::Manifest::from_json(
+        images::OCI_INDEX,
+        &serde_json::json!({"schemaVersion": 2, "mediaType": images::OCI_INDEX, "manifests": entries}),
+    );
+    images::push_manifest(&registry, "test/half", "1", &index).await;
+
+    let reference = setup.reference("test/half:1");
+    let run = patchpull(
+        &setup.config("run"),
+        &["patch", "--insecure", "--push", &reference],
+    )
+    .await;
+    run.assert_ok();
+    // Per platform, what happened.
+    let arm64_section = run
+        .stdout
+        .split_once(&format!("linux/arm64 {}\n", arm64.manifest.digest))
+        .map(|(_, rest)| rest.lines().next().unwrap_or_default())
+        .unwrap_or_else(|| panic!("{}", run.stdout));
+    assert!(
+        arm64_section.starts_with("  not patched, the original is kept: ")
+            && arm64_section.contains("os-release"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout
+            .contains(&format!("linux/amd64 {}\n", amd64.manifest.digest)),
+        "{}",
+        run.stdout
+    );
+    let digest = run.patched_digest();
+    let (status, _, bytes, served) = setup.manifest("test/half", "1-patched").await;
+    assert_eq!((status, served.as_str()), (200, digest.as_str()));
+    let patched: Value = serde_json::from_slice(&bytes).unwrap();
+    let kept = &patched["manifests"][1];
+    assert_eq!(kept["digest"], arm64.manifest.digest.as_str(), "{patched}");
+    assert_eq!(kept["size"], arm64.manifest.bytes.len(), "{patched}");
+    assert_eq!(kept["annotations"]["io.patchpull.patched"], "false");
+    assert_ne!(
+        patched["manifests"][0]["digest"],
+        amd64.manifest.digest.as_str()
+    );
+    // Everything the partial index names can be pulled.
+    skopeo_pull(&setup, "test/half:1-patched", &setup.path("layout"), true);
+
+    // `partial_index = "original"`: no partial index; the failure is the answer.
+    let strict = setup.config("strict");
+    let mut text = std::fs::read_to_string(&strict).unwrap();
+    text.push_str("\n[patch]\npartial_index = \"original\"\n");
+    std::fs::write(&strict, text).unwrap();
+    let run = patchpull(&strict, &["patch", "--insecure", "--push", &reference]).await;
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    assert!(run.stderr.contains("os-release"), "{}", run.stderr);
+}

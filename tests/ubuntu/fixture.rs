@@ -244,7 +244,17 @@ fn setup() -> Option<Fixture> {
     let dpkg_installs = pre_depends_batches(&pre_depends)
         .into_iter()
         .map(|batch| {
-            let mut command = vec!["dpkg".to_string(), "-i".to_string()];
+            // `dpkg -i` of them all at once refuses a package whose pre-dependency is unpacked in
+            // the same run (libpam-modules on libpam-modules-bin), as apt would not order it; a
+            // second pass installs what the first refused, once its pre-dependency is configured.
+            let mut command = [
+                "sh",
+                "-c",
+                "dpkg -i \"$@\" || dpkg -i --skip-same-version \"$@\"",
+                "sh",
+            ]
+            .map(str::to_string)
+            .to_vec();
             command.extend(batch.iter().map(|name| format!("/tmp/debs/{name}.deb")));
             let command: Vec<&str> = command.iter().map(String::as_str).collect();
             in_root(&dpkg_root, &command)

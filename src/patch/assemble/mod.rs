@@ -20,7 +20,9 @@ pub(crate) mod json;
 #[cfg(test)]
 mod tests;
 
-pub use index::{assemble_index, Replacement};
+pub use index::{
+    assemble_index, EntryOutcome, PlatformEntry, ANNOTATION_PATCHED, ANNOTATION_REASON,
+};
 
 pub const OCI_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
 pub const DOCKER_LAYER_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
@@ -140,7 +142,7 @@ pub enum AssembleError {
         layers: usize,
         of: &'static str,
     },
-    #[error("replacement for {0} names no entry of the index")]
+    #[error("platform manifest {0} names no entry of the index")]
     UnknownReplacement(String),
     #[error("the assembled manifest is {0} bytes, above the 4 MiB manifest limit")]
     TooLarge(usize),

@@ -410,12 +410,23 @@ fn oci_index() -> String {
     )
 }
 
-fn replacement(original: char, patched: char, size: u64) -> Replacement {
-    Replacement {
+fn replacement(original: char, patched: char, size: u64) -> PlatformEntry {
+    PlatformEntry {
         original: d(original),
-        patched: d(patched),
-        size,
-        media_type: OCI_MANIFEST.to_owned(),
+        outcome: EntryOutcome::Patched {
+            digest: d(patched),
+            size,
+            media_type: OCI_MANIFEST.to_owned(),
+        },
+    }
+}
+
+fn kept(original: char, reason: &str) -> PlatformEntry {
+    PlatformEntry {
+        original: d(original),
+        outcome: EntryOutcome::Kept {
+            reason: reason.to_owned(),
+        },
     }
 }
 
@@ -439,13 +450,16 @@ fn index_points_patched_platforms_at_their_new_manifests() {
     let entries = after["manifests"].as_array().unwrap();
     assert_eq!(
         entries[0],
-        json!({"mediaType": OCI_MANIFEST, "digest": d('1').to_string(), "size": 1500, "platform": {"architecture": "amd64", "os": "linux"}})
+        json!({"mediaType": OCI_MANIFEST, "digest": d('1').to_string(), "size": 1500,
+               "platform": {"architecture": "amd64", "os": "linux"},
+               "annotations": {ANNOTATION_PATCHED: "true"}})
     );
     assert_eq!(entries[1]["digest"], d('2').to_string());
     assert_eq!(entries[1]["platform"], before["manifests"][1]["platform"]);
     assert_eq!(
         entries[1]["annotations"],
-        before["manifests"][1]["annotations"]
+        json!({"com.example": "y", ANNOTATION_PATCHED: "true"}),
+        "the entry's own annotations are kept"
     );
     assert_eq!(entries[2], before["manifests"][2]);
     assert_eq!(entries[3], before["manifests"][3]);
@@ -465,17 +479,81 @@ fn index_points_patched_platforms_at_their_new_manifests() {
 }
 
 #[test]
+fn a_partial_index_keeps_the_original_descriptors_and_says_why() {
+    let index = oci_index();
+    let index_digest = Digest::sha256_of(index.as_bytes());
+    let platforms = [
+        replacement('a', '1', 1500),
+        kept('b', "patch failed: no release"),
+        kept('c', "nothing to fix"),
+    ];
+    let (bytes, digest) =
+        assemble_index(index.as_bytes(), OCI_INDEX, &index_digest, "x", &platforms).unwrap();
+    assert_canonical(&bytes);
+    let before = parse(index.as_bytes());
+    let after = parse(&bytes);
+    let entries = after["manifests"].as_array().unwrap();
+    assert_eq!(entries[0]["digest"], d('1').to_string());
+    for (i, reason) in [(1, "patch failed: no release"), (2, "nothing to fix")] {
+        for field in ["digest", "size", "mediaType", "platform"] {
+            assert_eq!(entries[i][field], before["manifests"][i][field], "{field}");
+        }
+        assert_eq!(entries[i]["annotations"][ANNOTATION_PATCHED], "false");
+        assert_eq!(entries[i]["annotations"][ANNOTATION_REASON], reason);
+    }
+    assert_eq!(entries[1]["annotations"]["com.example"], "y");
+    assert_eq!(
+        entries[3], before["manifests"][3],
+        "not a platform: untouched"
+    );
+    // The same outcome gives the same bytes.
+    let again =
+        assemble_index(index.as_bytes(), OCI_INDEX, &index_digest, "x", &platforms).unwrap();
+    assert_eq!(again, (bytes.clone(), digest));
+
+    // Patched again later, a kept platform's reason goes.
+    let (bytes, _) = assemble_index(
+        &bytes,
+        OCI_INDEX,
+        &index_digest,
+        "x",
+        &[replacement('b', '2', 1501)],
+    )
+    .unwrap();
+    let annotations = &parse(&bytes)["manifests"][1]["annotations"];
+    assert_eq!(annotations[ANNOTATION_PATCHED], "true");
+    assert!(
+        annotations.get(ANNOTATION_REASON).is_none(),
+        "{annotations}"
+    );
+}
+
+#[test]
 fn docker_manifest_lists_get_no_annotations_and_bad_input_is_refused() {
     let list = oci_index()
         .replace(OCI_INDEX, DOCKER_MANIFEST_LIST)
         .replace(OCI_MANIFEST, DOCKER_MANIFEST);
     let digest = Digest::sha256_of(list.as_bytes());
-    let mut r = replacement('a', '1', 1500);
-    r.media_type = DOCKER_MANIFEST.to_owned();
-    let (bytes, _) =
-        assemble_index(list.as_bytes(), DOCKER_MANIFEST_LIST, &digest, "x", &[r]).unwrap();
+    let r = PlatformEntry {
+        original: d('a'),
+        outcome: EntryOutcome::Patched {
+            digest: d('1'),
+            size: 1500,
+            media_type: DOCKER_MANIFEST.to_owned(),
+        },
+    };
+    let (bytes, _) = assemble_index(
+        list.as_bytes(),
+        DOCKER_MANIFEST_LIST,
+        &digest,
+        "x",
+        &[r, kept('c', "patch failed")],
+    )
+    .unwrap();
     let after = parse(&bytes);
     assert!(after.get("annotations").is_none());
+    assert!(after["manifests"][0].get("annotations").is_none());
+    assert!(after["manifests"][2].get("annotations").is_none());
     assert_eq!(after["manifests"][0]["mediaType"], DOCKER_MANIFEST);
     assert_eq!(after["manifests"][0]["digest"], d('1').to_string());
 

@@ -49,6 +49,16 @@ const FIELD_ORDER: &[&str] = &[
     "Triggers-Awaited",
 ];
 
+/// The fields dpkg's database adds to a package's control fields; no control file has
+/// them, so an upgrade keeps the installed entry's (updating `Conffiles`).
+pub const DATABASE_FIELDS: &[&str] = &[
+    "Status",
+    "Config-Version",
+    "Conffiles",
+    "Triggers-Pending",
+    "Triggers-Awaited",
+];
+
 /// One paragraph of a deb822 file, by raw lines, so untouched paragraphs are rewritten
 /// byte for byte.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -121,8 +131,14 @@ impl Stanza {
                 .position(|k| k.eq_ignore_ascii_case(name))
                 .unwrap_or(usize::MAX)
         });
+        let fields = known.into_iter().chain(other).cloned().collect();
+        Stanza { fields }.to_text()
+    }
+
+    /// The paragraph in its own field order, ending in `\n`.
+    pub fn to_text(&self) -> String {
         let mut text = String::new();
-        for (name, value) in known.into_iter().chain(other) {
+        for (name, value) in &self.fields {
             text.push_str(name);
             text.push(':');
             if !value.starts_with('\n') {

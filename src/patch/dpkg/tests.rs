@@ -421,6 +421,91 @@ fn distroless_images_get_status_d_and_no_scripts() {
     );
 }
 
+/// A `status.d` stanza written as a database (a builder that adds `Status:` and
+/// `Conffiles:` to the control file) keeps those fields through an upgrade, with the new
+/// version's values, and the project's own `status.d` reader sees the new version.
+/// The status.d stanza of `hello` after upgrading it from 1.0-1 (image stanza `stanza`,
+/// a conffile changed and one gone) to 1.0-2.
+fn patched_status_d(stanza: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let sums = format!("{}  usr/bin/hello\n", md5("v1\n"));
+    let blobs = vec![layer(&[
+        ("etc", None),
+        ("etc/hello.conf", Some("greeting=hi\n")),
+        ("etc/hello-gone.conf", Some("gone\n")),
+        ("usr", None),
+        ("usr/bin", None),
+        ("usr/bin/hello", Some("v1\n")),
+        ("var", None),
+        ("var/lib", None),
+        ("var/lib/dpkg", None),
+        ("var/lib/dpkg/status.d", None),
+        ("var/lib/dpkg/status.d/hello", Some(stanza)),
+        ("var/lib/dpkg/status.d/hello.md5sums", Some(&sums)),
+    ])];
+    let layers = descriptors(1);
+    let image = LayerImage::open(&blobs, &layers).unwrap();
+    let deb_path = make_deb(
+        dir.path(),
+        "hello",
+        "1.0-2",
+        &DebTree {
+            files: vec![
+                ("usr/bin/hello", "v2\n".into()),
+                ("etc/hello.conf", "greeting=hello\n".into()),
+            ],
+            dirs: vec![],
+            symlinks: vec![],
+            conffiles: vec!["/etc/hello.conf"],
+            scripts: vec![],
+            extra_control: "Depends: libc6\n",
+        },
+    );
+    let deb = DebPackage::open(&deb_path, dir.path(), &DebLimits::default()).unwrap();
+    let changes = build(
+        &image,
+        &[NewPackage {
+            name: "hello",
+            installed_version: "1.0-1",
+            architecture: "amd64",
+            deb: &deb,
+        }],
+    )
+    .unwrap();
+    contents(&changes.layer, "var/lib/dpkg/status.d/hello").unwrap()
+}
+
+#[test]
+fn distroless_status_d_keeps_status_and_conffiles() {
+    if !dpkg_deb_available() {
+        return;
+    }
+    let stanza = format!(
+        "Package: hello\nVersion: 1.0-1\nArchitecture: amd64\nMaintainer: Test <t@example.invalid>\nHomepage: https://old.example.invalid\nPriority: optional\nDescription: test package\nStatus: install ok installed\nConffiles:\n /etc/hello.conf {}\n /etc/hello-gone.conf {}\n",
+        md5("greeting=hi\n"),
+        md5("gone\n")
+    );
+    let patched = patched_status_d(&stanza);
+    // The new control's fields in its order, the image's own fields where the image had
+    // them; Homepage was the old control's and the new one has none.
+    assert_eq!(
+        patched,
+        format!(
+            "Package: hello\nVersion: 1.0-2\nArchitecture: amd64\nMaintainer: Test <t@example.invalid>\nPriority: optional\nDepends: libc6\nDescription: test package\n more text\nStatus: install ok installed\nConffiles:\n /etc/hello.conf {}\n /etc/hello-gone.conf {} obsolete\n",
+            md5("greeting=hello\n"),
+            md5("gone\n")
+        )
+    );
+    let packages = crate::pkgs::dpkg::db::parse_status_dir([(
+        "/var/lib/dpkg/status.d/hello",
+        patched.as_bytes(),
+    )])
+    .unwrap();
+    assert_eq!(packages.len(), 1);
+    assert_eq!(packages[0].name, "hello");
+    assert_eq!(packages[0].version, "1.0-2");
+}
+
 #[test]
 fn conflicts_and_wrong_versions_are_refused() {
     if !dpkg_deb_available() {
@@ -534,5 +619,26 @@ fn path_excludes_are_listed_but_not_written() {
         list.contains("/usr/share/doc/hello/NEWS\n")
             && list.contains("/usr/share/doc/hello/README\n"),
         "{list}"
+    );
+}
+
+#[test]
+fn distroless_status_d_in_dpkgs_order_stays_in_dpkgs_order() {
+    if !dpkg_deb_available() {
+        return;
+    }
+    // A status file split into status.d: every stanza as dpkg writes status.
+    let stanza = format!(
+        "Package: hello\nStatus: install ok installed\nPriority: optional\nMaintainer: Test <t@example.invalid>\nArchitecture: amd64\nVersion: 1.0-1\nConffiles:\n /etc/hello.conf {}\n /etc/hello-gone.conf {}\nDescription: test package\n",
+        md5("greeting=hi\n"),
+        md5("gone\n")
+    );
+    assert_eq!(
+        patched_status_d(&stanza),
+        format!(
+            "Package: hello\nStatus: install ok installed\nPriority: optional\nMaintainer: Test <t@example.invalid>\nArchitecture: amd64\nVersion: 1.0-2\nDepends: libc6\nConffiles:\n /etc/hello.conf {}\n /etc/hello-gone.conf {} obsolete\nDescription: test package\n more text\n",
+            md5("greeting=hello\n"),
+            md5("gone\n")
+        )
     );
 }

@@ -5,18 +5,19 @@
 //! `engine = "buildkit"`, and for scripts the native engine cannot run), read the result's package database back and
 //! check every planned package is at or above its fixed version, and assemble config and
 //! manifest. An index is re-assembled with the patched platforms; platforms with nothing
-//! to fix keep their manifests.
+//! to fix keep their manifests, and so do platforms that fail when
+//! [`PartialIndex::PatchedWherePossible`] allows it (the index is then partial).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::config::PatchEngine;
+use crate::config::{PartialIndex, PatchEngine};
 use crate::distribution::{media_type, Digest, Reference};
 use crate::image::LayerDescriptor;
 use crate::metrics::PatchStage;
 use crate::mirror::image::PlatformImage;
 use crate::mirror::{Mirror, ServedManifest};
-use crate::patch::assemble::{self, AssembledImage, ImageInput, PatchLayer, Replacement};
+use crate::patch::assemble::{self, AssembledImage, ImageInput, PatchLayer};
 use crate::patch::buildkit::{BuildkitEngine, BuildkitPatch, ImageSource};
 use crate::patch::layer::BuiltLayer;
 use crate::patch::native::{NativeError, NativePatch};
@@ -41,6 +42,7 @@ mod engines;
 mod plan;
 mod result;
 pub mod tempdir;
+mod top;
 
 /// What to patch and how.
 #[derive(Debug, Clone, Default)]
@@ -56,6 +58,8 @@ pub struct PatchOptions {
     pub ignore_errors: bool,
     /// BuildKit engine: run the package manager even when BuildKit has the step cached.
     pub no_cache: bool,
+    /// An index some of whose platforms fail: patched where possible, or an error.
+    pub partial_index: PartialIndex,
 }
 
 /// The patcher: the mirror for images, the built-in scanner for plans and packages.
@@ -70,7 +74,7 @@ pub struct Patcher {
     /// A configured scanner (`scan.command`) and the cache of its plans; used when no
     /// report was given or stored, before the built-in scanner.
     command: Option<(ScannerCommand, ScanCache)>,
-    /// Built-in scanner plans by image digest and index version.
+    /// Built-in scanner plans by image layers, index version and scanner settings.
     plans: Option<ScanCache>,
     engine: PatchEngine,
     buildkit: Option<BuildkitSetup>,
@@ -102,6 +106,11 @@ pub enum PlatformOutcome {
     /// Kept as it was; the reason says why (nothing to fix, an rpm image without BuildKit, ...).
     Unchanged {
         reason: String,
+    },
+    /// Could not be patched; its original manifest stays in the index (which is then
+    /// partial). The error, without this run's scratch paths.
+    Failed {
+        error: String,
     },
 }
 
@@ -229,10 +238,14 @@ impl Patcher {
         self
     }
 
-    /// Patches the image `reference` names behind `route`.
+    /// Patches the image `reference` names behind `route`. In an index, a platform that
+    /// cannot be patched keeps its original manifest when `options.partial_index` is
+    /// [`PartialIndex::PatchedWherePossible`] and another platform is patched
+    /// ([`PlatformOutcome::Failed`]).
     ///
     /// # Errors
-    /// [`PatchError`] for the first platform that cannot be patched.
+    /// [`PatchError`] for the first platform that cannot be patched, unless the index is
+    /// served partial; when no platform is patched, the first failure.
     pub async fn patch(
         &self,
         route: &Route,
@@ -251,6 +264,9 @@ impl Patcher {
             .platform_images(route, reference)
             .await
             .map_err(PatchError::from_api)?;
+        let partial_allowed = media_type::is_index(&top.media_type)
+            && options.partial_index == PartialIndex::PatchedWherePossible;
+        let mut first_failure = None;
         let mut platforms = Vec::new();
         for image in images {
             let wanted = options.platforms.is_empty()
@@ -270,46 +286,37 @@ impl Patcher {
             }
             let work = scratch.path().join(format!("p{}", platforms.len()));
             std::fs::create_dir_all(&work).map_err(|e| PatchError::io(&work, e))?;
-            platforms.push(
-                self.patch_platform(route, image, &top.digest, options, &work)
-                    .await?,
-            );
+            let result = self
+                .patch_platform(route, image.clone(), &top.digest, options, &work)
+                .await;
+            match result {
+                Ok(result) => platforms.push(result),
+                Err(error) if partial_allowed => {
+                    let text = top::failure_text(&error, scratch.path());
+                    self.tell(&format!(
+                        "{}: not patched, its original is kept: {text}",
+                        image.platform
+                    ));
+                    first_failure.get_or_insert(error);
+                    platforms.push(PlatformResult {
+                        original: image,
+                        plan: None,
+                        outcome: PlatformOutcome::Failed { error: text },
+                    });
+                }
+                Err(error) => return Err(error),
+            }
         }
         let patched_any = platforms
             .iter()
             .any(|p| matches!(p.outcome, PlatformOutcome::Patched(_)));
-        let top_new = if !patched_any {
-            None
-        } else if media_type::is_index(&top.media_type) {
-            let replacements: Vec<Replacement> = platforms
-                .iter()
-                .filter_map(|p| match &p.outcome {
-                    PlatformOutcome::Patched(patched) => Some(Replacement {
-                        original: p.original.manifest.digest.clone(),
-                        patched: patched.image.manifest_digest.clone(),
-                        size: patched.image.manifest.len() as u64,
-                        media_type: patched.image.manifest_media_type.clone(),
-                    }),
-                    PlatformOutcome::Unchanged { .. } => None,
-                })
-                .collect();
-            let (bytes, digest) = assemble::assemble_index(
-                &top.bytes,
-                &top.media_type,
-                &top.digest,
-                &options.base_name,
-                &replacements,
-            )?;
-            Some((bytes, digest, top.media_type.clone()))
+        if let (false, Some(error)) = (patched_any, first_failure) {
+            return Err(error);
+        }
+        let top_new = if patched_any {
+            top::patched_top(&top, &platforms, &options.base_name)?
         } else {
-            platforms.iter().find_map(|p| match &p.outcome {
-                PlatformOutcome::Patched(patched) => Some((
-                    patched.image.manifest.clone(),
-                    patched.image.manifest_digest.clone(),
-                    patched.image.manifest_media_type.clone(),
-                )),
-                PlatformOutcome::Unchanged { .. } => None,
-            })
+            None
         };
         let others = self.other_manifests(route, &top, &platforms).await?;
         if let Some(cache) = self.unpack_cache.clone() {

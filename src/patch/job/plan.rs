@@ -39,7 +39,8 @@ impl Patcher {
         Ok(None)
     }
 
-    /// A plan from the configured scanner command for `image`, cached by its digest.
+    /// A plan from the configured scanner command for `image`, cached by its config and
+    /// layers.
     pub(super) async fn command_plan(
         &self,
         route: &Route,
@@ -52,11 +53,13 @@ impl Patcher {
         let Some((command, cache)) = &self.command else {
             return Ok(None);
         };
-        let key = ScanKey {
-            image_digest: image.manifest.digest.to_string(),
-            platform: image.platform.to_string(),
-            source: format!("command:{}", command.display()),
-        };
+        let key = ScanKey::command(
+            &image.config_digest.to_string(),
+            image.layers.iter().map(|l| l.digest.as_str()),
+            &image.platform.to_string(),
+            &command.display(),
+            &options.plan,
+        );
         let plan = match cache.get(&key) {
             Some(plan) => plan,
             None => {
@@ -87,8 +90,8 @@ impl Patcher {
         Ok(plan.platforms.first().cloned())
     }
 
-    /// The built-in scanner's plan, from the cache when the image and the indexes' version
-    /// are the same as when it was made.
+    /// The built-in scanner's plan, from the cache when the image's layers, the indexes'
+    /// version and the scanner's settings are the same as when it was made.
     async fn builtin_plan(
         &self,
         image: &PlatformImage,
@@ -100,10 +103,13 @@ impl Patcher {
             return Ok(self.scanner.scan(inventory, platform, options).await?.plan);
         };
         let version = self.scanner.index_version(inventory, platform).await?;
+        // By the layers the inventory was read from: on a re-patch `image` is the
+        // patched manifest with only its base layers.
         let key = ScanKey::builtin(
-            &image.manifest.digest.to_string(),
+            image.layers.iter().map(|l| l.digest.as_str()),
             &image.platform.to_string(),
             &version,
+            &self.scanner.settings(),
             options,
         );
         if let Some(plan) = cache.get(&key) {

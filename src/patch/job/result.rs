@@ -54,7 +54,16 @@ impl PatchedImage {
     pub fn patched(&self) -> impl Iterator<Item = &PatchedPlatform> {
         self.platforms.iter().filter_map(|p| match &p.outcome {
             PlatformOutcome::Patched(patched) => Some(patched.as_ref()),
-            PlatformOutcome::Unchanged { .. } => None,
+            PlatformOutcome::Unchanged { .. } | PlatformOutcome::Failed { .. } => None,
         })
+    }
+
+    /// Whether the patched index keeps the original of a platform that failed.
+    pub fn is_partial(&self) -> bool {
+        self.top.is_some()
+            && self
+                .platforms
+                .iter()
+                .any(|p| matches!(p.outcome, PlatformOutcome::Failed { .. }))
     }
 }

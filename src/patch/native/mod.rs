@@ -168,6 +168,10 @@ pub fn patch(
                 let job = scripts::ScriptsJob {
                     plan: &changes.scripts,
                     configure,
+                    new_info: changes
+                        .configure
+                        .as_ref()
+                        .map_or(&[], |c| c.new_info.as_slice()),
                     source: image.source,
                     layers: image.layers,
                     epoch: changes.epoch,

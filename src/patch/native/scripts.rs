@@ -85,6 +85,9 @@ pub struct ScriptsJob<'a> {
     pub plan: &'a ScriptPlan,
     /// Given when the image has dpkg: the database it configures from.
     pub configure: Option<&'a Configure>,
+    /// Path prefixes of the upgraded packages' new `info/` members, written after the old
+    /// postrm ran ([`Configure::new_info`]).
+    pub new_info: &'a [String],
     pub source: &'a dyn LayerSource,
     pub layers: &'a [LayerDescriptor],
     /// The mtime of entries the scripts made.
@@ -154,10 +157,7 @@ fn run_phases(
 
     // The packages' files and the database as the unpack leaves it; the new `info/`
     // members wait for the old postrm.
-    let new_info = |e: &LayerEntry| {
-        job.configure
-            .is_some_and(|c| c.new_info.iter().any(|p| e.path.starts_with(p.as_str())))
-    };
+    let new_info = |e: &LayerEntry| job.new_info.iter().any(|p| e.path.starts_with(p.as_str()));
     let status = |e: &LayerEntry| job.configure.is_some_and(|c| e.path == c.status_path);
     let started = std::time::Instant::now();
     apply(
@@ -394,6 +394,11 @@ fn run_steps(
                 "rm -rf {NEW_CONTROL_PATH} && mv /{STAGING}/{n} {NEW_CONTROL_PATH} || {{ echo \"{FAILED_MARK}{n} staging\" >&2; exit 100; }}\n"
             ));
         }
+        // As dpkg's `setexecute`: a script without r-x for everyone is made 0755 first.
+        let path = quote(&step.path);
+        driver.push_str(&format!(
+            "[ -n \"$(find {path} -prune -perm -0555)\" ] || chmod 0755 {path}\n"
+        ));
         let mut command = String::from("env");
         for (name, value) in script_env(step, dpkg_version) {
             command.push_str(&format!(" {name}={}", quote(&value)));

@@ -189,6 +189,31 @@ fn no_os_release_leaves_the_id_empty() {
 }
 
 #[test]
+fn a_dpkg_database_without_os_release_names_its_release() {
+    let mut files = MemoryFiles::new();
+    files.insert(dpkg::db::STATUS_PATH, STATUS);
+    let inventory = detect(&files).unwrap().unwrap();
+    assert_eq!(inventory.os.id, "debian");
+    assert_eq!(inventory.os.version_id.as_deref(), Some("12"));
+    assert_eq!(inventory.os.version_codename.as_deref(), Some("bookworm"));
+
+    // Nothing in it names a release: refused, saying why.
+    let mut files = MemoryFiles::new();
+    files.insert(
+        dpkg::db::STATUS_PATH,
+        "Package: libfoo\nStatus: install ok installed\nArchitecture: amd64\nVersion: 1.0-1\n",
+    );
+    let err = detect(&files).unwrap_err();
+    assert!(matches!(err, InventoryError::NoRelease(_)), "{err:?}");
+    assert_eq!(
+        err.to_string(),
+        "no /etc/os-release or /usr/lib/os-release, and the package database does not say \
+         which release this is: none of its 1 package versions names a release (no \
+         base-files, no +debNNuM, ~debNNuM or ~bpoNN version, no Ubuntu ~YY.MM version)"
+    );
+}
+
+#[test]
 fn malformed_files_name_themselves() {
     let mut files = MemoryFiles::new();
     files

@@ -278,6 +278,21 @@ impl BuiltinScanner {
         &self.config
     }
 
+    /// The settings a plan depends on besides the image and the indexes' contents, as a
+    /// short fingerprint for [`crate::scan::cache::ScanKey::builtin`]: the repositories and
+    /// keyrings, the suites read (`point_releases`), whether changelogs give CVE ids, and
+    /// the limits that cut them short. Not the cache directory, timeouts or retries, which
+    /// change how the answer is fetched, not what it is.
+    pub fn settings(&self) -> String {
+        use sha2::Digest as _;
+        let c = &*self.config;
+        let text = format!(
+            "{:?}\n{:?}\n{:?}\npoint_releases={}\nchangelogs={}\n{:?}",
+            c.debian, c.ubuntu, c.alpine, c.point_releases, c.changelogs, c.limits
+        );
+        hex::encode(&sha2::Sha256::digest(text.as_bytes())[..8])
+    }
+
     /// The Alpine scanner, whose [`apk::ApkScan`] has what fetching the packages needs.
     pub fn apk(&self) -> &apk::ApkScanner {
         &self.apk
@@ -297,7 +312,7 @@ impl BuiltinScanner {
     }
 
     /// The version of the indexes (each suite's or repository's publication) a scan of
-    /// `inventory` on `platform` reads now: with the image's digest, the key of a cached
+    /// `inventory` on `platform` reads now: with the image's layers, the key of a cached
     /// plan ([`crate::scan::cache::ScanKey`]). Loads the indexes as a scan would (from
     /// the caches when fresh).
     ///

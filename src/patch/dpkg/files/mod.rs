@@ -119,6 +119,8 @@ struct Context<'p, 'd> {
     new_conffiles: Vec<String>,
     /// The distroless `status.d` file that holds the package.
     status_d_file: Option<String>,
+    /// The installed entry: the status paragraph or the `status.d` stanza.
+    old_stanza: Stanza,
     old_md5sums: HashMap<String, String>,
     old_paths: Vec<String>,
 }
@@ -279,6 +281,7 @@ impl<'a> Builder<'a> {
                 .collect(),
             new_conffiles,
             status_d_file,
+            old_stanza,
             old_md5sums,
             old_paths,
         })

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::super::database::{Stanza, INFO_DIR, STATUS_DIR};
+use super::super::database::{Stanza, DATABASE_FIELDS, INFO_DIR, STATUS_DIR};
 use super::super::scripts::{activations, ControlMember, ScriptRun, INFO_PATH, NEW_CONTROL_PATH};
 use super::super::DpkgError;
 use super::{Builder, Context};
@@ -16,12 +16,14 @@ impl Builder<'_> {
     ) -> Result<(), DpkgError> {
         let package = context.package;
         let deb = package.deb;
+        let conffiles = self.conffiles_field(context, conffile_md5);
         if let Some(file) = &context.status_d_file {
-            // Distroless: the control file verbatim, and md5sums beside it when it had one.
+            // Distroless: the stanza the image had, brought to the new version, and
+            // md5sums beside it when it had one.
             let dir = self.physical_dir(STATUS_DIR, package.name)?;
-            let control = deb.control().to_vec();
+            let text = status_d_stanza(context, deb.control(), conffiles)?;
             self.layer
-                .insert(self.db_entry(format!("{dir}/{file}"), 0o644, control));
+                .insert(self.db_entry(format!("{dir}/{file}"), 0o644, text));
             let sums = format!("{file}.md5sums");
             if self.db.status_d.contains_key(&sums) {
                 match deb.control_members().get("md5sums") {
@@ -47,25 +49,9 @@ impl Builder<'_> {
                 stanza.set(field, value.clone());
             }
         }
-        let mut conffiles = String::new();
-        for path in &context.new_conffiles {
-            if let Some(md5) = conffile_md5.get(path) {
-                conffiles.push_str(&format!("\n /{path} {md5}"));
-            }
-        }
-        for (path, (md5, _)) in &context.old_conffiles {
-            let still = context
-                .new_conffiles
-                .iter()
-                .any(|p| *path == format!("/{p}"));
-            if !still && self.tree.get(path).is_some() {
-                conffiles.push_str(&format!("\n {path} {md5} obsolete"));
-            }
-        }
-        if conffiles.is_empty() {
-            stanza.remove("Conffiles");
-        } else {
-            stanza.set("Conffiles", conffiles);
+        match conffiles {
+            Some(value) => stanza.set("Conffiles", value),
+            None => stanza.remove("Conffiles"),
         }
         if let Some(status) = &mut self.status {
             if let Some(at) = status.find(package.name, Some(package.architecture)) {
@@ -110,6 +96,32 @@ impl Builder<'_> {
             }
         }
         Ok(())
+    }
+
+    /// `Conffiles:` as dpkg records it after the upgrade: each new conffile with the md5 of
+    /// the package's version of it, then the old ones the new version dropped that are
+    /// still on disk, marked `obsolete`. `None` when there are none.
+    fn conffiles_field(
+        &self,
+        context: &Context<'_, '_>,
+        conffile_md5: &BTreeMap<String, String>,
+    ) -> Option<String> {
+        let mut conffiles = String::new();
+        for path in &context.new_conffiles {
+            if let Some(md5) = conffile_md5.get(path) {
+                conffiles.push_str(&format!("\n /{path} {md5}"));
+            }
+        }
+        for (path, (md5, _)) in &context.old_conffiles {
+            let still = context
+                .new_conffiles
+                .iter()
+                .any(|p| *path == format!("/{p}"));
+            if !still && self.tree.get(path).is_some() {
+                conffiles.push_str(&format!("\n {path} {md5} obsolete"));
+            }
+        }
+        (!conffiles.is_empty()).then_some(conffiles)
     }
 
     pub(super) fn plan_scripts(&mut self, context: &Context<'_, '_>) {
@@ -294,4 +306,81 @@ impl Builder<'_> {
             .unwrap_or_default();
         Ok(Some((path, unpacked)))
     }
+}
+
+/// The distroless `status.d` file of an upgraded package: the new control file's fields,
+/// plus the fields of the image's stanza that no control file has (`Status:`,
+/// `Conffiles:` with the new md5s, ...; see [`DATABASE_FIELDS`]) and the `Priority:` and
+/// `Section:` dpkg keeps when the new control lacks them. Fields the old stanza had from
+/// the old control file and the new one no longer has are dropped.
+///
+/// The order is the image's, not dpkg's [`Stanza::to_dpkg_text`]: distroless builders
+/// write the control file as it is (rules_docker's `add_pkg_metadata`, `dpkg-deb
+/// --field`, rules_distroless' `status.d/<pkg>/control`), some appending `Status:` after
+/// it, so the control's fields stay in the new control's order and each kept field goes
+/// after the field it followed in the image; an image whose stanzas are in dpkg's order (a
+/// status file split into files) gets dpkg's order. A stanza with nothing to keep is the new
+/// control file byte for byte, as before the upgrade it was the old one.
+fn status_d_stanza(
+    context: &Context<'_, '_>,
+    control: &[u8],
+    conffiles: Option<String>,
+) -> Result<Vec<u8>, DpkgError> {
+    let package = context.package;
+    let error = |reason: String| DpkgError::Package {
+        package: package.name.to_owned(),
+        reason,
+    };
+    let new = Stanza::parse(&String::from_utf8_lossy(control)).map_err(error)?;
+    let old = &context.old_stanza;
+    let is = |name: &str, set: &[&str]| set.iter().any(|f| f.eq_ignore_ascii_case(name));
+    // A database-style stanza (one with `Status:`) records conffiles even when the old
+    // version had none.
+    let database = old.get("Status").is_some() || old.get("Conffiles").is_some();
+    let mut old_fields = old.fields.clone();
+    if database && old.get("Conffiles").is_none() && conffiles.is_some() {
+        let at = old_fields
+            .iter()
+            .position(|(n, _)| n.eq_ignore_ascii_case("Description"))
+            .unwrap_or(old_fields.len());
+        old_fields.insert(at, ("Conffiles".to_owned(), String::new()));
+    }
+    let mut fields = new.fields.clone();
+    let mut kept = false;
+    for (i, (name, value)) in old_fields.iter().enumerate() {
+        let value = if name.eq_ignore_ascii_case("Conffiles") {
+            match &conffiles {
+                Some(c) => c.clone(),
+                None => continue,
+            }
+        } else if is(name, DATABASE_FIELDS) || is(name, &["Priority", "Section"]) {
+            value.clone()
+        } else {
+            continue;
+        };
+        if new.get(name).is_some() {
+            continue;
+        }
+        let at = old_fields[..i]
+            .iter()
+            .rev()
+            .find_map(|(before, _)| {
+                fields
+                    .iter()
+                    .position(|(n, _)| n.eq_ignore_ascii_case(before))
+            })
+            .map_or(0, |p| p + 1);
+        fields.insert(at, (name.clone(), value));
+        kept = true;
+    }
+    if !kept {
+        return Ok(control.to_vec());
+    }
+    let stanza = Stanza { fields };
+    // An image whose stanzas are in dpkg's own order (a status file split into status.d)
+    // keeps that order.
+    if old.to_text() == old.to_dpkg_text() {
+        return Ok(stanza.to_dpkg_text().into_bytes());
+    }
+    Ok(stanza.to_text().into_bytes())
 }
