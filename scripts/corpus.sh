@@ -6,7 +6,8 @@
 #
 #   scripts/corpus.sh            every image (CORPUS=full)
 #   scripts/corpus.sh rest       the images `cargo test` does not run (scripts/test.sh)
-#   scripts/corpus.sh full bookworm_python -- --nocapture   one image, with its output
+#   scripts/corpus.sh full bookworm_python --nocapture   one image, with its output
+#   (the arguments after the first go to the test binary: filters and its options)
 #
 # Needs root, the network to deb.debian.org and archive.ubuntu.com, and the tools
 # scripts/test.sh installs. CORPUS_THREADS images run at once (default 3: on 2 cores most
@@ -35,8 +36,9 @@ if [ -d "$results" ] && ls "$results"/*.json >/dev/null 2>&1; then
     jq -rs 'sort_by(.order)[] | [
         .image,
         "\(.fixed_by_patchpull // "-") / \(.fixed_by_apt // "-")",
-        (if .tree_differences == null then "-" elif .tree_differences == 0 then "yes"
-         else "no: \(.tree_differences) paths" end),
+        ((if .tree_differences == null then "-" elif .tree_differences == 0 then "yes"
+          else "no: \(.tree_differences) paths" end)
+         + (if (.known_gap // 0) > 0 then " (known gap: \(.known_gap) CA paths)" else "" end)),
         (.audit // "-"),
         (.verify // "-"),
         (.ca_bundle // "-"),

@@ -212,11 +212,13 @@ pub fn in_root_within(seconds: u32, root: &Path, command: &[&str]) -> Output {
 
 /// `root` as one gzip'd image layer, with its diff id: everything but the contents of
 /// /dev, /proc and /sys, numeric owners. apt's downloaded packages and lists are removed
-/// from `root` first, as image builds do; `work` holds the tar file for a moment.
+/// from `root` first, as image builds do (the directories stay: trixie's apt package owns
+/// `var/lib/apt/lists/partial`); `work` holds the tar file for a moment.
 pub fn root_layer(root: &Path, work: &Path) -> (Blob, String) {
     let layer_path = work.join("layer.tar.gz");
     let script = format!(
-        "rm -rf {r}/var/cache/apt/archives/*.deb {r}/var/lib/apt/lists/* && \
+        "rm -rf {r}/var/cache/apt/archives/*.deb && \
+         {{ [ ! -d {r}/var/lib/apt/lists ] || find {r}/var/lib/apt/lists -type f -delete; }} && \
          tar -C {r} --numeric-owner --exclude=./dev/* --exclude=./proc/* --exclude=./sys/* -czf {l} .",
         r = root.display(),
         l = layer_path.display()

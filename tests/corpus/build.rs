@@ -170,27 +170,24 @@ fn apt_with_pool(suite: Suite, root: &Path, command: &[&str]) -> Output {
     out
 }
 
-/// Removes what an image build leaves behind: apt's lists, caches and downloads.
+/// Removes what an image build leaves behind: apt's lists, caches and downloads. The
+/// directories stay: trixie's apt package owns `var/lib/apt/lists/partial`.
 fn clean_apt_state(root: &Path) {
-    for dir in ["var/lib/apt/lists", "var/cache/apt"] {
-        let Ok(entries) = std::fs::read_dir(root.join(dir)) else {
-            continue;
+    fn files_below(dir: &Path) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
         };
         for entry in entries.flatten() {
             let path = entry.path();
-            let name = entry.file_name();
-            let name = name.to_string_lossy();
-            if dir == "var/cache/apt" && name == "archives" {
-                for deb in debs_in(&path) {
-                    std::fs::remove_file(deb).unwrap();
-                }
-            } else if path.is_dir() && !path.is_symlink() {
-                std::fs::remove_dir_all(&path).unwrap();
-            } else {
-                std::fs::remove_file(&path).unwrap();
+            match std::fs::symlink_metadata(&path) {
+                Ok(m) if m.is_dir() => files_below(&path),
+                Ok(_) => std::fs::remove_file(&path).unwrap(),
+                Err(_) => {}
             }
         }
     }
+    files_below(&root.join("var/lib/apt/lists"));
+    files_below(&root.join("var/cache/apt"));
 }
 
 /// The suite's minbase root, with the release suite's lists.

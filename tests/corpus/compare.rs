@@ -35,6 +35,11 @@ pub const EXCLUDED: &[(&str, &str)] = &[
         "apt's copies of the indexes: only apt fetched them",
     ),
     (
+        "var/lib/apt/extended_states",
+        "apt's marks of automatically installed packages, (re)written by every apt run that \
+         installs; `apt-get upgrade` installs no new package, so it has no mark to add",
+    ),
+    (
         "*-old",
         "the backups dpkg and debconf make of their databases (status-old, config.dat-old)",
     ),
