@@ -250,7 +250,7 @@ fn summary(patched: &PatchedImage) -> String {
             PlatformOutcome::Unchanged { reason } => {
                 out.push_str(&format!("  unchanged: {reason}\n"))
             }
-            PlatformOutcome::Failed { error } => {
+            PlatformOutcome::Failed { error, .. } => {
                 out.push_str(&format!("  not patched, the original is kept: {error}\n"))
             }
             PlatformOutcome::Patched(p) => {

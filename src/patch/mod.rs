@@ -54,6 +54,38 @@ pub enum PatchError {
     Internal(String),
 }
 
+impl PatchError {
+    /// What went wrong in words that hold no host path, no script output and nothing
+    /// else that differs from run to run: the served index says this of a platform kept
+    /// unpatched, so the same failure gives the same index digest. The whole error goes
+    /// to the log and the admin API.
+    pub fn cause(&self) -> String {
+        match self {
+            // What the image, the report or the plan say: the same on every run, and
+            // already in words a client may read.
+            PatchError::Image(_) | PatchError::Report(_) | PatchError::Verification { .. } => {
+                self.to_string()
+            }
+            PatchError::Scan(e) if e.origin() == crate::error::Origin::Client => self.to_string(),
+            PatchError::Scan(_) => "the built-in scanner failed".to_owned(),
+            PatchError::Package { package, .. } => {
+                format!("package {package} could not be fetched or installed")
+            }
+            PatchError::Native(native::NativeError::ScriptFailed { script, .. }) => {
+                format!("maintainer script {script} failed")
+            }
+            PatchError::Native(native::NativeError::ScriptsCannotRun { .. }) => {
+                "the maintainer scripts cannot run here".to_owned()
+            }
+            PatchError::Native(_) => "the native engine failed".to_owned(),
+            PatchError::Assemble(_) => "assembling the patched image failed".to_owned(),
+            PatchError::Io { .. } => "an I/O error".to_owned(),
+            PatchError::Buildkit(_) => "the BuildKit engine failed".to_owned(),
+            PatchError::Internal(_) => "an internal error".to_owned(),
+        }
+    }
+}
+
 // By hand rather than `#[from]`: the message already carries the cause, and a `source`
 // would print it twice in an error chain.
 impl From<crate::scan::builtin::BuiltinError> for PatchError {

@@ -51,7 +51,7 @@ impl PlatformsView {
                     PlatformOutcome::Unchanged { reason } => {
                         (PlatformStatus::Unchanged, None, Some(reason.clone()))
                     }
-                    PlatformOutcome::Failed { error } => {
+                    PlatformOutcome::Failed { error, .. } => {
                         (PlatformStatus::Failed, None, Some(error.clone()))
                     }
                 };

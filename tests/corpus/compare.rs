@@ -40,8 +40,20 @@ pub const EXCLUDED: &[(&str, &str)] = &[
          installs; `apt-get upgrade` installs no new package, so it has no mark to add",
     ),
     (
-        "*-old",
-        "the backups dpkg and debconf make of their databases (status-old, config.dat-old)",
+        "var/lib/dpkg/status-old",
+        "dpkg's backup of its status file before its last write",
+    ),
+    (
+        "var/cache/debconf/config.dat-old",
+        "debconf's backup of its database before its last write",
+    ),
+    (
+        "var/cache/debconf/templates.dat-old",
+        "debconf's backup of its templates before its last write",
+    ),
+    (
+        "var/cache/debconf/passwords.dat-old",
+        "debconf's backup of its passwords before its last write",
     ),
     (
         "var/cache/ldconfig/aux-cache",

@@ -108,9 +108,12 @@ pub enum PlatformOutcome {
         reason: String,
     },
     /// Could not be patched; its original manifest stays in the index (which is then
-    /// partial). The error, without this run's scratch paths.
+    /// partial). `error` is the whole error, without this run's scratch paths, for the
+    /// log, the admin API and the CLI; `cause` is what the served index says
+    /// ([`PatchError::cause`]): no host path, nothing that differs from run to run.
     Failed {
         error: String,
+        cause: String,
     },
 }
 
@@ -297,11 +300,12 @@ impl Patcher {
                         "{}: not patched, its original is kept: {text}",
                         image.platform
                     ));
+                    let cause = top::one_bounded_line(&error.cause());
                     first_failure.get_or_insert(error);
                     platforms.push(PlatformResult {
                         original: image,
                         plan: None,
-                        outcome: PlatformOutcome::Failed { error: text },
+                        outcome: PlatformOutcome::Failed { error: text, cause },
                     });
                 }
                 Err(error) => return Err(error),

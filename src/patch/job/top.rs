@@ -46,8 +46,8 @@ pub(super) fn patched_top(
                 PlatformOutcome::Unchanged { reason } => EntryOutcome::Kept {
                     reason: reason.clone(),
                 },
-                PlatformOutcome::Failed { error } => EntryOutcome::Kept {
-                    reason: format!("patch failed: {error}"),
+                PlatformOutcome::Failed { cause, .. } => EntryOutcome::Kept {
+                    reason: format!("patch failed: {cause}"),
                 },
             },
         })
@@ -66,9 +66,15 @@ pub(super) fn patched_top(
 /// random name) left out, so that the same failure gives the same index bytes, and
 /// bounded.
 pub(super) fn failure_text(error: &PatchError, scratch: &Path) -> String {
-    let text = error
-        .to_string()
-        .replace(&scratch.display().to_string(), "<scratch>");
+    one_bounded_line(
+        &error
+            .to_string()
+            .replace(&scratch.display().to_string(), "<scratch>"),
+    )
+}
+
+/// `text`'s non-empty lines joined by spaces, cut at [`MAX_FAILURE_TEXT`] bytes.
+pub(super) fn one_bounded_line(text: &str) -> String {
     let mut text = text
         .lines()
         .map(str::trim)
@@ -112,5 +118,31 @@ mod tests {
             text.len() <= MAX_FAILURE_TEXT + 3 && text.ends_with("..."),
             "{text}"
         );
+    }
+
+    #[test]
+    fn the_served_cause_has_no_host_path_and_no_script_output() {
+        let script = PatchError::Native(crate::patch::native::NativeError::ScriptFailed {
+            script: "tzdata postinst configure 2024a-0+deb12u1".into(),
+            status: "exit status 1".into(),
+            stderr: "/tmp/patchpull-x1y2/root: 12:03:44 no space".into(),
+        });
+        assert_eq!(
+            script.cause(),
+            "maintainer script tzdata postinst configure 2024a-0+deb12u1 failed"
+        );
+        let io = PatchError::Io {
+            path: "/var/lib/patchpull/patch-tmp/run-1/p0/layer.tar".into(),
+            reason: "No space left on device".into(),
+        };
+        assert_eq!(io.cause(), "an I/O error");
+        let native = PatchError::Native(crate::patch::native::NativeError::Io {
+            path: "/var/lib/patchpull/unpacked/abc".into(),
+            reason: "Permission denied".into(),
+        });
+        assert!(!native.cause().contains('/'), "{}", native.cause());
+        // What the image says stays whole: the operator needs it and it never varies.
+        let report = PatchError::Report("the report is for alpine".into());
+        assert_eq!(report.cause(), report.to_string());
     }
 }

@@ -39,6 +39,41 @@ fn safe_target(root: &Path, path: &str) -> Result<PathBuf, NativeError> {
     Ok(at)
 }
 
+/// `rel` under `root` as a new empty directory, made one component at a time: no
+/// component may be a symbolic link (an image's own `var/lib/dpkg -> /` would otherwise
+/// take the writes onto the host), and whatever the image had at `rel` itself (the name
+/// is patchpull's) is removed first.
+pub(super) fn fresh_dir(root: &Path, rel: &str) -> Result<PathBuf, NativeError> {
+    let mut at = root.to_path_buf();
+    let parts: Vec<&str> = rel.split('/').collect();
+    for (i, part) in parts.iter().enumerate() {
+        at.push(part);
+        let last = i + 1 == parts.len();
+        match fs::symlink_metadata(&at) {
+            Ok(meta) if last => {
+                let removed = if meta.is_dir() {
+                    fs::remove_dir_all(&at)
+                } else {
+                    fs::remove_file(&at)
+                };
+                removed.map_err(|e| io_error(&at, e))?;
+            }
+            Ok(meta) if meta.is_dir() => continue,
+            Ok(_) => {
+                return Err(NativeError::Io {
+                    path: at,
+                    reason: "a directory on the way is not a directory (a symbolic link?)"
+                        .to_owned(),
+                })
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_error(&at, e)),
+        }
+        fs::create_dir(&at).map_err(|e| io_error(&at, e))?;
+    }
+    Ok(at)
+}
+
 fn remove_any(path: &Path) -> io::Result<()> {
     match fs::symlink_metadata(path) {
         Ok(meta) if meta.is_dir() => fs::remove_dir_all(path),
@@ -323,5 +358,30 @@ mod tests {
             fs::read(lower.path().join("usr/bin/perl")).unwrap(),
             b"old perl\n"
         );
+    }
+
+    #[test]
+    fn patchpulls_own_directory_never_follows_the_images_links() {
+        let root = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        // The image's `var/lib/dpkg` is a link out of the root: refused, nothing written.
+        fs::create_dir_all(root.path().join("var/lib")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), root.path().join("var/lib/dpkg")).unwrap();
+        let error = fresh_dir(root.path(), "var/lib/dpkg/tmp.x").unwrap_err();
+        assert!(error.to_string().contains("not a directory"), "{error}");
+        assert_eq!(fs::read_dir(outside.path()).unwrap().count(), 0);
+
+        // The image has a link at the name itself: replaced by an empty directory.
+        fs::remove_file(root.path().join("var/lib/dpkg")).unwrap();
+        fs::create_dir(root.path().join("var/lib/dpkg")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), root.path().join("var/lib/dpkg/tmp.x")).unwrap();
+        let dir = fresh_dir(root.path(), "var/lib/dpkg/tmp.x").unwrap();
+        assert!(fs::symlink_metadata(&dir).unwrap().is_dir());
+        fs::write(dir.join("driver"), "x").unwrap();
+        assert_eq!(fs::read_dir(outside.path()).unwrap().count(), 0);
+
+        // Left over from a run before: emptied.
+        let again = fresh_dir(root.path(), "var/lib/dpkg/tmp.x").unwrap();
+        assert_eq!(fs::read_dir(again).unwrap().count(), 0);
     }
 }

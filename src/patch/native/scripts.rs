@@ -25,9 +25,10 @@ use crate::image::{LayerDescriptor, LayerSource, Limits};
 use crate::patch::dpkg::scripts::{ScriptPlan, ScriptRun, NEW_CONTROL_PATH};
 use crate::patch::dpkg::Configure;
 use crate::patch::layer::{EntryKind, FileData, LayerBuilder, LayerEntry};
-use crate::patch::sandbox::{self, Change, OverlayRoot, SandboxCommand, SandboxOutput};
+use crate::patch::sandbox::{self, OverlayRoot, SandboxCommand, SandboxOutput};
 
-use super::apply::{apply, Selection};
+use super::apply::{apply, fresh_dir, Selection};
+use super::changes::fold_changes;
 use super::{io_error, NativeError};
 
 /// Paths whose changes never go into a layer.
@@ -56,7 +57,7 @@ const STAGING: &str = "var/lib/dpkg/tmp.patchpull";
 /// One script's time budget.
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(300);
 /// What the tests may add to the scripts' environment (to fake their clock with
-/// libfaketime, say): `NAME=value` words. Never set in production.
+/// libfaketime, say): `NAME=value` words, read by debug builds only.
 pub const EXTRA_ENV: &str = "PATCHPULL_SCRIPTS_EXTRA_ENV";
 /// The configure phase, when the image's dpkg runs it.
 const DPKG_CONFIGURE: &str = "dpkg --configure --pending";
@@ -216,41 +217,6 @@ fn status_entry(layer: &LayerBuilder, configure: &Configure) -> Result<LayerEntr
     Ok(entry)
 }
 
-/// Adds to `layer` what the scripts changed and it does not hold yet.
-fn fold_changes(
-    layer: &mut LayerBuilder,
-    target: &Path,
-    changes: Vec<Change>,
-    epoch: u64,
-    report: &mut ScriptsReport,
-) -> Result<(), NativeError> {
-    for change in changes {
-        match change {
-            Change::Added(path) | Change::Modified(path) => {
-                if holds_exactly(layer, target, &path)? {
-                    continue;
-                }
-                let record = sandbox::record_at(target, &path)?;
-                let entry = entry_from_disk(target, &path, epoch, &record)?;
-                layer.insert(entry);
-                report.changed.push(path);
-            }
-            Change::Removed(path) => {
-                if layer
-                    .get(&path)
-                    .is_some_and(|e| matches!(e.kind, EntryKind::Whiteout))
-                {
-                    continue;
-                }
-                layer.remove(&path);
-                layer.whiteout(&path);
-                report.changed.push(path);
-            }
-        }
-    }
-    Ok(())
-}
-
 /// Removes what an overlay run left in `scratch` (its upper directory), before the same
 /// scripts run over a plain tree instead.
 pub fn discard_overlay(scratch: &Path) {
@@ -270,11 +236,7 @@ impl Target<'_> {
     /// The host directory standing for the tree's `rel` (made if needed), to write into.
     fn dir(&self, rel: &str) -> Result<PathBuf, NativeError> {
         match self {
-            Target::Plain(root) => {
-                let dir = root.join(rel);
-                fs::create_dir_all(&dir).map_err(|e| io_error(&dir, e))?;
-                Ok(dir)
-            }
+            Target::Plain(root) => fresh_dir(root, rel),
             Target::Overlay(overlay) => Ok(overlay.ensure_dir(rel)?),
         }
     }
@@ -342,13 +304,28 @@ fn base_env() -> Vec<(String, String)> {
 }
 
 /// [`EXTRA_ENV`]'s words as (name, value).
+/// Only debug builds (the tests' binaries) read it: a release binary never lets its
+/// environment reach the scripts, and a debug one warns once that it does.
 fn extra_env() -> Vec<(String, String)> {
-    std::env::var(EXTRA_ENV)
+    if !cfg!(debug_assertions) {
+        return Vec::new();
+    }
+    let words: Vec<(String, String)> = std::env::var(EXTRA_ENV)
         .unwrap_or_default()
         .split_whitespace()
         .filter_map(|word| word.split_once('='))
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect()
+        .collect();
+    static WARNED: std::sync::Once = std::sync::Once::new();
+    if !words.is_empty() {
+        WARNED.call_once(|| {
+            tracing::warn!(
+                variable = EXTRA_ENV,
+                "a test-only variable adds to the maintainer scripts' environment"
+            );
+        });
+    }
+    words
 }
 
 /// The environment dpkg gives a maintainer script (`maintscript_exec`, and what dpkg sets
@@ -397,7 +374,7 @@ fn run_steps(
         // As dpkg's `setexecute`: a script without r-x for everyone is made 0755 first.
         let path = quote(&step.path);
         driver.push_str(&format!(
-            "[ -n \"$(find {path} -prune -perm -0555)\" ] || chmod 0755 {path}\n"
+            "if command -v find >/dev/null; then [ -n \"$(find {path} -prune -perm -0555)\" ] || chmod 0755 {path}; fi\n"
         ));
         let mut command = String::from("env");
         for (name, value) in script_env(step, dpkg_version) {
@@ -519,81 +496,4 @@ fn tail(output: &str) -> String {
         .filter(|l| !l.starts_with(FAILED_MARK) && !l.trim().is_empty())
         .collect();
     lines[lines.len().saturating_sub(10)..].join("\n")
-}
-
-/// True when the layer's entry at `path` is what is on disk now (a script did not touch
-/// it after it was applied).
-fn holds_exactly(layer: &LayerBuilder, root: &Path, path: &str) -> Result<bool, NativeError> {
-    let Some(entry) = layer.get(path) else {
-        return Ok(false);
-    };
-    let on_disk = root.join(path);
-    let meta = match fs::symlink_metadata(&on_disk) {
-        Ok(meta) => meta,
-        Err(_) => return Ok(false),
-    };
-    Ok(match &entry.kind {
-        EntryKind::Dir => {
-            meta.is_dir() && meta.permissions().mode() & 0o7777 == entry.mode & 0o7777
-        }
-        EntryKind::Symlink(link) => {
-            meta.file_type().is_symlink()
-                && fs::read_link(&on_disk)
-                    .is_ok_and(|l| l.as_os_str().as_encoded_bytes() == link.as_bytes())
-        }
-        EntryKind::File(FileData::Bytes(bytes)) => {
-            meta.is_file()
-                && meta.permissions().mode() & 0o7777 == entry.mode & 0o7777
-                && fs::read(&on_disk).is_ok_and(|data| data == *bytes)
-        }
-        // Package files applied from the .deb: a script rewriting one would be rare; the
-        // mode and size must still match.
-        EntryKind::File(FileData::Slice { len, .. }) => {
-            meta.is_file()
-                && meta.len() == *len
-                && meta.permissions().mode() & 0o7777 == entry.mode & 0o7777
-        }
-        EntryKind::File(FileData::Path(_)) | EntryKind::Hardlink(_) => meta.is_file(),
-        EntryKind::Whiteout | EntryKind::OpaqueDir => false,
-    })
-}
-
-/// A path the scripts changed, as a layer entry: contents and mode from disk, owners as
-/// the image sees them, the layer's epoch as mtime.
-fn entry_from_disk(
-    root: &Path,
-    path: &str,
-    epoch: u64,
-    record: &sandbox::FileRecord,
-) -> Result<LayerEntry, NativeError> {
-    use std::os::unix::fs::MetadataExt;
-    let on_disk = root.join(path);
-    let meta = fs::symlink_metadata(&on_disk).map_err(|e| io_error(&on_disk, e))?;
-    let kind = if meta.file_type().is_symlink() {
-        let link = fs::read_link(&on_disk).map_err(|e| io_error(&on_disk, e))?;
-        EntryKind::Symlink(link.to_string_lossy().into_owned())
-    } else if meta.is_dir() {
-        EntryKind::Dir
-    } else {
-        EntryKind::File(FileData::Path(on_disk.clone()))
-    };
-    let (uid, gid) = (u64::from(record.uid), u64::from(record.gid));
-    Ok(LayerEntry {
-        path: path.to_owned(),
-        mode: meta.mode() & 0o7777,
-        uid,
-        gid,
-        uname: if uid == 0 {
-            "root".to_owned()
-        } else {
-            String::new()
-        },
-        gname: if gid == 0 {
-            "root".to_owned()
-        } else {
-            String::new()
-        },
-        mtime: epoch,
-        kind,
-    })
 }

@@ -200,33 +200,26 @@ impl Builder<'_> {
         );
         for (interested, names) in runs {
             let names: Vec<String> = names.into_iter().collect();
-            // The postinst that handles the trigger: the upgraded one when the interested
-            // package is being upgraded too. dpkg then leaves the trigger to its
-            // `postinst configure` (an unpacked package is never marked as pending).
-            let upgraded = contexts.iter().find(|c| c.package.name == interested);
-            let installed = match upgraded {
-                Some(c) => c
-                    .package
-                    .deb
-                    .control_members()
-                    .contains_key("postinst")
-                    .then(|| (c.base.clone(), c.package.architecture.to_owned())),
-                None => {
-                    self.mark_triggers_pending(&interested, &names);
-                    self.db
-                        .info
-                        .iter()
-                        .find(|(base, _)| base.split(':').next() == Some(interested.as_str()))
-                        .filter(|(_, members)| members.contains_key("postinst"))
-                        .map(|(base, _)| {
-                            let arch = base.split_once(':').map_or_else(
-                                || self.installed_architecture(&interested),
-                                |(_, a)| a.to_owned(),
-                            );
-                            (base.clone(), arch)
-                        })
-                }
-            };
+            // An interested package being upgraded too is unpacked when the trigger is
+            // activated: dpkg ignores activations for packages below triggers-awaited
+            // (`trig_record_activation`) and leaves the work to its `postinst configure`.
+            if contexts.iter().any(|c| c.package.name == interested) {
+                continue;
+            }
+            self.mark_triggers_pending(&interested, &names);
+            let installed = self
+                .db
+                .info
+                .iter()
+                .find(|(base, _)| base.split(':').next() == Some(interested.as_str()))
+                .filter(|(_, members)| members.contains_key("postinst"))
+                .map(|(base, _)| {
+                    let arch = base.split_once(':').map_or_else(
+                        || self.installed_architecture(&interested),
+                        |(_, a)| a.to_owned(),
+                    );
+                    (base.clone(), arch)
+                });
             let Some((base, architecture)) = installed else {
                 continue;
             };
