@@ -1,0 +1,199 @@
+//! Which stored content a request may read. The store is shared by every upstream, but what a
+//! client may read through `<upstream>/<repository>` is what that upstream would serve it
+//! there: content fetched or verified through that same upstream and repository, or content
+//! the upstream confirms it has (a HEAD for that digest in that repository), or content
+//! patchpull made from such an image (a patched manifest, its config and patch layer, its VEX
+//! document). Without this, a blob fetched with a private upstream's credentials would be
+//! served under any other upstream's name, and under the private one to any repository.
+//!
+//! Grants live in memory (bounded; an evicted or forgotten one is confirmed again with a
+//! HEAD). What patchpull made is recorded on disk, so it stays readable after a restart:
+//!
+//! ```text
+//! <storage.path>/scope/<upstream>/<alg>/<hex>   the original digest the content was made from
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use sha2::Digest as _;
+
+use crate::distribution::{Digest, ErrorCode, Reference};
+use crate::error::ApiError;
+use crate::upstream::Route;
+
+/// Grants remembered; each is about 100 bytes.
+const GRANTS: u64 = 200_000;
+
+/// (upstream, repository, digest), hashed: the key of one grant or one fetch in flight.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub(super) struct ScopeKey([u8; 32]);
+
+impl ScopeKey {
+    pub(super) fn new(route: &Route, digest: &Digest) -> ScopeKey {
+        let mut hasher = sha2::Sha256::new();
+        for part in [
+            route.upstream.name(),
+            route.repository.as_str(),
+            &digest.to_string(),
+        ] {
+            hasher.update((part.len() as u64).to_be_bytes());
+            hasher.update(part.as_bytes());
+        }
+        ScopeKey(hasher.finalize().into())
+    }
+}
+
+/// How an upstream is asked whether it has a digest.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Kind {
+    Manifest,
+    Blob,
+}
+
+pub(crate) struct Scopes {
+    granted: moka::future::Cache<ScopeKey, ()>,
+    made_dir: PathBuf,
+    max_manifest_size: u64,
+}
+
+impl Scopes {
+    pub(crate) fn new(storage: &Path, max_manifest_size: u64) -> Arc<Scopes> {
+        Arc::new(Scopes {
+            granted: moka::future::Cache::builder().max_capacity(GRANTS).build(),
+            made_dir: storage.join("scope"),
+            max_manifest_size,
+        })
+    }
+
+    /// Records that `route` may read `digest` (it was fetched or verified through it).
+    pub(crate) async fn grant(&self, route: &Route, digest: &Digest) {
+        self.granted.insert(ScopeKey::new(route, digest), ()).await;
+    }
+
+    /// Ok when `route` may read the stored `digest`: granted before, made by patchpull from
+    /// an image `route` may read, or confirmed by the upstream now (one HEAD, shared by
+    /// concurrent requests). Otherwise the upstream's answer: `404` when it lacks it.
+    pub(crate) async fn ensure(
+        &self,
+        route: &Route,
+        digest: &Digest,
+        kind: Kind,
+    ) -> Result<(), ApiError> {
+        let key = ScopeKey::new(route, digest);
+        if self.granted.contains_key(&key) {
+            return Ok(());
+        }
+        self.granted
+            .try_get_with(key, async {
+                // Originals are upstream content, so this goes one level deep. Made
+                // content the upstream also has (the empty config of a VEX artifact) is
+                // still readable where the upstream confirms it.
+                if let Some(original) = self.made_from(route.upstream.name(), digest).await {
+                    if original != *digest && self.original_readable(route, &original).await {
+                        return Ok(());
+                    }
+                }
+                self.confirm_upstream(route, digest, kind).await
+            })
+            .await
+            .map_err(|e: Arc<ApiError>| (*e).clone())
+    }
+
+    async fn original_readable(&self, route: &Route, original: &Digest) -> bool {
+        let key = ScopeKey::new(route, original);
+        if self.granted.contains_key(&key) {
+            return true;
+        }
+        self.granted
+            .try_get_with(key, self.confirm_upstream(route, original, Kind::Manifest))
+            .await
+            .is_ok()
+    }
+
+    async fn confirm_upstream(
+        &self,
+        route: &Route,
+        digest: &Digest,
+        kind: Kind,
+    ) -> Result<(), ApiError> {
+        let upstream = &route.upstream;
+        match kind {
+            Kind::Manifest => upstream
+                .head_manifest(
+                    &route.repository,
+                    &Reference::Digest(digest.clone()),
+                    self.max_manifest_size,
+                )
+                .await
+                .map(|_| ())
+                .map_err(|e| e.into_api(ErrorCode::ManifestUnknown)),
+            Kind::Blob => upstream
+                .head_blob(&route.repository, digest)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.into_api(ErrorCode::BlobUnknown)),
+        }
+    }
+
+    fn made_path(&self, upstream: &str, digest: &Digest) -> PathBuf {
+        self.made_dir
+            .join(upstream)
+            .join(digest.algorithm().as_str())
+            .join(digest.hex())
+    }
+
+    async fn made_from(&self, upstream: &str, digest: &Digest) -> Option<Digest> {
+        let text = tokio::fs::read_to_string(self.made_path(upstream, digest))
+            .await
+            .ok()?;
+        text.trim().parse().ok()
+    }
+
+    /// Records that patchpull made `made` from `original`, an image of `route`'s upstream:
+    /// readable wherever `original` is. Granted to `route` at once.
+    ///
+    /// # Errors
+    /// The record cannot be written; the content would not be readable after a restart.
+    pub(crate) async fn record_made(
+        &self,
+        route: &Route,
+        original: &Digest,
+        made: &[Digest],
+    ) -> Result<(), String> {
+        let paths: Vec<PathBuf> = made
+            .iter()
+            .map(|d| self.made_path(route.upstream.name(), d))
+            .collect();
+        let text = format!("{original}\n");
+        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            for path in paths {
+                write_small(&path, text.as_bytes())?;
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("recording what the patched image was made from: {e}"))?;
+        for digest in made {
+            self.grant(route, digest).await;
+        }
+        Ok(())
+    }
+}
+
+/// Temp file, fsync, rename: a crash leaves the old record or the new one.
+fn write_small(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    // Two jobs may record the same content (a shared patch layer) at once.
+    static NEXT_TEMP: AtomicU64 = AtomicU64::new(0);
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let n = NEXT_TEMP.fetch_add(1, Ordering::Relaxed);
+    let temp = path.with_extension(format!("tmp{}.{n}", std::process::id()));
+    let mut file = std::fs::File::create(&temp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&temp, path)
+}
