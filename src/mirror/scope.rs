@@ -197,3 +197,57 @@ fn write_small(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     file.sync_all()?;
     std::fs::rename(&temp, path)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::metrics::Metrics;
+    use crate::upstream::Allowlist;
+
+    /// Two upstreams nobody listens on: any question to them fails.
+    fn routes() -> (Route, Route, Route) {
+        let toml = r#"
+            [[upstream]]
+            name = "a"
+            url = "http://127.0.0.1:9"
+            retries = 0
+            [[upstream]]
+            name = "b"
+            url = "http://127.0.0.1:9"
+            retries = 0
+        "#;
+        let config = Config::from_toml_str(toml).unwrap();
+        let allowlist = Allowlist::new(&config.upstream, Arc::new(Metrics::new())).unwrap();
+        let route = |name: &str| allowlist.route(name, None).unwrap();
+        (
+            route("a/team/app"),
+            route("a/team/other"),
+            route("b/team/app"),
+        )
+    }
+
+    #[tokio::test]
+    async fn made_content_is_readable_where_its_original_is_also_after_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, a_other, b) = routes();
+        let original = Digest::sha256_of(b"original manifest");
+        let made = Digest::sha256_of(b"patch layer");
+        let scopes = Scopes::new(dir.path(), 4 << 20);
+        scopes
+            .record_made(&a, &original, &[made.clone()])
+            .await
+            .unwrap();
+        scopes.ensure(&a, &made, Kind::Blob).await.unwrap();
+
+        // A restart forgets every grant; the record stays.
+        let scopes = Scopes::new(dir.path(), 4 << 20);
+        scopes.grant(&a, &original).await; // its tag resolved again
+        scopes.ensure(&a, &made, Kind::Blob).await.unwrap();
+        // Not through another upstream, nor another repository the original is not known
+        // in: those ask their upstream, which does not answer here.
+        assert!(scopes.ensure(&b, &made, Kind::Blob).await.is_err());
+        assert!(scopes.ensure(&a_other, &made, Kind::Blob).await.is_err());
+        assert!(scopes.ensure(&b, &original, Kind::Manifest).await.is_err());
+    }
+}
