@@ -48,6 +48,21 @@ async fn patched_content_is_served_through_its_upstream_only() {
                 assert_eq!(resp.status(), 404, "{name} blob {blob}");
             }
         }
+        // The VEX referrer of the patched image is not even listed through another name.
+        let listed = |name: &'static str| {
+            let path = format!("/v2/{name}/referrers/{patched}");
+            let proxy = &proxy;
+            async move {
+                let resp = proxy.get(&path).await;
+                assert_eq!(resp.status(), 200, "{path}");
+                let index: serde_json::Value =
+                    serde_json::from_slice(&resp.bytes().await.unwrap()).unwrap();
+                index["manifests"].as_array().unwrap().len()
+            }
+        };
+        assert_eq!(listed("other/test/app").await, 0);
+        assert_eq!(listed("local/test/app").await, 1);
+
         let answer = get(&proxy, "local/test/app", &patched).await;
         assert_eq!(answer.ok(), patched);
         assert_eq!(images::sha256_digest(&answer.bytes), patched);
