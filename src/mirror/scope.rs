@@ -235,7 +235,7 @@ mod tests {
         let made = Digest::sha256_of(b"patch layer");
         let scopes = Scopes::new(dir.path(), 4 << 20);
         scopes
-            .record_made(&a, &original, &[made.clone()])
+            .record_made(&a, &original, std::slice::from_ref(&made))
             .await
             .unwrap();
         scopes.ensure(&a, &made, Kind::Blob).await.unwrap();
