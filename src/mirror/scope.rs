@@ -6,15 +6,20 @@
 //! document). Without this, a blob fetched with a private upstream's credentials would be
 //! served under any other upstream's name, and under the private one to any repository.
 //!
-//! Grants live in memory (bounded; an evicted or forgotten one is confirmed again with a
-//! HEAD). What patchpull made is recorded on disk, so it stays readable after a restart:
+//! Grants are kept in memory (bounded; an evicted one is confirmed again with a HEAD) and
+//! appended to a log read back at start, so a restart neither asks upstream again nor stops
+//! serving what is cached while upstream is down. What patchpull made is recorded too:
 //!
 //! ```text
-//! <storage.path>/scope/<upstream>/<alg>/<hex>   the original digest the content was made from
+//! <storage.path>/scope/granted                       one hashed (upstream, repository, digest) a line
+//! <storage.path>/scope/made/<upstream>/<alg>/<hex>   the original digest the content was made from
 //! ```
+//!
+//! A lost log line (a crash before the page cache reached the disk) only costs a HEAD.
 
+use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use sha2::Digest as _;
 
@@ -52,23 +57,51 @@ pub(crate) enum Kind {
 }
 
 pub(crate) struct Scopes {
-    granted: moka::future::Cache<ScopeKey, ()>,
+    granted: moka::sync::Cache<ScopeKey, ()>,
+    /// Confirmations in flight, so concurrent requests share one HEAD.
+    confirming: moka::future::Cache<ScopeKey, ()>,
+    /// Appended to on every new grant; `None` when it cannot be opened (grants then last
+    /// until a restart, which was said at start).
+    log: Mutex<Option<std::fs::File>>,
     made_dir: PathBuf,
     max_manifest_size: u64,
 }
 
 impl Scopes {
+    /// Opens the scope records under `<storage>/scope`, loading the grants of earlier runs.
     pub(crate) fn new(storage: &Path, max_manifest_size: u64) -> Arc<Scopes> {
+        let dir = storage.join("scope");
+        let granted = moka::sync::Cache::builder().max_capacity(GRANTS).build();
+        let log = open_log(&dir.join("granted"), &granted)
+            .map_err(|e| tracing::warn!(error = %e, "cannot keep cache grants across restarts; each first read after one asks its upstream"))
+            .ok();
         Arc::new(Scopes {
-            granted: moka::future::Cache::builder().max_capacity(GRANTS).build(),
-            made_dir: storage.join("scope"),
+            granted,
+            confirming: moka::future::Cache::builder().max_capacity(GRANTS).build(),
+            log: Mutex::new(log),
+            made_dir: dir.join("made"),
             max_manifest_size,
         })
     }
 
     /// Records that `route` may read `digest` (it was fetched or verified through it).
     pub(crate) async fn grant(&self, route: &Route, digest: &Digest) {
-        self.granted.insert(ScopeKey::new(route, digest), ()).await;
+        self.grant_key(ScopeKey::new(route, digest));
+    }
+
+    fn grant_key(&self, key: ScopeKey) {
+        if self.granted.contains_key(&key) {
+            return;
+        }
+        self.granted.insert(key, ());
+        let mut log = self.log.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(file) = log.as_mut() {
+            // One small append; no fsync: a lost line costs one HEAD later, nothing more.
+            if let Err(e) = writeln!(file, "{}", hex::encode(key.0)) {
+                tracing::warn!(error = %e, "cannot append to the cache grant log");
+                *log = None;
+            }
+        }
     }
 
     /// Ok when `route` may read the stored `digest`: granted before, made by patchpull from
@@ -84,20 +117,26 @@ impl Scopes {
         if self.granted.contains_key(&key) {
             return Ok(());
         }
-        self.granted
+        let confirmed = self
+            .confirming
             .try_get_with(key, async {
                 // Originals are upstream content, so this goes one level deep. Made
                 // content the upstream also has (the empty config of a VEX artifact) is
                 // still readable where the upstream confirms it.
                 if let Some(original) = self.made_from(route.upstream.name(), digest).await {
                     if original != *digest && self.original_readable(route, &original).await {
+                        self.grant_key(key);
                         return Ok(());
                     }
                 }
-                self.confirm_upstream(route, digest, kind).await
+                self.confirm_upstream(route, digest, kind).await?;
+                self.grant_key(key);
+                Ok(())
             })
             .await
-            .map_err(|e: Arc<ApiError>| (*e).clone())
+            .map_err(|e: Arc<ApiError>| (*e).clone());
+        self.confirming.invalidate(&key).await;
+        confirmed
     }
 
     async fn original_readable(&self, route: &Route, original: &Digest) -> bool {
@@ -105,10 +144,18 @@ impl Scopes {
         if self.granted.contains_key(&key) {
             return true;
         }
-        self.granted
-            .try_get_with(key, self.confirm_upstream(route, original, Kind::Manifest))
+        let confirmed = self
+            .confirming
+            .try_get_with(key, async {
+                self.confirm_upstream(route, original, Kind::Manifest)
+                    .await?;
+                self.grant_key(key);
+                Ok::<_, ApiError>(())
+            })
             .await
-            .is_ok()
+            .is_ok();
+        self.confirming.invalidate(&key).await;
+        confirmed
     }
 
     async fn confirm_upstream(
@@ -182,6 +229,45 @@ impl Scopes {
     }
 }
 
+/// Opens the grant log for appending after loading it into `granted`; a log grown past
+/// twice the cache is first rewritten with its newest lines.
+fn open_log(
+    path: &Path,
+    granted: &moka::sync::Cache<ScopeKey, ()>,
+) -> std::io::Result<std::fs::File> {
+    let mut keys: Vec<[u8; 32]> = Vec::new();
+    match std::fs::File::open(path) {
+        Ok(file) => {
+            for line in std::io::BufReader::new(file).lines() {
+                let mut key = [0u8; 32];
+                if hex::decode_to_slice(line?.trim(), &mut key).is_ok() {
+                    keys.push(key);
+                }
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    if keys.len() as u64 > 2 * GRANTS {
+        keys.drain(..keys.len() - GRANTS as usize);
+        let text: String = keys
+            .iter()
+            .map(|k| format!("{}\n", hex::encode(k)))
+            .collect();
+        write_small(path, text.as_bytes())?;
+    }
+    for key in keys {
+        granted.insert(ScopeKey(key), ());
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+}
+
 /// Temp file, fsync, rename: a crash leaves the old record or the new one.
 fn write_small(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
@@ -205,8 +291,8 @@ mod tests {
     use crate::metrics::Metrics;
     use crate::upstream::Allowlist;
 
-    /// Two upstreams nobody listens on: any question to them fails.
-    fn routes() -> (Route, Route, Route) {
+    /// Routes to two upstreams nobody listens on: any question to them fails.
+    fn routes() -> [Route; 4] {
         let toml = r#"
             [[upstream]]
             name = "a"
@@ -220,34 +306,44 @@ mod tests {
         let config = Config::from_toml_str(toml).unwrap();
         let allowlist = Allowlist::new(&config.upstream, Arc::new(Metrics::new())).unwrap();
         let route = |name: &str| allowlist.route(name, None).unwrap();
-        (
+        [
             route("a/team/app"),
+            route("a/team/copy"),
             route("a/team/other"),
             route("b/team/app"),
-        )
+        ]
     }
 
     #[tokio::test]
-    async fn made_content_is_readable_where_its_original_is_also_after_a_restart() {
+    async fn grants_and_made_content_survive_a_restart_and_stay_in_their_scope() {
         let dir = tempfile::tempdir().unwrap();
-        let (a, a_other, b) = routes();
+        let [a, a_copy, a_other, b] = routes();
         let original = Digest::sha256_of(b"original manifest");
         let made = Digest::sha256_of(b"patch layer");
+        let fetched = Digest::sha256_of(b"a layer");
         let scopes = Scopes::new(dir.path(), 4 << 20);
+        scopes.grant(&a, &fetched).await;
         scopes
             .record_made(&a, &original, std::slice::from_ref(&made))
             .await
             .unwrap();
+        scopes.grant(&a_copy, &original).await; // the same image, in another repository
         scopes.ensure(&a, &made, Kind::Blob).await.unwrap();
 
-        // A restart forgets every grant; the record stays.
         let scopes = Scopes::new(dir.path(), 4 << 20);
-        scopes.grant(&a, &original).await; // its tag resolved again
+        scopes.ensure(&a, &fetched, Kind::Blob).await.unwrap();
         scopes.ensure(&a, &made, Kind::Blob).await.unwrap();
-        // Not through another upstream, nor another repository the original is not known
-        // in: those ask their upstream, which does not answer here.
-        assert!(scopes.ensure(&b, &made, Kind::Blob).await.is_err());
-        assert!(scopes.ensure(&a_other, &made, Kind::Blob).await.is_err());
-        assert!(scopes.ensure(&b, &original, Kind::Manifest).await.is_err());
+        // Made from an original readable there.
+        scopes.ensure(&a_copy, &made, Kind::Blob).await.unwrap();
+        // Not through another upstream, nor a repository the original is not known in:
+        // those ask their upstream, which does not answer here.
+        for route in [&a_other, &b] {
+            assert!(scopes.ensure(route, &made, Kind::Blob).await.is_err());
+            assert!(scopes.ensure(route, &fetched, Kind::Blob).await.is_err());
+            assert!(scopes
+                .ensure(route, &original, Kind::Manifest)
+                .await
+                .is_err());
+        }
     }
 }
