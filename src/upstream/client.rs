@@ -74,25 +74,10 @@ impl Upstream {
             upstream: config.name.clone(),
             reason,
         };
-        let redirect_base = config.url.clone();
-        let redirect_hosts = config.redirect_hosts.clone();
-        let redirects = reqwest::redirect::Policy::custom(move |attempt| {
-            let checked = super::hosts::check_redirect(
-                &redirect_base,
-                &redirect_hosts,
-                attempt.previous().last(),
-                attempt.url(),
-                attempt.previous().len(),
-            );
-            match checked {
-                Ok(()) => attempt.follow(),
-                Err(reason) => attempt.error(reason),
-            }
-        });
         let mut builder = reqwest::Client::builder()
             // Where a redirect may lead is checked before it is followed; a Referer would
             // tell the redirect target the upstream's URL.
-            .redirect(redirects)
+            .redirect(super::hosts::redirect_policy(&config))
             .referer(false)
             .connect_timeout(config.connect_timeout)
             .read_timeout(config.timeout)

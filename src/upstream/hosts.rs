@@ -7,6 +7,7 @@
 
 use reqwest::Url;
 
+use crate::config::UpstreamConfig;
 use crate::glob::glob;
 
 /// How many redirects one request may follow.
@@ -37,6 +38,25 @@ pub(super) fn host_matches(patterns: &[String], url: &Url) -> bool {
             None => url.port().is_none(),
         };
         port_ok && glob(host_pattern.as_bytes(), host.as_bytes())
+    })
+}
+
+/// The redirect policy of an upstream's HTTP client: [`check_redirect`] before each hop.
+pub(super) fn redirect_policy(config: &UpstreamConfig) -> reqwest::redirect::Policy {
+    let base = config.url.clone();
+    let redirect_hosts = config.redirect_hosts.clone();
+    reqwest::redirect::Policy::custom(move |attempt| {
+        let checked = check_redirect(
+            &base,
+            &redirect_hosts,
+            attempt.previous().last(),
+            attempt.url(),
+            attempt.previous().len(),
+        );
+        match checked {
+            Ok(()) => attempt.follow(),
+            Err(reason) => attempt.error(reason),
+        }
     })
 }
 
