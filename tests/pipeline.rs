@@ -19,5 +19,7 @@ mod image;
 mod index;
 #[path = "pipeline/policy.rs"]
 mod policy;
+#[path = "pipeline/scope.rs"]
+mod scope;
 #[path = "pipeline/support.rs"]
 mod support;

@@ -29,7 +29,13 @@ const WRONG_PASSWORD: &str = "Wr0ng-Pu5h-9d2c44b7-jt";
 
 /// The `Upstream` patchpull builds for a registry at `url`, as config and the allowlist do.
 fn upstream(url: &str, credentials: Option<(&str, &str)>) -> Arc<Upstream> {
-    let mut toml = format!("[[upstream]]\nname = \"target\"\nurl = {url:?}\nretries = 1\n");
+    upstream_with(url, credentials, "")
+}
+
+/// [`upstream`] with more lines in its `[[upstream]]` table.
+fn upstream_with(url: &str, credentials: Option<(&str, &str)>, extra: &str) -> Arc<Upstream> {
+    let mut toml =
+        format!("[[upstream]]\nname = \"target\"\nurl = {url:?}\nretries = 1\n{extra}\n");
     if let Some((user, password)) = credentials {
         toml.push_str(&format!("username = {user:?}\npassword = {password:?}\n"));
     }
@@ -415,7 +421,11 @@ async fn token_auth_push_mount_and_refusals() {
     let dir = temp_dir();
     let image = images::single(Format::Oci, "push-token");
 
-    let up = upstream(&registry.url(), Some((USER, PASSWORD)));
+    let up = upstream_with(
+        &registry.url(),
+        Some((USER, PASSWORD)),
+        &tokens.auth_hosts_line(),
+    );
     push_image(&up, "base/app", &tag("v1"), &image, dir.path()).await;
     assert!(tokens.requests_for_scope("repository:base/app:pull,push") >= 1);
     // One token serves the whole push of one repository.
@@ -465,7 +475,7 @@ async fn token_auth_push_mount_and_refusals() {
     assert_pulled_back(&registry, "patched/app", "v1-patched", &image, Some(&auth)).await;
 
     // Anonymous: the token server grants pull only, so the registry refuses the push.
-    let anonymous = upstream(&registry.url(), None);
+    let anonymous = upstream_with(&registry.url(), None, &tokens.auth_hosts_line());
     assert!(anonymous
         .has_blob("base/app", &digest(&image.config))
         .await
@@ -484,7 +494,11 @@ async fn token_auth_push_mount_and_refusals() {
     assert!(text.contains("UNAUTHORIZED"), "{text}");
 
     // A wrong password is refused by the token server; the error does not carry it.
-    let wrong = upstream(&registry.url(), Some((USER, WRONG_PASSWORD)));
+    let wrong = upstream_with(
+        &registry.url(),
+        Some((USER, WRONG_PASSWORD)),
+        &tokens.auth_hosts_line(),
+    );
     let err = wrong
         .push_manifest(
             "base/app",

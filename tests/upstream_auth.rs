@@ -265,7 +265,10 @@ async fn anonymous_upstream_pulls_public_and_refuses_private_cleanly() {
     let Some(w) = token_world(300).await else {
         return;
     };
-    let proxy = Proxy::start(&[("authreg", &w.registry.url(), true)], |_| {}).await;
+    let proxy = Proxy::start(&[("authreg", &w.registry.url(), true)], |c| {
+        c.all_upstreams(&w.tokens.auth_hosts_line());
+    })
+    .await;
     let base = proxy.url();
 
     pull_ok(&base, None, PUBLIC, "v1", &w.public).await;
@@ -337,6 +340,7 @@ async fn credentialed_upstream_pulls_private_repo() {
         return;
     };
     let proxy = Proxy::start(&[("authreg", &w.registry.url(), true)], |c| {
+        c.all_upstreams(&w.tokens.auth_hosts_line());
         c.upstream_mut("authreg")
             .extra
             .extend(credentials(PASSWORD));
@@ -384,6 +388,7 @@ async fn wrong_credentials_are_a_clean_error() {
         return;
     };
     let proxy = Proxy::start(&[("authreg", &w.registry.url(), true)], |c| {
+        c.all_upstreams(&w.tokens.auth_hosts_line());
         c.upstream_mut("authreg")
             .extra
             .extend(credentials(WRONG_PASSWORD));
@@ -426,6 +431,7 @@ async fn tokens_are_cached_per_scope() {
         return;
     };
     let proxy = Proxy::start(&[("authreg", &w.registry.url(), true)], |c| {
+        c.all_upstreams(&w.tokens.auth_hosts_line());
         c.tag_ttl = "0s".into();
         c.upstream_mut("authreg")
             .extra
@@ -476,6 +482,7 @@ async fn expired_tokens_are_renewed() {
         return;
     };
     let proxy = Proxy::start(&[("authreg", &w.registry.url(), true)], |c| {
+        c.all_upstreams(&w.tokens.auth_hosts_line());
         c.upstream_mut("authreg")
             .extra
             .extend(credentials(PASSWORD));
@@ -590,9 +597,15 @@ async fn credentials_do_not_follow_blob_redirects_to_another_origin() {
             c.upstream_mut("basicup")
                 .extra
                 .extend(credentials(BASIC_PASSWORD));
+            c.upstream_mut("basicup")
+                .extra
+                .push(basic.redirect_hosts_line());
             c.upstream_mut("tokenup")
                 .extra
                 .extend(credentials(PASSWORD));
+            c.upstream_mut("tokenup")
+                .extra
+                .extend([bearer.redirect_hosts_line(), tokens.auth_hosts_line()]);
         },
     )
     .await;
@@ -664,6 +677,12 @@ fn leak_config(w: &TokenWorld, basic: Option<&BasicWorld>) -> ProxyConfig {
         .collect();
     let mut config = ProxyConfig::new(&borrowed);
     config.log_level = "debug".into();
+    for name in ["good", "bad"] {
+        config
+            .upstream_mut(name)
+            .extra
+            .push(w.tokens.auth_hosts_line());
+    }
     config
         .upstream_mut("good")
         .extra

@@ -17,6 +17,24 @@ pub const UPSTREAM_URL: &str = "https://registry-1.docker.io";
 pub const UPSTREAM_RETRIES: u32 = 3;
 pub const UPSTREAM_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(30);
+/// Where well-known registries redirect blob downloads (their CDNs), by the upstream URL's
+/// host: the default of `upstream.redirect_hosts`. Any other upstream follows redirects to
+/// its own origin only until configured.
+pub const UPSTREAM_REDIRECT_HOSTS: &[(&str, &[&str])] = &[
+    (
+        "registry-1.docker.io",
+        &[
+            "production.cloudflare.docker.com",
+            "*.r2.cloudflarestorage.com",
+        ],
+    ),
+    ("ghcr.io", &["pkg-containers.githubusercontent.com"]),
+    ("quay.io", &["cdn*.quay.io"]),
+];
+/// Token services of well-known registries on another host than the registry: the
+/// default of `upstream.auth_hosts`.
+pub const UPSTREAM_AUTH_HOSTS: &[(&str, &[&str])] =
+    &[("registry-1.docker.io", &["auth.docker.io"])];
 /// A blob fill that has not finished in this time is abandoned (its waiters get an error).
 pub const BLOB_FILL_TIMEOUT: Duration = Duration::from_secs(3600);
 pub const LOG_FORMAT: &str = "text";

@@ -115,6 +115,10 @@ pub struct UpstreamConfig {
     pub retries: u32,
     pub connect_timeout: Duration,
     pub timeout: Duration,
+    /// `host[:port]` globs a redirect may lead to besides the upstream's own origin.
+    pub redirect_hosts: Vec<String>,
+    /// `host[:port]` globs of token realms that get the credentials besides its own.
+    pub auth_hosts: Vec<String>,
 }
 
 impl UpstreamConfig {

@@ -179,6 +179,14 @@ pub struct RawUpstream {
         skip_serializing_if = "Option::is_none"
     )]
     pub timeout: Option<String>,
+    /// Hosts (`host[:port]` globs) a redirect from this upstream may lead to, besides its
+    /// own origin; default: the CDNs of well-known registries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redirect_hosts: Option<Vec<String>>,
+    /// Hosts (`host[:port]` globs) whose token realm gets this upstream's credentials,
+    /// besides its own `host[:port]`; default: Docker Hub's token service for Docker Hub.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_hosts: Option<Vec<String>>,
 }
 
 impl Default for RawConfig {
@@ -205,6 +213,8 @@ impl Default for RawConfig {
                 retries: None,
                 connect_timeout: None,
                 timeout: None,
+                redirect_hosts: None,
+                auth_hosts: None,
             }],
         }
     }
@@ -529,6 +539,8 @@ impl RawConfig {
                     retries: Some(u.retries),
                     connect_timeout: Some(fmt_duration(u.connect_timeout)),
                     timeout: Some(fmt_duration(u.timeout)),
+                    redirect_hosts: Some(u.redirect_hosts.clone()),
+                    auth_hosts: Some(u.auth_hosts.clone()),
                 })
                 .collect(),
         }

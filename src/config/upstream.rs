@@ -89,6 +89,32 @@ pub(super) fn validate(
             Some(t) => p.duration(&key("timeout"), t),
             None => defaults::UPSTREAM_TIMEOUT,
         };
+        let mut host_list = |field: &str, given: Option<Vec<String>>, known: &[(&str, &[&str])]| {
+            let list = match given {
+                Some(list) => list,
+                None => url
+                    .as_ref()
+                    .and_then(|url| known.iter().find(|(host, _)| url.host_str() == Some(*host)))
+                    .map(|(_, hosts)| hosts.iter().map(|h| h.to_string()).collect())
+                    .unwrap_or_default(),
+            };
+            for pattern in &list {
+                if !is_valid_host_pattern(pattern) {
+                    p.0.push(format!(
+                        "`{}`: {pattern:?} is not a host pattern (`host`, `host:port`, `*.example.com`; \
+                         lowercase, no scheme or path)",
+                        key(field)
+                    ));
+                }
+            }
+            list
+        };
+        let redirect_hosts = host_list(
+            "redirect_hosts",
+            u.redirect_hosts,
+            defaults::UPSTREAM_REDIRECT_HOSTS,
+        );
+        let auth_hosts = host_list("auth_hosts", u.auth_hosts, defaults::UPSTREAM_AUTH_HOSTS);
         if let Some(url) = url {
             upstreams.push(UpstreamConfig {
                 library_prefix: u.library_prefix.unwrap_or(u.name == "docker.io"),
@@ -104,6 +130,8 @@ pub(super) fn validate(
                 retries: u.retries.unwrap_or(defaults::UPSTREAM_RETRIES),
                 connect_timeout,
                 timeout,
+                redirect_hosts,
+                auth_hosts,
             });
         }
     }
@@ -127,4 +155,26 @@ pub(super) fn redact_userinfo(url: &str) -> String {
 /// repository component grammar (which has no ':').
 pub(super) fn is_valid_upstream_name(name: &str) -> bool {
     is_valid_path_component(name)
+}
+
+/// `host`, `host:port` or a glob over the host (`*.cloudfront.net`, `cdn*.quay.io`), in
+/// lowercase; `[v6 address]` with an optional port.
+pub(super) fn is_valid_host_pattern(pattern: &str) -> bool {
+    let (host, port) = match pattern.rsplit_once(':') {
+        Some((host, port)) if !host.ends_with(':') && !port.contains(']') => (host, Some(port)),
+        _ => (pattern, None),
+    };
+    let port_ok = port.is_none_or(|p| !p.is_empty() && p.len() <= 5 && p.parse::<u16>().is_ok());
+    let host_ok = if let Some(v6) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        !v6.is_empty()
+            && v6
+                .chars()
+                .all(|c| c.is_ascii_hexdigit() || c == ':' || c == '.')
+    } else {
+        !host.is_empty()
+            && host
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || ".-*?".contains(c))
+    };
+    port_ok && host_ok
 }

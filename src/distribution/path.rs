@@ -73,6 +73,9 @@ impl DistributionRequest {
             None => return Err(PathError::NotFound),
         };
         let segments: Vec<&str> = rest.split('/').collect();
+        if let Some(dot) = segments.iter().position(|s| *s == "." || *s == "..") {
+            return Err(dot_segment(&segments, dot));
+        }
         let n = segments.len();
         if n < 3 {
             return Err(PathError::NotFound);
@@ -112,6 +115,22 @@ impl DistributionRequest {
             return Err(PathError::Name(name.chars().take(300).collect()));
         }
         Ok(DistributionRequest { name, endpoint, ns })
+    }
+}
+
+/// A `.` or `..` segment is never valid (names, tags and digests cannot be one) and would
+/// walk the path if anything passed it on. The error names what it stands in for: the
+/// nearest endpoint word before it says whether that is a digest, a reference or the name.
+fn dot_segment(segments: &[&str], dot: usize) -> PathError {
+    let shown: String = segments[dot].to_owned();
+    let endpoint = segments[..dot]
+        .iter()
+        .rev()
+        .find(|s| matches!(**s, "blobs" | "referrers" | "manifests"));
+    match endpoint {
+        Some(&"manifests") => PathError::Reference(InvalidReference::Tag(shown)),
+        Some(_) => PathError::Digest(InvalidDigest(shown)),
+        None => PathError::Name(segments.join("/").chars().take(300).collect()),
     }
 }
 
@@ -195,6 +214,28 @@ mod tests {
         assert!(matches!(
             DistributionRequest::parse("/v2/a/blobs/sha256:short", None),
             Err(PathError::Digest(_))
+        ));
+        for traversal in [
+            "/v2/a/blobs/..",
+            "/v2/a/blobs/../../../etc/passwd",
+            "/v2/a/blobs/sha256:../..",
+            "/v2/a/referrers/../x",
+        ] {
+            assert!(
+                matches!(
+                    DistributionRequest::parse(traversal, None),
+                    Err(PathError::Digest(_))
+                ),
+                "{traversal}"
+            );
+        }
+        assert!(matches!(
+            DistributionRequest::parse("/v2/a/manifests/../latest", None),
+            Err(PathError::Reference(_))
+        ));
+        assert!(matches!(
+            DistributionRequest::parse("/v2/../a/manifests/latest", None),
+            Err(PathError::Name(_))
         ));
         assert!(matches!(
             DistributionRequest::parse("/v2/a/tags/list", Some("n=-1")),

@@ -6,6 +6,7 @@
 pub mod blob;
 mod buffers;
 pub mod image;
+mod scope;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,9 +23,12 @@ use crate::store::{Store, StoredManifest};
 use crate::upstream::{Allowlist, ManifestHead, Route, UpstreamError};
 
 pub use blob::{BlobFills, BlobHandle};
+use scope::{Kind, ScopeKey, Scopes};
 
 /// How many tags the tag cache remembers.
 const TAG_CACHE_ENTRIES: u64 = 100_000;
+/// Manifest downloads in flight that concurrent requests can join.
+const MANIFEST_FETCHES: u64 = 10_000;
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct TagKey {
@@ -44,6 +48,11 @@ pub struct Mirror {
     store: Arc<Store>,
     tags: moka::future::Cache<TagKey, TagEntry>,
     blobs: BlobFills,
+    /// What each upstream and repository may read from the shared store.
+    scopes: Arc<Scopes>,
+    /// Single flight of manifest downloads: one upstream GET per (upstream, repository,
+    /// digest) however many clients ask at once. An entry lives while its download runs.
+    manifest_fetches: moka::future::Cache<ScopeKey, ServedManifest>,
     max_manifest_size: u64,
     metrics: Arc<Metrics>,
 }
@@ -75,15 +84,21 @@ impl Mirror {
         let tags = moka::future::Cache::builder()
             .max_capacity(TAG_CACHE_ENTRIES)
             .build();
+        let scopes = Scopes::new(&config.storage.path, config.storage.max_manifest_size);
         Ok(Mirror {
             allowlist,
             blobs: BlobFills::new(
                 store.clone(),
+                scopes.clone(),
                 config.storage.blob_fill_timeout,
                 metrics.clone(),
             ),
             store,
             tags,
+            scopes,
+            manifest_fetches: moka::future::Cache::builder()
+                .max_capacity(MANIFEST_FETCHES)
+                .build(),
             max_manifest_size: config.storage.max_manifest_size,
             metrics,
         })
@@ -141,6 +156,8 @@ impl Mirror {
                 {
                     Ok((head, fetched)) => {
                         self.metrics.cache(CacheKind::Tag, CacheResult::Miss);
+                        // Upstream just said this repository has it.
+                        self.scopes.grant(route, &head.digest).await;
                         if let Some(m) = fetched {
                             self.store
                                 .put_manifest(StoredManifest {
@@ -192,34 +209,53 @@ impl Mirror {
         }
     }
 
-    /// A manifest by digest: store, else upstream (verified, then stored for good).
+    /// A manifest by digest: store (when this upstream and repository may read it), else
+    /// upstream (verified, then stored for good), one download for all who ask at once.
     async fn manifest_by_digest(
         &self,
         route: &Route,
         digest: &Digest,
     ) -> Result<ServedManifest, ApiError> {
         if let Some(m) = self.store.manifest(digest).await? {
+            self.scopes.ensure(route, digest, Kind::Manifest).await?;
             self.metrics.cache(CacheKind::Manifest, CacheResult::Hit);
             return Ok(m);
         }
-        self.metrics.cache(CacheKind::Manifest, CacheResult::Miss);
-        let fetched = route
-            .upstream
-            .get_manifest(
-                &route.repository,
-                &Reference::Digest(digest.clone()),
-                self.max_manifest_size,
-            )
-            .await
-            .map_err(|e| e.into_api(ErrorCode::ManifestUnknown))?;
-        Ok(self
-            .store
-            .put_manifest(StoredManifest {
-                digest: fetched.digest,
-                media_type: fetched.media_type,
-                bytes: fetched.bytes,
+        let key = ScopeKey::new(route, digest);
+        let fetched = self
+            .manifest_fetches
+            .try_get_with(key, async {
+                // A download of this key that finished just before this one began.
+                if let Some(m) = self.store.manifest(digest).await? {
+                    self.scopes.ensure(route, digest, Kind::Manifest).await?;
+                    return Ok(m);
+                }
+                self.metrics.cache(CacheKind::Manifest, CacheResult::Miss);
+                let fetched = route
+                    .upstream
+                    .get_manifest(
+                        &route.repository,
+                        &Reference::Digest(digest.clone()),
+                        self.max_manifest_size,
+                    )
+                    .await
+                    .map_err(|e| e.into_api(ErrorCode::ManifestUnknown))?;
+                let stored = self
+                    .store
+                    .put_manifest(StoredManifest {
+                        digest: fetched.digest,
+                        media_type: fetched.media_type,
+                        bytes: fetched.bytes,
+                    })
+                    .await?;
+                self.scopes.grant(route, digest).await;
+                Ok::<_, ApiError>(stored)
             })
-            .await?)
+            .await
+            .map_err(|e: Arc<ApiError>| (*e).clone());
+        // Done (or failed): later requests read the store or try again.
+        self.manifest_fetches.invalidate(&key).await;
+        fetched
     }
 
     /// GET a manifest. A tag resolves through the tag cache; when the client does not accept
@@ -244,23 +280,15 @@ impl Mirror {
         }
     }
 
-    /// HEAD a manifest: by tag from the tag cache alone when the client accepts its type.
+    /// HEAD a manifest: what GET would send. The size and type are those of the verified
+    /// manifest (fetched once, then stored), never upstream's unverified headers, so a HEAD
+    /// by tag never announces a length the GET then contradicts.
     pub async fn manifest_info(
         &self,
         route: &Route,
         reference: &Reference,
         accept: &Accept,
     ) -> Result<ManifestInfo, ApiError> {
-        if let Reference::Tag(tag) = reference {
-            let head = self.resolve_tag(route, tag).await?;
-            if accept.allows(&head.media_type) {
-                return Ok(ManifestInfo {
-                    digest: head.digest,
-                    media_type: head.media_type,
-                    size: head.size,
-                });
-            }
-        }
         let m = self.manifest(route, reference, accept).await?;
         Ok(ManifestInfo {
             digest: m.digest.clone(),
@@ -315,6 +343,28 @@ impl Mirror {
             })
             .and_then(|e| e.digest.parse::<Digest>().ok())
             .ok_or_else(refuse)
+    }
+
+    /// Records content patchpull made from `original` (an image of `route`'s upstream):
+    /// readable through that upstream wherever `original` is, also after a restart.
+    ///
+    /// # Errors
+    /// The record cannot be written.
+    pub async fn record_made(
+        &self,
+        route: &Route,
+        original: &Digest,
+        made: &[Digest],
+    ) -> Result<(), String> {
+        self.scopes.record_made(route, original, made).await
+    }
+
+    /// Ok when `route` may read the stored `digest` (see [`scope`]).
+    ///
+    /// # Errors
+    /// The upstream does not have it there (`404`) or cannot say.
+    pub async fn ensure_readable(&self, route: &Route, digest: &Digest) -> Result<(), ApiError> {
+        self.scopes.ensure(route, digest, Kind::Manifest).await
     }
 
     pub async fn blob_size(&self, route: &Route, digest: &Digest) -> Result<u64, ApiError> {

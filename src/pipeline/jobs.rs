@@ -117,6 +117,8 @@ pub struct JobCounts {
 
 pub struct Jobs {
     patcher: Patcher,
+    /// Where what a job made is recorded as readable through its upstream.
+    mirror: Arc<Mirror>,
     /// Uploaded reports, by image digest.
     reports: PathBuf,
     store: Arc<Store>,
@@ -157,7 +159,7 @@ impl Jobs {
         let reports = config.storage.path.join("reports");
         std::fs::create_dir_all(&reports).map_err(|e| format!("{}: {e}", reports.display()))?;
         let patcher = Patcher::new(
-            mirror,
+            mirror.clone(),
             Arc::new(scanner),
             config.storage.path.join("patch-tmp"),
         )
@@ -179,6 +181,7 @@ impl Jobs {
         );
         Ok(Jobs {
             patcher,
+            mirror,
             reports,
             store,
             state: Mutex::new(HashMap::new()),
@@ -460,15 +463,28 @@ impl Jobs {
                 }
             }
         };
+        // Everything made here belongs to the original's upstream: readable through it
+        // wherever the original is, and through no other upstream.
+        let mut made = vec![top_digest.clone()];
+        for platform in patched.patched() {
+            made.push(platform.layer.digest.clone());
+            made.push(platform.image.config_digest.clone());
+            made.push(platform.image.manifest_digest.clone());
+        }
         if let Err(error) = store_patched(&self.store, patched).await {
             return JobOutcome::Failed { error };
         }
         if let Some(document) = vex {
             let subject = (&top_digest, media_type.as_str(), top_bytes.len() as u64);
             let artifact = referrer::vex_artifact(document, subject);
+            made.push(artifact.digest.clone());
+            made.extend(artifact.blobs.iter().map(|(d, _)| d.clone()));
             if let Err(error) = self.store_referrer(&top_digest, artifact).await {
                 return JobOutcome::Failed { error };
             }
+        }
+        if let Err(error) = self.mirror.record_made(route, digest, &made).await {
+            return JobOutcome::Failed { error };
         }
         tracing::info!(
             original = %digest,

@@ -115,19 +115,22 @@ impl Pipeline {
     }
 
     /// A referrers index of upstream's (`index`) with patchpull's own referrers of
-    /// `subject` added (the VEX document of a patched image), `artifact_type` applied.
+    /// `subject` added (the VEX document of a patched image), `artifact_type` applied. Own
+    /// referrers are listed only where `route` may read the subject, so a patched image of
+    /// one upstream is not even named through another.
     ///
     /// # Errors
     /// `index` is not JSON.
     pub async fn merge_referrers(
         &self,
+        route: &Route,
         subject: &crate::distribution::Digest,
         index: bytes::Bytes,
         artifact_type: Option<&str>,
     ) -> Result<bytes::Bytes, ApiError> {
         let mut own = self.jobs.referrers(subject).await;
         own.retain(|d| artifact_type.is_none_or(|t| d["artifactType"] == t));
-        if own.is_empty() {
+        if own.is_empty() || self.mirror.ensure_readable(route, subject).await.is_err() {
             return Ok(index);
         }
         let mut doc: serde_json::Value = serde_json::from_slice(&index)

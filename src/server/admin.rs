@@ -161,7 +161,9 @@ where
             let (name, tag) = request
                 .image
                 .rsplit_once(':')
-                .filter(|(name, tag)| !tag.contains('/') && !name.is_empty())
+                .filter(|(name, tag)| {
+                    crate::distribution::reference::is_valid_tag(tag) && !name.is_empty()
+                })
                 .ok_or_else(|| {
                     ApiError::new(
                         ErrorCode::NameInvalid,

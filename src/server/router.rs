@@ -356,7 +356,7 @@ async fn serve<B>(
                 .await?;
             let bytes = state
                 .pipeline
-                .merge_referrers(subject, bytes, artifact_type.as_deref())
+                .merge_referrers(&route, subject, bytes, artifact_type.as_deref())
                 .await?;
             let mut builder = base_builder(StatusCode::OK)
                 .header(header::CONTENT_TYPE, OCI_INDEX)

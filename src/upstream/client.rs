@@ -15,8 +15,8 @@ use super::auth::{
 use super::error::UpstreamError;
 use super::push::{Access, BlobSource};
 use super::response::{
-    content_type, describe_reqwest, header_length, header_str, is_manifest_type, read_limited,
-    sniff_media_type,
+    check_manifest_json, content_type, describe_reqwest, header_length, header_str,
+    is_manifest_type, read_limited, sniff_media_type,
 };
 use super::retry::{backoff, parse_retry_after};
 use crate::config::{Secret, UpstreamConfig};
@@ -75,6 +75,10 @@ impl Upstream {
             reason,
         };
         let mut builder = reqwest::Client::builder()
+            // Where a redirect may lead is checked before it is followed; a Referer would
+            // tell the redirect target the upstream's URL.
+            .redirect(super::hosts::redirect_policy(&config))
+            .referer(false)
             .connect_timeout(config.connect_timeout)
             .read_timeout(config.timeout)
             .pool_idle_timeout(Duration::from_secs(90))
@@ -349,9 +353,10 @@ impl Upstream {
         }
         let url = reqwest::Url::parse_with_params(realm, &params)
             .map_err(|e| self.protocol(format!("token realm {realm:?} is not a URL: {e}")))?;
-        if !matches!(url.scheme(), "http" | "https") {
-            return Err(self.protocol(format!("token realm {realm:?} is not http(s)")));
-        }
+        // The realm comes from the upstream's answer: it gets a request (and the
+        // credentials) only where config says the upstream's token service is.
+        super::hosts::check_realm(&self.config.url, &self.config.auth_hosts, &url)
+            .map_err(|reason| self.protocol(reason))?;
         let mut req = self.http.get(url).timeout(self.config.timeout);
         if let Some(creds) = &self.credentials {
             req = req.header(header::AUTHORIZATION, creds.basic_header());
@@ -520,6 +525,9 @@ impl Upstream {
             }
             None => Digest::sha256_of(&bytes),
         };
+        check_manifest_json(&bytes).map_err(|reason| {
+            self.protocol(format!("manifest {repository}:{reference} {reason}"))
+        })?;
         let media_type = header_type
             .filter(|t| is_manifest_type(t))
             .or_else(|| sniff_media_type(&bytes))

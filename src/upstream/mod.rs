@@ -5,6 +5,7 @@
 pub mod auth;
 mod client;
 mod error;
+mod hosts;
 mod listing;
 pub mod push;
 mod response;
@@ -18,6 +19,7 @@ pub use push::BlobSource;
 pub(crate) use response::describe_reqwest;
 
 use crate::config::UpstreamConfig;
+use crate::distribution::reference::is_valid_name;
 use crate::distribution::ErrorCode;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
@@ -60,7 +62,21 @@ impl Allowlist {
     /// Picks the upstream for a request: `ns=` first (matching a name, an alias or the
     /// upstream URL's `host[:port]`), then a path prefix naming an upstream, then the
     /// default. `library/` is added to one-component names for Docker Hub-like upstreams.
+    ///
+    /// # Errors
+    /// `400 NAME_INVALID` for a name outside the distribution grammar (whoever built it:
+    /// the admin API and admission pass names through here too, and a `..` would reach
+    /// another path upstream); `404 NAME_UNKNOWN` for an `ns=` naming no upstream, and for a
+    /// first component that names a registry host (`evil.example/x`, `host:5000/x`,
+    /// `localhost/x`) no upstream is configured for: such a name is never sent to the
+    /// default upstream.
     pub fn route(&self, name: &str, ns: Option<&str>) -> Result<Route, ApiError> {
+        if !is_valid_name(name) {
+            return Err(ApiError::new(
+                ErrorCode::NameInvalid,
+                format!("invalid repository name {:?}", truncate(name)),
+            ));
+        }
         let (upstream, repo) = if let Some(ns) = ns {
             let upstream = self
                 .by_name(ns)
@@ -80,6 +96,18 @@ impl Allowlist {
             .and_then(|(first, rest)| self.by_name(first).map(|u| (u, rest)))
         {
             (upstream, rest)
+        } else if let Some(host) = name
+            .split_once('/')
+            .map(|(first, _)| first)
+            .filter(|first| looks_like_registry_host(first))
+        {
+            return Err(ApiError::new(
+                ErrorCode::NameUnknown,
+                format!(
+                    "no upstream named {:?} is configured (path prefix)",
+                    truncate(host)
+                ),
+            ));
         } else {
             let upstream = self
                 .default
@@ -105,6 +133,12 @@ impl Allowlist {
             repository,
         })
     }
+}
+
+/// Docker's rule for the first component of a reference: a registry host when it has a
+/// `.` or a `:` or is `localhost`.
+fn looks_like_registry_host(component: &str) -> bool {
+    component.contains('.') || component.contains(':') || component == "localhost"
 }
 
 fn truncate(s: &str) -> String {

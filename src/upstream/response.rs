@@ -61,6 +61,19 @@ pub(super) fn sniff_media_type(bytes: &[u8]) -> Option<String> {
     }
 }
 
+/// Refuses a manifest that is not a JSON object, or nests deeper than serde_json's limit of
+/// 128 levels: clients and patchpull parse what is stored, so it must parse. The exact
+/// bytes are kept either way; this only reads them.
+pub(super) fn check_manifest_json(bytes: &[u8]) -> Result<(), String> {
+    match serde_json::from_slice::<serde_json::Value>(bytes) {
+        Ok(serde_json::Value::Object(_)) => Ok(()),
+        Ok(_) => Err("is JSON but not an object".to_string()),
+        Err(e) => Err(format!(
+            "is not valid JSON (nested at most 128 levels): {e}"
+        )),
+    }
+}
+
 /// Reads a whole (small) body, refusing more than `limit` bytes.
 pub(super) async fn read_limited(
     mut response: reqwest::Response,
@@ -79,7 +92,9 @@ pub(super) async fn read_limited(
 /// A reqwest error without the URL's query (which may hold a scope, never a secret, but
 /// keeps messages short) and with its source chain.
 pub(crate) fn describe_reqwest(e: &reqwest::Error) -> String {
-    let kind = if e.is_connect() {
+    let kind = if e.is_redirect() {
+        "redirect not followed"
+    } else if e.is_connect() {
         "connection failed"
     } else if e.is_timeout() {
         "timed out"
@@ -101,6 +116,18 @@ pub(crate) fn describe_reqwest(e: &reqwest::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn manifests_must_be_json_objects_of_bounded_depth() {
+        assert!(check_manifest_json(br#"{"schemaVersion":2,"layers":[{"a":[1]}]}"#).is_ok());
+        assert!(check_manifest_json(b"[1,2]").is_err());
+        assert!(check_manifest_json(b"{\"a\":").is_err());
+        assert!(check_manifest_json(b"not json").is_err());
+        let deep = format!("{{\"a\":{}{}}}", "[".repeat(200_000), "]".repeat(200_000));
+        assert!(check_manifest_json(deep.as_bytes()).is_err());
+        let fine = format!("{{\"a\":{}{}}}", "[".repeat(100), "]".repeat(100));
+        assert!(check_manifest_json(fine.as_bytes()).is_ok());
+    }
 
     #[test]
     fn sniffs_media_types() {

@@ -45,6 +45,15 @@ pub enum Behaviour {
     /// The correct content, sent `chunk` bytes at a time with `delay` between chunks, so
     /// concurrent requests overlap.
     Slow { chunk: usize, delay: Duration },
+    /// `307 Temporary Redirect` to this URL.
+    Redirect(String),
+    /// `401 Unauthorized` with this `WWW-Authenticate` value.
+    Challenge(String),
+    /// The correct answer, but a HEAD announces this `Content-Length`.
+    HeadLength(usize),
+    /// `404` with a `BLOB_UNKNOWN` or `MANIFEST_UNKNOWN` body, as a registry answers for
+    /// content that is not in that repository (blobs are otherwise served under any).
+    NotFound,
 }
 
 #[derive(Clone, Debug)]
@@ -68,6 +77,8 @@ struct State {
     rules: Mutex<HashMap<String, Rule>>,
     hits: Mutex<HashMap<(String, String), Arc<AtomicUsize>>>,
     log: Mutex<Vec<String>>,
+    /// `Authorization` and `Referer` values received, as `name: value`.
+    sensitive: Mutex<Vec<String>>,
     connections: AtomicUsize,
     /// Connection tasks, aborted on drop so a dropped server is really gone even for
     /// clients holding a keep-alive connection.
@@ -219,6 +230,11 @@ impl FaultServer {
         self.state.log.lock().expect("log lock").clone()
     }
 
+    /// Every `Authorization` and `Referer` header received, as `name: value`.
+    pub fn sensitive_headers(&self) -> Vec<String> {
+        self.state.sensitive.lock().expect("sensitive lock").clone()
+    }
+
     /// Accepted TCP connections so far.
     pub fn connections(&self) -> usize {
         self.state.connections.load(Ordering::SeqCst)
@@ -257,8 +273,49 @@ async fn handle(state: &State, req: Request<Incoming>) -> Response<Body> {
         .or_default()
         .fetch_add(1, Ordering::SeqCst);
 
+    for name in ["authorization", "referer"] {
+        for value in req.headers().get_all(name) {
+            state
+                .sensitive
+                .lock()
+                .expect("sensitive lock")
+                .push(format!("{name}: {}", value.to_str().unwrap_or("<binary>")));
+        }
+    }
+
     let behaviour = take_behaviour(state, &path);
     match behaviour {
+        Behaviour::Redirect(location) => {
+            return Response::builder()
+                .status(StatusCode::TEMPORARY_REDIRECT)
+                .header("location", location)
+                .body(empty())
+                .unwrap()
+        }
+        Behaviour::NotFound => {
+            let code = if path.contains("/blobs/") {
+                "BLOB_UNKNOWN"
+            } else {
+                "MANIFEST_UNKNOWN"
+            };
+            return error(
+                StatusCode::NOT_FOUND,
+                code,
+                "not in this repository",
+                &method,
+            );
+        }
+        Behaviour::Challenge(challenge) => {
+            let mut resp = error(
+                StatusCode::UNAUTHORIZED,
+                "UNAUTHORIZED",
+                "authenticate",
+                &method,
+            );
+            resp.headers_mut()
+                .insert("www-authenticate", challenge.parse().unwrap());
+            return resp;
+        }
         Behaviour::TooManyRequests { retry_after_secs } => {
             let mut resp = error(
                 StatusCode::TOO_MANY_REQUESTS,
@@ -344,6 +401,11 @@ async fn handle(state: &State, req: Request<Incoming>) -> Response<Body> {
         builder = builder.header("content-range", format!("bytes {start}-{end}/{total}"));
     }
     if method == Method::HEAD {
+        if let Behaviour::HeadLength(n) = behaviour {
+            let mut resp = builder.body(empty()).unwrap();
+            resp.headers_mut().insert("content-length", n.into());
+            return resp;
+        }
         return builder.body(empty()).unwrap();
     }
     let body = match behaviour {

@@ -167,6 +167,12 @@ impl TokenServer {
         format!("http://{}/token", self.addr)
     }
 
+    /// The `auth_hosts` line of an `[[upstream]]` that uses this token server: its realm is
+    /// on another port than the registry, so patchpull only asks it when told to.
+    pub fn auth_hosts_line(&self) -> String {
+        format!("auth_hosts = [\"{}\"]", self.addr)
+    }
+
     pub fn config(&self) -> &TokenConfig {
         &self.state.config
     }
@@ -667,6 +673,12 @@ impl RedirectingUpstream {
     /// `http://127.0.0.1:PORT` of the CDN the blobs redirect to.
     pub fn cdn_url(&self) -> String {
         format!("http://{}", self.state.cdn)
+    }
+
+    /// The `redirect_hosts` line of an `[[upstream]]` for this upstream: its blobs redirect
+    /// to the CDN on another port.
+    pub fn redirect_hosts_line(&self) -> String {
+        format!("redirect_hosts = [\"{}\"]", self.state.cdn)
     }
 
     pub fn add_image(&self, repo: &str, tag: &str, image: &Image) {

@@ -20,6 +20,7 @@ mod read;
 use read::Recent;
 
 use super::buffers::BufferPool;
+use super::scope::{Kind, ScopeKey, Scopes};
 use crate::distribution::{Digest, ErrorCode};
 use crate::error::ApiError;
 use crate::metrics::{CacheKind, CacheResult, Metrics};
@@ -67,6 +68,9 @@ enum FillState {
 
 struct Fill {
     state: watch::Sender<FillState>,
+    /// The upstream and repository it downloads from: others join it only once their own
+    /// upstream confirmed the digest.
+    owner: ScopeKey,
 }
 
 type InFlight = Arc<Mutex<HashMap<Digest, Arc<Fill>>>>;
@@ -79,6 +83,7 @@ fn lock(map: &InFlight) -> std::sync::MutexGuard<'_, HashMap<Digest, Arc<Fill>>>
 /// The single-flight table of blob downloads in progress.
 pub struct BlobFills {
     store: Arc<Store>,
+    scopes: Arc<Scopes>,
     buffers: Arc<BufferPool>,
     in_flight: InFlight,
     tasks: TaskTracker,
@@ -96,9 +101,15 @@ pub struct BlobHandle {
 }
 
 impl BlobFills {
-    pub fn new(store: Arc<Store>, fill_timeout: Duration, metrics: Arc<Metrics>) -> BlobFills {
+    pub(super) fn new(
+        store: Arc<Store>,
+        scopes: Arc<Scopes>,
+        fill_timeout: Duration,
+        metrics: Arc<Metrics>,
+    ) -> BlobFills {
         BlobFills {
             store,
+            scopes,
             buffers: BufferPool::new(READ_CHUNK, POOLED_BUFFERS),
             in_flight: InFlight::default(),
             tasks: TaskTracker::new(),
@@ -123,14 +134,19 @@ impl BlobFills {
         }
     }
 
-    /// The size of a blob without downloading it: store, fill in flight, or upstream HEAD.
+    /// The size of a blob without downloading it: store, fill in flight, or upstream HEAD;
+    /// the first two only when `route` may read the blob.
     pub async fn size(&self, route: &Route, digest: &Digest) -> Result<u64, ApiError> {
         if let Some(size) = self.store.blob_size(digest) {
+            self.scopes.ensure(route, digest, Kind::Blob).await?;
             self.metrics.cache(CacheKind::Blob, CacheResult::Hit);
             return Ok(size);
         }
         let fill = lock(&self.in_flight).get(digest).cloned();
         if let Some(fill) = fill {
+            if fill.owner != ScopeKey::new(route, digest) {
+                self.scopes.ensure(route, digest, Kind::Blob).await?;
+            }
             if let Ok(BlobHandle {
                 size: Some(size), ..
             }) = wait_for_start(fill.state.subscribe()).await
@@ -146,8 +162,12 @@ impl BlobFills {
     }
 
     /// Opens a blob for reading, starting or joining its download when it is not stored.
+    /// A stored blob, or a download through another upstream or repository, is only read
+    /// once `route` may read it (see [`super::scope`]).
     pub async fn open(&self, route: &Route, digest: &Digest) -> Result<BlobHandle, ApiError> {
+        let owner = ScopeKey::new(route, digest);
         if let Some((file, size)) = self.store.open_blob(digest) {
+            self.scopes.ensure(route, digest, Kind::Blob).await?;
             self.metrics.cache(CacheKind::Blob, CacheResult::Hit);
             return Ok(BlobHandle {
                 size: Some(size),
@@ -163,6 +183,7 @@ impl BlobFills {
                 None => {
                     let fill = Arc::new(Fill {
                         state: watch::Sender::new(FillState::Starting),
+                        owner,
                     });
                     in_flight.insert(digest.clone(), fill.clone());
                     self.spawn_fill(route.clone(), digest.clone(), fill.clone());
@@ -170,6 +191,9 @@ impl BlobFills {
                 }
             }
         };
+        if joined && fill.owner != owner {
+            self.scopes.ensure(route, digest, Kind::Blob).await?;
+        }
         let result = if joined {
             CacheResult::Joined
         } else {
@@ -185,9 +209,10 @@ impl BlobFills {
         let timeout = self.fill_timeout;
         let cancel = self.cancel.clone();
         let in_flight = self.in_flight.clone();
+        let scopes = self.scopes.clone();
         self.tasks.spawn(async move {
             let outcome = tokio::select! {
-                r = tokio::time::timeout(timeout, run_fill(&store, &route, &digest, &fill)) => match r {
+                r = tokio::time::timeout(timeout, run_fill(&store, &scopes, &route, &digest, &fill)) => match r {
                     Ok(r) => r,
                     Err(_) => Err(ApiError::upstream(
                         ErrorCode::Unknown,
@@ -258,6 +283,7 @@ fn mismatch_error(route: &Route, digest: &Digest, e: StoreError) -> ApiError {
 /// Downloads one blob into the store, publishing progress to readers.
 async fn run_fill(
     store: &Arc<Store>,
+    scopes: &Scopes,
     route: &Route,
     digest: &Digest,
     fill: &Arc<Fill>,
@@ -404,7 +430,9 @@ async fn run_fill(
     let verified = writer
         .verify(actual, total)
         .map_err(|e| mismatch_error(route, digest, e))?;
-    // Verified: readers may have the last byte now; durability (fsync) comes after.
+    // Verified: readers may have the last byte now; durability (fsync) comes after. This
+    // upstream and repository served it, so they may read it from the store from now on.
+    scopes.grant(route, digest).await;
     let size = verified.size();
     fill.state.send_replace(FillState::Done { size, file });
     match tokio::task::spawn_blocking(move || verified.persist()).await {
