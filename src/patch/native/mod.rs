@@ -6,6 +6,7 @@
 //! neither run nor reproduced is refused with the reason.
 
 mod apply;
+pub mod ca_certificates;
 pub mod scripts;
 
 use std::collections::HashMap;
@@ -150,6 +151,11 @@ pub fn patch(
             "distroless image (status.d): files and database only, as its builder installs them"
                 .to_owned(),
         );
+        not_run.extend(ca_certificates::reproduce_for_distroless(
+            image,
+            packages,
+            &mut changes,
+        )?);
     } else if !changes.scripts.is_empty() {
         match can_run_scripts(image, runnable) {
             Ok(()) => {
