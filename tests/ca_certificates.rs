@@ -30,6 +30,11 @@ const ROOTS: &[&str] = &[
 ];
 
 fn tools_present() -> bool {
+    // The real script runs over bind mounts in a mount namespace of its own.
+    if !run(Command::new("id").arg("-u")).trim().eq("0") {
+        eprintln!("skipped: the comparison with update-ca-certificates needs root");
+        return false;
+    }
     common::require_tools(&["openssl", "unshare", "mount", "update-ca-certificates"])
         && Path::new(HOST_CERTS).join("mozilla").is_dir()
 }

@@ -2,8 +2,9 @@
 //! layer out, with no daemon. Package files and database changes are computed from the
 //! verified `.deb`s ([`crate::patch::dpkg`]); maintainer scripts run in the sandbox when
 //! the image has a shell and the host can run the image's architecture ([`scripts`]);
-//! distroless images get files and database only, as their builders do. Whatever can be
-//! neither run nor reproduced is refused with the reason.
+//! distroless images get files and database only, as their builders do, except for the
+//! effect of ca-certificates' scripts, reproduced natively ([`ca_certificates`]). Whatever
+//! can be neither run nor reproduced is refused with the reason.
 
 mod apply;
 pub mod ca_certificates;

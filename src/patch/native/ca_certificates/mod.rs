@@ -124,6 +124,12 @@ pub fn reproduce_for_distroless(
     }
     let old_version = outcome.old_version.clone();
     let before = read_tree(image, changes)?;
+    if !before.is_dir(ETC_CERTS_DIR) {
+        // update-ca-certificates starts with `cd /etc/ssl/certs`: dpkg's run would fail.
+        return Err(refuse(
+            "the image has no /etc/ssl/certs directory".to_owned(),
+        ));
+    }
     let is_dir = |path: &str| match image.tree().resolve(path, 40) {
         Ok(Some((_, node))) if node.is_dir() => Some(node.mode & 0o7777),
         _ => None,

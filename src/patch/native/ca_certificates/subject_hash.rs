@@ -250,7 +250,7 @@ fn canonical_text(tag: u8, value: &[u8]) -> Option<Vec<u8>> {
 /// UTF-8 of big-endian code units of `width` bytes; `None` when one is not a character
 /// (OpenSSL then fails the whole hash, and rehash skips the file).
 fn utf8_from_units(value: &[u8], width: usize) -> Option<Vec<u8>> {
-    if value.len() % width != 0 {
+    if !value.len().is_multiple_of(width) {
         return None;
     }
     let mut out = String::new();
