@@ -27,6 +27,8 @@ declare -A PACKAGE_OF=(
   [debootstrap]=debootstrap
   [umoci]=umoci
   [faketime]=faketime
+  [openssl]=openssl
+  [update-ca-certificates]=ca-certificates
   [dockerd]=docker.io
 )
 

@@ -368,27 +368,8 @@ pub fn check_image(spec: &'static ImageSpec) {
         }
 
         let since = Instant::now();
-        let mut diffs = differences(apt, patched);
+        let diffs = differences(apt, patched);
         times.insert("tree comparison", seconds(since.elapsed()));
-        // Known gap, issue 14: a distroless image runs no scripts, so ca-certificates'
-        // postinst does not rebuild /etc/ssl/certs there (its builders generate the bundle
-        // at build time; patchpull does not reproduce that natively yet). Those paths are
-        // reported, not failed, and only for distroless images.
-        if spec.distroless {
-            let (gap, rest): (Vec<String>, Vec<String>) = diffs.into_iter().partition(|d| {
-                d.starts_with("etc/ssl/certs/") || d.starts_with("etc/ca-certificates.conf")
-            });
-            row["known_gap"] = json!(gap.len());
-            if !gap.is_empty() {
-                report.push(format!(
-                    "known gap, not failed: {} path(s) of /etc/ssl/certs and \
-                     /etc/ca-certificates.conf differ from apt's:\n{}",
-                    gap.len(),
-                    gap.join("\n")
-                ));
-            }
-            diffs = rest;
-        }
         row["tree_differences"] = json!(diffs.len());
         if !diffs.is_empty() {
             failures.push(format!(
@@ -446,14 +427,10 @@ pub fn check_image(spec: &'static ImageSpec) {
         }
 
         let bundle = ca_bundle(apt, patched);
-        if bundle != "same" && bundle != "absent" && !spec.distroless {
+        if bundle != "same" && bundle != "absent" {
             failures.push(format!("/etc/ssl/certs/ca-certificates.crt: {bundle}"));
         }
-        row["ca_bundle"] = json!(if spec.distroless && bundle.starts_with("differs") {
-            format!("known gap, {bundle}")
-        } else {
-            bundle
-        });
+        row["ca_bundle"] = json!(bundle);
 
         let broken = programs(spec, patched);
         row["programs"] = json!(if broken.is_empty() {

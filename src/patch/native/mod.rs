@@ -2,10 +2,12 @@
 //! layer out, with no daemon. Package files and database changes are computed from the
 //! verified `.deb`s ([`crate::patch::dpkg`]); maintainer scripts run in the sandbox when
 //! the image has a shell and the host can run the image's architecture ([`scripts`]);
-//! distroless images get files and database only, as their builders do. Whatever can be
-//! neither run nor reproduced is refused with the reason.
+//! distroless images get files and database only, as their builders do, except for the
+//! effect of ca-certificates' scripts, reproduced natively ([`ca_certificates`]). Whatever
+//! can be neither run nor reproduced is refused with the reason.
 
 mod apply;
+pub mod ca_certificates;
 mod changes;
 pub mod scripts;
 
@@ -151,6 +153,11 @@ pub fn patch(
             "distroless image (status.d): files and database only, as its builder installs them"
                 .to_owned(),
         );
+        not_run.extend(ca_certificates::reproduce_for_distroless(
+            image,
+            packages,
+            &mut changes,
+        )?);
     } else if !changes.scripts.is_empty() {
         match can_run_scripts(image, runnable) {
             Ok(()) => {
