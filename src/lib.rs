@@ -12,7 +12,10 @@ pub mod buildkit;
 pub mod cli;
 pub mod config;
 pub mod distribution;
+pub mod durable;
 pub mod error;
+#[cfg(feature = "failpoints")]
+pub mod failpoint;
 pub mod glob;
 pub mod image;
 pub mod metrics;

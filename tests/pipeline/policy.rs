@@ -338,3 +338,66 @@ async fn status_version(proxy: &crate::common::Proxy, name: &str, answer: &Answe
     }
     panic!("no var/lib/dpkg/status in the patch layer {top}");
 }
+
+/// A patch job that dies (a bug that panics) fails open, is listed as failed, and gives its
+/// place back: with room for one job, another image still patches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_patch_job_that_panics_fails_open_and_frees_its_place() {
+    if !tools(false) {
+        return;
+    }
+    within(240, async {
+        let env = Env::new().await;
+        let doomed = libfoo_image(Format::Oci, false);
+        env.push("test/doomed", "1", &doomed).await;
+        let other = second_generation();
+        env.push("test/other", "1", &other).await;
+        let patch = [
+            WAIT,
+            &[
+                "workers = 1",
+                "queue = 0",
+                "admin_token = \"admin-secret\"",
+            ],
+        ]
+        .concat();
+        let proxy = env.proxy("local", &patch, |_| {}).await;
+        let failpoint = patchpull::failpoint::PATCH_JOB;
+        patchpull::failpoint::arm_panic(failpoint, &doomed.manifest.digest);
+
+        for pull in ["the first pull", "a later pull"] {
+            let answer = get(&proxy, "local/test/doomed", "1").await;
+            assert_eq!(answer.ok(), doomed.manifest.digest, "{pull} fails open");
+            assert_eq!(answer.bytes, doomed.manifest.bytes);
+        }
+        patchpull::failpoint::disarm(failpoint, &doomed.manifest.digest);
+        let text = metrics(&proxy).await;
+        assert_eq!(metric(&text, "patchpull_patch_jobs_active"), 0.0, "{text}");
+        assert_eq!(metric(&text, &jobs("failed")), 1.0, "{text}");
+        assert_eq!(metric(&text, &pulls("fallback")), 2.0, "{text}");
+        let listed: serde_json::Value = serde_json::from_slice(
+            &reqwest::Client::new()
+                .get(format!("http://{}/patchpull/v1/images", proxy.authority()))
+                .bearer_auth("admin-secret")
+                .send()
+                .await
+                .unwrap()
+                .bytes()
+                .await
+                .unwrap(),
+        )
+        .unwrap();
+        let job = &listed["images"][0];
+        assert_eq!(job["original"], doomed.manifest.digest.as_str(), "{listed}");
+        assert_eq!(job["status"], "failed", "{listed}");
+        assert!(
+            job["detail"].as_str().unwrap_or_default().contains("panicked"),
+            "{listed}"
+        );
+
+        let answer = get(&proxy, "local/test/other", "1").await;
+        assert_ne!(answer.ok(), other.manifest.digest, "the one worker is free");
+        assert_patched_from(&answer.json(), &other);
+    })
+    .await;
+}

@@ -1,32 +1,38 @@
 //! Patch jobs: one per (upstream, original digest), joined by every pull that asks while it
-//! runs; at most `patch.workers` running and `patch.queue` waiting. Outcomes are kept in
-//! memory (a failure for `patch.retry_failed_after`, a result for `scan.result_ttl`, after
-//! which the next pull re-patches in the background while the old result is served; a
-//! partial index, some of whose platforms failed, is served and re-patched likewise but
-//! after `patch.retry_failed_after`), and a patched result is also written under
-//! `<storage.path>/patched/` so a restart finds it.
+//! runs (see [`flight`]); at most `patch.workers` running and `patch.queue` waiting, each
+//! for at most `patch.job_timeout`. Outcomes are kept in memory (a failure for
+//! `patch.retry_failed_after`, a result for `scan.result_ttl`, after which the next pull
+//! re-patches in the background while the old result is served; a partial index, some of
+//! whose platforms failed, is served and re-patched likewise but after
+//! `patch.retry_failed_after`), and a patched result is also written under
+//! `<storage.path>/patched/` so a restart finds it (see [`records`]).
 
-use crate::patch::buildkit::{BuildkitEngine, ImageSource};
-use std::collections::HashMap;
-use std::io::Read;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+mod flight;
+mod records;
+mod view;
+
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::Semaphore;
 
 use crate::config::Config;
 use crate::distribution::{Digest, Reference};
-use crate::metrics::{JobLabels, JobOutcomeLabel, Metrics};
+use crate::durable::write_atomically;
 use crate::mirror::Mirror;
-use crate::patch::job::{PatchOptions, PatchedImage, Patcher, PlatformOutcome};
-
-use super::platforms::{PlatformView, PlatformsView};
+use crate::patch::buildkit::{BuildkitEngine, ImageSource};
+use crate::patch::job::{PatchOptions, Patcher, PlatformOutcome};
 use crate::patch::referrer;
 use crate::scan::builtin::BuiltinScanner;
-use crate::store::{Store, StoredManifest};
 use crate::upstream::Route;
+
+use super::platforms::PlatformsView;
+use flight::{Claim, Flights, Freshness, JobPermit};
+use records::Records;
+
+pub use flight::{JobCounts, Waiter};
+pub use view::JobView;
 
 /// How a job ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,81 +61,15 @@ pub enum JobStatus {
     Rejected(String),
 }
 
-/// Waits for a running job.
-pub struct Waiter(watch::Receiver<Option<Arc<JobOutcome>>>);
-
-impl Waiter {
-    pub async fn finished(&mut self) -> Arc<JobOutcome> {
-        loop {
-            if let Some(outcome) = self.0.borrow().clone() {
-                return outcome;
-            }
-            if self.0.changed().await.is_err() {
-                return Arc::new(JobOutcome::Failed {
-                    error: "the patch job ended without a result".to_owned(),
-                });
-            }
-        }
-    }
-}
-
-type Key = (String, Digest);
-
-enum Entry {
-    /// With the step it is at.
-    Running(watch::Receiver<Option<Arc<JobOutcome>>>, Arc<Mutex<String>>),
-    Done(Arc<JobOutcome>, Instant),
-}
-
-/// One job as the admin API lists it.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct JobView {
-    pub upstream: String,
-    pub original: String,
-    /// `running`, `patched`, `unchanged` or `failed`.
-    pub status: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub patched: Option<String>,
-    /// Why nothing was patched, the error, the step a running job is at, or for a
-    /// partial index which platforms kept their originals and why.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub detail: Option<String>,
-    /// Patched images: whether some platform failed and kept its original manifest.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub partial: Option<bool>,
-    /// Patched images: what became of each platform.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub platforms: Vec<PlatformView>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub seconds_ago: Option<u64>,
-}
-
-/// Counters of what jobs did, for metrics and tests.
-#[derive(Debug, Default)]
-pub struct JobCounts {
-    pub started: AtomicUsize,
-    pub patched: AtomicUsize,
-    /// Patched, as a partial index (also counted in `patched`).
-    pub partial: AtomicUsize,
-    pub unchanged: AtomicUsize,
-    pub failed: AtomicUsize,
-}
-
 pub struct Jobs {
     patcher: Patcher,
     /// Uploaded reports, by image digest.
     reports: PathBuf,
-    store: Arc<Store>,
-    state: Mutex<HashMap<Key, Entry>>,
+    flights: Arc<Flights>,
+    records: Records,
     workers: Arc<Semaphore>,
-    /// Jobs started and not finished (running or waiting for a worker).
-    active: AtomicUsize,
-    capacity: usize,
-    retry_failed_after: Duration,
-    result_ttl: Duration,
-    dir: PathBuf,
-    pub counts: JobCounts,
-    metrics: Arc<Metrics>,
+    /// The longest a job may run (`patch.job_timeout`), waiting for a worker included.
+    job_timeout: Duration,
 }
 
 /// Where BuildKit reaches this patchpull: `patch.buildkit.registry`, else the listen
@@ -177,24 +117,24 @@ impl Jobs {
             }),
             &config.scan,
         );
+        let freshness = Freshness {
+            retry_failed_after: config.patch.retry_failed_after,
+            result_ttl: config.scan.result_ttl,
+        };
+        let capacity = config.patch.workers + config.patch.queue;
         Ok(Jobs {
             patcher,
             reports,
-            store,
-            state: Mutex::new(HashMap::new()),
+            flights: Arc::new(Flights::new(capacity, freshness, metrics)),
+            records: Records { dir, store },
             workers: Arc::new(Semaphore::new(config.patch.workers)),
-            active: AtomicUsize::new(0),
-            capacity: config.patch.workers + config.patch.queue,
-            retry_failed_after: config.patch.retry_failed_after,
-            result_ttl: config.scan.result_ttl,
-            dir,
-            counts: JobCounts::default(),
-            metrics,
+            job_timeout: config.patch.job_timeout,
         })
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Entry>> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    /// What jobs did so far.
+    pub fn counts(&self) -> &JobCounts {
+        &self.flights.counts
     }
 
     /// The outcome for `digest`, starting a job when there is none (or the last one is
@@ -206,117 +146,74 @@ impl Jobs {
         options: impl FnOnce() -> PatchOptions,
     ) -> JobStatus {
         let key = (route.upstream.name().to_owned(), digest.clone());
-        if !self.lock().contains_key(&key) {
-            if let Some(outcome) = self.load(&key).await {
-                self.lock()
-                    .entry(key.clone())
-                    .or_insert(Entry::Done(Arc::new(outcome), Instant::now()));
+        if !self.flights.lock().contains_key(&key) {
+            if let Some(outcome) = self.records.load(&key).await {
+                self.flights.remember(&key, outcome);
             }
         }
-        let mut state = self.lock();
-        let refresh = match state.get(&key) {
-            Some(Entry::Running(rx, _)) => return JobStatus::Running(Waiter(rx.clone())),
-            Some(Entry::Done(outcome, at)) => {
-                let (fresh_for, serve_meanwhile) = match outcome.as_ref() {
-                    JobOutcome::Failed { .. } => (self.retry_failed_after, false),
-                    // The platforms that failed may patch next time.
-                    JobOutcome::Patched { platforms, .. } if platforms.partial => {
-                        (self.retry_failed_after, true)
-                    }
-                    _ => (self.result_ttl, true),
-                };
-                if at.elapsed() < fresh_for {
-                    return JobStatus::Done(outcome.clone());
-                }
-                serve_meanwhile.then(|| outcome.clone())
-            }
-            None => None,
+        let (permit, stale) = match self.flights.claim(&key) {
+            Claim::Done(outcome) => return JobStatus::Done(outcome),
+            Claim::Waiter(waiter) => return JobStatus::Running(waiter),
+            Claim::Rejected(reason) => return JobStatus::Rejected(reason),
+            Claim::Owner(permit, stale) => (permit, stale),
         };
-        if self.active.load(Ordering::Relaxed) >= self.capacity {
-            return match refresh {
-                Some(old) => JobStatus::Done(old),
-                None => JobStatus::Rejected(format!(
-                    "{} patch jobs are running or queued, the limit",
-                    self.capacity
-                )),
-            };
-        }
+        let waiter = permit.waiter();
         let options = options();
-        let (tx, rx) = watch::channel(None);
-        let step = Arc::new(Mutex::new("queued".to_owned()));
-        state.insert(key.clone(), Entry::Running(rx.clone(), step.clone()));
-        drop(state);
-        self.active.fetch_add(1, Ordering::Relaxed);
-        self.metrics.patch_jobs_active.inc();
-        self.counts.started.fetch_add(1, Ordering::Relaxed);
-        let started = Instant::now();
         let jobs = self.clone();
         let route = route.clone();
-        tokio::spawn(async move {
-            let progress: crate::patch::job::Progress = Arc::new(move |message: &str| {
-                *step.lock().unwrap_or_else(|p| p.into_inner()) = message.to_owned();
-            });
-            let outcome = Arc::new(
-                crate::patch::job::JOB_PROGRESS
-                    .scope(progress, jobs.run(&route, &key.1, &options))
-                    .await,
-            );
-            let label = match outcome.as_ref() {
-                JobOutcome::Patched { platforms, .. } if platforms.partial => {
-                    JobOutcomeLabel::Partial
-                }
-                JobOutcome::Patched { .. } => JobOutcomeLabel::Patched,
-                JobOutcome::Unchanged { .. } => JobOutcomeLabel::Unchanged,
-                JobOutcome::Failed { .. } => JobOutcomeLabel::Failed,
-            };
-            jobs.metrics
-                .patch_jobs
-                .get_or_create(&JobLabels { outcome: label })
-                .inc();
-            jobs.metrics
-                .patch_duration
-                .observe(started.elapsed().as_secs_f64());
-            match outcome.as_ref() {
-                JobOutcome::Patched { platforms, .. } => {
-                    jobs.counts.patched.fetch_add(1, Ordering::Relaxed);
-                    if let Some(failures) = platforms.failures() {
-                        jobs.counts.partial.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(upstream = %key.0, digest = %key.1, %failures, "patched in part; the platforms that failed keep their originals");
-                    }
-                    jobs.save(&key, &outcome).await;
-                }
-                JobOutcome::Unchanged { .. } => {
-                    jobs.counts.unchanged.fetch_add(1, Ordering::Relaxed);
-                }
-                JobOutcome::Failed { error } => {
-                    jobs.counts.failed.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(upstream = %key.0, digest = %key.1, %error, "patch failed; serving the original");
-                }
-            }
-            jobs.lock()
-                .insert(key, Entry::Done(outcome.clone(), Instant::now()));
-            jobs.active.fetch_sub(1, Ordering::Relaxed);
-            jobs.metrics.patch_jobs_active.dec();
-            let _ = tx.send(Some(outcome));
-        });
-        match refresh {
+        // The permit moves into the task: however the task ends (a result, a panic, the
+        // runtime shutting down), its drop finishes the entry.
+        tokio::spawn(async move { jobs.own(permit, &route, &options).await });
+        match stale {
             // A stale result is served while its refresh runs.
             Some(old) => JobStatus::Done(old),
-            None => JobStatus::Running(Waiter(rx)),
+            None => JobStatus::Running(waiter),
         }
+    }
+
+    /// Runs the job of `permit` within `patch.job_timeout` and records its outcome.
+    async fn own(&self, permit: JobPermit, route: &Route, options: &PatchOptions) {
+        let key = permit.key().clone();
+        let step = permit.step();
+        let progress: crate::patch::job::Progress = Arc::new(move |message: &str| {
+            *step.lock().unwrap_or_else(|p| p.into_inner()) = message.to_owned();
+        });
+        let run = crate::patch::job::JOB_PROGRESS.scope(progress, self.run(route, &key.1, options));
+        let outcome = match tokio::time::timeout(self.job_timeout, run).await {
+            Ok(outcome) => outcome,
+            Err(_) => JobOutcome::Failed {
+                error: format!(
+                    "the patch job took longer than patch.job_timeout ({})",
+                    humantime::format_duration(self.job_timeout)
+                ),
+            },
+        };
+        match &outcome {
+            JobOutcome::Patched { platforms, .. } => {
+                if let Some(failures) = platforms.failures() {
+                    tracing::warn!(upstream = %key.0, digest = %key.1, %failures, "patched in part; the platforms that failed keep their originals");
+                }
+                self.records.save(&key, &outcome).await;
+            }
+            JobOutcome::Unchanged { .. } => {}
+            JobOutcome::Failed { error } => {
+                tracing::warn!(upstream = %key.0, digest = %key.1, %error, "patch failed; serving the original");
+            }
+        }
+        permit.finish(outcome);
     }
 
     /// The patched image already made for `digest` behind `upstream`, if any; never starts
     /// a job (admission webhooks must answer at once).
     pub async fn patched_for(&self, upstream: &str, digest: &Digest) -> Option<Digest> {
         let key = (upstream.to_owned(), digest.clone());
-        let known = match self.lock().get(&key) {
-            Some(Entry::Done(outcome, _)) => Some(outcome.clone()),
+        let known = match self.flights.lock().get(&key) {
+            Some(flight::Entry::Done(outcome, _)) => Some(outcome.clone()),
             _ => None,
         };
         let outcome = match known {
             Some(outcome) => outcome.as_ref().clone(),
-            None => self.load(&key).await?,
+            None => self.records.load(&key).await?,
         };
         match outcome {
             JobOutcome::Patched { digest, .. } => Some(digest),
@@ -326,51 +223,11 @@ impl Jobs {
 
     /// What every job known to this process did, for the admin API.
     pub fn list(&self) -> Vec<JobView> {
-        let state = self.lock();
-        let mut views: Vec<JobView> = state
+        let mut views: Vec<JobView> = self
+            .flights
+            .lock()
             .iter()
-            .map(|((upstream, original), entry)| {
-                let mut view = JobView {
-                    upstream: upstream.clone(),
-                    original: original.to_string(),
-                    status: "running",
-                    patched: None,
-                    detail: None,
-                    partial: None,
-                    platforms: Vec::new(),
-                    seconds_ago: None,
-                };
-                match entry {
-                    Entry::Running(_, step) => {
-                        view.detail = Some(step.lock().unwrap_or_else(|p| p.into_inner()).clone());
-                    }
-                    Entry::Done(outcome, at) => {
-                        view.seconds_ago = Some(at.elapsed().as_secs());
-                        match outcome.as_ref() {
-                            JobOutcome::Patched {
-                                digest, platforms, ..
-                            } => {
-                                view.status = "patched";
-                                view.patched = Some(digest.to_string());
-                                view.detail = platforms.failures().map(|failures| {
-                                    format!("the originals are kept for {failures}")
-                                });
-                                view.partial = Some(platforms.partial);
-                                view.platforms = platforms.platforms.clone();
-                            }
-                            JobOutcome::Unchanged { reason } => {
-                                view.status = "unchanged";
-                                view.detail = Some(reason.clone());
-                            }
-                            JobOutcome::Failed { error } => {
-                                view.status = "failed";
-                                view.detail = Some(error.clone());
-                            }
-                        }
-                    }
-                }
-                view
-            })
+            .map(|(key, entry)| JobView::of(key, entry))
             .collect();
         views.sort_by(|a, b| (&a.upstream, &a.original).cmp(&(&b.upstream, &b.original)));
         views
@@ -393,37 +250,35 @@ impl Jobs {
 
     /// Drops what is known about `digest` under every upstream; true when something was.
     pub fn forget_everywhere(&self, digest: &Digest) -> bool {
-        let keys: Vec<Key> = self
-            .lock()
-            .keys()
-            .filter(|(_, d)| d == digest)
-            .cloned()
-            .collect();
-        let mut dropped = !keys.is_empty();
-        for key in keys {
-            self.lock().remove(&key);
-        }
-        if let Ok(upstreams) = std::fs::read_dir(&self.dir) {
-            for upstream in upstreams.flatten() {
-                dropped |= std::fs::remove_file(upstream.path().join(digest.hex())).is_ok();
-            }
-        }
-        dropped
+        let mut flights = self.flights.lock();
+        let before = flights.len();
+        flights.retain(|(_, d), _| d != digest);
+        let dropped = flights.len() != before;
+        drop(flights);
+        self.records.forget_everywhere(digest) | dropped
     }
 
     /// Drops what is known about `digest`, so the next pull patches again.
     pub(super) fn forget(&self, route: &Route, digest: &Digest) {
         let key = (route.upstream.name().to_owned(), digest.clone());
-        self.lock().remove(&key);
-        let _ = std::fs::remove_file(self.path(&key));
+        self.flights.lock().remove(&key);
+        self.records.forget(&key);
+    }
+
+    /// The referrers patchpull made for `subject` (a patched manifest): descriptors for a
+    /// referrers index.
+    pub async fn referrers(&self, subject: &Digest) -> Vec<serde_json::Value> {
+        self.records.referrers(subject).await
     }
 
     async fn run(&self, route: &Route, digest: &Digest, options: &PatchOptions) -> JobOutcome {
-        let Ok(_permit) = self.workers.clone().acquire_owned().await else {
+        let Ok(_worker) = self.workers.clone().acquire_owned().await else {
             return JobOutcome::Failed {
                 error: "shutting down".to_owned(),
             };
         };
+        #[cfg(feature = "failpoints")]
+        crate::failpoint::hit(crate::failpoint::PATCH_JOB, &digest.to_string());
         let started = Instant::now();
         let patched = match self
             .patcher
@@ -460,13 +315,13 @@ impl Jobs {
                 }
             }
         };
-        if let Err(error) = store_patched(&self.store, patched).await {
+        if let Err(error) = self.records.store_patched(patched).await {
             return JobOutcome::Failed { error };
         }
         if let Some(document) = vex {
             let subject = (&top_digest, media_type.as_str(), top_bytes.len() as u64);
             let artifact = referrer::vex_artifact(document, subject);
-            if let Err(error) = self.store_referrer(&top_digest, artifact).await {
+            if let Err(error) = self.records.store_referrer(&top_digest, artifact).await {
                 return JobOutcome::Failed { error };
             }
         }
@@ -482,180 +337,4 @@ impl Jobs {
             platforms,
         }
     }
-
-    /// Stores the VEX artifact and records it as a referrer of `subject`.
-    async fn store_referrer(
-        &self,
-        subject: &Digest,
-        artifact: referrer::Artifact,
-    ) -> Result<(), String> {
-        let store = self.store.clone();
-        let blobs = artifact.blobs.clone();
-        tokio::task::spawn_blocking(move || -> Result<(), String> {
-            for (digest, bytes) in &blobs {
-                put_blob(&store, digest, bytes.len() as u64, &mut bytes.as_slice())?;
-            }
-            Ok(())
-        })
-        .await
-        .map_err(|e| e.to_string())??;
-        self.store
-            .put_manifest(StoredManifest {
-                digest: artifact.digest.clone(),
-                media_type: crate::distribution::media_type::OCI_MANIFEST.to_owned(),
-                bytes: artifact.manifest.into(),
-            })
-            .await
-            .map_err(|e| e.to_string())?;
-        let path = self.referrer_path(subject);
-        let text = format!("{}\n", artifact.digest);
-        tokio::task::spawn_blocking(move || write_atomically(&path, text.as_bytes()))
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| format!("recording the VEX referrer: {e}"))
-    }
-
-    /// The referrers patchpull made for `subject` (a patched manifest): descriptors for a
-    /// referrers index.
-    pub async fn referrers(&self, subject: &Digest) -> Vec<serde_json::Value> {
-        let Ok(text) = tokio::fs::read_to_string(self.referrer_path(subject)).await else {
-            return Vec::new();
-        };
-        let mut found = Vec::new();
-        for line in text.lines() {
-            let Ok(digest) = line.parse::<Digest>() else {
-                continue;
-            };
-            if let Ok(Some(manifest)) = self.store.manifest(&digest).await {
-                found.push(serde_json::json!({
-                    "mediaType": manifest.media_type,
-                    "digest": manifest.digest.to_string(),
-                    "size": manifest.bytes.len(),
-                    "artifactType": referrer::VEX_ARTIFACT_TYPE,
-                }));
-            }
-        }
-        found
-    }
-
-    fn referrer_path(&self, subject: &Digest) -> PathBuf {
-        self.dir.join("referrers").join(subject.hex())
-    }
-
-    fn path(&self, key: &Key) -> PathBuf {
-        self.dir.join(&key.0).join(key.1.hex())
-    }
-
-    /// A patched result from an earlier run of the process: the digest, the media type,
-    /// and (written since partial indexes) the platforms as JSON.
-    async fn load(&self, key: &Key) -> Option<JobOutcome> {
-        let text = tokio::fs::read_to_string(self.path(key)).await.ok()?;
-        let mut lines = text.lines();
-        let digest: Digest = lines.next()?.parse().ok()?;
-        let media_type = lines.next()?.to_owned();
-        let platforms = lines
-            .next()
-            .and_then(|line| serde_json::from_str(line).ok())
-            .unwrap_or_default();
-        Some(JobOutcome::Patched {
-            digest,
-            media_type,
-            platforms,
-        })
-    }
-
-    async fn save(&self, key: &Key, outcome: &JobOutcome) {
-        let JobOutcome::Patched {
-            digest,
-            media_type,
-            platforms,
-        } = outcome
-        else {
-            return;
-        };
-        let path = self.path(key);
-        let platforms = serde_json::to_string(platforms).unwrap_or_default();
-        let text = format!("{digest}\n{media_type}\n{platforms}\n");
-        let result = tokio::task::spawn_blocking(move || write_atomically(&path, text.as_bytes()))
-            .await
-            .map_err(std::io::Error::other)
-            .and_then(|r| r);
-        if let Err(e) = result {
-            tracing::warn!(error = %e, "cannot record the patched image; it is patched again after a restart");
-        }
-    }
-}
-
-fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let temp = path.with_extension(format!("tmp{}", std::process::id()));
-    let mut file = std::fs::File::create(&temp)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    std::fs::rename(&temp, path)?;
-    std::fs::File::open(dir)?.sync_all()
-}
-
-/// Puts every new blob and manifest of `patched` into the store, verified.
-async fn store_patched(store: &Arc<Store>, patched: PatchedImage) -> Result<(), String> {
-    let store_for_blobs = store.clone();
-    let patched = tokio::task::spawn_blocking(move || -> Result<PatchedImage, String> {
-        for platform in patched.patched() {
-            let layer = &platform.layer;
-            let mut file = std::fs::File::open(&layer.path)
-                .map_err(|e| format!("{}: {e}", layer.path.display()))?;
-            put_blob(&store_for_blobs, &layer.digest, layer.size, &mut file)?;
-            let config = &platform.image.config;
-            put_blob(
-                &store_for_blobs,
-                &platform.image.config_digest,
-                config.len() as u64,
-                &mut config.as_slice(),
-            )?;
-        }
-        Ok(patched)
-    })
-    .await
-    .map_err(|e| e.to_string())??;
-    for platform in patched.patched() {
-        store
-            .put_manifest(StoredManifest {
-                digest: platform.image.manifest_digest.clone(),
-                media_type: platform.image.manifest_media_type.clone(),
-                bytes: platform.image.manifest.clone().into(),
-            })
-            .await
-            .map_err(|e| e.to_string())?;
-    }
-    if let Some((bytes, digest, media_type)) = &patched.top {
-        store
-            .put_manifest(StoredManifest {
-                digest: digest.clone(),
-                media_type: media_type.clone(),
-                bytes: bytes.clone().into(),
-            })
-            .await
-            .map_err(|e| e.to_string())?;
-    }
-    Ok(())
-}
-
-fn put_blob(store: &Store, digest: &Digest, size: u64, from: &mut dyn Read) -> Result<(), String> {
-    if store.blob_size(digest).is_some() {
-        return Ok(());
-    }
-    let mut writer = store.blob_writer(digest).map_err(|e| e.to_string())?;
-    let mut buffer = vec![0u8; 256 * 1024];
-    loop {
-        let n = from.read(&mut buffer).map_err(|e| e.to_string())?;
-        if n == 0 {
-            break;
-        }
-        writer.write(&buffer[..n]).map_err(|e| e.to_string())?;
-    }
-    let size = writer.commit(Some(size)).map_err(|e| e.to_string())?;
-    store.committed(digest, size);
-    Ok(())
 }
