@@ -354,11 +354,7 @@ async fn a_patch_job_that_panics_fails_open_and_frees_its_place() {
         env.push("test/other", "1", &other).await;
         let patch = [
             WAIT,
-            &[
-                "workers = 1",
-                "queue = 0",
-                "admin_token = \"admin-secret\"",
-            ],
+            &["workers = 1", "queue = 0", "admin_token = \"admin-secret\""],
         ]
         .concat();
         let proxy = env.proxy("local", &patch, |_| {}).await;
@@ -391,7 +387,10 @@ async fn a_patch_job_that_panics_fails_open_and_frees_its_place() {
         assert_eq!(job["original"], doomed.manifest.digest.as_str(), "{listed}");
         assert_eq!(job["status"], "failed", "{listed}");
         assert!(
-            job["detail"].as_str().unwrap_or_default().contains("panicked"),
+            job["detail"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("panicked"),
             "{listed}"
         );
 

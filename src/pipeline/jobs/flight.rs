@@ -208,9 +208,7 @@ impl JobPermit {
     fn record(&self, outcome: Arc<JobOutcome>) -> Arc<JobOutcome> {
         let flights = &self.flights;
         let label = match outcome.as_ref() {
-            JobOutcome::Patched { platforms, .. } if platforms.partial => {
-                JobOutcomeLabel::Partial
-            }
+            JobOutcome::Patched { platforms, .. } if platforms.partial => JobOutcomeLabel::Partial,
             JobOutcome::Patched { .. } => JobOutcomeLabel::Patched,
             JobOutcome::Unchanged { .. } => JobOutcomeLabel::Unchanged,
             JobOutcome::Failed { .. } => JobOutcomeLabel::Failed,
@@ -271,7 +269,9 @@ mod tests {
     }
 
     fn key() -> Key {
-        let digest = format!("sha256:{}", "a".repeat(64)).parse().expect("digest");
+        let digest = format!("sha256:{}", "a".repeat(64))
+            .parse()
+            .expect("digest");
         ("local".to_owned(), digest)
     }
 
