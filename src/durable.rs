@@ -46,12 +46,25 @@ impl TempFile {
     /// # Errors
     /// The file cannot be created.
     pub fn with_mode(dir: &Path, mode: u32) -> io::Result<TempFile> {
+        Self::create(dir, mode, "")
+    }
+
+    /// [`TempFile::new_in`] with a name ending in `suffix` (`.tar.gz`), for a file that
+    /// is kept under its temporary name and read by tools that go by the extension.
+    ///
+    /// # Errors
+    /// The file cannot be created.
+    pub fn with_suffix(dir: &Path, suffix: &str) -> io::Result<TempFile> {
+        Self::create(dir, 0o644, suffix)
+    }
+
+    fn create(dir: &Path, mode: u32, suffix: &str) -> io::Result<TempFile> {
         static COUNTER: AtomicU64 = AtomicU64::new(0);
         let mut last = None;
         // A name left by an earlier process with the same pid is skipped, not reused.
         for _ in 0..16 {
             let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-            let path = dir.join(format!(".tmp-{}-{n}", std::process::id()));
+            let path = dir.join(format!(".tmp-{}-{n}{suffix}", std::process::id()));
             match OpenOptions::new()
                 .read(true)
                 .write(true)

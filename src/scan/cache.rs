@@ -161,9 +161,7 @@ impl ScanCache {
             source,
         };
         let bytes = serde_json::to_vec(&entry).map_err(|e| io(std::io::Error::other(e)))?;
-        let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
-        std::fs::write(&tmp, &bytes).map_err(io)?;
-        std::fs::rename(&tmp, &path).map_err(io)?;
+        crate::durable::write_atomically(&path, &bytes).map_err(io)?;
         let plan = Arc::new(entry.plan);
         self.memory.insert(key, (now, plan.clone()));
         Ok(plan)
