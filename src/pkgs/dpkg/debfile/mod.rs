@@ -18,12 +18,13 @@ mod data;
 mod decompress;
 mod metascan;
 mod reader;
-mod xz;
 
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod tests_hostile;
+#[cfg(test)]
+mod xz_tests;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -36,10 +37,10 @@ use crate::durable::TempFile;
 
 pub use reader::DataReader;
 
-/// How a member of a `.deb` (or a Debian index) is compressed; decompresses with bounded
-/// memory (the xz decoder streams, unlike lzma-rs).
-pub use decompress::Compression;
 use decompress::LimitWriter;
+/// How a member of a `.deb` (or a Debian index) is compressed; decompresses with bounded
+/// memory.
+pub use decompress::{Compression, MAX_XZ_MEMORY};
 
 /// Bounds on what one package may unpack to; a package over any of them is refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
