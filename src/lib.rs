@@ -10,6 +10,7 @@
 pub mod admission;
 pub mod buildkit;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod distribution;
 pub mod durable;

@@ -462,6 +462,7 @@ impl RawConfig {
             patch,
             admission,
             upstream: upstreams,
+            clock: crate::clock::Clock::new(),
         })
     }
 

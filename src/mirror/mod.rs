@@ -46,6 +46,8 @@ pub struct Mirror {
     blobs: BlobFills,
     max_manifest_size: u64,
     metrics: Arc<Metrics>,
+    /// What the tag TTL goes by.
+    clock: crate::clock::Clock,
 }
 
 /// A manifest as served: exact bytes and the media type.
@@ -71,7 +73,8 @@ impl Mirror {
         store: Arc<Store>,
         metrics: Arc<Metrics>,
     ) -> Result<Mirror, UpstreamError> {
-        let allowlist = Allowlist::new(&config.upstream, metrics.clone())?;
+        let allowlist =
+            Allowlist::with_clock(&config.upstream, metrics.clone(), config.clock.clone())?;
         let tags = moka::future::Cache::builder()
             .max_capacity(TAG_CACHE_ENTRIES)
             .build();
@@ -86,6 +89,7 @@ impl Mirror {
             tags,
             max_manifest_size: config.storage.max_manifest_size,
             metrics,
+            clock: config.clock.clone(),
         })
     }
 
@@ -117,7 +121,7 @@ impl Mirror {
         };
         let ttl = route.upstream.config().tag_ttl;
         if let Some(entry) = self.tags.get(&key).await {
-            if entry.checked.elapsed() < ttl {
+            if self.clock.since(entry.checked) < ttl {
                 self.metrics.cache(CacheKind::Tag, CacheResult::Hit);
                 return Ok(entry.head);
             }
@@ -129,7 +133,7 @@ impl Mirror {
             .and_try_compute_with(|existing| async {
                 // Another request may have refreshed it while this one waited its turn.
                 if let Some(e) = &existing {
-                    if e.value().checked.elapsed() < ttl {
+                    if self.clock.since(e.value().checked) < ttl {
                         self.metrics.cache(CacheKind::Tag, CacheResult::Hit);
                         return Ok(Op::Nop);
                     }
@@ -152,7 +156,7 @@ impl Mirror {
                         }
                         Ok(Op::Put(TagEntry {
                             head,
-                            checked: Instant::now(),
+                            checked: self.clock.now(),
                         }))
                     }
                     Err(UpstreamError::NotFound { .. }) if existing.is_some() => {
@@ -169,7 +173,7 @@ impl Mirror {
                             Op::Put(TagEntry {
                                 head: s.head,
                                 // Ask again after a short pause, not on every request.
-                                checked: Instant::now() - ttl + ttl.min(Duration::from_secs(5)),
+                                checked: self.clock.now() - ttl + ttl.min(Duration::from_secs(5)),
                             })
                         }))
                     }

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 use super::JobOutcome;
+use crate::clock::Clock;
 use crate::distribution::Digest;
 use crate::metrics::{JobLabels, JobOutcomeLabel, Metrics};
 
@@ -97,10 +98,17 @@ pub(super) struct Flights {
     freshness: Freshness,
     pub counts: JobCounts,
     metrics: Arc<Metrics>,
+    /// What the outcomes' freshness goes by.
+    pub clock: Clock,
 }
 
 impl Flights {
-    pub fn new(capacity: usize, freshness: Freshness, metrics: Arc<Metrics>) -> Flights {
+    pub fn new(
+        capacity: usize,
+        freshness: Freshness,
+        metrics: Arc<Metrics>,
+        clock: Clock,
+    ) -> Flights {
         Flights {
             state: Mutex::new(HashMap::new()),
             active: AtomicUsize::new(0),
@@ -108,6 +116,7 @@ impl Flights {
             freshness,
             counts: JobCounts::default(),
             metrics,
+            clock,
         }
     }
 
@@ -129,7 +138,7 @@ impl Flights {
             Some(Entry::Running(rx, _)) => return Claim::Waiter(Waiter(rx.clone())),
             Some(Entry::Done(outcome, at)) => {
                 let (fresh_for, serve_meanwhile) = self.freshness.of(outcome);
-                if at.elapsed() < fresh_for {
+                if self.clock.since(*at) < fresh_for {
                     return Claim::Done(outcome.clone());
                 }
                 serve_meanwhile.then(|| outcome.clone())
@@ -168,7 +177,7 @@ impl Flights {
     pub fn remember(&self, key: &Key, outcome: JobOutcome) {
         self.lock()
             .entry(key.clone())
-            .or_insert(Entry::Done(Arc::new(outcome), Instant::now()));
+            .or_insert(Entry::Done(Arc::new(outcome), self.clock.now()));
     }
 }
 
@@ -235,7 +244,7 @@ impl JobPermit {
         counter.fetch_add(1, Ordering::Relaxed);
         flights.lock().insert(
             self.key.clone(),
-            Entry::Done(outcome.clone(), Instant::now()),
+            Entry::Done(outcome.clone(), flights.clock.now()),
         );
         flights.active.fetch_sub(1, Ordering::Relaxed);
         flights.metrics.patch_jobs_active.dec();
@@ -265,7 +274,12 @@ mod tests {
             retry_failed_after: Duration::from_secs(300),
             result_ttl: Duration::from_secs(300),
         };
-        Arc::new(Flights::new(1, freshness, Arc::new(Metrics::new())))
+        Arc::new(Flights::new(
+            1,
+            freshness,
+            Arc::new(Metrics::new()),
+            Clock::new(),
+        ))
     }
 
     fn key() -> Key {

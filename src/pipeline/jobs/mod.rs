@@ -104,6 +104,7 @@ impl Jobs {
         .with_reports(reports.clone())
         .with_unpack_cache(crate::patch::unpack_cache::UnpackCache::for_config(config))
         .with_scan_command(&config.scan)?
+        .with_clock(&config.clock)
         .with_engine(
             config.patch.engine,
             config.patch.buildkit.address.as_ref().map(|address| {
@@ -125,7 +126,12 @@ impl Jobs {
         Ok(Jobs {
             patcher,
             reports,
-            flights: Arc::new(Flights::new(capacity, freshness, metrics)),
+            flights: Arc::new(Flights::new(
+                capacity,
+                freshness,
+                metrics,
+                config.clock.clone(),
+            )),
             records: Records { dir, store },
             workers: Arc::new(Semaphore::new(config.patch.workers)),
             job_timeout: config.patch.job_timeout,
@@ -227,7 +233,7 @@ impl Jobs {
             .flights
             .lock()
             .iter()
-            .map(|(key, entry)| JobView::of(key, entry))
+            .map(|(key, entry)| JobView::of(key, entry, &self.flights.clock))
             .collect();
         views.sort_by(|a, b| (&a.upstream, &a.original).cmp(&(&b.upstream, &b.original)));
         views

@@ -2,6 +2,7 @@
 
 use super::flight::{Entry, Key};
 use super::JobOutcome;
+use crate::clock::Clock;
 use crate::pipeline::platforms::PlatformView;
 
 /// One job as the admin API lists it.
@@ -28,7 +29,7 @@ pub struct JobView {
 }
 
 impl JobView {
-    pub(super) fn of((upstream, original): &Key, entry: &Entry) -> JobView {
+    pub(super) fn of((upstream, original): &Key, entry: &Entry, clock: &Clock) -> JobView {
         let mut view = JobView {
             upstream: upstream.clone(),
             original: original.to_string(),
@@ -44,7 +45,7 @@ impl JobView {
                 view.detail = Some(step.lock().unwrap_or_else(|p| p.into_inner()).clone());
             }
             Entry::Done(outcome, at) => {
-                view.seconds_ago = Some(at.elapsed().as_secs());
+                view.seconds_ago = Some(clock.since(*at).as_secs());
                 match outcome.as_ref() {
                     JobOutcome::Patched {
                         digest, platforms, ..
