@@ -1,7 +1,8 @@
 //! Failure injection for tests, compiled only with the `failpoints` feature (which the
 //! crate's own tests turn on through its dev-dependency on itself; a release build has
 //! none of it). A test arms a named point for one key (an image digest, so that tests
-//! running side by side do not trip each other's), and the code at that point panics
+//! running side by side do not trip each other's: the image must be the test's own), and
+//! the code at that point panics
 //! when it passes with that key.
 
 use std::sync::Mutex;

@@ -13,6 +13,11 @@ use crate::support::*;
 
 /// The standard image with one more layer, so it is another image with the same old libfoo.
 fn second_generation() -> images::Image {
+    generation(b"2\n")
+}
+
+/// The standard image with a layer holding `/etc/generation` = `text`.
+fn generation(text: &[u8]) -> images::Image {
     let old = libfoo(OLD, "amd64");
     let installed = Installed {
         spec: &old,
@@ -24,7 +29,7 @@ fn second_generation() -> images::Image {
         &[
             base_files(false),
             dpkg_files(&[installed]),
-            vec![file("etc/generation", b"2\n", 0o644)],
+            vec![file("etc/generation", text, 0o644)],
         ],
     )
 }
@@ -346,7 +351,8 @@ async fn a_patch_job_that_panics_fails_open_and_frees_its_place() {
     }
     within(240, async {
         let env = Env::new().await;
-        let doomed = libfoo_image(Format::Oci, false);
+        // An image of its own: the failpoint is armed by digest for the whole test binary.
+        let doomed = generation(b"doomed\n");
         env.push("test/doomed", "1", &doomed).await;
         let other = second_generation();
         env.push("test/other", "1", &other).await;
