@@ -74,5 +74,8 @@ pub const PATCH_ENGINE: super::PatchEngine = super::PatchEngine::Auto;
 pub const BUILDKIT_TOOLING_IMAGE: &str = "docker.io/library/debian:bookworm-slim";
 pub const BUILDKIT_SOLVE_TIMEOUT: Duration = Duration::from_secs(900);
 pub const PATCH_RETRY_FAILED_AFTER: Duration = Duration::from_secs(300);
+/// Twice a BuildKit solve's budget: room for the scan and the fetches around one solve,
+/// yet a stuck job still gives its worker back within the hour.
+pub const PATCH_JOB_TIMEOUT: Duration = Duration::from_secs(1800);
 /// A platform that cannot be patched does not cost the others their fixes.
 pub const PATCH_PARTIAL_INDEX: super::PartialIndex = super::PartialIndex::PatchedWherePossible;

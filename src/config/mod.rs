@@ -35,6 +35,9 @@ pub struct Config {
     pub patch: PatchConfig,
     pub admission: AdmissionConfig,
     pub upstream: Vec<UpstreamConfig>,
+    /// What the TTL caches go by: the monotonic clock, which only tests move. Not read
+    /// from the config file.
+    pub clock: crate::clock::Clock,
 }
 
 /// The built-in scanner's repositories and behaviour.

@@ -109,6 +109,9 @@ pub struct PatchConfig {
     /// A failed patch, or an index some of whose platforms failed, is tried again on a
     /// pull after this long.
     pub retry_failed_after: Duration,
+    /// The longest one patch job may take, waiting for a worker included; past it the
+    /// job fails (and the pulls fail open).
+    pub job_timeout: Duration,
     /// What an index some of whose platforms failed is served as.
     pub partial_index: PartialIndex,
     /// The first policy that matches a repository applies.
@@ -157,6 +160,8 @@ pub struct RawPatch {
     pub queue: usize,
     #[serde(deserialize_with = "super::raw::text_or_number")]
     pub retry_failed_after: String,
+    #[serde(deserialize_with = "super::raw::text_or_number")]
+    pub job_timeout: String,
     pub partial_index: String,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub policy: Vec<RawPolicy>,
@@ -176,6 +181,7 @@ impl Default for RawPatch {
             workers: defaults::PATCH_WORKERS,
             queue: defaults::PATCH_QUEUE,
             retry_failed_after: super::raw::fmt_duration(defaults::PATCH_RETRY_FAILED_AFTER),
+            job_timeout: super::raw::fmt_duration(defaults::PATCH_JOB_TIMEOUT),
             partial_index: defaults::PATCH_PARTIAL_INDEX.as_str().into(),
             policy: Vec::new(),
             admin_token: None,
@@ -207,6 +213,10 @@ impl RawPatch {
             ));
             defaults::PATCH_PARTIAL_INDEX
         });
+        let job_timeout = duration("patch.job_timeout", &self.job_timeout);
+        if job_timeout.is_zero() {
+            problems.push("`patch.job_timeout`: longer than 0s".into());
+        }
         if self.workers == 0 {
             problems.push("`patch.workers`: at least 1".into());
         }
@@ -284,6 +294,7 @@ impl RawPatch {
             workers: self.workers.max(1),
             queue: self.queue,
             retry_failed_after: duration("patch.retry_failed_after", &self.retry_failed_after),
+            job_timeout,
             partial_index,
             policies,
             admin_token: self.admin_token.clone().filter(|t| !t.expose().is_empty()),
@@ -297,6 +308,7 @@ impl RawPatch {
             workers: c.workers,
             queue: c.queue,
             retry_failed_after: super::raw::fmt_duration(c.retry_failed_after),
+            job_timeout: super::raw::fmt_duration(c.job_timeout),
             partial_index: c.partial_index.as_str().into(),
             policy: c
                 .policies

@@ -472,6 +472,7 @@ impl RawConfig {
             patch,
             admission,
             upstream: upstreams,
+            clock: crate::clock::Clock::new(),
         })
     }
 

@@ -215,6 +215,16 @@ impl Patcher {
         Ok(self)
     }
 
+    /// Lets the scan result caches' TTL go by `clock` (call after
+    /// [`Patcher::with_scan_command`]).
+    pub fn with_clock(mut self, clock: &crate::clock::Clock) -> Patcher {
+        self.plans = self.plans.map(|plans| plans.with_clock(clock.clone()));
+        self.command = self
+            .command
+            .map(|(command, cache)| (command, cache.with_clock(clock.clone())));
+        self
+    }
+
     /// Reports each step (planning, fetching, building, verifying) to `progress`.
     pub fn with_progress(mut self, progress: Progress) -> Patcher {
         self.progress = Some(progress);
