@@ -18,7 +18,7 @@ use tokio::sync::{watch, Semaphore};
 
 use crate::config::Config;
 use crate::distribution::{Digest, Reference};
-use crate::metrics::{JobLabels, JobOutcomeLabel, Metrics};
+use crate::metrics::{FallbackReason, JobLabels, JobOutcomeLabel, Metrics};
 use crate::mirror::Mirror;
 use crate::patch::job::{PatchOptions, PatchedImage, Patcher, PlatformOutcome};
 
@@ -44,6 +44,8 @@ pub enum JobOutcome {
     },
     Failed {
         error: String,
+        /// The closed class of `error`, for the pulls served the original meanwhile.
+        reason: FallbackReason,
     },
 }
 
@@ -67,6 +69,7 @@ impl Waiter {
             if self.0.changed().await.is_err() {
                 return Arc::new(JobOutcome::Failed {
                     error: "the patch job ended without a result".to_owned(),
+                    reason: FallbackReason::PatchFailed,
                 });
             }
         }
@@ -288,7 +291,7 @@ impl Jobs {
                 JobOutcome::Unchanged { .. } => {
                     jobs.counts.unchanged.fetch_add(1, Ordering::Relaxed);
                 }
-                JobOutcome::Failed { error } => {
+                JobOutcome::Failed { error, .. } => {
                     jobs.counts.failed.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(upstream = %key.0, digest = %key.1, %error, "patch failed; serving the original");
                 }
@@ -362,7 +365,7 @@ impl Jobs {
                                 view.status = "unchanged";
                                 view.detail = Some(reason.clone());
                             }
-                            JobOutcome::Failed { error } => {
+                            JobOutcome::Failed { error, .. } => {
                                 view.status = "failed";
                                 view.detail = Some(error.clone());
                             }
@@ -422,6 +425,7 @@ impl Jobs {
         let Ok(_permit) = self.workers.clone().acquire_owned().await else {
             return JobOutcome::Failed {
                 error: "shutting down".to_owned(),
+                reason: FallbackReason::PatchFailed,
             };
         };
         let started = Instant::now();
@@ -433,6 +437,7 @@ impl Jobs {
             Ok(patched) => patched,
             Err(e) => {
                 return JobOutcome::Failed {
+                    reason: fallback_reason(&e),
                     error: e.to_string(),
                 }
             }
@@ -457,17 +462,24 @@ impl Jobs {
             Err(e) => {
                 return JobOutcome::Failed {
                     error: format!("the VEX document: {e}"),
+                    reason: FallbackReason::PatchFailed,
                 }
             }
         };
         if let Err(error) = store_patched(&self.store, patched).await {
-            return JobOutcome::Failed { error };
+            return JobOutcome::Failed {
+                error,
+                reason: FallbackReason::PatchFailed,
+            };
         }
         if let Some(document) = vex {
             let subject = (&top_digest, media_type.as_str(), top_bytes.len() as u64);
             let artifact = referrer::vex_artifact(document, subject);
             if let Err(error) = self.store_referrer(&top_digest, artifact).await {
-                return JobOutcome::Failed { error };
+                return JobOutcome::Failed {
+                    error,
+                    reason: FallbackReason::PatchFailed,
+                };
             }
         }
         tracing::info!(
@@ -658,4 +670,29 @@ fn put_blob(store: &Store, digest: &Digest, size: u64, from: &mut dyn Read) -> R
     let size = writer.commit(Some(size)).map_err(|e| e.to_string())?;
     store.committed(digest, size);
     Ok(())
+}
+
+/// The closed class of a patch failure, for `patchpull_tag_pulls_total{reason}`.
+fn fallback_reason(error: &crate::patch::PatchError) -> FallbackReason {
+    use crate::patch::native::NativeError;
+    use crate::patch::PatchError;
+    match error {
+        PatchError::Native(NativeError::ScriptsCannotRun { .. }) => {
+            if crate::patch::sandbox::available().is_err() {
+                FallbackReason::SandboxUnavailable
+            } else {
+                FallbackReason::ScriptsCannotRun
+            }
+        }
+        PatchError::Native(NativeError::Sandbox(e)) => match e {
+            crate::patch::sandbox::SandboxError::Unavailable(_) => {
+                FallbackReason::SandboxUnavailable
+            }
+            _ => FallbackReason::ScriptFailed,
+        },
+        PatchError::Native(NativeError::ScriptFailed { .. }) => FallbackReason::ScriptFailed,
+        PatchError::Buildkit(_) => FallbackReason::BuildkitFailed,
+        PatchError::Image(_) | PatchError::Package { .. } => FallbackReason::UpstreamFailed,
+        _ => FallbackReason::PatchFailed,
+    }
 }
