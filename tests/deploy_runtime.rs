@@ -19,6 +19,8 @@
 #![allow(clippy::unwrap_used)]
 
 mod common;
+// Only some of the shared image helpers are used here.
+#[allow(dead_code)]
 #[path = "patch/image.rs"]
 mod image;
 
@@ -39,8 +41,23 @@ const DOCKER: &str = "/usr/bin/docker";
 /// Host tools the image carries, as the Dockerfile's bookworm-slim base does: the shell
 /// and util-linux/coreutils programs the sandbox runs (`sandbox::run`'s list).
 const IMAGE_TOOLS: &[&str] = &[
-    "sh", "dash", "bash", "unshare", "mount", "umount", "pivot_root", "setpriv", "env", "chroot",
-    "kill", "cat", "sleep", "readlink", "ln", "mkdir", "rm",
+    "sh",
+    "dash",
+    "bash",
+    "unshare",
+    "mount",
+    "umount",
+    "pivot_root",
+    "setpriv",
+    "env",
+    "chroot",
+    "kill",
+    "cat",
+    "sleep",
+    "readlink",
+    "ln",
+    "mkdir",
+    "rm",
 ];
 const TOKEN: &str = "deploy-test-token";
 
@@ -193,7 +210,10 @@ fn set_mode(path: &Path, mode: u32) {
 
 fn docker(dockerd: &Dockerd) -> Command {
     let mut c = Command::new(DOCKER);
-    c.env("DOCKER_HOST", format!("unix://{}", dockerd.socket().display()));
+    c.env(
+        "DOCKER_HOST",
+        format!("unix://{}", dockerd.socket().display()),
+    );
     c
 }
 
@@ -260,8 +280,18 @@ fn run_flags(template: &Value, volumes: &[(&str, &Path)]) -> Vec<String> {
     let container = &template["spec"]["containers"][0];
     assert_eq!(container["name"], "patchpull");
     let sc = &container["securityContext"];
+    // A user namespace for the Pod (hostUsers: false) is the kubelet's and runtime's
+    // (dockerd only has a daemon-wide userns-remap): the container then sees the same ids
+    // and settings, so the run below stands for it.
+    assert!(
+        matches!(template["spec"]["hostUsers"].as_bool(), None | Some(false)),
+        "hostUsers"
+    );
     let mut flags = vec!["--network".to_owned(), "host".to_owned()];
-    let user = sc["runAsUser"].as_u64().or(pod["runAsUser"].as_u64()).unwrap();
+    let user = sc["runAsUser"]
+        .as_u64()
+        .or(pod["runAsUser"].as_u64())
+        .unwrap();
     let group = sc["runAsGroup"]
         .as_u64()
         .or(pod["runAsGroup"].as_u64())
@@ -416,7 +446,10 @@ impl Container<'_> {
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        panic!("patchpull in the container never got ready:\n{}", self.logs());
+        panic!(
+            "patchpull in the container never got ready:\n{}",
+            self.logs()
+        );
     }
 }
 
@@ -511,7 +544,10 @@ async fn manifest(url: &str) -> (String, Value) {
         .to_str()
         .unwrap()
         .to_owned();
-    (digest, serde_json::from_slice(&r.bytes().await.unwrap()).unwrap())
+    (
+        digest,
+        serde_json::from_slice(&r.bytes().await.unwrap()).unwrap(),
+    )
 }
 
 /// The contents of `path` in a gzip layer.
@@ -519,7 +555,13 @@ fn layer_file(gz: &[u8], path: &str) -> Option<String> {
     let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(gz));
     for entry in archive.entries().unwrap() {
         let mut entry = entry.unwrap();
-        if entry.path().unwrap().to_string_lossy().trim_start_matches("./") == path {
+        if entry
+            .path()
+            .unwrap()
+            .to_string_lossy()
+            .trim_start_matches("./")
+            == path
+        {
             let mut text = String::new();
             entry.read_to_string(&mut text).unwrap();
             return Some(text);
@@ -601,15 +643,12 @@ async fn the_shipped_security_context_runs_maintainer_scripts_and_restricted_fal
     let layers = patched["layers"].as_array().unwrap();
     assert_eq!(layers.len(), original.layers.len() + 1, "{patched}");
     let top = layers.last().unwrap()["digest"].as_str().unwrap();
-    let blob = reqwest::get(format!(
-        "{}/v2/local/test/hello/blobs/{top}",
-        container.url
-    ))
-    .await
-    .unwrap()
-    .bytes()
-    .await
-    .unwrap();
+    let blob = reqwest::get(format!("{}/v2/local/test/hello/blobs/{top}", container.url))
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
     assert_eq!(
         layer_file(&blob, "etc/postinst-ran").as_deref(),
         Some(format!("configure {OLD}\n").as_str()),

@@ -8,6 +8,8 @@
 #![allow(clippy::unwrap_used)]
 
 mod common;
+// Only some of the shared image helpers are used here.
+#[allow(dead_code)]
 #[path = "patch/image.rs"]
 mod image;
 
@@ -167,7 +169,10 @@ async fn the_default_relative_store_gets_the_overlay_and_the_probe_is_reported()
         .collect();
     assert_eq!(lines.len(), 1, "one line at start: {lines:?}");
     assert!(lines[0].contains("overlay available"), "{lines:?}");
-    assert!(dir.path().join("data/patch-tmp").is_dir(), "the store is ./data");
+    assert!(
+        dir.path().join("data/patch-tmp").is_dir(),
+        "the store is ./data"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -209,7 +214,10 @@ async fn a_root_caller_refuses_at_start_a_store_under_a_directory_the_sandbox_ca
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!status.success(), "{stderr}");
     assert!(
-        stderr.contains(&format!("{} (mode 700) is not searchable", private.display())),
+        stderr.contains(&format!(
+            "{} (mode 700) is not searchable",
+            private.display()
+        )),
         "names the directory: {stderr}"
     );
     assert!(stderr.contains("chmod o+x"), "and the fix: {stderr}");

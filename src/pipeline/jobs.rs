@@ -39,9 +39,7 @@ pub enum JobOutcome {
         platforms: PlatformsView,
     },
     /// Nothing to patch; the original is served.
-    Unchanged {
-        reason: String,
-    },
+    Unchanged { reason: String },
     Failed {
         error: String,
         /// The closed class of `error`, for the pulls served the original meanwhile.

@@ -60,10 +60,10 @@ async fn dispatch<B>(state: &AppState, req: &Request<B>) -> (Route, Response<Bod
             } else {
                 StatusCode::SERVICE_UNAVAILABLE
             };
-            let verbose = req
-                .uri()
-                .query()
-                .is_some_and(|q| q.split('&').any(|p| p == "verbose" || p.starts_with("verbose=")));
+            let verbose = req.uri().query().is_some_and(|q| {
+                q.split('&')
+                    .any(|p| p == "verbose" || p.starts_with("verbose="))
+            });
             if verbose {
                 // Readiness is serving: a host without the sandbox still mirrors, so it
                 // only shows here (and in the gauges), it does not fail the probe.

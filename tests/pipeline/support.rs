@@ -212,7 +212,9 @@ pub fn pulls(served: &str) -> String {
 /// The pulls served the original for `reason` (`None`: for any reason).
 pub fn fallback_pulls(text: &str, reason: Option<&str>) -> f64 {
     let prefix = match reason {
-        Some(reason) => format!("patchpull_tag_pulls_total{{served=\"Fallback\",reason=\"{reason}\"}}"),
+        Some(reason) => {
+            format!("patchpull_tag_pulls_total{{served=\"Fallback\",reason=\"{reason}\"}}")
+        }
         None => "patchpull_tag_pulls_total{served=\"Fallback\",".to_owned(),
     };
     text.lines()
