@@ -5,6 +5,7 @@
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
@@ -142,9 +143,51 @@ pub enum TagServed {
     Original,
 }
 
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+/// Why a tag pull got the original (or a 503 when fail-closed): a closed set, so that the
+/// series stay few whatever the errors say.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+pub enum FallbackReason {
+    /// The patch is running (and `patch.wait_timeout` passed, or the mode does not wait).
+    PatchRunning,
+    /// No job could be queued.
+    QueueFull,
+    /// The patched image was evicted from the store; it is made again.
+    Evicted,
+    /// Maintainer scripts must run and this host cannot run the sandbox (and no BuildKit
+    /// took the image).
+    SandboxUnavailable,
+    /// Maintainer scripts must run and cannot for the image's sake: no `/bin/sh`, another
+    /// architecture, apk scripts.
+    ScriptsCannotRun,
+    /// The sandbox ran and a maintainer script (or its setup) failed.
+    ScriptFailed,
+    /// The BuildKit engine failed.
+    BuildkitFailed,
+    /// Reading the image or a package from upstream failed.
+    UpstreamFailed,
+    /// Any other patch failure (plan, verification, store).
+    PatchFailed,
+}
+
+/// `served`, and `reason` for [`TagServed::Fallback`] only.
+#[derive(Debug, Clone, Hash, PartialEq, Eq)]
 pub struct TagLabels {
     pub served: TagServed,
+    pub reason: Option<FallbackReason>,
+}
+
+impl EncodeLabelSet for TagLabels {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::LabelSetEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeLabel;
+        ("served", self.served).encode(encoder.encode_label())?;
+        if let Some(reason) = self.reason {
+            ("reason", reason).encode(encoder.encode_label())?;
+        }
+        Ok(())
+    }
 }
 
 pub struct Metrics {
@@ -160,6 +203,10 @@ pub struct Metrics {
     pub bytes_served: Family<BytesLabels, Counter>,
     pub blob_fill_failures: Counter,
     pub evictions: Counter,
+    /// 1 when the start-up probe found the sandbox for maintainer scripts usable.
+    pub sandbox_available: Gauge,
+    /// 1 when scripts can run over cached roots through an overlay.
+    pub overlay_available: Gauge,
     registry: Registry,
 }
 
@@ -242,7 +289,21 @@ impl Metrics {
             "Manifest requests by tag, by what they were served",
             tag_pulls.clone(),
         );
+        let sandbox_available = Gauge::default();
+        registry.register(
+            "sandbox_available",
+            "1 when maintainer scripts can run in the sandbox here (probed at start)",
+            sandbox_available.clone(),
+        );
+        let overlay_available = Gauge::default();
+        registry.register(
+            "overlay_available",
+            "1 when the sandbox can run scripts over cached image roots through an overlay (probed at start)",
+            overlay_available.clone(),
+        );
         Metrics {
+            sandbox_available,
+            overlay_available,
             patch_stage_duration,
             vulnerabilities_fixed,
             patch_jobs,
@@ -266,7 +327,22 @@ impl Metrics {
     }
 
     pub fn tag_pull(&self, served: TagServed) {
-        self.tag_pulls.get_or_create(&TagLabels { served }).inc();
+        self.tag_pulls
+            .get_or_create(&TagLabels {
+                served,
+                reason: None,
+            })
+            .inc();
+    }
+
+    /// A pull served the original (or refused, fail-closed) for `reason`.
+    pub fn fallback_pull(&self, reason: FallbackReason) {
+        self.tag_pulls
+            .get_or_create(&TagLabels {
+                served: TagServed::Fallback,
+                reason: Some(reason),
+            })
+            .inc();
     }
 
     pub fn cache(&self, kind: CacheKind, result: CacheResult) {

@@ -356,8 +356,20 @@ impl RawConfig {
         };
         let shutdown_grace = p.duration("server.shutdown_grace", &self.server.shutdown_grace);
 
+        // Absolute from here on: the sandbox and its mounts run with `/` as their working
+        // directory, and a relative path there names another directory (or none).
+        let path = match std::path::absolute(&self.storage.path) {
+            Ok(path) => path,
+            Err(e) => {
+                p.0.push(format!(
+                    "`storage.path`: {} cannot be made absolute: {e}",
+                    self.storage.path.display()
+                ));
+                self.storage.path.clone()
+            }
+        };
         let storage = StorageConfig {
-            path: self.storage.path,
+            path,
             max_size: p.size("storage.max_size", &self.storage.max_size),
             memory_cache: p.size("storage.memory_cache", &self.storage.memory_cache),
             max_manifest_size: p.size("storage.max_manifest_size", &self.storage.max_manifest_size),

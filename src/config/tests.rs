@@ -306,3 +306,21 @@ fn unpack_cache_size_parses_sizes_and_zero() {
     assert!(error.contains("patch.unpack_cache_size"), "{error}");
     assert!(error.contains("lots"), "{error}");
 }
+
+#[test]
+fn a_relative_storage_path_is_made_absolute_against_the_working_directory() {
+    // The default "./data": the sandbox runs its mounts from `/`, where it names nothing.
+    let config = Config::from_toml_str("[storage]\npath = \"./data\"\n").unwrap();
+    let cwd = std::env::current_dir().unwrap();
+    assert!(
+        config.storage.path.is_absolute(),
+        "{}",
+        config.storage.path.display()
+    );
+    assert_eq!(config.storage.path, cwd.join("data"));
+    let absolute = Config::from_toml_str("[storage]\npath = \"/srv/patchpull\"\n").unwrap();
+    assert_eq!(
+        absolute.storage.path,
+        std::path::PathBuf::from("/srv/patchpull")
+    );
+}

@@ -125,6 +125,13 @@ where
                 &serde_json::json!({"digest": digest.to_string(), "stored": true}),
             )
         }
+        (Method::GET, None) if path == "host" => json(
+            StatusCode::OK,
+            &serde_json::json!({
+                "sandbox": state.host.sandbox,
+                "overlay": state.host.overlay,
+            }),
+        ),
         (Method::GET, None) if path == "images" => {
             let jobs = pipeline.jobs().list();
             json(StatusCode::OK, &serde_json::json!({ "images": jobs }))

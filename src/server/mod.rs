@@ -4,6 +4,7 @@
 
 mod admin;
 mod body;
+mod host;
 mod respond;
 mod router;
 mod tls;
@@ -47,6 +48,8 @@ pub enum ServerError {
     Tls(#[from] TlsError),
     #[error("cannot set up patching: {0}")]
     Pipeline(String),
+    #[error("cannot run the sandbox for maintainer scripts: {0}")]
+    Sandbox(String),
 }
 
 /// What every request handler shares.
@@ -57,6 +60,8 @@ pub struct AppState {
     /// The Kubernetes webhook's rules (`[admission]`).
     pub admission: crate::admission::Admission,
     pub metrics: Arc<Metrics>,
+    /// What the start-up probe found this host allows patching.
+    pub host: crate::patch::sandbox::host::HostReport,
     ready: AtomicBool,
 }
 
@@ -96,12 +101,14 @@ impl Server {
         // The address actually bound (port 0 picks one): BuildKit pulls from it.
         config.server.listen = addr;
         let pipeline = Pipeline::new(&config, mirror.clone()).map_err(ServerError::Pipeline)?;
+        let host = host::probe(&config, &metrics).await?;
         let state = Arc::new(AppState {
             mirror,
             pipeline,
             admin_token: config.patch.admin_token.clone(),
             admission: crate::admission::Admission::new(&config),
             metrics,
+            host,
             ready: AtomicBool::new(true),
         });
         let cancel = CancellationToken::new();

@@ -60,6 +60,25 @@ async fn dispatch<B>(state: &AppState, req: &Request<B>) -> (Route, Response<Bod
             } else {
                 StatusCode::SERVICE_UNAVAILABLE
             };
+            let verbose = req.uri().query().is_some_and(|q| {
+                q.split('&')
+                    .any(|p| p == "verbose" || p.starts_with("verbose="))
+            });
+            if verbose {
+                // Readiness is serving: a host without the sandbox still mirrors, so it
+                // only shows here (and in the gauges), it does not fail the probe.
+                let detail = serde_json::json!({
+                    "ready": ready,
+                    "sandbox": state.host.sandbox,
+                    "overlay": state.host.overlay,
+                });
+                let mut r = text(status, &format!("{detail}\n"));
+                r.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
+                return (Route::Health, r);
+            }
             return (
                 Route::Health,
                 text(status, if ready { "ready\n" } else { "not ready\n" }),

@@ -311,7 +311,7 @@ fn reproduce_natively(
     tree: &Filesystem,
     why: &str,
 ) -> Result<Vec<String>, NativeError> {
-    let mut reasons = Vec::new();
+    let mut must_run = Vec::new();
     let mut reproduced = Vec::new();
     for step in changes.scripts.all() {
         let ldconfig_only = step.script == "postinst"
@@ -323,18 +323,24 @@ fn reproduce_natively(
                 step.package
             ));
         } else {
-            reasons.push(format!(
-                "{} {} {} must run and cannot: {why}",
+            must_run.push(format!(
+                "{} {} {}",
                 step.package,
                 step.script,
                 step.args.join(" ")
             ));
         }
     }
-    if reasons.is_empty() {
+    if must_run.is_empty() {
         Ok(reproduced)
     } else {
-        Err(NativeError::ScriptsCannotRun { reasons })
+        // The reason once, then the scripts: it is the host's or the image's, not theirs.
+        Err(NativeError::ScriptsCannotRun {
+            reasons: vec![format!(
+                "{why}; maintainer scripts that must run: {}",
+                must_run.join(", ")
+            )],
+        })
     }
 }
 

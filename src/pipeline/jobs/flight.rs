@@ -14,7 +14,7 @@ use tokio::sync::watch;
 use super::JobOutcome;
 use crate::clock::Clock;
 use crate::distribution::Digest;
-use crate::metrics::{JobLabels, JobOutcomeLabel, Metrics};
+use crate::metrics::{FallbackReason, JobLabels, JobOutcomeLabel, Metrics};
 
 /// (upstream name, original digest).
 pub(super) type Key = (String, Digest);
@@ -41,6 +41,7 @@ impl Waiter {
             if self.0.changed().await.is_err() {
                 return Arc::new(JobOutcome::Failed {
                     error: ENDED_WITHOUT_RESULT.to_owned(),
+                    reason: FallbackReason::PatchFailed,
                 });
             }
         }
@@ -261,6 +262,7 @@ impl Drop for JobPermit {
         tracing::warn!(upstream = %self.key.0, digest = %self.key.1, "{ENDED_WITHOUT_RESULT}; serving the original");
         self.record(Arc::new(JobOutcome::Failed {
             error: ENDED_WITHOUT_RESULT.to_owned(),
+            reason: FallbackReason::PatchFailed,
         }));
     }
 }
@@ -306,7 +308,8 @@ mod tests {
         assert_eq!(
             *waiter.finished().await,
             JobOutcome::Failed {
-                error: ENDED_WITHOUT_RESULT.to_owned()
+                error: ENDED_WITHOUT_RESULT.to_owned(),
+                reason: FallbackReason::PatchFailed,
             }
         );
         assert_eq!(flights.active(), 0, "the place is given back");

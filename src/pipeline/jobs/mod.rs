@@ -20,6 +20,7 @@ use tokio::sync::Semaphore;
 use crate::config::Config;
 use crate::distribution::{Digest, Reference};
 use crate::durable::write_atomically;
+use crate::metrics::FallbackReason;
 use crate::mirror::Mirror;
 use crate::patch::buildkit::{BuildkitEngine, ImageSource};
 use crate::patch::job::{PatchOptions, Patcher, PlatformOutcome};
@@ -50,6 +51,8 @@ pub enum JobOutcome {
     },
     Failed {
         error: String,
+        /// The closed class of `error`, for the pulls served the original meanwhile.
+        reason: FallbackReason,
     },
 }
 
@@ -195,6 +198,7 @@ impl Jobs {
                     "the patch job took longer than patch.job_timeout ({})",
                     humantime::format_duration(self.job_timeout)
                 ),
+                reason: FallbackReason::PatchFailed,
             },
         };
         match &outcome {
@@ -205,7 +209,7 @@ impl Jobs {
                 self.records.save(&key, &outcome).await;
             }
             JobOutcome::Unchanged { .. } => {}
-            JobOutcome::Failed { error } => {
+            JobOutcome::Failed { error, .. } => {
                 tracing::warn!(upstream = %key.0, digest = %key.1, %error, "patch failed; serving the original");
             }
         }
@@ -284,6 +288,7 @@ impl Jobs {
         let Ok(_worker) = self.workers.clone().acquire_owned().await else {
             return JobOutcome::Failed {
                 error: "shutting down".to_owned(),
+                reason: FallbackReason::PatchFailed,
             };
         };
         #[cfg(feature = "failpoints")]
@@ -297,6 +302,7 @@ impl Jobs {
             Ok(patched) => patched,
             Err(e) => {
                 return JobOutcome::Failed {
+                    reason: fallback_reason(&e),
                     error: e.to_string(),
                 }
             }
@@ -321,6 +327,7 @@ impl Jobs {
             Err(e) => {
                 return JobOutcome::Failed {
                     error: format!("the VEX document: {e}"),
+                    reason: FallbackReason::PatchFailed,
                 }
             }
         };
@@ -333,7 +340,10 @@ impl Jobs {
             made.push(platform.image.manifest_digest.clone());
         }
         if let Err(error) = self.records.store_patched(patched).await {
-            return JobOutcome::Failed { error };
+            return JobOutcome::Failed {
+                error,
+                reason: FallbackReason::PatchFailed,
+            };
         }
         if let Some(document) = vex {
             let subject = (&top_digest, media_type.as_str(), top_bytes.len() as u64);
@@ -341,11 +351,17 @@ impl Jobs {
             made.push(artifact.digest.clone());
             made.extend(artifact.blobs.iter().map(|(d, _)| d.clone()));
             if let Err(error) = self.records.store_referrer(&top_digest, artifact).await {
-                return JobOutcome::Failed { error };
+                return JobOutcome::Failed {
+                error,
+                reason: FallbackReason::PatchFailed,
+            };
             }
         }
         if let Err(error) = self.mirror.record_made(route, digest, &made).await {
-            return JobOutcome::Failed { error };
+            return JobOutcome::Failed {
+                error,
+                reason: FallbackReason::PatchFailed,
+            };
         }
         tracing::info!(
             original = %digest,
@@ -358,5 +374,30 @@ impl Jobs {
             media_type,
             platforms,
         }
+    }
+}
+
+/// The closed class of a patch failure, for `patchpull_tag_pulls_total{reason}`.
+fn fallback_reason(error: &crate::patch::PatchError) -> FallbackReason {
+    use crate::patch::native::NativeError;
+    use crate::patch::PatchError;
+    match error {
+        PatchError::Native(NativeError::ScriptsCannotRun { .. }) => {
+            if crate::patch::sandbox::available().is_err() {
+                FallbackReason::SandboxUnavailable
+            } else {
+                FallbackReason::ScriptsCannotRun
+            }
+        }
+        PatchError::Native(NativeError::Sandbox(e)) => match e {
+            crate::patch::sandbox::SandboxError::Unavailable(_) => {
+                FallbackReason::SandboxUnavailable
+            }
+            _ => FallbackReason::ScriptFailed,
+        },
+        PatchError::Native(NativeError::ScriptFailed { .. }) => FallbackReason::ScriptFailed,
+        PatchError::Buildkit(_) => FallbackReason::BuildkitFailed,
+        PatchError::Image(_) | PatchError::Package { .. } => FallbackReason::UpstreamFailed,
+        _ => FallbackReason::PatchFailed,
     }
 }

@@ -62,7 +62,7 @@ impl JobView {
                         view.status = "unchanged";
                         view.detail = Some(reason.clone());
                     }
-                    JobOutcome::Failed { error } => {
+                    JobOutcome::Failed { error, .. } => {
                         view.status = "failed";
                         view.detail = Some(error.clone());
                     }
