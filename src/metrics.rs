@@ -160,6 +160,10 @@ pub struct Metrics {
     pub bytes_served: Family<BytesLabels, Counter>,
     pub blob_fill_failures: Counter,
     pub evictions: Counter,
+    /// Blob responses streamed from upstream without caching (the store could not take it).
+    pub blobs_uncached: Counter,
+    /// 1 while the store takes new content, 0 while it is full.
+    pub store_writable: prometheus_client::metrics::gauge::Gauge,
     registry: Registry,
 }
 
@@ -203,6 +207,18 @@ impl Metrics {
             "store_evictions",
             "Store entries evicted to stay under max_size",
             evictions.clone(),
+        );
+        let blobs_uncached = Counter::default();
+        registry.register(
+            "blobs_uncached",
+            "Blob responses streamed from upstream without caching because the store could not take the blob",
+            blobs_uncached.clone(),
+        );
+        let store_writable = prometheus_client::metrics::gauge::Gauge::default();
+        registry.register(
+            "store_writable",
+            "1 while the store takes new content, 0 while it is full (see /readyz)",
+            store_writable.clone(),
         );
         let patch_stage_duration = Family::<StageLabels, Histogram>::new_with_constructor(|| {
             Histogram::new(exponential_buckets(0.05, 2.0, 14))
@@ -255,6 +271,8 @@ impl Metrics {
             bytes_served,
             blob_fill_failures,
             evictions,
+            blobs_uncached,
+            store_writable,
             registry,
         }
     }

@@ -80,6 +80,7 @@ impl Mirror {
             blobs: BlobFills::new(
                 store.clone(),
                 config.storage.blob_fill_timeout,
+                config.server.buffer_memory,
                 metrics.clone(),
             ),
             store,

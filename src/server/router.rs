@@ -60,10 +60,14 @@ async fn dispatch<B>(state: &AppState, req: &Request<B>) -> (Route, Response<Bod
             } else {
                 StatusCode::SERVICE_UNAVAILABLE
             };
-            return (
-                Route::Health,
-                text(status, if ready { "ready\n" } else { "not ready\n" }),
-            );
+            // A full store still serves (blobs stream through uncached), so it stays ready,
+            // but says so: operators alert on it (and on `patchpull_store_writable`).
+            let store = match state.mirror.store().state() {
+                None => "store: ok".to_string(),
+                Some(reason) => format!("store: full, blobs are served without caching: {reason}"),
+            };
+            let head = if ready { "ready" } else { "not ready" };
+            return (Route::Health, text(status, &format!("{head}\n{store}\n")));
         }
         "/metrics" => {
             let mut r = text(StatusCode::OK, &state.metrics.encode());
