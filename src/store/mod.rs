@@ -10,6 +10,7 @@
 //! blob that still does not fit is not stored, and [`Store::state`] says so until a later
 //! commit succeeds.
 
+pub mod check;
 pub mod layout;
 mod writer;
 
