@@ -47,7 +47,11 @@ pub fn check(root: &Path) -> Report {
         });
     };
     if !root.is_dir() {
-        problem(&mut report, root, "the store directory does not exist".into());
+        problem(
+            &mut report,
+            root,
+            "the store directory does not exist".into(),
+        );
         return report;
     }
     for alg in ["sha256", "sha512"] {
@@ -92,10 +96,18 @@ pub fn check(root: &Path) -> Report {
                 .ok()
                 .and_then(|t| t.lines().next().map(str::to_owned));
             match first.and_then(|l| l.parse::<Digest>().ok()) {
-                None => problem(&mut report, &path, "record does not start with a digest".into()),
+                None => problem(
+                    &mut report,
+                    &path,
+                    "record does not start with a digest".into(),
+                ),
                 Some(d) => {
                     for missing in missing_content(root, &d) {
-                        problem(&mut report, &path, format!("dangling index entry: {missing}"));
+                        problem(
+                            &mut report,
+                            &path,
+                            format!("dangling index entry: {missing}"),
+                        );
                     }
                 }
             }
@@ -103,7 +115,11 @@ pub fn check(root: &Path) -> Report {
     }
     for dir in [layout::tmp_dir(root), root.join("patch-tmp")] {
         for path in entries_in(&dir) {
-            problem(&mut report, &path, "leftover from an interrupted write".into());
+            problem(
+                &mut report,
+                &path,
+                "leftover from an interrupted write".into(),
+            );
         }
     }
     report
@@ -134,7 +150,13 @@ fn missing_content(root: &Path, digest: &Digest) -> Vec<String> {
             .map(|c| vec![c])
             .unwrap_or_default()
             .into_iter()
-            .chain(json["layers"].as_array().into_iter().flatten().filter_map(|l| l.as_object()));
+            .chain(
+                json["layers"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|l| l.as_object()),
+            );
         for desc in descriptors {
             let Some(child) = desc.get("digest").and_then(|v| v.as_str()) else {
                 continue;
@@ -191,7 +213,10 @@ fn entries_in(dir: &Path) -> Vec<PathBuf> {
 }
 
 fn files_in(dir: &Path) -> Vec<PathBuf> {
-    entries_in(dir).into_iter().filter(|p| p.is_file()).collect()
+    entries_in(dir)
+        .into_iter()
+        .filter(|p| p.is_file())
+        .collect()
 }
 
 fn dirs_in(dir: &Path) -> Vec<PathBuf> {

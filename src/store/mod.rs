@@ -98,7 +98,12 @@ impl Drop for Reservation {
         self.store
             .reserved_bytes
             .fetch_sub(self.size, std::sync::atomic::Ordering::Relaxed);
-        if self.store.index.get(&self.digest).is_some_and(|e| e.reserved) {
+        if self
+            .store
+            .index
+            .get(&self.digest)
+            .is_some_and(|e| e.reserved)
+        {
             self.store.index.invalidate(&self.digest);
         }
     }
@@ -296,6 +301,11 @@ impl Store {
                 self.max_size
             )));
         }
+        if let Some(capacity) = self.capacity().filter(|c| *c < size) {
+            return Err(full(format!(
+                "the blob is larger than the store's disk ({capacity} bytes)"
+            )));
+        }
         let others = self.reserved_bytes.fetch_add(size, Ordering::Relaxed);
         let reservation = Reservation {
             store: self.clone(),
@@ -321,6 +331,12 @@ impl Store {
             }
         }
         Ok(reservation)
+    }
+
+    /// The size of the store's file system (`None` if it cannot be asked).
+    fn capacity(&self) -> Option<u64> {
+        let st = rustix::fs::statvfs(&self.root).ok()?;
+        Some(st.f_blocks.saturating_mul(st.f_frsize))
     }
 
     /// Bytes free on the store's file system for us (`None` if it cannot be asked).
