@@ -99,7 +99,7 @@ impl BlobHandle {
             (None, Some(end), Some(file)) => {
                 Source::ReadAhead(read_ahead(file, start, end, self.pool))
             }
-            (fill, end, file) => Source::Follow(Reader {
+            (fill, end, file) => Source::Follow(Box::new(Reader {
                 file,
                 pos: start,
                 end,
@@ -107,7 +107,7 @@ impl BlobHandle {
                 buffers: self.pool,
                 origin: self.origin,
                 passthrough: None,
-            }),
+            })),
         };
         futures_util::stream::unfold(source, |mut source| async move {
             let item = match &mut source {
@@ -120,10 +120,11 @@ impl BlobHandle {
 }
 
 enum Source {
-    /// A committed blob: a blocking thread reads ahead sequentially.
+    /// A committed blob: a task reads ahead sequentially.
     ReadAhead(mpsc::Receiver<Result<Bytes, std::io::Error>>),
-    /// A blob being downloaded: reads follow the fill's progress.
-    Follow(Reader),
+    /// A blob being downloaded: reads follow the fill's progress (boxed: it can carry an
+    /// upstream response of its own).
+    Follow(Box<Reader>),
 }
 
 /// Reads `[start, end)` of a file a few chunks ahead of the socket, so disk reads and
