@@ -28,6 +28,7 @@ declare -A PACKAGE_OF=(
   [umoci]=umoci
   [faketime]=faketime
   [dockerd]=docker.io
+  [mount]=mount
 )
 
 missing=()
