@@ -30,6 +30,7 @@ declare -A PACKAGE_OF=(
   [openssl]=openssl
   [update-ca-certificates]=ca-certificates
   [dockerd]=docker.io
+  [mount]=mount
 )
 
 missing=()

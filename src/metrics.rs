@@ -207,6 +207,10 @@ pub struct Metrics {
     pub sandbox_available: Gauge,
     /// 1 when scripts can run over cached roots through an overlay.
     pub overlay_available: Gauge,
+    /// Blob responses streamed from upstream without caching (the store could not take it).
+    pub blobs_uncached: Counter,
+    /// 1 while the store takes new content, 0 while it is full.
+    pub store_writable: prometheus_client::metrics::gauge::Gauge,
     registry: Registry,
 }
 
@@ -250,6 +254,18 @@ impl Metrics {
             "store_evictions",
             "Store entries evicted to stay under max_size",
             evictions.clone(),
+        );
+        let blobs_uncached = Counter::default();
+        registry.register(
+            "blobs_uncached",
+            "Blob responses streamed from upstream without caching because the store could not take the blob",
+            blobs_uncached.clone(),
+        );
+        let store_writable = prometheus_client::metrics::gauge::Gauge::default();
+        registry.register(
+            "store_writable",
+            "1 while the store takes new content, 0 while it is full (see /readyz)",
+            store_writable.clone(),
         );
         let patch_stage_duration = Family::<StageLabels, Histogram>::new_with_constructor(|| {
             Histogram::new(exponential_buckets(0.05, 2.0, 14))
@@ -316,6 +332,8 @@ impl Metrics {
             bytes_served,
             blob_fill_failures,
             evictions,
+            blobs_uncached,
+            store_writable,
             registry,
         }
     }

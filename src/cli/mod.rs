@@ -1,4 +1,5 @@
-//! The command line: `serve` and `config check`. The only place that uses `anyhow` and
+//! The command line: `serve`, `scan`, `patch`, `hosts-toml`, `config check` and
+//! `store check`. The only place that uses `anyhow` and
 //! prints to the terminal.
 
 mod hosts_toml;
@@ -45,6 +46,18 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Inspect the store at `storage.path`.
+    Store {
+        #[command(subcommand)]
+        command: StoreCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum StoreCommand {
+    /// Check that every blob hashes to its name, every recorded manifest and patched image
+    /// has its content, and no temp file is left over; lists each problem, exits 1 on any.
+    Check,
 }
 
 #[derive(Debug, Subcommand)]
@@ -85,6 +98,9 @@ pub fn main() -> ExitCode {
             print!("{source}{}", config.to_display_toml());
             ExitCode::SUCCESS
         }
+        Command::Store {
+            command: StoreCommand::Check,
+        } => store_check(&config.storage.path),
         Command::Scan(args) => {
             init_tracing(&config);
             match scan::run(config, args) {
@@ -122,6 +138,27 @@ pub fn main() -> ExitCode {
                 }
             }
         }
+    }
+}
+
+fn store_check(root: &std::path::Path) -> ExitCode {
+    let report = crate::store::check::check(root);
+    for problem in &report.problems {
+        println!("problem: {problem}");
+    }
+    let summary = format!(
+        "{}: {} blobs, {} manifest entries, {} patched-image records checked",
+        root.display(),
+        report.blobs,
+        report.manifests,
+        report.records
+    );
+    if report.problems.is_empty() {
+        println!("ok: {summary}");
+        ExitCode::SUCCESS
+    } else {
+        println!("{} problems: {summary}", report.problems.len());
+        ExitCode::FAILURE
     }
 }
 

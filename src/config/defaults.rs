@@ -4,6 +4,20 @@ use std::time::Duration;
 
 pub const LISTEN: &str = "127.0.0.1:5000";
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+/// Slow-loris clients are dropped after this; real clients send headers in milliseconds.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Above `patch.wait_timeout` and any upstream wait a request may sit through silently.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+/// Connections served at once; kept below the open-file limit at start.
+pub const MAX_CONNECTIONS: usize = 4096;
+/// File descriptors kept free of connections (store files, upstream sockets, logs).
+pub const RESERVED_FILES: u64 = 256;
+pub const HTTP2_MAX_CONCURRENT_STREAMS: u32 = 100;
+/// Blob chunks in flight to clients, shared by every response: 1,000 concurrent pulls stay
+/// far below the shipped Deployment's 1 GiB memory limit.
+pub const BUFFER_MEMORY: u64 = 64 * 1024 * 1024;
+/// Enough for a few full-size chunks.
+pub const BUFFER_MEMORY_MIN: u64 = 4 * 1024 * 1024;
 pub const STORAGE_PATH: &str = "./data";
 /// Cached content above this is evicted, least recently used first.
 pub const STORAGE_MAX_SIZE: u64 = 20 * 1024 * 1024 * 1024;

@@ -69,6 +69,16 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     pub tls: Option<TlsFiles>,
     pub shutdown_grace: Duration,
+    /// A client that has not sent a request's headers in this time is disconnected.
+    pub header_read_timeout: Duration,
+    /// A connection on which no byte moved for this long is closed.
+    pub idle_timeout: Duration,
+    /// Connections served at once (lowered at start to fit the open-file limit).
+    pub max_connections: usize,
+    /// Concurrent HTTP/2 streams per connection.
+    pub http2_max_concurrent_streams: u32,
+    /// Bytes shared by all responses for blob chunks read ahead of the socket.
+    pub buffer_memory: u64,
 }
 
 #[derive(Debug, Clone)]

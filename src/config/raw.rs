@@ -96,6 +96,19 @@ pub struct RawServer {
     /// How long in-flight requests may run after SIGTERM/SIGINT.
     #[serde(deserialize_with = "text_or_number")]
     pub shutdown_grace: String,
+    /// A client that has not sent a request's headers in this time is disconnected.
+    #[serde(deserialize_with = "text_or_number")]
+    pub header_read_timeout: String,
+    /// A connection on which no byte moved in this time is closed.
+    #[serde(deserialize_with = "text_or_number")]
+    pub idle_timeout: String,
+    /// Connections served at once; more wait in the listen backlog.
+    pub max_connections: usize,
+    /// Concurrent HTTP/2 streams per connection.
+    pub http2_max_concurrent_streams: u32,
+    /// Memory shared by all responses for blob chunks read ahead of the socket.
+    #[serde(deserialize_with = "text_or_number")]
+    pub buffer_memory: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -227,6 +240,11 @@ impl Default for RawServer {
             tls_cert: None,
             tls_key: None,
             shutdown_grace: fmt_duration(defaults::SHUTDOWN_GRACE),
+            header_read_timeout: fmt_duration(defaults::HEADER_READ_TIMEOUT),
+            idle_timeout: fmt_duration(defaults::IDLE_TIMEOUT),
+            max_connections: defaults::MAX_CONNECTIONS,
+            http2_max_concurrent_streams: defaults::HTTP2_MAX_CONCURRENT_STREAMS,
+            buffer_memory: fmt_size(defaults::BUFFER_MEMORY),
         }
     }
 }
@@ -355,6 +373,32 @@ impl RawConfig {
             }
         };
         let shutdown_grace = p.duration("server.shutdown_grace", &self.server.shutdown_grace);
+        let header_read_timeout = p.duration(
+            "server.header_read_timeout",
+            &self.server.header_read_timeout,
+        );
+        let idle_timeout = p.duration("server.idle_timeout", &self.server.idle_timeout);
+        for (key, d) in [
+            ("server.header_read_timeout", header_read_timeout),
+            ("server.idle_timeout", idle_timeout),
+        ] {
+            if d.is_zero() {
+                p.0.push(format!("`{key}`: must be more than 0"));
+            }
+        }
+        if self.server.max_connections == 0 {
+            p.0.push("`server.max_connections`: must be at least 1".into());
+        }
+        if self.server.http2_max_concurrent_streams == 0 {
+            p.0.push("`server.http2_max_concurrent_streams`: must be at least 1".into());
+        }
+        let buffer_memory = p.size("server.buffer_memory", &self.server.buffer_memory);
+        if buffer_memory < defaults::BUFFER_MEMORY_MIN {
+            p.0.push(format!(
+                "`server.buffer_memory`: must be at least {}",
+                fmt_size(defaults::BUFFER_MEMORY_MIN)
+            ));
+        }
 
         // Absolute from here on: the sandbox and its mounts run with `/` as their working
         // directory, and a relative path there names another directory (or none).
@@ -473,6 +517,11 @@ impl RawConfig {
                 listen,
                 tls,
                 shutdown_grace,
+                header_read_timeout,
+                idle_timeout,
+                max_connections: self.server.max_connections,
+                http2_max_concurrent_streams: self.server.http2_max_concurrent_streams,
+                buffer_memory,
             },
             storage,
             cache: CacheConfig { tag_ttl },
@@ -496,6 +545,11 @@ impl RawConfig {
                 tls_cert: c.server.tls.as_ref().map(|t| t.cert.clone()),
                 tls_key: c.server.tls.as_ref().map(|t| t.key.clone()),
                 shutdown_grace: fmt_duration(c.server.shutdown_grace),
+                header_read_timeout: fmt_duration(c.server.header_read_timeout),
+                idle_timeout: fmt_duration(c.server.idle_timeout),
+                max_connections: c.server.max_connections,
+                http2_max_concurrent_streams: c.server.http2_max_concurrent_streams,
+                buffer_memory: fmt_size(c.server.buffer_memory),
             },
             storage: RawStorage {
                 path: c.storage.path.clone(),

@@ -94,6 +94,7 @@ impl Mirror {
                 store.clone(),
                 scopes.clone(),
                 config.storage.blob_fill_timeout,
+                config.server.buffer_memory,
                 metrics.clone(),
             ),
             store,

@@ -60,6 +60,9 @@ async fn dispatch<B>(state: &AppState, req: &Request<B>) -> (Route, Response<Bod
             } else {
                 StatusCode::SERVICE_UNAVAILABLE
             };
+            // A full store still serves (blobs stream through uncached), so it stays ready,
+            // but says so: operators alert on it (and on `patchpull_store_writable`).
+            let store_state = state.mirror.store().state();
             let verbose = req.uri().query().is_some_and(|q| {
                 q.split('&')
                     .any(|p| p == "verbose" || p.starts_with("verbose="))
@@ -69,6 +72,10 @@ async fn dispatch<B>(state: &AppState, req: &Request<B>) -> (Route, Response<Bod
                 // only shows here (and in the gauges), it does not fail the probe.
                 let detail = serde_json::json!({
                     "ready": ready,
+                    "store": match &store_state {
+                        None => serde_json::json!({"writable": true}),
+                        Some(reason) => serde_json::json!({"writable": false, "reason": reason.to_string()}),
+                    },
                     "sandbox": state.host.sandbox,
                     "overlay": state.host.overlay,
                 });
@@ -79,10 +86,12 @@ async fn dispatch<B>(state: &AppState, req: &Request<B>) -> (Route, Response<Bod
                 );
                 return (Route::Health, r);
             }
-            return (
-                Route::Health,
-                text(status, if ready { "ready\n" } else { "not ready\n" }),
-            );
+            let store = match store_state {
+                None => "store: ok".to_string(),
+                Some(reason) => format!("store: full, blobs are served without caching: {reason}"),
+            };
+            let head = if ready { "ready" } else { "not ready" };
+            return (Route::Health, text(status, &format!("{head}\n{store}\n")));
         }
         "/metrics" => {
             let mut r = text(StatusCode::OK, &state.metrics.encode());

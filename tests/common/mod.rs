@@ -182,6 +182,11 @@ impl Proxy {
         self.addr.to_string()
     }
 
+    /// Connections the server is serving now.
+    pub fn open_connections(&self) -> usize {
+        self.server.as_ref().map_or(0, |s| s.open_connections())
+    }
+
     /// The store directory.
     pub fn store_dir(&self) -> std::path::PathBuf {
         self.dir.path().join("store")
