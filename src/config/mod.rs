@@ -57,6 +57,9 @@ pub struct ScanConfig {
     pub command: Vec<String>,
     pub command_timeout: Duration,
     pub result_ttl: Duration,
+    /// Files or http(s) URLs of severity data for the built-in scanner: the Debian
+    /// security tracker's JSON export, Ubuntu's CVE OVAL XML.
+    pub severity_sources: Vec<String>,
 }
 
 #[derive(Debug, Clone)]

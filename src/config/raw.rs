@@ -56,6 +56,8 @@ pub struct RawScan {
     /// How long a scanner command's plan for an image is reused.
     #[serde(deserialize_with = "text_or_number")]
     pub result_ttl: String,
+    /// Severity data for the built-in scanner (files or URLs); empty: none.
+    pub severity_sources: Vec<String>,
 }
 
 impl Default for RawScan {
@@ -78,6 +80,7 @@ impl Default for RawScan {
             command: Vec::new(),
             command_timeout: fmt_duration(defaults::SCAN_COMMAND_TIMEOUT),
             result_ttl: fmt_duration(defaults::SCAN_RESULT_TTL),
+            severity_sources: Vec::new(),
         }
     }
 }
@@ -416,6 +419,19 @@ impl RawConfig {
                 )),
             }
         }
+        for (i, source) in self.scan.severity_sources.iter().enumerate() {
+            let is_url = source.starts_with("http://") || source.starts_with("https://");
+            if source.trim().is_empty() || (!is_url && source.contains("://")) {
+                p.0.push(format!(
+                    "`scan.severity_sources[{i}]`: expected a file path or an http(s) URL, found {:?}",
+                    super::upstream::redact_userinfo(source)
+                ));
+            } else if !is_url && !std::path::Path::new(source).is_file() {
+                p.0.push(format!(
+                    "`scan.severity_sources[{i}]`: file {source} does not exist"
+                ));
+            }
+        }
         let scan = ScanConfig {
             cache_dir: self
                 .scan
@@ -438,6 +454,7 @@ impl RawConfig {
             command: self.scan.command,
             command_timeout,
             result_ttl,
+            severity_sources: self.scan.severity_sources,
         };
 
         let patch = {
@@ -518,6 +535,7 @@ impl RawConfig {
                 command: c.scan.command.clone(),
                 command_timeout: fmt_duration(c.scan.command_timeout),
                 result_ttl: fmt_duration(c.scan.result_ttl),
+                severity_sources: c.scan.severity_sources.clone(),
             },
             patch: super::patch::RawPatch::from_checked(&c.patch),
             admission: super::admission::RawAdmission::from_checked(&c.admission),

@@ -2,6 +2,7 @@
 //! (with `DEBIAN_ARCHIVE_TESTS=1`) against Debian's archive.
 
 mod changelogs;
+mod severities;
 mod fixture;
 mod keyring;
 mod network;
