@@ -5,8 +5,7 @@ use std::cmp::Ordering;
 
 use crate::pkgs::{try_compare, Ecosystem, InstalledPackage, Inventory};
 use crate::scan::plan::{
-    Severity,
-    NotPlanned, Plan, PlanOptions, PlanSource, Platform, PlatformPlanBuilder, SkipReason,
+    NotPlanned, Plan, PlanOptions, PlanSource, Platform, PlatformPlanBuilder, Severity, SkipReason,
     VulnerabilityRef,
 };
 
@@ -133,16 +132,15 @@ pub fn build_plan(
             .iter()
             .map(|fix| severity_of(update, &fix.id))
             .collect();
-        let skip = |vulnerability_id: &str, severity: Option<Severity>, reason: SkipReason| {
-            NotPlanned {
+        let skip =
+            |vulnerability_id: &str, severity: Option<Severity>, reason: SkipReason| NotPlanned {
                 name: update.name.clone(),
                 installed_version: update.installed_version.clone(),
                 vulnerability_id: vulnerability_id.to_owned(),
                 severity,
                 fixed_versions: vec![update.fixed_version.clone()],
                 reason,
-            }
-        };
+            };
         let highest = severities.iter().flatten().max().copied();
         let filtered = options
             .name_filter(&update.name)

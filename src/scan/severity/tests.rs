@@ -15,11 +15,23 @@ fn index() -> SeverityIndex {
 fn the_debian_tracker_gives_the_urgency_of_the_images_release() {
     let index = index();
     let of = |pkg, cve, release| index.lookup("debian", release, pkg, cve);
-    assert_eq!(of("openssl", "CVE-2024-5535", "bookworm"), Some(Severity::Low));
+    assert_eq!(
+        of("openssl", "CVE-2024-5535", "bookworm"),
+        Some(Severity::Low)
+    );
     // "medium**": an urgency not yet confirmed still reads as medium.
-    assert_eq!(of("openssl", "CVE-2024-9143", "bookworm"), Some(Severity::Medium));
-    assert_eq!(of("expat", "CVE-2024-45491", "bookworm"), Some(Severity::High));
-    assert_eq!(of("expat", "CVE-2023-52426", "bookworm"), Some(Severity::Low));
+    assert_eq!(
+        of("openssl", "CVE-2024-9143", "bookworm"),
+        Some(Severity::Medium)
+    );
+    assert_eq!(
+        of("expat", "CVE-2024-45491", "bookworm"),
+        Some(Severity::High)
+    );
+    assert_eq!(
+        of("expat", "CVE-2023-52426", "bookworm"),
+        Some(Severity::Low)
+    );
     // "not yet assigned", another release, another package: unknown.
     assert_eq!(of("expat", "CVE-2024-45491", "trixie"), None);
     assert_eq!(of("openssl", "CVE-2024-5535", "bullseye"), None);
@@ -35,7 +47,10 @@ fn ubuntu_oval_gives_the_advisory_severity_per_codename() {
     assert_eq!(of("CVE-2024-0001", "jammy"), Some(Severity::Critical));
     assert_eq!(of("CVE-2024-9999", "jammy"), None, "untriaged");
     assert_eq!(of("CVE-2024-5119", "noble"), None);
-    assert_eq!(index.lookup("debian", "jammy", "libexample", "CVE-2024-5119"), None);
+    assert_eq!(
+        index.lookup("debian", "jammy", "libexample", "CVE-2024-5119"),
+        None
+    );
 }
 
 #[test]
@@ -66,7 +81,11 @@ fn the_mapping_is_the_documented_one() {
 
 #[test]
 fn a_source_in_no_known_format_is_refused_by_name() {
-    for bytes in [&b"CVE-1,HIGH"[..], b"{\"openssl\": 5}", b"<html><body/></html>"] {
+    for bytes in [
+        &b"CVE-1,HIGH"[..],
+        b"{\"openssl\": 5}",
+        b"<html><body/></html>",
+    ] {
         let e = SeverityIndex::from_sources(&[("src.txt".into(), bytes.to_vec())]).unwrap_err();
         assert!(e.to_string().contains("src.txt"), "{e}");
     }

@@ -2,11 +2,11 @@
 //! (with `DEBIAN_ARCHIVE_TESTS=1`) against Debian's archive.
 
 mod changelogs;
-mod severities;
 mod fixture;
 mod keyring;
 mod network;
 mod repo;
 mod scan;
 mod server;
+mod severities;
 mod trust;

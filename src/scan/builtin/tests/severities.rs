@@ -113,7 +113,10 @@ async fn tracker_urgencies_decide_a_minimum_severity_and_unknown_is_a_choice() {
         }
     );
     let note = plan.unknown_severity.clone().unwrap();
-    assert_eq!((note.choice, note.packages), (UnknownSeverity::Patch, vec!["zlib1g".to_owned()]));
+    assert_eq!(
+        (note.choice, note.packages),
+        (UnknownSeverity::Patch, vec!["zlib1g".to_owned()])
+    );
 
     // `skip`: the unknown one is left out, with that reason.
     let plan = scan(vec![tracker.to_owned()], high(UnknownSeverity::Skip)).await;
@@ -138,7 +141,11 @@ async fn tracker_urgencies_decide_a_minimum_severity_and_unknown_is_a_choice() {
     config.severity_sources = vec![dir.path().join("missing.json").display().to_string()];
     let scanner = BuiltinScanner::new(config).unwrap();
     let e = scanner
-        .scan(&inventory, &Platform::linux("amd64"), &high(UnknownSeverity::Patch))
+        .scan(
+            &inventory,
+            &Platform::linux("amd64"),
+            &high(UnknownSeverity::Patch),
+        )
         .await
         .unwrap_err();
     assert!(e.to_string().contains("missing.json"), "{e}");
