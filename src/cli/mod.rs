@@ -37,7 +37,7 @@ enum Command {
     /// Read an image's packages and plan its fixes (from --report).
     Scan(scan::ScanArgs),
     /// Patch an image's OS packages: one new layer on the original layers.
-    Patch(patch::PatchArgs),
+    Patch(Box<patch::PatchArgs>),
     /// Write containerd hosts.toml files that pull every configured upstream through patchpull.
     HostsToml(hosts_toml::HostsTomlArgs),
     /// Inspect the configuration.
@@ -109,7 +109,7 @@ pub fn main() -> ExitCode {
                 None if args.verbose => init_tracing(&config),
                 None => {}
             }
-            match patch::run(config, args) {
+            match patch::run(config, *args) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("error: {e:#}");

@@ -40,11 +40,24 @@ async fn copa_flags_patch_push_and_write_the_vex() {
             "--timeout",
             "2m",
             "--ignore-errors",
+            "--min-severity",
+            "HIGH",
         ],
     )
     .await;
     run.assert_ok();
     let digest = run.patched_digest();
+    // No severity source: under a minimum the unknown severity is patched (the default
+    // `patch.unknown_severity = "patch"`), and the summary says so.
+    assert!(
+        run.stdout
+            .contains("severity unknown under the minimum HIGH: planned anyway")
+            && run
+                .stdout
+                .contains("patch.unknown_severity = \"patch\"): libfoo"),
+        "{}",
+        run.stdout
+    );
     let (status, _, _, pushed) = setup.manifest("test/copa", "1-fixed").await;
     assert_eq!((status, pushed), (200, digest), "-t is the tag");
     let document: serde_json::Value =
