@@ -10,6 +10,8 @@
 #[path = "patch/cases.rs"]
 mod cases;
 mod common;
+#[path = "patch/copa.rs"]
+mod copa;
 #[path = "patch/dpkg.rs"]
 mod dpkg;
 #[path = "patch/image.rs"]

@@ -38,7 +38,7 @@ enum Command {
     /// Read an image's packages and plan its fixes (from --report).
     Scan(scan::ScanArgs),
     /// Patch an image's OS packages: one new layer on the original layers.
-    Patch(patch::PatchArgs),
+    Patch(Box<patch::PatchArgs>),
     /// Write containerd hosts.toml files that pull every configured upstream through patchpull.
     HostsToml(hosts_toml::HostsTomlArgs),
     /// Inspect the configuration.
@@ -112,8 +112,20 @@ pub fn main() -> ExitCode {
             }
         }
         Command::Patch(args) => {
-            init_tracing(&config);
-            match patch::run(config, args) {
+            // Progress lines own stderr; log lines join them only when asked (`-v`), or
+            // go to `--log-file`, so the two never interleave on a terminal.
+            match &args.log_file {
+                Some(path) => match std::fs::File::create(path) {
+                    Ok(file) => init_tracing_to(&config, std::sync::Mutex::new(file), false),
+                    Err(e) => {
+                        eprintln!("error: --log-file {}: {e}", path.display());
+                        return ExitCode::FAILURE;
+                    }
+                },
+                None if args.verbose => init_tracing(&config),
+                None => {}
+            }
+            match patch::run(config, *args) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("error: {e:#}");
@@ -172,14 +184,21 @@ fn report_config_error(path: &std::path::Path, explicit: bool, e: &ConfigError) 
 }
 
 fn init_tracing(config: &Config) {
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    init_tracing_to(config, std::io::stderr, ansi);
+}
+
+fn init_tracing_to<W>(config: &Config, writer: W, ansi: bool)
+where
+    W: for<'a> tracing_subscriber::fmt::MakeWriter<'a> + Send + Sync + 'static,
+{
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&config.log.level))
         .unwrap_or_else(|_| EnvFilter::new(defaults::LOG_LEVEL));
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         .with_ansi(ansi);
     let _ = match config.log.format {
         LogFormat::Json => builder.json().try_init(),

@@ -93,3 +93,7 @@ pub const PATCH_RETRY_FAILED_AFTER: Duration = Duration::from_secs(300);
 pub const PATCH_JOB_TIMEOUT: Duration = Duration::from_secs(1800);
 /// A platform that cannot be patched does not cost the others their fixes.
 pub const PATCH_PARTIAL_INDEX: super::PartialIndex = super::PartialIndex::PatchedWherePossible;
+/// An unknown severity under a `min_severity` policy is patched: no data is no reason to
+/// leave a fix out.
+pub const PATCH_UNKNOWN_SEVERITY: crate::scan::plan::UnknownSeverity =
+    crate::scan::plan::UnknownSeverity::Patch;

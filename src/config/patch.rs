@@ -123,6 +123,8 @@ pub struct PatchConfig {
     /// Bytes of decompressed layers and unpacked roots kept between patches under
     /// `<storage.path>/unpacked`; 0 keeps nothing.
     pub unpack_cache_size: u64,
+    /// Under a policy's `min_severity`, what a finding of unknown severity gets.
+    pub unknown_severity: crate::scan::plan::UnknownSeverity,
 }
 
 impl PatchConfig {
@@ -171,6 +173,8 @@ pub struct RawPatch {
     pub buildkit: super::buildkit::RawBuildkit,
     #[serde(deserialize_with = "super::raw::text_or_number")]
     pub unpack_cache_size: String,
+    /// `patch` or `skip`.
+    pub unknown_severity: String,
 }
 
 impl Default for RawPatch {
@@ -188,6 +192,7 @@ impl Default for RawPatch {
             engine: defaults::PATCH_ENGINE.as_str().into(),
             buildkit: super::buildkit::RawBuildkit::defaults(),
             unpack_cache_size: super::raw::fmt_size(defaults::PATCH_UNPACK_CACHE_SIZE),
+            unknown_severity: defaults::PATCH_UNKNOWN_SEVERITY.as_str().into(),
         }
     }
 }
@@ -285,7 +290,16 @@ impl RawPatch {
                 0
             }
         };
+        let unknown_severity = crate::scan::plan::UnknownSeverity::parse(&self.unknown_severity)
+            .unwrap_or_else(|| {
+                problems.push(format!(
+                    "`patch.unknown_severity`: expected \"patch\" or \"skip\", found {:?}",
+                    self.unknown_severity
+                ));
+                defaults::PATCH_UNKNOWN_SEVERITY
+            });
         PatchConfig {
+            unknown_severity,
             engine,
             buildkit,
             unpack_cache_size,
@@ -327,6 +341,7 @@ impl RawPatch {
             engine: c.engine.as_str().into(),
             buildkit: super::buildkit::RawBuildkit::from_checked(&c.buildkit),
             unpack_cache_size: super::raw::fmt_size(c.unpack_cache_size),
+            unknown_severity: c.unknown_severity.as_str().into(),
         }
     }
 }

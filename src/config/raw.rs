@@ -56,6 +56,8 @@ pub struct RawScan {
     /// How long a scanner command's plan for an image is reused.
     #[serde(deserialize_with = "text_or_number")]
     pub result_ttl: String,
+    /// Severity data for the built-in scanner (files or URLs); empty: none.
+    pub severity_sources: Vec<String>,
 }
 
 impl Default for RawScan {
@@ -78,6 +80,7 @@ impl Default for RawScan {
             command: Vec::new(),
             command_timeout: fmt_duration(defaults::SCAN_COMMAND_TIMEOUT),
             result_ttl: fmt_duration(defaults::SCAN_RESULT_TTL),
+            severity_sources: Vec::new(),
         }
     }
 }
@@ -294,16 +297,25 @@ pub(super) fn fmt_size(bytes: u64) -> String {
 
 /// Accepts `"30s"` as well as a bare number, which the environment provider produces.
 pub(super) fn text_or_number<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum TextOrNumber {
-        Text(String),
-        Number(u64),
+    struct TextOrNumber;
+    impl serde::de::Visitor<'_> for TextOrNumber {
+        type Value = String;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("text such as \"30s\" or \"4MiB\", or a whole number")
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<String, E> {
+            Ok(v.to_owned())
+        }
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<String, E> {
+            Ok(v.to_string())
+        }
+        fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<String, E> {
+            u64::try_from(v)
+                .map(|n| n.to_string())
+                .map_err(|_| E::invalid_value(serde::de::Unexpected::Signed(v), &self))
+        }
     }
-    Ok(match TextOrNumber::deserialize(d)? {
-        TextOrNumber::Text(s) => s,
-        TextOrNumber::Number(n) => n.to_string(),
-    })
+    d.deserialize_any(TextOrNumber)
 }
 
 fn opt_text_or_number<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
@@ -473,6 +485,19 @@ impl RawConfig {
                 )),
             }
         }
+        for (i, source) in self.scan.severity_sources.iter().enumerate() {
+            let is_url = source.starts_with("http://") || source.starts_with("https://");
+            if source.trim().is_empty() || (!is_url && source.contains("://")) {
+                p.0.push(format!(
+                    "`scan.severity_sources[{i}]`: expected a file path or an http(s) URL, found {:?}",
+                    super::upstream::redact_userinfo(source)
+                ));
+            } else if !is_url && !std::path::Path::new(source).is_file() {
+                p.0.push(format!(
+                    "`scan.severity_sources[{i}]`: file {source} does not exist"
+                ));
+            }
+        }
         let scan = ScanConfig {
             cache_dir: self
                 .scan
@@ -495,6 +520,7 @@ impl RawConfig {
             command: self.scan.command,
             command_timeout,
             result_ttl,
+            severity_sources: self.scan.severity_sources,
         };
 
         let patch = {
@@ -586,6 +612,7 @@ impl RawConfig {
                 command: c.scan.command.clone(),
                 command_timeout: fmt_duration(c.scan.command_timeout),
                 result_ttl: fmt_duration(c.scan.result_ttl),
+                severity_sources: c.scan.severity_sources.clone(),
             },
             patch: super::patch::RawPatch::from_checked(&c.patch),
             admission: super::admission::RawAdmission::from_checked(&c.admission),

@@ -283,11 +283,13 @@ fn unpack_cache_size_parses_sizes_and_zero() {
     // The environment provider hands a bare number over as a number, a size as text
     // (`PATCHPULL_PATCH__UNPACK_CACHE_SIZE=0`, `=2GiB`).
     let layered = |value: figment::value::Value| {
-        Config::extract(
-            Figment::from(Serialized::defaults(raw::RawConfig::default()))
-                .merge(Serialized::default("patch.unpack_cache_size", value)),
-        )
-        .map(|c| c.patch.unpack_cache_size)
+        use figment::providers::Serialized;
+        figment::Figment::from(Serialized::defaults(raw::RawConfig::default()))
+            .merge(Serialized::default("patch.unpack_cache_size", value))
+            .extract::<raw::RawConfig>()
+            .map_err(|e| e.to_string())
+            .and_then(|raw| raw.validate().map_err(|p| p.join("\n")))
+            .map(|c| c.patch.unpack_cache_size)
     };
     assert_eq!(layered(0u64.into()).unwrap(), 0);
     assert_eq!(layered("2GiB".into()).unwrap(), 2 << 30);

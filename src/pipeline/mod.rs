@@ -101,6 +101,7 @@ impl Pipeline {
             base_name,
             plan: PlanOptions {
                 min_severity: policy.and_then(|p| p.min_severity),
+                unknown_severity: self.config.unknown_severity,
                 include: policy
                     .map(|p| p.include.iter().cloned().collect())
                     .unwrap_or_default(),
