@@ -12,6 +12,8 @@ mod cases;
 mod common;
 #[path = "patch/dpkg.rs"]
 mod dpkg;
+#[path = "patch/holdback.rs"]
+mod holdback;
 #[path = "patch/image.rs"]
 mod image;
 #[path = "patch/index.rs"]

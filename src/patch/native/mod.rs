@@ -6,6 +6,7 @@
 //! neither run nor reproduced is refused with the reason.
 
 mod apply;
+mod failure;
 pub mod scripts;
 
 use std::collections::HashMap;

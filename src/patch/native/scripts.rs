@@ -512,13 +512,9 @@ fn exit_status(output: &SandboxOutput) -> String {
     })
 }
 
-/// The last ten non-empty lines of a failing run's output.
+/// A failing run's output, cut to what names the failure.
 fn tail(output: &str) -> String {
-    let lines: Vec<&str> = output
-        .lines()
-        .filter(|l| !l.starts_with(FAILED_MARK) && !l.trim().is_empty())
-        .collect();
-    lines[lines.len().saturating_sub(10)..].join("\n")
+    super::failure::summary(output, FAILED_MARK)
 }
 
 /// True when the layer's entry at `path` is what is on disk now (a script did not touch
