@@ -122,3 +122,5 @@ pub(crate) type InfoFiles = BTreeMap<String, BTreeMap<String, Vec<u8>>>;
 
 #[cfg(test)]
 pub(crate) mod tests;
+#[cfg(test)]
+mod tests_filters;
