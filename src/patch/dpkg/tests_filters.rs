@@ -1,15 +1,18 @@
-//! `path-exclude` as dpkg applies it: no excluded file is written, and no excluded
-//! directory is created unless an include pattern may reach into it.
+//! `path-exclude` as dpkg applies it: no excluded file is written, no excluded directory
+//! is created unless an include pattern may reach into it, and an excluded directory is
+//! not part of the new version (so the old one goes when nothing else is in it).
 
 use super::tests::{dpkg_deb_available, layer, make_deb, DebTree};
 use super::{build, NewPackage};
 use crate::image::{LayerDescriptor, MEDIA_TYPE_OCI_LAYER_GZIP};
+use crate::patch::layer::EntryKind;
 use crate::patch::native::LayerImage;
 use crate::pkgs::dpkg::debfile::{DebLimits, DebPackage};
 
-/// bookworm-slim's apt 2.6.2: a manual page in a directory (`de/man7`) the image lacks.
+/// bookworm-slim's apt upgrade: `usr/share/man/de/man7` (apt's alone, emptied by the
+/// image's builder) is excluded, so dpkg removes it; `de/man8` has another owner.
 #[test]
-fn excluded_directories_new_in_the_package_are_not_created() {
+fn excluded_directories_are_not_created_and_emptied_ones_go() {
     if !dpkg_deb_available() {
         return;
     }
@@ -27,7 +30,9 @@ fn excluded_directories_new_in_the_package_are_not_created() {
         ("usr/share", None),
         ("usr/share/man", None),
         ("usr/share/man/de", None),
+        ("usr/share/man/de/man7", None),
         ("usr/share/man/de/man8", None),
+        ("usr/share/man/fr", None),
         ("var", None),
         ("var/lib", None),
         ("var/lib/dpkg", None),
@@ -35,8 +40,9 @@ fn excluded_directories_new_in_the_package_are_not_created() {
         ("var/lib/dpkg/info", None),
         (
             "var/lib/dpkg/info/apt.list",
-            Some("/.\n/usr\n/usr/share\n/usr/share/man\n/usr/share/man/de\n/usr/share/man/de/man8\n/usr/share/man/de/man8/apt.8.gz\n"),
+            Some("/.\n/usr\n/usr/share\n/usr/share/man\n/usr/share/man/de\n/usr/share/man/de/man7\n/usr/share/man/de/man7/apt-patterns.7.gz\n/usr/share/man/de/man8\n/usr/share/man/de/man8/apt.8.gz\n"),
         ),
+        ("var/lib/dpkg/info/man-db.list", Some("/.\n/usr\n/usr/share\n/usr/share/man\n/usr/share/man/de\n/usr/share/man/de/man8\n")),
     ])];
     let layers = [LayerDescriptor::new(
         format!("sha256:{:064x}", 0),
@@ -50,7 +56,10 @@ fn excluded_directories_new_in_the_package_are_not_created() {
         &DebTree {
             files: vec![
                 ("usr/share/man/de/man8/apt.8.gz", "apt(8)\n".into()),
-                ("usr/share/man/de/man7/apt-patterns.7.gz", "apt-patterns(7)\n".into()),
+                (
+                    "usr/share/man/de/man7/apt-patterns.7.gz",
+                    "apt-patterns(7)\n".into(),
+                ),
                 ("usr/share/doc/apt/copyright", "c\n".into()),
                 ("usr/share/doc/apt/NEWS.gz", "n\n".into()),
                 ("usr/bin/apt", "apt\n".into()),
@@ -73,22 +82,24 @@ fn excluded_directories_new_in_the_package_are_not_created() {
         }],
     )
     .unwrap();
-    let usr: Vec<&str> = changes
+    let usr: Vec<(&str, bool)> = changes
         .layer
         .iter()
-        .map(|e| e.path.as_str())
-        .filter(|p| p.starts_with("usr/"))
+        .filter(|e| e.path.starts_with("usr/"))
+        .map(|e| (e.path.as_str(), matches!(e.kind, EntryKind::Whiteout)))
         .collect();
     // The include reaches into usr/share/doc (dpkg keeps every directory whose path starts
-    // with an include pattern's literal part), not into usr/share/man.
+    // with an include pattern's literal part), not into usr/share/man: fr/man7 is not
+    // created, de/man7 is removed.
     assert_eq!(
         usr,
         [
-            "usr/bin",
-            "usr/bin/apt",
-            "usr/share/doc",
-            "usr/share/doc/apt",
-            "usr/share/doc/apt/copyright",
+            ("usr/bin", false),
+            ("usr/bin/apt", false),
+            ("usr/share/doc", false),
+            ("usr/share/doc/apt", false),
+            ("usr/share/doc/apt/copyright", false),
+            ("usr/share/man/de/man7", true),
         ]
     );
 }
