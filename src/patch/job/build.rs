@@ -262,8 +262,14 @@ pub(super) fn build_layer(
     if packages.is_empty() {
         return Ok((None, held));
     }
+    let archives = packages
+        .iter()
+        .filter_map(|p| opened.iter().find(|(d, _)| d.name == p.name))
+        .map(|(d, _)| native::Archive::new(&d.name, &d.version, &d.architecture, d.path.clone()))
+        .collect();
     let runnable = Runnable {
         architecture: architecture.to_owned(),
+        archives,
     };
     let native = native::patch(&image, &packages, &runnable, work, cache)?;
     Ok((Some(native), held))

@@ -52,9 +52,9 @@ const EXCLUDED: &[&str] = &[
 ];
 /// Where the new versions' control members wait for their preinst (each is moved to
 /// `tmp.ci` just before it runs, as dpkg extracts one package's at a time).
-const STAGING: &str = "var/lib/dpkg/tmp.patchpull";
+pub(super) const STAGING: &str = "var/lib/dpkg/tmp.patchpull";
 /// One script's time budget.
-const SCRIPT_TIMEOUT: Duration = Duration::from_secs(300);
+pub(super) const SCRIPT_TIMEOUT: Duration = Duration::from_secs(300);
 /// What the tests may add to the scripts' environment (to fake their clock with
 /// libfaketime, say): `NAME=value` words. Never set in production.
 pub const EXTRA_ENV: &str = "PATCHPULL_SCRIPTS_EXTRA_ENV";
@@ -95,6 +95,10 @@ pub struct ScriptsJob<'a> {
     pub scratch: &'a Path,
     /// The image's dpkg version, for `DPKG_RUNNING_VERSION` of the scripts run here.
     pub dpkg_version: &'a str,
+    /// apt's `Pre-Install-Pkgs` hooks to run first (debconf's preconfiguration), and the
+    /// new packages' archives they are given, in install order.
+    pub pre_install: &'a [String],
+    pub archives: &'a [super::preconfigure::Archive],
 }
 
 /// Runs the job's scripts over the image and folds their changes into `layer`. Both roots
@@ -152,6 +156,7 @@ fn run_phases(
     layer: &LayerBuilder,
     report: &mut ScriptsReport,
 ) -> Result<(), NativeError> {
+    super::preconfigure::run(target, job.pre_install, job.archives)?;
     let pre: Vec<&ScriptRun> = job.plan.pre.iter().collect();
     run_steps(target, &pre, job.dpkg_version, report)?;
 
@@ -268,7 +273,7 @@ pub(super) enum Target<'a> {
 
 impl Target<'_> {
     /// The host directory standing for the tree's `rel` (made if needed), to write into.
-    fn dir(&self, rel: &str) -> Result<PathBuf, NativeError> {
+    pub(super) fn dir(&self, rel: &str) -> Result<PathBuf, NativeError> {
         match self {
             Target::Plain(root) => {
                 let dir = root.join(rel);
@@ -279,7 +284,11 @@ impl Target<'_> {
         }
     }
 
-    fn session<'t>(&'t self, argv: &'t [String], env: &'t [(String, String)]) -> Session<'t> {
+    pub(super) fn session<'t>(
+        &'t self,
+        argv: &'t [String],
+        env: &'t [(String, String)],
+    ) -> Session<'t> {
         let (root, lower) = match self {
             Target::Plain(root) => (*root, None),
             Target::Overlay(overlay) => (overlay.upper(), Some(overlay.lower())),
@@ -293,7 +302,7 @@ impl Target<'_> {
     }
 }
 
-struct Session<'a> {
+pub(super) struct Session<'a> {
     root: &'a Path,
     lower: Option<&'a Path>,
     argv: &'a [String],
@@ -301,7 +310,7 @@ struct Session<'a> {
 }
 
 impl Session<'_> {
-    fn run(&self, timeout: Duration) -> Result<SandboxOutput, NativeError> {
+    pub(super) fn run(&self, timeout: Duration) -> Result<SandboxOutput, NativeError> {
         Ok(sandbox::run(&SandboxCommand {
             lower: self.lower,
             root: self.root,
@@ -314,7 +323,7 @@ impl Session<'_> {
 }
 
 /// Quotes `text` for a POSIX shell.
-fn quote(text: &str) -> String {
+pub(super) fn quote(text: &str) -> String {
     format!("'{}'", text.replace('\'', "'\\''"))
 }
 
@@ -325,7 +334,7 @@ const FAILED_MARK: &str = "patchpull-step-failed ";
 /// The environment every session starts from: what `apt-get` run as root in a container
 /// build passes on to dpkg, with debconf told not to ask (`DEBIAN_FRONTEND`), plus what
 /// the tests add ([`EXTRA_ENV`]).
-fn base_env() -> Vec<(String, String)> {
+pub(super) fn base_env() -> Vec<(String, String)> {
     let mut env: Vec<(String, String)> = [
         (
             "PATH",
@@ -506,14 +515,14 @@ fn run_dpkg_configure(target: &Target<'_>, report: &mut ScriptsReport) -> Result
     Ok(())
 }
 
-fn exit_status(output: &SandboxOutput) -> String {
+pub(super) fn exit_status(output: &SandboxOutput) -> String {
     output.status.map_or("killed by a signal".to_owned(), |s| {
         format!("exit status {s}")
     })
 }
 
 /// A failing run's output, cut to what names the failure.
-fn tail(output: &str) -> String {
+pub(super) fn tail(output: &str) -> String {
     super::failure::summary(output, FAILED_MARK)
 }
 
