@@ -14,6 +14,8 @@ mod common;
 mod copa;
 #[path = "patch/dpkg.rs"]
 mod dpkg;
+#[path = "patch/holdback.rs"]
+mod holdback;
 #[path = "patch/image.rs"]
 mod image;
 #[path = "patch/index.rs"]

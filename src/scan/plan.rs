@@ -257,6 +257,9 @@ pub enum SkipReason {
     /// Planned, but fetching or installing the package failed and the policy says to
     /// patch the rest (`ignore_errors`).
     PatchFailed { error: String },
+    /// `apt-get upgrade` keeps this upgrade back (it installs no new package and removes
+    /// none), so the patch does too; `detail` says what the new version needs.
+    HeldBack { detail: String },
 }
 
 impl fmt::Display for SkipReason {
@@ -291,6 +294,9 @@ impl fmt::Display for SkipReason {
             SkipReason::Excluded => f.write_str("package is excluded"),
             SkipReason::NotIncluded => f.write_str("package is not in the include list"),
             SkipReason::PatchFailed { error } => write!(f, "could not be patched: {error}"),
+            SkipReason::HeldBack { detail } => {
+                write!(f, "kept back, as apt-get upgrade keeps it: {detail}")
+            }
         }
     }
 }

@@ -542,13 +542,12 @@ impl Patcher {
                 .await
             {
                 Ok(Some(built)) => built,
-                Ok(None) => {
-                    return Ok(unchanged(
-                        image,
-                        Some(plan),
-                        "no package could be patched (ignore_errors)".to_owned(),
-                    ))
-                }
+                Ok(None) => return Ok(unchanged(
+                    image,
+                    Some(plan),
+                    "no planned package could be patched (each is in not_planned, with the reason)"
+                        .to_owned(),
+                )),
                 Err(PatchError::Native(NativeError::ScriptsCannotRun { reasons }))
                     if buildkit_usable =>
                 {

@@ -96,7 +96,7 @@ pub(super) fn require_tools() -> bool {
 }
 
 /// `/bin/busybox` when it is a static binary and the sandbox works here.
-pub(super) fn busybox() -> Option<Vec<u8>> {
+pub(crate) fn busybox() -> Option<Vec<u8>> {
     let skip = |why: String| {
         assert!(!require_tools(), "REQUIRE_TEST_TOOLS=1: {why}");
         eprintln!("skipped: {why}");
@@ -302,7 +302,7 @@ fn diff_sees_content_mode_owner_and_links_but_not_times() {
 }
 
 /// A materialized busybox image in a fresh work directory.
-pub(super) fn busybox_root(busybox: &[u8]) -> (tempfile::TempDir, tempfile::TempDir) {
+pub(crate) fn busybox_root(busybox: &[u8]) -> (tempfile::TempDir, tempfile::TempDir) {
     let outside = tempfile::tempdir().unwrap();
     let work = workdir();
     fs::create_dir(work.path().join("root")).unwrap();

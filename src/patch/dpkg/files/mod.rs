@@ -384,15 +384,19 @@ impl<'a> Builder<'a> {
             if entry.path.is_empty() {
                 continue;
             }
-            new_paths.insert(&entry.path);
+            let skipped = self.db.filters.skips(
+                &entry.path,
+                matches!(entry.kind, DataKind::Dir | DataKind::Symlink),
+            );
+            // dpkg counts a filtered directory as not in the new version: the old one goes
+            // when empty, as below.
+            if !(skipped && entry.kind == DataKind::Dir) {
+                new_paths.insert(&entry.path);
+            }
             let target = self.db.diversions.target(&entry.path, name).to_owned();
             let physical = self.physical(&target, name)?;
             let node = self.tree.get(&physical).cloned();
-            if self
-                .db
-                .filters
-                .skips(&entry.path, entry.kind == DataKind::Dir)
-            {
+            if skipped {
                 // Listed, not written; an older copy goes, as dpkg removes it.
                 if entry.kind != DataKind::Dir && node.as_ref().is_some_and(|n| !n.is_dir()) {
                     self.layer.whiteout(&physical);
