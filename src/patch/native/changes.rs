@@ -31,10 +31,9 @@ pub(super) fn fold_changes(
                 report.changed.push(path);
             }
             Change::Removed(path) => {
-                if layer
-                    .get(&path)
-                    .is_some_and(|e| matches!(e.kind, EntryKind::Whiteout))
-                {
+                // Already a whiteout, or below one (a directory the package emptied and
+                // removed whole): the layer says it is gone.
+                if whited_out(layer, &path) {
                     continue;
                 }
                 layer.remove(&path);
@@ -44,6 +43,19 @@ pub(super) fn fold_changes(
         }
     }
     Ok(())
+}
+
+/// Whether the layer removes `path`: a whiteout at it or at one of its parents.
+fn whited_out(layer: &LayerBuilder, path: &str) -> bool {
+    let is_whiteout = |p: &str| {
+        layer
+            .get(p)
+            .is_some_and(|e| matches!(e.kind, EntryKind::Whiteout))
+    };
+    is_whiteout(path)
+        || path
+            .match_indices('/')
+            .any(|(i, _)| is_whiteout(&path[..i]))
 }
 
 /// True when the layer's entry at `path` is what is on disk now (`record`): a script did
@@ -258,5 +270,24 @@ mod tests {
         let changed = fold(root.path(), &mut layer, &["etc/conf", "usr/lib/libx.so"]);
         assert_eq!(changed, ["etc/conf"]);
         assert_eq!(layer.get("etc/conf").unwrap().mode, 0o600);
+    }
+
+    #[test]
+    fn a_path_below_a_removed_directory_gets_no_whiteout_of_its_own() {
+        let (root, mut layer) = applied();
+        layer.whiteout("usr/share/man/de/man7");
+        let mut report = ScriptsReport {
+            ran: Vec::new(),
+            changed: Vec::new(),
+        };
+        let changes = vec![
+            Change::Removed("usr/share/man/de/man7".into()),
+            Change::Removed("usr/share/man/de/man7/apt-patterns.7.gz".into()),
+        ];
+        fold_changes(&mut layer, root.path(), changes, EPOCH, &mut report).unwrap();
+        assert!(report.changed.is_empty(), "{:?}", report.changed);
+        assert!(layer
+            .get("usr/share/man/de/man7/apt-patterns.7.gz")
+            .is_none());
     }
 }

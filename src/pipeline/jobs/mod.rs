@@ -46,9 +46,7 @@ pub enum JobOutcome {
         platforms: PlatformsView,
     },
     /// Nothing to patch; the original is served.
-    Unchanged {
-        reason: String,
-    },
+    Unchanged { reason: String },
     Failed {
         error: String,
         /// The closed class of `error`, for the pulls served the original meanwhile.
@@ -352,9 +350,9 @@ impl Jobs {
             made.extend(artifact.blobs.iter().map(|(d, _)| d.clone()));
             if let Err(error) = self.records.store_referrer(&top_digest, artifact).await {
                 return JobOutcome::Failed {
-                error,
-                reason: FallbackReason::PatchFailed,
-            };
+                    error,
+                    reason: FallbackReason::PatchFailed,
+                };
             }
         }
         if let Err(error) = self.mirror.record_made(route, digest, &made).await {

@@ -373,6 +373,8 @@ impl<'a> Builder<'a> {
             conffiles_left_deleted: Vec::new(),
         };
         let mut new_paths: HashSet<&str> = HashSet::new();
+        // Physical paths removed, filtered copies included: a directory left empty goes.
+        let mut removed: HashSet<String> = HashSet::new();
         let mut conffile_md5: BTreeMap<String, String> = BTreeMap::new();
         let conflict = |path: &str, reason: &str| DpkgError::Conflict {
             package: name.to_owned(),
@@ -400,6 +402,7 @@ impl<'a> Builder<'a> {
                 // Listed, not written; an older copy goes, as dpkg removes it.
                 if entry.kind != DataKind::Dir && node.as_ref().is_some_and(|n| !n.is_dir()) {
                     self.layer.whiteout(&physical);
+                    removed.insert(physical.clone());
                     self.touched.insert(entry.path.clone());
                     outcome.files_removed += 1;
                 }
@@ -536,7 +539,6 @@ impl<'a> Builder<'a> {
 
         // Files the old version had and the new one does not, unless another package owns
         // them or they are conffiles (dpkg keeps obsolete conffiles).
-        let mut removed: HashSet<String> = HashSet::new();
         let mut dirs: Vec<String> = Vec::new();
         let mut gone: Vec<&String> = context
             .old_paths
