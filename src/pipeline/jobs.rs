@@ -23,6 +23,9 @@ use crate::mirror::Mirror;
 use crate::patch::job::{PatchOptions, PatchedImage, Patcher, PlatformOutcome};
 
 use super::platforms::{PlatformView, PlatformsView};
+use super::record::{self, JobRecord, SavedJob};
+
+mod view;
 use crate::patch::referrer;
 use crate::scan::builtin::BuiltinScanner;
 use crate::store::{Store, StoredManifest};
@@ -102,6 +105,9 @@ pub struct JobView {
     pub platforms: Vec<PlatformView>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub seconds_ago: Option<u64>,
+    /// The image by name, its plan, engine and stage timings.
+    #[serde(flatten)]
+    pub record: JobRecord,
 }
 
 /// Counters of what jobs did, for metrics and tests.
@@ -132,6 +138,10 @@ pub struct Jobs {
     dir: PathBuf,
     pub counts: JobCounts,
     metrics: Arc<Metrics>,
+    /// What the operator's view shows of each job of this process besides its outcome.
+    records: Mutex<HashMap<Key, JobRecord>>,
+    /// Jobs finished by earlier runs of the process, from the store.
+    history: Mutex<HashMap<Key, SavedJob>>,
 }
 
 /// Where BuildKit reaches this patchpull: `patch.buildkit.registry`, else the listen
@@ -179,7 +189,10 @@ impl Jobs {
             }),
             &config.scan,
         );
+        let history = Mutex::new(record::load_all(&store));
         Ok(Jobs {
+            records: Mutex::default(),
+            history,
             patcher,
             mirror,
             reports,
@@ -245,6 +258,13 @@ impl Jobs {
             };
         }
         let options = options();
+        self.note(&key, |r| {
+            *r = JobRecord {
+                image: (!options.base_name.is_empty()).then(|| options.base_name.clone()),
+                started: Some(record::now()),
+                ..JobRecord::default()
+            }
+        });
         let (tx, rx) = watch::channel(None);
         let step = Arc::new(Mutex::new("queued".to_owned()));
         state.insert(key.clone(), Entry::Running(rx.clone(), step.clone()));
@@ -279,12 +299,13 @@ impl Jobs {
             jobs.metrics
                 .patch_duration
                 .observe(started.elapsed().as_secs_f64());
+            let image = jobs.finish_record(&key, &outcome).await;
             match outcome.as_ref() {
                 JobOutcome::Patched { platforms, .. } => {
                     jobs.counts.patched.fetch_add(1, Ordering::Relaxed);
                     if let Some(failures) = platforms.failures() {
                         jobs.counts.partial.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(upstream = %key.0, digest = %key.1, %failures, "patched in part; the platforms that failed keep their originals");
+                        tracing::warn!(%image, upstream = %key.0, digest = %key.1, %failures, "patched in part; the platforms that failed keep their originals");
                     }
                     jobs.save(&key, &outcome).await;
                 }
@@ -293,7 +314,7 @@ impl Jobs {
                 }
                 JobOutcome::Failed { error } => {
                     jobs.counts.failed.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(upstream = %key.0, digest = %key.1, %error, "patch failed; serving the original");
+                    tracing::warn!(%image, upstream = %key.0, digest = %key.1, %error, "patch failed; serving the original");
                 }
             }
             jobs.lock()
@@ -329,6 +350,16 @@ impl Jobs {
 
     /// What every job known to this process did, for the admin API.
     pub fn list(&self) -> Vec<JobView> {
+        let records = self
+            .records
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let history = self
+            .history
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         let state = self.lock();
         let mut views: Vec<JobView> = state
             .iter()
@@ -342,6 +373,10 @@ impl Jobs {
                     partial: None,
                     platforms: Vec::new(),
                     seconds_ago: None,
+                    record: records
+                        .get(&(upstream.clone(), original.clone()))
+                        .cloned()
+                        .unwrap_or_default(),
                 };
                 match entry {
                     Entry::Running(_, step) => {
@@ -375,6 +410,33 @@ impl Jobs {
                 view
             })
             .collect();
+        drop(state);
+        let known: std::collections::HashSet<(String, String)> = views
+            .iter()
+            .map(|v| (v.upstream.clone(), v.original.clone()))
+            .collect();
+        for saved in history.into_values() {
+            if known.contains(&(saved.upstream.clone(), saved.original.clone())) {
+                continue;
+            }
+            let status = match saved.status.as_str() {
+                "patched" => "patched",
+                "unchanged" => "unchanged",
+                "failed" => "failed",
+                _ => continue,
+            };
+            views.push(JobView {
+                upstream: saved.upstream,
+                original: saved.original,
+                status,
+                patched: saved.patched,
+                detail: saved.detail,
+                partial: None,
+                platforms: Vec::new(),
+                seconds_ago: None,
+                record: saved.record,
+            });
+        }
         views.sort_by(|a, b| (&a.upstream, &a.original).cmp(&(&b.upstream, &b.original)));
         views
     }
@@ -403,6 +465,7 @@ impl Jobs {
             .cloned()
             .collect();
         let mut dropped = !keys.is_empty();
+        dropped |= self.forget_records(digest);
         for key in keys {
             self.lock().remove(&key);
         }
@@ -422,17 +485,29 @@ impl Jobs {
     }
 
     async fn run(&self, route: &Route, digest: &Digest, options: &PatchOptions) -> JobOutcome {
+        let key = (route.upstream.name().to_owned(), digest.clone());
+        let queued = Instant::now();
         let Ok(_permit) = self.workers.clone().acquire_owned().await else {
             return JobOutcome::Failed {
                 error: "shutting down".to_owned(),
             };
         };
+        self.note(&key, |r| {
+            r.stages.queued_seconds = Some(queued.elapsed().as_secs_f64());
+        });
         let started = Instant::now();
-        let patched = match self
+        let patched = self
             .patcher
             .patch(route, &Reference::Digest(digest.clone()), options)
-            .await
-        {
+            .await;
+        self.note(&key, |r| {
+            r.stages.patch_seconds = Some(started.elapsed().as_secs_f64());
+            if let Ok(patched) = &patched {
+                r.note_patched(patched);
+            }
+        });
+        let storing = Instant::now();
+        let patched = match patched {
             Ok(patched) => patched,
             Err(e) => {
                 return JobOutcome::Failed {
@@ -486,7 +561,11 @@ impl Jobs {
         if let Err(error) = self.mirror.record_made(route, digest, &made).await {
             return JobOutcome::Failed { error };
         }
+        self.note(&key, |r| {
+            r.stages.store_seconds = Some(storing.elapsed().as_secs_f64());
+        });
         tracing::info!(
+            image = %options.base_name,
             original = %digest,
             patched = %top_digest,
             elapsed_ms = started.elapsed().as_millis() as u64,
