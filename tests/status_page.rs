@@ -19,7 +19,9 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use common::apt::{AptRepo, DebSpec};
 use common::images::{self, Format};
+use common::registry::Registry;
 use common::serve::ServeProcess;
 use common::ProxyConfig;
 use serde_json::Value;
@@ -101,9 +103,35 @@ async fn the_status_page_shows_what_the_admin_api_says() {
     if !support::tools(false) || !common::require_tools(&["chromium"]) {
         return;
     }
-    let env = support::Env::new().await;
+    // The archive has libfoo's fix, and a libbar "fix" whose package tries to write
+    // outside the image: its patch fails.
+    let repo = AptRepo::new(&["amd64"]);
+    repo.add(&image::libfoo(image::NEW, "amd64"));
+    let libbar = |version: &str| {
+        DebSpec::new("libbar", version, "amd64")
+            .file("usr/share/libbar/version", version.as_bytes(), 0o644)
+            .changelog(&image::changelog("libbar", version))
+    };
+    repo.add_hostile(&libbar(image::NEW), "../../etc/passwd");
+    repo.publish();
+    let env = support::Env {
+        registry: Registry::start().await,
+        repo,
+        dir: tempfile::Builder::new().prefix("pp-ui-").tempdir().unwrap(),
+    };
     env.push("team/app", "1", &image::libfoo_image(Format::Oci, false))
         .await;
+    let old_libbar = libbar(image::OLD);
+    let installed = image::Installed {
+        spec: &old_libbar,
+        modified_conffiles: Vec::new(),
+    };
+    let broken = image::image(
+        Format::Oci,
+        "amd64",
+        &[image::base_files(false), image::dpkg_files(&[installed])],
+    );
+    env.push("team/broken", "2", &broken).await;
     images::push_image(
         &env.registry.url(),
         "team/static",
@@ -134,8 +162,17 @@ async fn the_status_page_shows_what_the_admin_api_says() {
         .await
         .unwrap();
     assert_eq!(r.status(), 202);
+    let broken = client
+        .get(format!("{}/v2/team/broken/manifests/2", serve.url))
+        .header("accept", images::ACCEPT_ALL)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(broken.status(), 200, "fail-open");
     let jobs = settled(&client, &serve).await;
-    assert_eq!(jobs.len(), 2, "{jobs:?}");
+    assert_eq!(jobs.len(), 3, "{jobs:?}");
+    let failed = jobs.iter().find(|j| j["status"] == "failed").unwrap();
+    assert_eq!(failed["image"], "local/team/broken:2", "{failed}");
 
     // The admin API names the image and gives its plan, engine and timings.
     let job = jobs.iter().find(|j| j["status"] == "patched").unwrap();
@@ -201,6 +238,7 @@ async fn the_status_page_shows_what_the_admin_api_says() {
     let dom = chromium(&shots, &["--dump-dom", &page]);
     assert!(dom.contains("id=\"count-patched\">1 patched<"), "{dom}");
     assert!(dom.contains("id=\"count-unchanged\">1 unchanged<"), "{dom}");
+    assert!(dom.contains("id=\"count-failed\">1 failed<"), "{dom}");
     assert!(dom.contains("id=\"no-running\""), "{dom}");
     for job in &jobs {
         let row = row(&dom, job["original"].as_str().unwrap());
@@ -224,6 +262,13 @@ async fn the_status_page_shows_what_the_admin_api_says() {
         }
         if let Some(patched) = job["patched"].as_str() {
             assert!(row.contains(&format!("title=\"{patched}\"")), "{row}");
+        }
+        if let Some(detail) = job["detail"].as_str() {
+            let shown = detail
+                .replace('&', "&amp;")
+                .replace('<', "&lt;")
+                .replace('>', "&gt;");
+            assert!(row.contains(&shown), "{detail}: {row}");
         }
         if let Some(engine) = job["engine"].as_str() {
             assert!(row.contains(engine), "{row}");
@@ -268,7 +313,7 @@ async fn the_status_page_shows_what_the_admin_api_says() {
     for field in ["image", "patched", "engine", "plan", "stages", "status"] {
         assert_eq!(again[field], job[field], "{field}");
     }
-    assert_eq!(after["images"].as_array().unwrap().len(), 2, "{after}");
+    assert_eq!(after["images"].as_array().unwrap().len(), 3, "{after}");
 }
 
 /// The metric names a PromQL expression mentions.

@@ -85,7 +85,7 @@ th,td{border:1px solid #ccc;padding:4px 6px;text-align:left;vertical-align:top}\
 th{background:#f0f0f0}code{font-family:'DejaVu Sans Mono',monospace;font-size:12px}\
 .patched{color:#106b21}.failed{color:#a31515}.running,.queued{color:#8a5a00}\
 .unchanged{color:#555}.ok{color:#106b21}.bad{color:#a31515}.muted{color:#777}\
-.summary span{margin-right:18px;font-weight:bold}";
+.summary span{margin-right:18px;font-weight:bold}.cves,.package,code{white-space:nowrap}";
 
 fn render(state: &AppState, jobs: &[JobView], sandbox: &Result<(), String>) -> String {
     let mut page = String::new();
