@@ -293,6 +293,48 @@ mod tests {
         );
     }
 
+    fn job(status: &'static str, detail: &str) -> JobView {
+        JobView {
+            upstream: "local".into(),
+            original: format!("sha256:{}", "ab".repeat(32)),
+            status,
+            patched: None,
+            detail: Some(detail.into()),
+            partial: None,
+            platforms: Vec::new(),
+            seconds_ago: None,
+            record: crate::pipeline::JobRecord {
+                image: Some("local/team/<app>:1".into()),
+                ..Default::default()
+            },
+        }
+    }
+
+    #[test]
+    fn running_jobs_show_their_stage_escaped() {
+        let mut page = String::new();
+        render_running(
+            &[job("running", "linux/amd64: fetching <2> packages")],
+            &mut page,
+        );
+        assert!(
+            page.contains("<td class=\"stage\">linux/amd64: fetching &lt;2&gt; packages</td>"),
+            "{page}"
+        );
+        assert!(page.contains("local/team/&lt;app&gt;:1"), "{page}");
+        let mut none = String::new();
+        render_running(&[job("patched", "")], &mut none);
+        assert!(none.contains("No job is running"), "{none}");
+    }
+
+    #[test]
+    fn a_running_job_is_listed_as_waiting() {
+        let mut page = String::new();
+        render_images(&[job("running", "queued")], &mut page);
+        assert!(page.contains("data-status=\"waiting\""), "{page}");
+        assert!(!page.contains("<app>"), "{page}");
+    }
+
     #[test]
     fn short_digest_keeps_the_algorithm() {
         assert_eq!(short("sha256:0123456789abcdef0123"), "sha256:0123456789ab");
