@@ -31,6 +31,7 @@ declare -A PACKAGE_OF=(
   [update-ca-certificates]=ca-certificates
   [dockerd]=docker.io
   [mount]=mount
+  [chromium]=chromium
 )
 
 missing=()
@@ -42,6 +43,11 @@ done
 # The runnable test image copies the host's busybox into a rootfs: it must be static.
 if [ ! -x /bin/busybox ] || ldd /bin/busybox >/dev/null 2>&1; then
   missing+=(busybox-static)
+fi
+
+# The status page's screenshot needs a font (Chromium draws boxes without one).
+if [ ! -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ]; then
+  missing+=(fonts-dejavu-core)
 fi
 
 # The deploy manifests are checked with kubernetes-validate, in a venv.

@@ -190,7 +190,24 @@ impl EncodeLabelSet for TagLabels {
     }
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BuildLabels {
+    pub version: String,
+}
+
+/// The last answer an upstream gave, for the status page.
+#[derive(Debug, Clone, Copy)]
+pub struct UpstreamSeen {
+    /// HTTP status; 0 when no connection could be made.
+    pub status: u16,
+    pub at: std::time::Instant,
+}
+
 pub struct Metrics {
+    pub store_used_bytes: prometheus_client::metrics::gauge::Gauge,
+    pub store_max_bytes: prometheus_client::metrics::gauge::Gauge,
+    /// Last answer per configured upstream name (bounded by the config).
+    upstream_seen: std::sync::Mutex<std::collections::BTreeMap<String, UpstreamSeen>>,
     pub patch_stage_duration: Family<StageLabels, Histogram>,
     pub vulnerabilities_fixed: Counter,
     pub patch_jobs: Family<JobLabels, Counter>,
@@ -317,9 +334,35 @@ impl Metrics {
             "1 when the sandbox can run scripts over cached image roots through an overlay (probed at start)",
             overlay_available.clone(),
         );
+        let store_used_bytes = prometheus_client::metrics::gauge::Gauge::default();
+        registry.register(
+            "store_used_bytes",
+            "Bytes of content in the store, as storage.max_size counts them",
+            store_used_bytes.clone(),
+        );
+        let store_max_bytes = prometheus_client::metrics::gauge::Gauge::default();
+        registry.register(
+            "store_max_bytes",
+            "storage.max_size: the store evicts above it",
+            store_max_bytes.clone(),
+        );
+        let build_info = Family::<BuildLabels, prometheus_client::metrics::gauge::Gauge>::default();
+        build_info
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION").to_owned(),
+            })
+            .set(1);
+        registry.register(
+            "build_info",
+            "Always 1; the version label says which patchpull runs",
+            build_info,
+        );
         Metrics {
             sandbox_available,
             overlay_available,
+            store_used_bytes,
+            store_max_bytes,
+            upstream_seen: std::sync::Mutex::default(),
             patch_stage_duration,
             vulnerabilities_fixed,
             patch_jobs,
@@ -342,6 +385,29 @@ impl Metrics {
         self.patch_stage_duration
             .get_or_create(&StageLabels { stage })
             .observe(seconds);
+    }
+
+    /// Records an upstream's answer (`status` 0: no connection).
+    pub fn upstream_seen(&self, upstream: &str, status: u16) {
+        let mut seen = self.upstream_seen.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = UpstreamSeen {
+            status,
+            at: std::time::Instant::now(),
+        };
+        match seen.get_mut(upstream) {
+            Some(last) => *last = entry,
+            None => {
+                seen.insert(upstream.to_owned(), entry);
+            }
+        }
+    }
+
+    /// The last answer of each upstream asked since the start.
+    pub fn upstreams_seen(&self) -> std::collections::BTreeMap<String, UpstreamSeen> {
+        self.upstream_seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     pub fn tag_pull(&self, served: TagServed) {

@@ -80,6 +80,8 @@ pub const PATCH_MODE: super::PatchMode = super::PatchMode::Wait;
 /// Below containerd's and admission webhooks' patience (webhooks time out at 10 s).
 pub const PATCH_WAIT_TIMEOUT: Duration = Duration::from_secs(8);
 pub const PATCH_WORKERS: usize = 2;
+/// Who the admin token's holder is in the log when nobody named it.
+pub const PATCH_ADMIN_TOKEN_NAME: &str = "admin";
 /// Decompressed layers and unpacked roots kept for the next patch of the same layers.
 pub const PATCH_UNPACK_CACHE_SIZE: u64 = 4 * 1024 * 1024 * 1024;
 pub const PATCH_QUEUE: usize = 32;

@@ -118,6 +118,8 @@ pub struct PatchConfig {
     pub policies: Vec<PatchPolicy>,
     /// Bearer token of the admin API (`/patchpull/v1/`); `None` switches it off.
     pub admin_token: Option<super::Secret>,
+    /// Who holds `admin_token`, as admin actions are logged.
+    pub admin_token_name: String,
     pub engine: super::PatchEngine,
     pub buildkit: super::BuildkitConfig,
     /// Bytes of decompressed layers and unpacked roots kept between patches under
@@ -169,6 +171,7 @@ pub struct RawPatch {
     pub policy: Vec<RawPolicy>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub admin_token: Option<super::Secret>,
+    pub admin_token_name: String,
     pub engine: String,
     pub buildkit: super::buildkit::RawBuildkit,
     #[serde(deserialize_with = "super::raw::text_or_number")]
@@ -189,6 +192,7 @@ impl Default for RawPatch {
             partial_index: defaults::PATCH_PARTIAL_INDEX.as_str().into(),
             policy: Vec::new(),
             admin_token: None,
+            admin_token_name: defaults::PATCH_ADMIN_TOKEN_NAME.into(),
             engine: defaults::PATCH_ENGINE.as_str().into(),
             buildkit: super::buildkit::RawBuildkit::defaults(),
             unpack_cache_size: super::raw::fmt_size(defaults::PATCH_UNPACK_CACHE_SIZE),
@@ -280,6 +284,17 @@ impl RawPatch {
             problems
                 .push("`patch.engine = \"buildkit\"` needs `patch.buildkit.address`".to_owned());
         }
+        if self.admin_token_name.is_empty()
+            || !self
+                .admin_token_name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.@".contains(&b))
+        {
+            problems.push(format!(
+                "`patch.admin_token_name`: letters, digits and `-_.@` only, found {:?}",
+                self.admin_token_name
+            ));
+        }
         let unpack_cache_size = match self.unpack_cache_size.trim().parse::<bytesize::ByteSize>() {
             Ok(size) => size.as_u64(),
             Err(e) => {
@@ -312,6 +327,7 @@ impl RawPatch {
             partial_index,
             policies,
             admin_token: self.admin_token.clone().filter(|t| !t.expose().is_empty()),
+            admin_token_name: self.admin_token_name.clone(),
         }
     }
 
@@ -338,6 +354,7 @@ impl RawPatch {
                 })
                 .collect(),
             admin_token: c.admin_token.clone(),
+            admin_token_name: c.admin_token_name.clone(),
             engine: c.engine.as_str().into(),
             buildkit: super::buildkit::RawBuildkit::from_checked(&c.buildkit),
             unpack_cache_size: super::raw::fmt_size(c.unpack_cache_size),

@@ -12,6 +12,7 @@
 
 mod jobs;
 mod platforms;
+mod record;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,6 +29,7 @@ use crate::upstream::Route;
 
 pub use jobs::{JobOutcome, JobStatus, JobView};
 pub use platforms::{PlatformStatus, PlatformView, PlatformsView};
+pub use record::{JobRecord, PlannedPackage, StageTimings};
 
 /// The suffix that asks for the untouched image.
 pub const ORIGINAL_SUFFIX: &str = "-original";

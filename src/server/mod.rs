@@ -8,6 +8,7 @@ mod host;
 mod limits;
 mod respond;
 mod router;
+mod status_page;
 mod tls;
 
 use std::net::SocketAddr;
@@ -59,6 +60,10 @@ pub struct AppState {
     pub mirror: Arc<Mirror>,
     pub pipeline: Pipeline,
     pub admin_token: Option<crate::config::Secret>,
+    /// Who holds the admin token, for the log (`patch.admin_token_name`).
+    pub admin_token_name: String,
+    /// Configured upstreams as (name, URL), for the status page.
+    pub upstreams: Vec<(String, String)>,
     /// The Kubernetes webhook's rules (`[admission]`).
     pub admission: crate::admission::Admission,
     pub metrics: Arc<Metrics>,
@@ -110,6 +115,12 @@ impl Server {
             mirror,
             pipeline,
             admin_token: config.patch.admin_token.clone(),
+            admin_token_name: config.patch.admin_token_name.clone(),
+            upstreams: config
+                .upstream
+                .iter()
+                .map(|u| (u.name.clone(), u.url.to_string()))
+                .collect(),
             admission: crate::admission::Admission::new(&config),
             metrics,
             host,

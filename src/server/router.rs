@@ -29,6 +29,8 @@ where
     let path = req.uri().path().to_owned();
     let (route, response) = if path.starts_with(super::admin::PREFIX) {
         (Route::Admin, super::admin::handle(&state, req).await)
+    } else if path == super::status_page::PATH {
+        (Route::Admin, super::status_page::handle(&state, &req).await)
     } else if path == crate::admission::PATH {
         (Route::Other, admission(&state, req).await)
     } else {
@@ -94,6 +96,11 @@ async fn dispatch<B>(state: &AppState, req: &Request<B>) -> (Route, Response<Bod
             return (Route::Health, text(status, &format!("{head}\n{store}\n")));
         }
         "/metrics" => {
+            let used = state.mirror.store().used_bytes();
+            state
+                .metrics
+                .store_used_bytes
+                .set(i64::try_from(used).unwrap_or(i64::MAX));
             let mut r = text(StatusCode::OK, &state.metrics.encode());
             r.headers_mut().insert(
                 header::CONTENT_TYPE,

@@ -153,6 +153,9 @@ impl Store {
                 let _ = std::fs::remove_file(entry.path());
             }
         }
+        metrics
+            .store_max_bytes
+            .set(i64::try_from(config.max_size).unwrap_or(i64::MAX));
         let evict_root = root.clone();
         let evict_metrics = metrics.clone();
         let index = moka::sync::Cache::builder()
@@ -450,6 +453,31 @@ impl Store {
         self.manifests
             .insert(manifest.digest.clone(), manifest.clone());
         Ok(manifest)
+    }
+
+    /// Writes `bytes` to `<storage.path>/<relative>` atomically (temp file, fsync, rename,
+    /// fsync of the directory): the one helper for the small records patchpull keeps
+    /// beside the content, such as the job list.
+    ///
+    /// # Errors
+    /// The file cannot be written.
+    pub fn write_record(&self, relative: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+        writer::write_small(
+            &layout::tmp_dir(&self.root),
+            &self.root.join(relative),
+            bytes,
+        )
+    }
+
+    /// `<storage.path>/<relative>`, to read what [`Store::write_record`] wrote.
+    pub fn record_path(&self, relative: &Path) -> PathBuf {
+        self.root.join(relative)
+    }
+
+    /// Bytes of content in the store as `storage.max_size` counts them (each entry rounded
+    /// up to KiB).
+    pub fn used_bytes(&self) -> u64 {
+        self.index.weighted_size().saturating_mul(1024)
     }
 
     /// Runs pending evictions now (tests and shutdown).

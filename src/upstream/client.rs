@@ -339,6 +339,7 @@ impl Upstream {
     }
 
     fn observe(&self, op: UpstreamOp, status: u16, started: Instant) {
+        self.metrics.upstream_seen(&self.config.name, status);
         self.metrics
             .upstream_latency
             .get_or_create(&UpstreamLabels {

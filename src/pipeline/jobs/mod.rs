@@ -8,11 +8,13 @@
 //! `<storage.path>/patched/` so a restart finds it (see [`records`]).
 
 mod flight;
+mod operator;
 mod records;
 mod view;
 
+use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
@@ -29,7 +31,8 @@ use crate::scan::builtin::BuiltinScanner;
 use crate::upstream::Route;
 
 use super::platforms::PlatformsView;
-use flight::{Claim, Flights, Freshness, JobPermit};
+use super::record::{self, JobRecord, SavedJob};
+use flight::{Claim, Flights, Freshness, JobPermit, Key};
 use records::Records;
 
 pub use flight::{JobCounts, Waiter};
@@ -70,6 +73,10 @@ pub struct Jobs {
     reports: PathBuf,
     flights: Arc<Flights>,
     records: Records,
+    /// What the operator's view shows of each job of this process besides its outcome.
+    job_records: Mutex<HashMap<Key, JobRecord>>,
+    /// Jobs finished by earlier runs of the process, from the store.
+    history: Mutex<HashMap<Key, SavedJob>>,
     workers: Arc<Semaphore>,
     /// The longest a job may run (`patch.job_timeout`), waiting for a worker included.
     job_timeout: Duration,
@@ -126,7 +133,10 @@ impl Jobs {
             result_ttl: config.scan.result_ttl,
         };
         let capacity = config.patch.workers + config.patch.queue;
+        let history = Mutex::new(record::load_all(&store));
         Ok(Jobs {
+            job_records: Mutex::default(),
+            history,
             patcher,
             mirror,
             reports,
@@ -169,6 +179,13 @@ impl Jobs {
         };
         let waiter = permit.waiter();
         let options = options();
+        self.note(&key, |r| {
+            *r = JobRecord {
+                image: (!options.base_name.is_empty()).then(|| options.base_name.clone()),
+                started: Some(record::now()),
+                ..JobRecord::default()
+            }
+        });
         let jobs = self.clone();
         let route = route.clone();
         // The permit moves into the task: however the task ends (a result, a panic, the
@@ -199,16 +216,17 @@ impl Jobs {
                 reason: FallbackReason::PatchFailed,
             },
         };
+        let image = self.finish_record(&key, &outcome).await;
         match &outcome {
             JobOutcome::Patched { platforms, .. } => {
                 if let Some(failures) = platforms.failures() {
-                    tracing::warn!(upstream = %key.0, digest = %key.1, %failures, "patched in part; the platforms that failed keep their originals");
+                    tracing::warn!(%image, upstream = %key.0, digest = %key.1, %failures, "patched in part; the platforms that failed keep their originals");
                 }
                 self.records.save(&key, &outcome).await;
             }
             JobOutcome::Unchanged { .. } => {}
             JobOutcome::Failed { error, .. } => {
-                tracing::warn!(upstream = %key.0, digest = %key.1, %error, "patch failed; serving the original");
+                tracing::warn!(%image, upstream = %key.0, digest = %key.1, %error, "patch failed; serving the original");
             }
         }
         permit.finish(outcome);
@@ -234,12 +252,51 @@ impl Jobs {
 
     /// What every job known to this process did, for the admin API.
     pub fn list(&self) -> Vec<JobView> {
+        let records = self
+            .job_records
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let history = self
+            .history
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         let mut views: Vec<JobView> = self
             .flights
             .lock()
             .iter()
-            .map(|(key, entry)| JobView::of(key, entry, &self.flights.clock))
+            .map(|(key, entry)| {
+                let record = records.get(key).cloned().unwrap_or_default();
+                JobView::of(key, entry, &self.flights.clock, record)
+            })
             .collect();
+        let known: std::collections::HashSet<(String, String)> = views
+            .iter()
+            .map(|v| (v.upstream.clone(), v.original.clone()))
+            .collect();
+        for saved in history.into_values() {
+            if known.contains(&(saved.upstream.clone(), saved.original.clone())) {
+                continue;
+            }
+            let status = match saved.status.as_str() {
+                "patched" => "patched",
+                "unchanged" => "unchanged",
+                "failed" => "failed",
+                _ => continue,
+            };
+            views.push(JobView {
+                upstream: saved.upstream,
+                original: saved.original,
+                status,
+                patched: saved.patched,
+                detail: saved.detail,
+                partial: None,
+                platforms: Vec::new(),
+                seconds_ago: None,
+                record: saved.record,
+            });
+        }
         views.sort_by(|a, b| (&a.upstream, &a.original).cmp(&(&b.upstream, &b.original)));
         views
     }
@@ -266,7 +323,8 @@ impl Jobs {
         flights.retain(|(_, d), _| d != digest);
         let dropped = flights.len() != before;
         drop(flights);
-        self.records.forget_everywhere(digest) | dropped
+        let records = self.forget_records(digest);
+        self.records.forget_everywhere(digest) | dropped | records
     }
 
     /// Drops what is known about `digest`, so the next pull patches again.
@@ -283,20 +341,32 @@ impl Jobs {
     }
 
     async fn run(&self, route: &Route, digest: &Digest, options: &PatchOptions) -> JobOutcome {
+        let key = (route.upstream.name().to_owned(), digest.clone());
+        let queued = Instant::now();
         let Ok(_worker) = self.workers.clone().acquire_owned().await else {
             return JobOutcome::Failed {
                 error: "shutting down".to_owned(),
                 reason: FallbackReason::PatchFailed,
             };
         };
+        self.note(&key, |r| {
+            r.stages.queued_seconds = Some(queued.elapsed().as_secs_f64());
+        });
         #[cfg(feature = "failpoints")]
         crate::failpoint::hit(crate::failpoint::PATCH_JOB, &digest.to_string());
         let started = Instant::now();
-        let patched = match self
+        let patched = self
             .patcher
             .patch(route, &Reference::Digest(digest.clone()), options)
-            .await
-        {
+            .await;
+        self.note(&key, |r| {
+            r.stages.patch_seconds = Some(started.elapsed().as_secs_f64());
+            if let Ok(patched) = &patched {
+                r.note_patched(patched);
+            }
+        });
+        let storing = Instant::now();
+        let patched = match patched {
             Ok(patched) => patched,
             Err(e) => {
                 return JobOutcome::Failed {
@@ -361,7 +431,11 @@ impl Jobs {
                 reason: FallbackReason::PatchFailed,
             };
         }
+        self.note(&key, |r| {
+            r.stages.store_seconds = Some(storing.elapsed().as_secs_f64());
+        });
         tracing::info!(
+            image = %options.base_name,
             original = %digest,
             patched = %top_digest,
             elapsed_ms = started.elapsed().as_millis() as u64,

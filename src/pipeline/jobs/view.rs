@@ -4,6 +4,7 @@ use super::flight::{Entry, Key};
 use super::JobOutcome;
 use crate::clock::Clock;
 use crate::pipeline::platforms::PlatformView;
+use crate::pipeline::record::JobRecord;
 
 /// One job as the admin API lists it.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -26,10 +27,18 @@ pub struct JobView {
     pub platforms: Vec<PlatformView>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub seconds_ago: Option<u64>,
+    /// The image by name, its plan, engine and stage timings.
+    #[serde(flatten)]
+    pub record: JobRecord,
 }
 
 impl JobView {
-    pub(super) fn of((upstream, original): &Key, entry: &Entry, clock: &Clock) -> JobView {
+    pub(super) fn of(
+        (upstream, original): &Key,
+        entry: &Entry,
+        clock: &Clock,
+        record: JobRecord,
+    ) -> JobView {
         let mut view = JobView {
             upstream: upstream.clone(),
             original: original.to_string(),
@@ -39,6 +48,7 @@ impl JobView {
             partial: None,
             platforms: Vec::new(),
             seconds_ago: None,
+            record,
         };
         match entry {
             Entry::Running(_, step) => {
