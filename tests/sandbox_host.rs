@@ -255,7 +255,7 @@ async fn patch(config: &Path, reference: &str, tmpdir: &str) -> (i32, String, St
         tokio::process::Command::new(env!("CARGO_BIN_EXE_patchpull"))
             .arg("--config")
             .arg(config)
-            .args(["patch", "--insecure", reference])
+            .args(["patch", "--verbose", "--insecure", reference])
             .env_remove("RUST_LOG")
             .env("TMPDIR", tmpdir)
             .stdin(Stdio::null())

@@ -267,7 +267,7 @@ impl Pipeline {
                 format!("no patched image yet ({why}); the policy is fail_closed"),
             );
             error.status = http::StatusCode::SERVICE_UNAVAILABLE;
-            error.origin = crate::error::Origin::Internal;
+            error.origin = crate::error::Origin::Upstream;
             error.retry_after = Some(Duration::from_secs(10));
             self.mirror.metrics().fallback_pull(reason);
             return Err(error);

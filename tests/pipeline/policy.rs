@@ -374,7 +374,7 @@ async fn a_patch_job_that_panics_fails_open_and_frees_its_place() {
         let text = metrics(&proxy).await;
         assert_eq!(metric(&text, "patchpull_patch_jobs_active"), 0.0, "{text}");
         assert_eq!(metric(&text, &jobs("failed")), 1.0, "{text}");
-        assert_eq!(metric(&text, &pulls("fallback")), 2.0, "{text}");
+        assert_eq!(fallback_pulls(&text, Some("PatchFailed")), 2.0, "{text}");
         let listed: serde_json::Value = serde_json::from_slice(
             &reqwest::Client::new()
                 .get(format!("http://{}/patchpull/v1/images", proxy.authority()))
