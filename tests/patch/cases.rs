@@ -516,6 +516,70 @@ async fn status_keeps_the_classification_the_new_control_does_not_set() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgraded_files_keep_their_statoverride_owner_and_mode() {
+    if !tools() {
+        return;
+    }
+    let setup = Setup::new(&["amd64"]).await;
+    let spec = |version: &str| {
+        DebSpec::new("helperpkg", version, "amd64")
+            .file("usr/lib/helperpkg/helper", version.as_bytes(), 0o755)
+            .file("usr/share/helperpkg/v", version.as_bytes(), 0o644)
+    };
+    let old = spec(OLD);
+    let new = spec(NEW);
+    setup.repo.add(&new);
+    setup.repo.publish();
+    let installed = Installed {
+        spec: &old,
+        modified_conffiles: Vec::new(),
+    };
+    // As `dpkg-statoverride --update --add root messagebus 4754 ...` leaves it (numeric
+    // ids, so that the reference dpkg run here resolves them as patchpull does).
+    let overrides = vec![file(
+        "var/lib/dpkg/statoverride",
+        b"#0 #101 4754 /usr/lib/helperpkg/helper\n",
+        0o644,
+    )];
+    let original = image(
+        Format::Oci,
+        "amd64",
+        &[base_files(false), dpkg_files(&[installed]), overrides],
+    );
+    images::push_image(&setup.registry.url(), "test/helper", "1", &original).await;
+    let layout = setup.path("layout");
+    let run = patchpull(
+        &setup.config("run"),
+        &[
+            "patch",
+            "--insecure",
+            "--oci-dir",
+            layout.to_str().unwrap(),
+            &setup.reference("test/helper:1"),
+        ],
+    )
+    .await;
+    run.assert_ok();
+    let root = unpack(&layout, "1-patched", &setup.path("bundle"));
+    let helper = std::fs::symlink_metadata(root.join("usr/lib/helperpkg/helper")).unwrap();
+    assert_eq!(
+        std::fs::read(root.join("usr/lib/helperpkg/helper")).unwrap(),
+        NEW.as_bytes()
+    );
+    {
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(helper.mode() & 0o7777, 0o4754);
+        if is_root() {
+            assert_eq!((helper.uid(), helper.gid()), (0, 101));
+        }
+    }
+    let deb = setup.repo.archive().join(AptRepo::pool_path(&new));
+    if let Some(reference) = dpkg_reference(&setup, "test/helper:1", &[deb]) {
+        assert_same_tree(&reference, &root);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ignore_errors_patches_what_can_be_patched() {
     if !tools() {
         return;

@@ -1,6 +1,7 @@
 //! The image's dpkg database as the build reads it: status (or `status.d`), `info/`,
 //! diversions, file owners, trigger interests and path filters, in one pass.
 
+use super::statoverride::StatOverrides;
 use super::*;
 
 /// The image's dpkg database, read once.
@@ -14,6 +15,7 @@ pub(super) struct Database {
     pub(super) owners: Owners,
     pub(super) triggers: TriggerInterests,
     pub(super) filters: PathFilters,
+    pub(super) statoverrides: StatOverrides,
 }
 
 impl Database {
@@ -22,7 +24,15 @@ impl Database {
         let dirs = [STATUS_DIR, INFO_DIR, TRIGGERS_DIR, DPKG_CFG_DIR].map(|d| format!("/{d}/"));
         let diversions_key = format!("/{DIVERSIONS}");
         let cfg_key = format!("/{DPKG_CFG}");
-        let mut wanted: Vec<&str> = vec![&status_key, &diversions_key, &cfg_key];
+        let overrides_key = format!("/{STATOVERRIDE}");
+        let mut wanted: Vec<&str> = vec![
+            &status_key,
+            &diversions_key,
+            &cfg_key,
+            &overrides_key,
+            "/etc/passwd",
+            "/etc/group",
+        ];
         wanted.extend(dirs.iter().map(String::as_str));
         let mut files = image.read(&wanted)?;
         let in_dir =
@@ -78,6 +88,14 @@ impl Database {
             Some(bytes) => Diversions::parse(&bytes)?,
             None => Diversions::default(),
         };
+        let statoverrides = match files.get(&overrides_key) {
+            Some(bytes) => StatOverrides::parse(
+                bytes,
+                files.get("/etc/passwd").map(Vec::as_slice),
+                files.get("/etc/group").map(Vec::as_slice),
+            ),
+            None => StatOverrides::default(),
+        };
         Ok(Database {
             status,
             status_d,
@@ -86,6 +104,7 @@ impl Database {
             owners,
             triggers: TriggerInterests::parse(&trigger_files),
             filters,
+            statoverrides,
         })
     }
 }

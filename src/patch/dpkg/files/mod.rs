@@ -5,6 +5,7 @@
 mod image_db;
 mod paths;
 mod record;
+mod statoverride;
 
 use image_db::Database;
 
@@ -29,6 +30,7 @@ const MAX_SYMLINKS: u32 = 40;
 const TRIGGERS_DIR: &str = "var/lib/dpkg/triggers";
 const DPKG_CFG: &str = "etc/dpkg/dpkg.cfg";
 const DPKG_CFG_DIR: &str = "etc/dpkg/dpkg.cfg.d";
+const STATOVERRIDE: &str = "var/lib/dpkg/statoverride";
 
 /// Computes what installing `packages` over the image does.
 ///
@@ -287,8 +289,11 @@ impl<'a> Builder<'a> {
         })
     }
 
+    /// The entry dpkg extracts for the archive's `source` at `path`: the archive's owner
+    /// and mode, or a statoverride's (files and directories both, symbolic links the
+    /// owner only, hard links nothing: they share their target's inode).
     fn entry(&self, path: String, source: &DataEntry, kind: EntryKind) -> LayerEntry {
-        LayerEntry {
+        let mut entry = LayerEntry {
             path,
             mode: source.mode,
             uid: source.uid,
@@ -297,7 +302,30 @@ impl<'a> Builder<'a> {
             gname: source.gname.clone(),
             mtime: source.mtime,
             kind,
+        };
+        if matches!(entry.kind, EntryKind::Hardlink(_)) {
+            return entry;
         }
+        if let Some(over) = self.db.statoverrides.get(&source.path) {
+            if let Some((uid, name)) = over.uid {
+                (entry.uid, entry.uname) = (uid, name);
+            }
+            if let Some((gid, name)) = over.gid {
+                (entry.gid, entry.gname) = (gid, name);
+            }
+            if !matches!(entry.kind, EntryKind::Symlink(_)) {
+                entry.mode = over.mode;
+            }
+        }
+        entry
+    }
+
+    /// The mode dpkg gives the archive's `source` once extracted.
+    fn extracted_mode(&self, source: &DataEntry) -> u32 {
+        self.db
+            .statoverrides
+            .get(&source.path)
+            .map_or(source.mode, |over| over.mode)
     }
 
     /// A database file written by the engine: root-owned, at the epoch.
@@ -454,7 +482,7 @@ impl<'a> Builder<'a> {
                             && node.as_ref().is_some_and(|n| {
                                 n.kind == NodeKind::File
                                     && n.size == entry.size
-                                    && n.mode & 0o7777 == entry.mode & 0o7777
+                                    && n.mode & 0o7777 == self.extracted_mode(entry) & 0o7777
                             })
                             && context
                                 .old_md5sums
