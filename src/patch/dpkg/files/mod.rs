@@ -306,6 +306,14 @@ impl<'a> Builder<'a> {
         if matches!(entry.kind, EntryKind::Hardlink(_)) {
             return entry;
         }
+        // dpkg takes the archive's owner names as the image knows them, the numbers only
+        // for a name the image lacks.
+        if let Some(uid) = self.db.statoverrides.user(&entry.uname) {
+            entry.uid = uid;
+        }
+        if let Some(gid) = self.db.statoverrides.group(&entry.gname) {
+            entry.gid = gid;
+        }
         if let Some(over) = self.db.statoverrides.get(&source.path) {
             if let Some((uid, name)) = over.uid {
                 (entry.uid, entry.uname) = (uid, name);
