@@ -1,7 +1,7 @@
 //! The image's dpkg database as the build reads it: status (or `status.d`), `info/`,
 //! diversions, file owners, trigger interests and path filters, in one pass.
 
-use super::statoverride::StatOverrides;
+use super::statoverride::{StatOverrides, STATOVERRIDE};
 use super::*;
 
 /// The image's dpkg database, read once.

@@ -30,7 +30,6 @@ const MAX_SYMLINKS: u32 = 40;
 const TRIGGERS_DIR: &str = "var/lib/dpkg/triggers";
 const DPKG_CFG: &str = "etc/dpkg/dpkg.cfg";
 const DPKG_CFG_DIR: &str = "etc/dpkg/dpkg.cfg.d";
-const STATOVERRIDE: &str = "var/lib/dpkg/statoverride";
 
 /// Computes what installing `packages` over the image does.
 ///
@@ -289,53 +288,6 @@ impl<'a> Builder<'a> {
         })
     }
 
-    /// The entry dpkg extracts for the archive's `source` at `path`: the archive's owner
-    /// and mode, or a statoverride's (files and directories both, symbolic links the
-    /// owner only, hard links nothing: they share their target's inode).
-    fn entry(&self, path: String, source: &DataEntry, kind: EntryKind) -> LayerEntry {
-        let mut entry = LayerEntry {
-            path,
-            mode: source.mode,
-            uid: source.uid,
-            gid: source.gid,
-            uname: source.uname.clone(),
-            gname: source.gname.clone(),
-            mtime: source.mtime,
-            kind,
-        };
-        if matches!(entry.kind, EntryKind::Hardlink(_)) {
-            return entry;
-        }
-        // dpkg takes the archive's owner names as the image knows them, the numbers only
-        // for a name the image lacks.
-        if let Some(uid) = self.db.statoverrides.user(&entry.uname) {
-            entry.uid = uid;
-        }
-        if let Some(gid) = self.db.statoverrides.group(&entry.gname) {
-            entry.gid = gid;
-        }
-        if let Some(over) = self.db.statoverrides.get(&source.path) {
-            if let Some((uid, name)) = over.uid {
-                (entry.uid, entry.uname) = (uid, name);
-            }
-            if let Some((gid, name)) = over.gid {
-                (entry.gid, entry.gname) = (gid, name);
-            }
-            if !matches!(entry.kind, EntryKind::Symlink(_)) {
-                entry.mode = over.mode;
-            }
-        }
-        entry
-    }
-
-    /// The mode dpkg gives the archive's `source` once extracted.
-    fn extracted_mode(&self, source: &DataEntry) -> u32 {
-        self.db
-            .statoverrides
-            .get(&source.path)
-            .map_or(source.mode, |over| over.mode)
-    }
-
     /// A database file written by the engine: root-owned, at the epoch.
     fn db_entry(&self, path: String, mode: u32, data: Vec<u8>) -> LayerEntry {
         LayerEntry {
@@ -434,8 +386,11 @@ impl<'a> Builder<'a> {
                         }
                         None if self.layer.get(&physical).is_some() => false,
                         None => {
-                            self.layer
-                                .insert(self.entry(physical, entry, EntryKind::Dir));
+                            self.layer.insert(self.db.statoverrides.extracted(
+                                physical,
+                                entry,
+                                EntryKind::Dir,
+                            ));
                             true
                         }
                     }
@@ -470,13 +425,15 @@ impl<'a> Builder<'a> {
                             Some(md5) if Some(md5.as_str()) != recorded => {
                                 let dist = format!("{physical}.dpkg-dist");
                                 let file = EntryKind::File(FileData::Bytes(data));
-                                self.layer.insert(self.entry(dist, entry, file));
+                                self.layer
+                                    .insert(self.db.statoverrides.extracted(dist, entry, file));
                                 outcome.conffiles_kept.push(format!("/{}", entry.path));
                                 true
                             }
                             _ => {
                                 let file = EntryKind::File(FileData::Bytes(data));
-                                self.layer.insert(self.entry(physical, entry, file));
+                                self.layer
+                                    .insert(self.db.statoverrides.extracted(physical, entry, file));
                                 true
                             }
                         }
@@ -490,7 +447,8 @@ impl<'a> Builder<'a> {
                             && node.as_ref().is_some_and(|n| {
                                 n.kind == NodeKind::File
                                     && n.size == entry.size
-                                    && n.mode & 0o7777 == self.extracted_mode(entry) & 0o7777
+                                    && n.mode & 0o7777
+                                        == self.db.statoverrides.extracted_mode(entry) & 0o7777
                             })
                             && context
                                 .old_md5sums
@@ -504,8 +462,11 @@ impl<'a> Builder<'a> {
                                 conflict(&entry.path, "no contents in the package")
                             })?;
                             let data = FileData::Slice { file, offset, len };
-                            self.layer
-                                .insert(self.entry(physical, entry, EntryKind::File(data)));
+                            self.layer.insert(self.db.statoverrides.extracted(
+                                physical,
+                                entry,
+                                EntryKind::File(data),
+                            ));
                             true
                         }
                     }
@@ -525,8 +486,11 @@ impl<'a> Builder<'a> {
                             "a symbolic link in the package, a directory in the image",
                         ));
                     } else {
-                        self.layer
-                            .insert(self.entry(physical, entry, EntryKind::Symlink(link)));
+                        self.layer.insert(self.db.statoverrides.extracted(
+                            physical,
+                            entry,
+                            EntryKind::Symlink(link),
+                        ));
                         true
                     }
                 }
@@ -534,8 +498,11 @@ impl<'a> Builder<'a> {
                     let link = entry.link_target.clone().unwrap_or_default();
                     let link = self.db.diversions.target(&link, name).to_owned();
                     let link = self.physical(&link, name)?;
-                    self.layer
-                        .insert(self.entry(physical, entry, EntryKind::Hardlink(link)));
+                    self.layer.insert(self.db.statoverrides.extracted(
+                        physical,
+                        entry,
+                        EntryKind::Hardlink(link),
+                    ));
                     true
                 }
             };

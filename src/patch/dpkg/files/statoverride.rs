@@ -7,6 +7,12 @@
 
 use std::collections::HashMap;
 
+use crate::patch::layer::{EntryKind, LayerEntry};
+use crate::pkgs::dpkg::debfile::DataEntry;
+
+/// The overrides' file in the image.
+pub(super) const STATOVERRIDE: &str = "var/lib/dpkg/statoverride";
+
 /// One override: each id `None` when its user or group is unknown to the image (dpkg
 /// then leaves that owner as extracted).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,6 +101,55 @@ impl StatOverrides {
             gid: o.gid.clone(),
             mode: o.mode,
         })
+    }
+
+    /// The entry dpkg extracts for the archive's `source` at `path`: the archive's owner
+    /// and mode, or an override's (files and directories both, symbolic links the owner
+    /// only, hard links nothing: they share their target's inode).
+    pub(super) fn extracted(
+        &self,
+        path: String,
+        source: &DataEntry,
+        kind: EntryKind,
+    ) -> LayerEntry {
+        let mut entry = LayerEntry {
+            path,
+            mode: source.mode,
+            uid: source.uid,
+            gid: source.gid,
+            uname: source.uname.clone(),
+            gname: source.gname.clone(),
+            mtime: source.mtime,
+            kind,
+        };
+        if matches!(entry.kind, EntryKind::Hardlink(_)) {
+            return entry;
+        }
+        // dpkg takes the archive's owner names as the image knows them, the numbers only
+        // for a name the image lacks.
+        if let Some(uid) = self.user(&entry.uname) {
+            entry.uid = uid;
+        }
+        if let Some(gid) = self.group(&entry.gname) {
+            entry.gid = gid;
+        }
+        if let Some(over) = self.get(&source.path) {
+            if let Some((uid, name)) = over.uid {
+                (entry.uid, entry.uname) = (uid, name);
+            }
+            if let Some((gid, name)) = over.gid {
+                (entry.gid, entry.gname) = (gid, name);
+            }
+            if !matches!(entry.kind, EntryKind::Symlink(_)) {
+                entry.mode = over.mode;
+            }
+        }
+        entry
+    }
+
+    /// The mode dpkg gives the archive's `source` once extracted.
+    pub(super) fn extracted_mode(&self, source: &DataEntry) -> u32 {
+        self.get(&source.path).map_or(source.mode, |over| over.mode)
     }
 }
 
