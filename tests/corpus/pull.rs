@@ -38,6 +38,10 @@ fn config(suite: Suite, registry_url: &str, dir: &Path) -> String {
         "mode = \"wait\"".into(),
         format!("wait_timeout = \"{PATCH_SECONDS}s\""),
     ];
+    // A waiting pull moves no byte until the patch is done: the connection's idle clock
+    // must outlast the wait (`server.idle_timeout`, 2 min by default, cut the openjdk
+    // image's first pull).
+    config.server_extra = vec![format!("idle_timeout = \"{}s\"", PATCH_SECONDS + 60)];
     config.scan = vec!["point_releases = false".into()];
     if suite.is_ubuntu() {
         let keyring = &crate::build::keyrings().exported;
@@ -138,8 +142,11 @@ pub fn clock_shift(suite: Suite) -> String {
     }
 }
 
+/// The library the `faketime` wrapper preloads (package libfaketime).
+const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+
 /// The manifest `repository:tag` resolves to through a new `patchpull serve` in `dir` run
-/// under `faketime -f <shift>`, with `script_env` as `PATCHPULL_SCRIPTS_EXTRA_ENV`.
+/// under libfaketime with `FAKETIME=<shift>`, with `script_env` as `PATCHPULL_SCRIPTS_EXTRA_ENV`.
 pub fn pull_manifest_later(
     suite: Suite,
     registry_url: &str,
@@ -149,16 +156,12 @@ pub fn pull_manifest_later(
     shift: &str,
     script_env: Option<&str>,
 ) -> Pulled {
-    let env: Vec<(&str, &str)> = script_env
-        .map(|e| ("PATCHPULL_SCRIPTS_EXTRA_ENV", e))
-        .into_iter()
-        .collect();
-    let serve = ServeProcess::start(
-        dir,
-        &config(suite, registry_url, dir),
-        &["faketime", "-f", shift],
-        &env,
-    );
+    // libfaketime preloaded as the `faketime` wrapper does, without the wrapper: killed,
+    // the wrapper leaves its semaphore in /dev/shm, and a later wrapper that gets the same
+    // pid cannot start ("sem_open: File exists"). A relative shift needs no shared state.
+    let mut env: Vec<(&str, &str)> = vec![("LD_PRELOAD", LIBFAKETIME), ("FAKETIME", shift)];
+    env.extend(script_env.map(|e| ("PATCHPULL_SCRIPTS_EXTRA_ENV", e)));
+    let serve = ServeProcess::start(dir, &config(suite, registry_url, dir), &[], &env);
     let out = bounded(
         PATCH_SECONDS + 300,
         "skopeo",
