@@ -7,7 +7,7 @@ use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::patch::layer::{EntryKind, FileData, LayerBuilder, LayerEntry};
-use crate::patch::sandbox::OverlayRoot;
+use crate::patch::sandbox::{self, OverlayRoot, ID_RANGE, OVERFLOW_ID, ROOT_ID_BASE};
 
 use super::scripts::Target;
 use super::{io_error, NativeError};
@@ -122,12 +122,16 @@ pub(super) fn apply(
     selection: Selection<'_>,
 ) -> Result<(), NativeError> {
     let mut dirs: Vec<(PathBuf, u64)> = Vec::new();
+    let owners = owners_kept()?;
     for entry in in_extract_order(layer).filter(|e| selection.keeps(e)) {
         let written = match target {
             Target::Plain(root) => apply_plain(entry, root)?,
             Target::Overlay(overlay) => apply_overlay(entry, overlay)?,
         };
         if let Some(at) = written {
+            if owners && !matches!(entry.kind, EntryKind::Hardlink(_)) {
+                own(&at, entry)?;
+            }
             if matches!(entry.kind, EntryKind::Dir) {
                 dirs.push((at, entry.mtime));
             } else if !matches!(entry.kind, EntryKind::Hardlink(_)) {
@@ -139,6 +143,35 @@ pub(super) fn apply(
     dirs.sort();
     for (dir, mtime) in dirs.iter().rev() {
         set_mtime(dir, *mtime)?;
+    }
+    Ok(())
+}
+
+/// Whether the trees the scripts see carry the image's owners: only a root caller can
+/// write them (shifted by [`ROOT_ID_BASE`], as `materialize` does); otherwise every path
+/// belongs to the sandbox's root.
+pub(super) fn owners_kept() -> Result<bool, NativeError> {
+    Ok(sandbox::effective_uid()? == 0)
+}
+
+/// An image id as the sandbox shows it.
+pub(super) fn in_sandbox(id: u64) -> u32 {
+    u32::try_from(id)
+        .ok()
+        .filter(|id| *id < ID_RANGE)
+        .unwrap_or(OVERFLOW_ID)
+}
+
+/// Gives a written entry its owners (as dpkg extracts it), so that the scripts see them
+/// and a script's `chown` of the path shows in the tree afterwards. chown clears set-id
+/// bits, so the mode is set again.
+fn own(at: &Path, entry: &LayerEntry) -> Result<(), NativeError> {
+    let host = |id: u64| ROOT_ID_BASE + in_sandbox(id);
+    std::os::unix::fs::lchown(at, Some(host(entry.uid)), Some(host(entry.gid)))
+        .map_err(|e| io_error(at, e))?;
+    if !matches!(entry.kind, EntryKind::Symlink(_)) && entry.mode & 0o6000 != 0 {
+        fs::set_permissions(at, fs::Permissions::from_mode(entry.mode & 0o7777))
+            .map_err(|e| io_error(at, e))?;
     }
     Ok(())
 }

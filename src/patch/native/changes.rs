@@ -19,11 +19,18 @@ pub(super) fn fold_changes(
     epoch: u64,
     report: &mut ScriptsReport,
 ) -> Result<(), NativeError> {
+    let owners = super::apply::owners_kept()?;
     for change in changes {
         match change {
             Change::Added(path) | Change::Modified(path) => {
                 let record = sandbox::record_at(target, &path)?;
                 if holds_exactly(layer, target, &path, &record) {
+                    if owners && !same_owners(layer, &path, &record) {
+                        // Only the owners changed (a script's `chown`): the entry keeps
+                        // its contents and mtime, as the file on disk does.
+                        chowned(layer, &path, &record);
+                        report.changed.push(path);
+                    }
                     continue;
                 }
                 let entry = entry_from_disk(target, &path, epoch, &record)?;
@@ -58,8 +65,51 @@ fn whited_out(layer: &LayerBuilder, path: &str) -> bool {
             .any(|(i, _)| is_whiteout(&path[..i]))
 }
 
+/// Gives the layer's entry at `path` the owners on disk (a hard link's are its target's,
+/// taken with the target).
+fn chowned(layer: &mut LayerBuilder, path: &str, record: &sandbox::FileRecord) {
+    let Some(mut entry) = layer.get(path).cloned() else {
+        return;
+    };
+    if matches!(entry.kind, EntryKind::Hardlink(_)) {
+        return;
+    }
+    (entry.uid, entry.gid) = (u64::from(record.uid), u64::from(record.gid));
+    (entry.uname, entry.gname) = (owner_name(entry.uid), owner_name(entry.gid));
+    layer.insert(entry);
+}
+
+/// The name a layer entry from disk carries for an id: `root` for 0, none otherwise (the
+/// numbers are what extractors use).
+fn owner_name(id: u64) -> String {
+    if id == 0 {
+        "root".to_owned()
+    } else {
+        String::new()
+    }
+}
+
+/// Whether the layer's entry at `path` has the owners on disk: `apply` gave it those
+/// (when the tree can hold owners), so a difference is a script's `chown`.
+fn same_owners(layer: &LayerBuilder, path: &str, record: &sandbox::FileRecord) -> bool {
+    let Some(entry) = layer.get(path) else {
+        return false;
+    };
+    // A hard link's owners are its target's inode's.
+    let entry = match &entry.kind {
+        EntryKind::Hardlink(target) => match layer.get(target) {
+            Some(target) => target,
+            None => return false,
+        },
+        _ => entry,
+    };
+    use super::apply::in_sandbox;
+    (record.uid, record.gid) == (in_sandbox(entry.uid), in_sandbox(entry.gid))
+}
+
 /// True when the layer's entry at `path` is what is on disk now (`record`): a script did
-/// not touch it after it was applied, neither its contents nor its mode.
+/// not touch it after it was applied, neither its contents nor its mode (owners:
+/// [`same_owners`]).
 fn holds_exactly(
     layer: &LayerBuilder,
     root: &Path,
@@ -69,9 +119,6 @@ fn holds_exactly(
     let Some(entry) = layer.get(path) else {
         return false;
     };
-    // Owners are not compared: `apply` writes the package's files as the sandbox's root
-    // (their owners live in the layer entry only), so the tree cannot show a script's
-    // `chown` of a packaged path apart from that. Known gap (issue 14).
     let same_mode = record.mode & 0o7777 == entry.mode & 0o7777;
     let is_file = matches!(record.kind, sandbox::FileKind::File);
     match &entry.kind {
@@ -143,16 +190,8 @@ fn entry_from_disk(
         mode: meta.mode() & 0o7777,
         uid,
         gid,
-        uname: if uid == 0 {
-            "root".to_owned()
-        } else {
-            String::new()
-        },
-        gname: if gid == 0 {
-            "root".to_owned()
-        } else {
-            String::new()
-        },
+        uname: owner_name(uid),
+        gname: owner_name(gid),
         mtime: epoch,
         kind,
     })
@@ -261,6 +300,32 @@ mod tests {
         let changed = fold(root.path(), &mut layer, &["etc/conf", "usr/lib/libx.so"]);
         assert_eq!(changed, ["etc/conf"]);
         assert_eq!(layer.get("etc/conf").unwrap().mode, 0o600);
+    }
+
+    #[test]
+    fn a_scripts_chown_of_a_package_file_is_taken_with_its_contents_kept() {
+        if !owners_kept() {
+            eprintln!("note: not root, so the tree cannot hold owners");
+            return;
+        }
+        let (root, mut layer) = applied();
+        // `chown 5:6` by a postinst: contents and mtime stay the package's.
+        std::os::unix::fs::lchown(root.path().join("usr/lib/libx.so"), Some(5), Some(6)).unwrap();
+        let changed = fold(root.path(), &mut layer, &["etc/conf", "usr/lib/libx.so"]);
+        assert_eq!(changed, ["usr/lib/libx.so"]);
+        let lib = layer.get("usr/lib/libx.so").unwrap();
+        assert_eq!((lib.uid, lib.gid), (5, 6));
+        assert!(
+            matches!(lib.kind, EntryKind::File(FileData::Slice { .. })),
+            "{lib:?}"
+        );
+        assert_ne!(lib.mtime, EPOCH);
+        // Folding again takes nothing more.
+        assert!(fold(root.path(), &mut layer, &["usr/lib/libx.so"]).is_empty());
+    }
+
+    fn owners_kept() -> bool {
+        super::super::apply::owners_kept().unwrap()
     }
 
     #[test]
