@@ -7,6 +7,7 @@
 //! can be neither run nor reproduced is refused with the reason.
 
 mod apply;
+mod apt_order;
 pub mod ca_certificates;
 mod changes;
 mod failure;
@@ -198,6 +199,7 @@ pub fn patch(
                     dpkg_version: &dpkg_version,
                     pre_install: &pre_install,
                     archives: &runnable.archives,
+                    apt_order: configure.is_some() && has_program(&image.tree, "usr/bin/apt-get"),
                 };
                 let layer = &mut changes.layer;
                 let mut run = |root| scripts::run(&job, layer, root);
