@@ -8,7 +8,6 @@
 
 pub mod apk_layer;
 mod apply;
-mod apt_order;
 pub mod ca_certificates;
 mod changes;
 pub mod deb_layer;
@@ -203,7 +202,6 @@ pub fn patch(
                     dpkg_version: &dpkg_version,
                     pre_install: &pre_install,
                     archives: &runnable.archives,
-                    apt_order: configure.is_some() && has_program(&image.tree, "usr/bin/apt-get"),
                 };
                 let layer = &mut changes.layer;
                 let mut run = |root| scripts::run(&job, layer, root);
