@@ -134,9 +134,7 @@ upstreams, the admission registry and the release's namespace, the HA keys).
 {{- end }}
 {{- $admission := default dict $config.admission }}
 {{- $_ := set $admission "enabled" .Values.webhook.enabled }}
-{{- if .Values.webhook.enabled }}
 {{- $_ := set $admission "registry" (include "patchpull.address" .) }}
-{{- end }}
 {{- $_ := set $admission "namespaces_exclude" (concat .Values.webhook.excludeNamespaces (list .Release.Namespace) | uniq | sortAlpha) }}
 {{- $_ := set $config "admission" $admission }}
 {{- $upstreams := list }}
