@@ -169,8 +169,8 @@ $(VAR) references the kubelet replaces with those variables' values.
     secretKeyRef:
       name: {{ .secretName }}
       key: {{ default "password" .passwordKey }}
-{{- $fields = append $fields (printf "username = '$(UPSTREAM_%d_USERNAME)'" $i) }}
-{{- $fields = append $fields (printf "password = '$(UPSTREAM_%d_PASSWORD)'" $i) }}
+{{- $fields = append $fields (printf "username = \"$(UPSTREAM_%d_USERNAME)\"" $i) }}
+{{- $fields = append $fields (printf "password = \"$(UPSTREAM_%d_PASSWORD)\"" $i) }}
 {{- end }}
 {{- $entries = append $entries (printf "{%s}" (join ", " $fields)) }}
 {{- end }}
