@@ -6,7 +6,7 @@ deploy/ (it calls `check` with its renderings):
    docs/deployment.md installs it);
 2. every rendered object valid against the Kubernetes API schema, strictly; the objects of
    cert-manager and prometheus-operator kinds (no schema in kubernetes-validate) against
-   the fields those operators require;
+   their CustomResourceDefinitions' schemas (crd-schemas/), as strictly;
 3. the chart's seccomp profile is deploy/seccomp/patchpull-sandbox.json, byte for byte;
 4. equivalence: the defaults render the objects of deploy/, ci/node-values.yaml those of
    deploy/node/ and ci/restricted-values.yaml those of deploy/restricted/, the same but for
@@ -21,6 +21,7 @@ import pathlib
 import subprocess
 import tomllib
 
+import jsonschema
 import kubernetes_validate
 import yaml
 
@@ -40,12 +41,8 @@ KNOWN_DIFFERENCES = {
     "node": {("ConfigMap", "patchpull-config"): [("data", "patchpull.toml", "admission",
                                                   "enabled")]},
 }
-# Operator kinds kubernetes-validate has no schema for: the spec fields each requires.
-CUSTOM_KINDS = {
-    ("cert-manager.io/v1", "Issuer"): [],
-    ("cert-manager.io/v1", "Certificate"): ["secretName", "issuerRef"],
-    ("monitoring.coreos.com/v1", "ServiceMonitor"): ["selector", "endpoints"],
-}
+# Operator kinds kubernetes-validate has no schema for: their CRDs' schemas (crd-schemas/).
+CRD_SCHEMAS = pathlib.Path(__file__).parent / "crd-schemas"
 
 
 def value_sets():
@@ -60,14 +57,44 @@ def run(helm, args):
     return out.returncode, out.stdout + out.stderr
 
 
+def strict(schema):
+    """`schema` with unknown fields refused wherever it names an object's fields, as the
+    API server's strict field validation does (not inside allOf/anyOf/oneOf, whose
+    branches name only some fields)."""
+    if not isinstance(schema, dict):
+        return schema
+    schema = dict(schema)
+    if "properties" in schema:
+        schema["properties"] = {k: strict(v) for k, v in schema["properties"].items()}
+        if "additionalProperties" not in schema and not schema.get(
+                "x-kubernetes-preserve-unknown-fields"):
+            schema["additionalProperties"] = False
+    if isinstance(schema.get("items"), dict):
+        schema["items"] = strict(schema["items"])
+    if isinstance(schema.get("additionalProperties"), dict):
+        schema["additionalProperties"] = strict(schema["additionalProperties"])
+    return schema
+
+
+def crd_schema(api_version, kind):
+    path = CRD_SCHEMAS / f"{api_version.replace('/', '_')}_{kind}.json"
+    if not path.exists():
+        return None
+    schema = strict(json.loads(path.read_text()))
+    # The API server's own: every object has a name.
+    schema["properties"]["metadata"] = {
+        "type": "object", "required": ["name"],
+        "properties": {"name": {"type": "string"}}, "additionalProperties": True}
+    schema["required"] = sorted(set(schema.get("required", [])) | {"metadata"})
+    return schema
+
+
 def validate(name, doc, version):
-    key = (doc.get("apiVersion"), doc.get("kind"))
-    if key in CUSTOM_KINDS:
-        spec = doc.get("spec")
-        missing = [f for f in CUSTOM_KINDS[key] if not (spec or {}).get(f)]
-        if not isinstance(spec, dict) or missing or not doc.get("metadata", {}).get("name"):
-            return [f"{name}: needs metadata.name and spec fields {missing}"]
-        return []
+    schema = crd_schema(doc.get("apiVersion", ""), doc.get("kind", ""))
+    if schema is not None:
+        found = sorted(jsonschema.Draft7Validator(schema).iter_errors(doc),
+                       key=lambda e: list(e.path))
+        return [f"{name}: {e.message} at {'.'.join(map(str, e.path))}" for e in found]
     try:
         kubernetes_validate.validate(doc, version, strict=True)
     except kubernetes_validate.utils.ValidationError as e:
