@@ -661,9 +661,19 @@ fn values_that_cannot_work_are_refused_with_the_reason() {
             vec!["--set", "networkPolicy.enabled=true"],
             "list the address ranges of your upstreams in networkPolicy.upstreams",
         ),
+        // values.schema.json: a typo or a wrong value is named, not ignored.
+        (vec!["--set", "address="], "address: Does not match pattern"),
         (
-            vec!["--set", "address="],
-            "address: the host[:port] your nodes reach",
+            vec!["--set", "replicaCounts=3"],
+            "Additional property replicaCounts is not allowed",
+        ),
+        (
+            vec!["--set", "upstreams[0].url=registry.example"],
+            "upstreams.0.url: Does not match pattern",
+        ),
+        (
+            vec!["--set", "storage.backend=s3"],
+            "storage.backend must be one of the following",
         ),
     ] {
         let out = helm_template(&args);
