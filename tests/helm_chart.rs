@@ -661,6 +661,10 @@ fn values_that_cannot_work_are_refused_with_the_reason() {
             vec!["--set", "networkPolicy.enabled=true"],
             "list the address ranges of your upstreams in networkPolicy.upstreams",
         ),
+        (
+            vec!["--set", "tls.enabled=false"],
+            "webhook.enabled needs tls.enabled",
+        ),
         // values.schema.json: a typo or a wrong value is named, not ignored.
         (vec!["--set", "address="], "address: Does not match pattern"),
         (
