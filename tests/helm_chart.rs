@@ -476,6 +476,20 @@ fn ha_runs_three_spread_replicas_over_the_shared_store_keys() {
         anti["labelSelector"]["matchLabels"],
         pod(&chart)["metadata"]["labels"]
     );
+    // Without podAntiAffinity: hard, a preference: replicas still schedule on one node.
+    let soft = helm_objects(&[
+        "--set",
+        "replicaCount=2",
+        "--set",
+        "storage.backend=registry",
+    ]);
+    let preferred = &pod(&soft)["spec"]["affinity"]["podAntiAffinity"]
+        ["preferredDuringSchedulingIgnoredDuringExecution"][0];
+    assert_eq!(preferred["weight"], 100);
+    assert_eq!(
+        preferred["podAffinityTerm"]["topologyKey"],
+        "kubernetes.io/hostname"
+    );
     let store = pod(&chart)["spec"]["volumes"]
         .as_array()
         .unwrap()
