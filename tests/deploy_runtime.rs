@@ -588,6 +588,27 @@ async fn the_shipped_security_context_runs_maintainer_scripts_and_restricted_fal
     set_mode(work.path(), 0o755);
     let default = rendered(&work.path().join("render"), "deploy");
     let restricted = rendered(&work.path().join("render"), "deploy/restricted");
+    // The Helm chart's defaults and restricted values make the same `docker run` (user,
+    // capabilities, seccomp file, /proc, mounts, environment, arguments) as deploy/ and
+    // deploy/restricted/: what runs below is also what the chart deploys.
+    let elsewhere = Path::new("/nonexistent");
+    let volumes = ["config", "tls", "store", "tmp"].map(|v| (v, elsewhere));
+    for (kustomized, chart) in [
+        (&default, "helm_defaults"),
+        (&restricted, "helm_restricted"),
+    ] {
+        let chart_pod = pod_template(&rendered(&work.path().join("render"), chart)).clone();
+        let pod = pod_template(kustomized);
+        assert_eq!(
+            run_flags(&chart_pod, &volumes),
+            run_flags(pod, &volumes),
+            "{chart}"
+        );
+        assert_eq!(
+            chart_pod["spec"]["containers"][0]["args"], pod["spec"]["containers"][0]["args"],
+            "{chart}"
+        );
+    }
 
     let registry = Registry::start().await;
     let repo = AptRepo::new(&["amd64"]);
