@@ -13,6 +13,8 @@ pub mod cli;
 pub mod config;
 pub mod distribution;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod glob;
 pub mod image;
 pub mod metrics;
