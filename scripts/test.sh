@@ -82,6 +82,18 @@ export REQUIRE_TEST_TOOLS=1
 export DEBIAN_ARCHIVE_TESTS="${DEBIAN_ARCHIVE_TESTS:-1}"
 cargo test --lib --bins --tests -- --test-threads="${RUST_TEST_THREADS:-4}" "$@"
 
+# A short run of every fuzz target (fuzz/README.md), on the nightly toolchain.
+if ! command -v cargo-fuzz >/dev/null 2>&1; then
+  echo "test.sh: installing cargo-fuzz" >&2
+  cargo install --locked cargo-fuzz
+fi
+if ! rustup run nightly rustc --version >/dev/null 2>&1; then
+  echo "test.sh: installing the nightly toolchain" >&2
+  rustup toolchain install nightly --profile minimal
+fi
+echo "test.sh: fuzz smoke run" >&2
+scripts/fuzz-smoke.sh
+
 # The whole corpus (scripts/corpus.sh full) is not run here yet: 6 of its 16 images still
 # differ from apt-get upgrade (docs/patching.md, "The corpus"); `cargo test` runs its fast
 # images (bookworm-curl and its distroless variant), which pass.

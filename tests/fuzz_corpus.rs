@@ -12,8 +12,8 @@ fn each_seed(target: &str, mut run: impl FnMut(&[u8])) {
         .join(target);
     let mut seeds = 0;
     for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
-        let path = entry.unwrap().path();
-        let data = std::fs::read(&path).unwrap();
+        let path = entry.expect("a corpus entry").path();
+        let data = std::fs::read(&path).expect("a readable seed");
         run(&data);
         seeds += 1;
     }
