@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
 # Checks deploy/ the way a cluster would read it, without a cluster:
-#  1. renders both kustomizations (deploy/ and deploy/node/) and validates every object
+#  1. renders the kustomizations (deploy/, deploy/node/, deploy/restricted/) and validates every object
 #     against the Kubernetes API schema of K8S_VERSION, strictly (unknown fields are
 #     errors), with kubernetes-validate from PyPI in a venv under target/;
 #  2. checks that no manifest under deploy/ is left out of both renderings;
 #  3. runs `patchpull config check` on the ConfigMap's patchpull.toml (TLS paths pointed at
 #     stand-in files), so the shipped configuration is one patchpull accepts;
-#  4. when kubectl is on PATH, checks that `kubectl kustomize` renders the same objects.
+#  4. checks that the seccomp ConfigMap holds deploy/seccomp/patchpull-sandbox.json as it
+#     is, and that deploy/restricted/ stays within the restricted Pod Security level's
+#     security context;
+#  5. when kubectl is on PATH, checks that `kubectl kustomize` renders the same objects;
+#  6. with DEPLOY_RENDER_DIR set, writes each rendering there as JSON (<root with / as
+#     _>.json), for tests that run the rendered security context under a real runtime.
 # Usage: scripts/validate-deploy.sh   (K8S_VERSION=1.29.0 by default)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,24 +38,41 @@ if command -v kubectl >/dev/null 2>&1; then
 fi
 
 exec env -u PYTHONPATH K8S_VERSION="$K8S_VERSION" PATCHPULL_EXE="$PATCHPULL_EXE" \
-  KUBECTL="$KUBECTL" "$VENV/bin/python" - <<'PY'
-import copy, os, pathlib, subprocess, sys, tempfile
+  KUBECTL="$KUBECTL" DEPLOY_RENDER_DIR="${DEPLOY_RENDER_DIR:-}" "$VENV/bin/python" - <<'PY'
+import copy, json, os, pathlib, subprocess, sys, tempfile
 
 import kubernetes_validate
 import yaml
 
-ROOTS = ["deploy", "deploy/node"]
+ROOTS = ["deploy", "deploy/node", "deploy/restricted"]
 version = os.environ["K8S_VERSION"]
 errors = []
 
 
+def named(items):
+    return isinstance(items, list) and all(isinstance(i, dict) and "name" in i for i in items)
+
+
 def merge(base, patch):
-    """Strategic merge as far as deploy/ uses it: maps merge key by key, the rest replaces."""
+    """Strategic merge as far as deploy/ uses it: maps merge key by key; lists of maps with
+    a `name` (containers, env, volumes, volumeMounts: their merge key) merge item by item;
+    the rest replaces."""
     if isinstance(base, dict) and isinstance(patch, dict):
         out = dict(base)
         for key, value in patch.items():
             out[key] = merge(base[key], value) if key in base else copy.deepcopy(value)
         return out
+    if named(base) and named(patch) and patch:
+        # As kustomize: items new to the list come first, in the patch's order.
+        out = [copy.deepcopy(i) for i in base]
+        new = []
+        for item in patch:
+            at = [n for n, b in enumerate(out) if b["name"] == item["name"]]
+            if at:
+                out[at[0]] = merge(out[at[0]], item)
+            else:
+                new.append(copy.deepcopy(item))
+        return new + out
     return copy.deepcopy(patch)
 
 
@@ -139,6 +161,54 @@ for root in ROOTS:
 for path in sorted(pathlib.Path("deploy").rglob("*.y*ml")):
     if path.resolve() not in used:
         errors.append(f"{path}: in neither kustomization, so never validated")
+
+# The profile the nodes get is the profile in deploy/seccomp/, byte for byte.
+profile = pathlib.Path("deploy/seccomp/patchpull-sandbox.json").read_text()
+try:
+    json.loads(profile)
+except ValueError as e:
+    errors.append(f"deploy/seccomp/patchpull-sandbox.json: not JSON: {e}")
+for root in ("deploy", "deploy/node"):
+    maps = [d for d in rendered[root] if d["kind"] == "ConfigMap"
+            and d["metadata"]["name"] == "patchpull-seccomp"]
+    if len(maps) != 1 or maps[0]["data"].get("patchpull-sandbox.json") != profile:
+        errors.append(f"{root}: ConfigMap patchpull-seccomp must hold "
+                      "deploy/seccomp/patchpull-sandbox.json as it is")
+
+
+def pod_of(docs, name):
+    found = [d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == name]
+    return found[0]["spec"]["template"] if len(found) == 1 else None
+
+
+# The restricted variant stays within the restricted Pod Security level.
+restricted = rendered["deploy/restricted"]
+namespaces = [d for d in restricted if d["kind"] == "Namespace"]
+if not namespaces or namespaces[0]["metadata"]["labels"].get(
+        "pod-security.kubernetes.io/enforce") != "restricted":
+    errors.append("deploy/restricted: the namespace must enforce the restricted level")
+template = pod_of(restricted, "patchpull")
+if template is None:
+    errors.append("deploy/restricted: expected one Deployment patchpull")
+else:
+    spec = template["spec"]
+    if spec.get("securityContext", {}).get("seccompProfile", {}).get("type") != "RuntimeDefault":
+        errors.append("deploy/restricted: the Pod's seccomp profile must be RuntimeDefault")
+    for c in spec["containers"]:
+        sc = c.get("securityContext", {})
+        if sc.get("procMount", "Default") != "Default" or sc.get("capabilities", {}).get("add"):
+            errors.append(f"deploy/restricted: container {c['name']}: beyond restricted")
+    if any("apparmor" in k for k in template.get("metadata", {}).get("annotations", {})):
+        errors.append("deploy/restricted: no AppArmor exception")
+    if any(d["kind"] == "DaemonSet" for d in restricted):
+        errors.append("deploy/restricted: no DaemonSet (hostPath is beyond restricted)")
+
+render_dir = os.environ.get("DEPLOY_RENDER_DIR")
+if render_dir:
+    pathlib.Path(render_dir).mkdir(parents=True, exist_ok=True)
+    for root, docs in rendered.items():
+        out = pathlib.Path(render_dir, root.replace("/", "_") + ".json")
+        out.write_text(json.dumps(docs, indent=1))
 
 # The shipped configuration must be one patchpull starts with.
 configmaps = [d for d in rendered["deploy"] if d["kind"] == "ConfigMap"

@@ -10,9 +10,13 @@
 pub mod admission;
 pub mod buildkit;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod distribution;
+pub mod durable;
 pub mod error;
+#[cfg(feature = "failpoints")]
+pub mod failpoint;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod glob;

@@ -5,6 +5,7 @@
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
@@ -142,12 +143,71 @@ pub enum TagServed {
     Original,
 }
 
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+/// Why a tag pull got the original (or a 503 when fail-closed): a closed set, so that the
+/// series stay few whatever the errors say.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+pub enum FallbackReason {
+    /// The patch is running (and `patch.wait_timeout` passed, or the mode does not wait).
+    PatchRunning,
+    /// No job could be queued.
+    QueueFull,
+    /// The patched image was evicted from the store; it is made again.
+    Evicted,
+    /// Maintainer scripts must run and this host cannot run the sandbox (and no BuildKit
+    /// took the image).
+    SandboxUnavailable,
+    /// Maintainer scripts must run and cannot for the image's sake: no `/bin/sh`, another
+    /// architecture, apk scripts.
+    ScriptsCannotRun,
+    /// The sandbox ran and a maintainer script (or its setup) failed.
+    ScriptFailed,
+    /// The BuildKit engine failed.
+    BuildkitFailed,
+    /// Reading the image or a package from upstream failed.
+    UpstreamFailed,
+    /// Any other patch failure (plan, verification, store).
+    PatchFailed,
+}
+
+/// `served`, and `reason` for [`TagServed::Fallback`] only.
+#[derive(Debug, Clone, Hash, PartialEq, Eq)]
 pub struct TagLabels {
     pub served: TagServed,
+    pub reason: Option<FallbackReason>,
+}
+
+impl EncodeLabelSet for TagLabels {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::LabelSetEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeLabel;
+        ("served", self.served).encode(encoder.encode_label())?;
+        if let Some(reason) = self.reason {
+            ("reason", reason).encode(encoder.encode_label())?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BuildLabels {
+    pub version: String,
+}
+
+/// The last answer an upstream gave, for the status page.
+#[derive(Debug, Clone, Copy)]
+pub struct UpstreamSeen {
+    /// HTTP status; 0 when no connection could be made.
+    pub status: u16,
+    pub at: std::time::Instant,
 }
 
 pub struct Metrics {
+    pub store_used_bytes: prometheus_client::metrics::gauge::Gauge,
+    pub store_max_bytes: prometheus_client::metrics::gauge::Gauge,
+    /// Last answer per configured upstream name (bounded by the config).
+    upstream_seen: std::sync::Mutex<std::collections::BTreeMap<String, UpstreamSeen>>,
     pub patch_stage_duration: Family<StageLabels, Histogram>,
     pub vulnerabilities_fixed: Counter,
     pub patch_jobs: Family<JobLabels, Counter>,
@@ -160,6 +220,14 @@ pub struct Metrics {
     pub bytes_served: Family<BytesLabels, Counter>,
     pub blob_fill_failures: Counter,
     pub evictions: Counter,
+    /// 1 when the start-up probe found the sandbox for maintainer scripts usable.
+    pub sandbox_available: Gauge,
+    /// 1 when scripts can run over cached roots through an overlay.
+    pub overlay_available: Gauge,
+    /// Blob responses streamed from upstream without caching (the store could not take it).
+    pub blobs_uncached: Counter,
+    /// 1 while the store takes new content, 0 while it is full.
+    pub store_writable: prometheus_client::metrics::gauge::Gauge,
     registry: Registry,
 }
 
@@ -204,6 +272,18 @@ impl Metrics {
             "Store entries evicted to stay under max_size",
             evictions.clone(),
         );
+        let blobs_uncached = Counter::default();
+        registry.register(
+            "blobs_uncached",
+            "Blob responses streamed from upstream without caching because the store could not take the blob",
+            blobs_uncached.clone(),
+        );
+        let store_writable = prometheus_client::metrics::gauge::Gauge::default();
+        registry.register(
+            "store_writable",
+            "1 while the store takes new content, 0 while it is full (see /readyz)",
+            store_writable.clone(),
+        );
         let patch_stage_duration = Family::<StageLabels, Histogram>::new_with_constructor(|| {
             Histogram::new(exponential_buckets(0.05, 2.0, 14))
         });
@@ -242,7 +322,47 @@ impl Metrics {
             "Manifest requests by tag, by what they were served",
             tag_pulls.clone(),
         );
+        let sandbox_available = Gauge::default();
+        registry.register(
+            "sandbox_available",
+            "1 when maintainer scripts can run in the sandbox here (probed at start)",
+            sandbox_available.clone(),
+        );
+        let overlay_available = Gauge::default();
+        registry.register(
+            "overlay_available",
+            "1 when the sandbox can run scripts over cached image roots through an overlay (probed at start)",
+            overlay_available.clone(),
+        );
+        let store_used_bytes = prometheus_client::metrics::gauge::Gauge::default();
+        registry.register(
+            "store_used_bytes",
+            "Bytes of content in the store, as storage.max_size counts them",
+            store_used_bytes.clone(),
+        );
+        let store_max_bytes = prometheus_client::metrics::gauge::Gauge::default();
+        registry.register(
+            "store_max_bytes",
+            "storage.max_size: the store evicts above it",
+            store_max_bytes.clone(),
+        );
+        let build_info = Family::<BuildLabels, prometheus_client::metrics::gauge::Gauge>::default();
+        build_info
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION").to_owned(),
+            })
+            .set(1);
+        registry.register(
+            "build_info",
+            "Always 1; the version label says which patchpull runs",
+            build_info,
+        );
         Metrics {
+            sandbox_available,
+            overlay_available,
+            store_used_bytes,
+            store_max_bytes,
+            upstream_seen: std::sync::Mutex::default(),
             patch_stage_duration,
             vulnerabilities_fixed,
             patch_jobs,
@@ -255,6 +375,8 @@ impl Metrics {
             bytes_served,
             blob_fill_failures,
             evictions,
+            blobs_uncached,
+            store_writable,
             registry,
         }
     }
@@ -265,8 +387,46 @@ impl Metrics {
             .observe(seconds);
     }
 
+    /// Records an upstream's answer (`status` 0: no connection).
+    pub fn upstream_seen(&self, upstream: &str, status: u16) {
+        let mut seen = self.upstream_seen.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = UpstreamSeen {
+            status,
+            at: std::time::Instant::now(),
+        };
+        match seen.get_mut(upstream) {
+            Some(last) => *last = entry,
+            None => {
+                seen.insert(upstream.to_owned(), entry);
+            }
+        }
+    }
+
+    /// The last answer of each upstream asked since the start.
+    pub fn upstreams_seen(&self) -> std::collections::BTreeMap<String, UpstreamSeen> {
+        self.upstream_seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     pub fn tag_pull(&self, served: TagServed) {
-        self.tag_pulls.get_or_create(&TagLabels { served }).inc();
+        self.tag_pulls
+            .get_or_create(&TagLabels {
+                served,
+                reason: None,
+            })
+            .inc();
+    }
+
+    /// A pull served the original (or refused, fail-closed) for `reason`.
+    pub fn fallback_pull(&self, reason: FallbackReason) {
+        self.tag_pulls
+            .get_or_create(&TagLabels {
+                served: TagServed::Fallback,
+                reason: Some(reason),
+            })
+            .inc();
     }
 
     pub fn cache(&self, kind: CacheKind, result: CacheResult) {

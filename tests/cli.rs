@@ -160,6 +160,65 @@ fn a_bad_value_names_its_key() {
     }
 }
 
+/// A file with seven mistakes of four kinds: all seven reported at once, each with the
+/// file, its line and its key, in figment's words never (no `default.` profile prefix, no
+/// Rust type names); exit 78.
+#[test]
+fn config_check_reports_every_problem_at_once_with_file_line_and_key() {
+    let (_dir, path) = config_file(concat!(
+        "[server]\n",                     // 1
+        "listen = \"127.0.0.1:6001\"\n",  // 2
+        "listen_adress = \"x\"\n",        // 3 unknown key
+        "[patch]\n",                      // 4
+        "workers = \"many\"\n",           // 5 wrong type
+        "mode = \"sometimes\"\n",         // 6 bad value
+        "[cache]\n",                      // 7
+        "tag_ttl = true\n",               // 8 wrong type (duration)
+        "[[upstream]]\n",                 // 9
+        "name = \"a\"\n",                 // 10
+        "url = \"http://127.0.0.1:9\"\n", // 11
+        "default = true\n",               // 12
+        "retries = \"x\"\n",              // 13 wrong type in an array element
+        "[[upstream]]\n",                 // 14 missing url
+        "name = \"b\"\n",                 // 15
+        "[[upstream]]\n",                 // 16
+        "name = \"c\"\n",                 // 17
+        "url = \"ftp://x\"\n",            // 18 bad value after a removed element
+    ));
+    let out = config_check(&path, &[("PATCHPULL_PATCH__QUEUE", "abc")]);
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(78), "{all}");
+    for (line, key) in [
+        (3, "`server.listen_adress`"),
+        (5, "`patch.workers`"),
+        (6, "`patch.mode`"),
+        (8, "`cache.tag_ttl`"),
+        (13, "`upstream[0].retries`"),
+        (14, "`upstream[1]`"),
+        (18, "`upstream[2].url`"),
+    ] {
+        let wanted = format!("patchpull.toml:{line}: {key}");
+        assert!(all.contains(&wanted), "{wanted} missing:\n{all}");
+    }
+    assert!(
+        all.contains("PATCHPULL_PATCH__QUEUE: `patch.queue`"),
+        "the environment's problem missing:\n{all}"
+    );
+    assert!(all.contains("(8 problems)"), "{all}");
+    for internal in [
+        "default.",
+        "usize",
+        "TextOrNumber",
+        "untagged",
+        "TOML source string",
+    ] {
+        assert!(
+            !all.contains(internal),
+            "internal name {internal:?} shown:\n{all}"
+        );
+    }
+}
+
 #[test]
 fn a_missing_explicit_config_file_is_an_error() {
     let dir = TempDir::new().unwrap();

@@ -163,7 +163,10 @@ fn tree_differences_name_what_differs() {
     std::fs::create_dir_all(apt.join("usr/lone/deeper")).unwrap();
     std::fs::write(apt.join("usr/lone/deeper/file"), "x").unwrap();
     std::fs::write(apt.join("var/log/apt/history.log"), "apt ran").unwrap();
-    std::fs::write(apt.join("var/lib-old"), "backup").unwrap();
+    for tree in [&apt, &patched] {
+        std::fs::create_dir_all(tree.join("var/lib/dpkg")).unwrap();
+    }
+    std::fs::write(apt.join("var/lib/dpkg/status-old"), "backup").unwrap();
     let mut pyc = vec![0x6f, 0x0d, 0x0d, 0x0a, 0, 0, 0, 0];
     pyc.extend(1000u32.to_le_bytes());
     pyc.extend(10u32.to_le_bytes());

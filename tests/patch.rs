@@ -10,8 +10,12 @@
 #[path = "patch/cases.rs"]
 mod cases;
 mod common;
+#[path = "patch/copa.rs"]
+mod copa;
 #[path = "patch/dpkg.rs"]
 mod dpkg;
+#[path = "patch/holdback.rs"]
+mod holdback;
 #[path = "patch/image.rs"]
 mod image;
 #[path = "patch/index.rs"]

@@ -1,4 +1,5 @@
-//! The command line: `serve` and `config check`. The only place that uses `anyhow` and
+//! The command line: `serve`, `scan`, `patch`, `hosts-toml`, `config check` and
+//! `store check`. The only place that uses `anyhow` and
 //! prints to the terminal.
 
 mod hosts_toml;
@@ -37,7 +38,7 @@ enum Command {
     /// Read an image's packages and plan its fixes (from --report).
     Scan(scan::ScanArgs),
     /// Patch an image's OS packages: one new layer on the original layers.
-    Patch(patch::PatchArgs),
+    Patch(Box<patch::PatchArgs>),
     /// Write containerd hosts.toml files that pull every configured upstream through patchpull.
     HostsToml(hosts_toml::HostsTomlArgs),
     /// Inspect the configuration.
@@ -45,6 +46,18 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Inspect the store at `storage.path`.
+    Store {
+        #[command(subcommand)]
+        command: StoreCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum StoreCommand {
+    /// Check that every blob hashes to its name, every recorded manifest and patched image
+    /// has its content, and no temp file is left over; lists each problem, exits 1 on any.
+    Check,
 }
 
 #[derive(Debug, Subcommand)]
@@ -85,6 +98,9 @@ pub fn main() -> ExitCode {
             print!("{source}{}", config.to_display_toml());
             ExitCode::SUCCESS
         }
+        Command::Store {
+            command: StoreCommand::Check,
+        } => store_check(&config.storage.path),
         Command::Scan(args) => {
             init_tracing(&config);
             match scan::run(config, args) {
@@ -96,8 +112,20 @@ pub fn main() -> ExitCode {
             }
         }
         Command::Patch(args) => {
-            init_tracing(&config);
-            match patch::run(config, args) {
+            // Progress lines own stderr; log lines join them only when asked (`-v`), or
+            // go to `--log-file`, so the two never interleave on a terminal.
+            match &args.log_file {
+                Some(path) => match std::fs::File::create(path) {
+                    Ok(file) => init_tracing_to(&config, std::sync::Mutex::new(file), false),
+                    Err(e) => {
+                        eprintln!("error: --log-file {}: {e}", path.display());
+                        return ExitCode::FAILURE;
+                    }
+                },
+                None if args.verbose => init_tracing(&config),
+                None => {}
+            }
+            match patch::run(config, *args) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("error: {e:#}");
@@ -125,6 +153,27 @@ pub fn main() -> ExitCode {
     }
 }
 
+fn store_check(root: &std::path::Path) -> ExitCode {
+    let report = crate::store::check::check(root);
+    for problem in &report.problems {
+        println!("problem: {problem}");
+    }
+    let summary = format!(
+        "{}: {} blobs, {} manifest entries, {} patched-image records checked",
+        root.display(),
+        report.blobs,
+        report.manifests,
+        report.records
+    );
+    if report.problems.is_empty() {
+        println!("ok: {summary}");
+        ExitCode::SUCCESS
+    } else {
+        println!("{} problems: {summary}", report.problems.len());
+        ExitCode::FAILURE
+    }
+}
+
 fn report_config_error(path: &std::path::Path, explicit: bool, e: &ConfigError) {
     let origin = if path.exists() || explicit {
         format!("{}", path.display())
@@ -135,14 +184,21 @@ fn report_config_error(path: &std::path::Path, explicit: bool, e: &ConfigError) 
 }
 
 fn init_tracing(config: &Config) {
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    init_tracing_to(config, std::io::stderr, ansi);
+}
+
+fn init_tracing_to<W>(config: &Config, writer: W, ansi: bool)
+where
+    W: for<'a> tracing_subscriber::fmt::MakeWriter<'a> + Send + Sync + 'static,
+{
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&config.log.level))
         .unwrap_or_else(|_| EnvFilter::new(defaults::LOG_LEVEL));
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         .with_ansi(ansi);
     let _ = match config.log.format {
         LogFormat::Json => builder.json().try_init(),

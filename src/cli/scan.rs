@@ -86,6 +86,7 @@ pub fn run(mut config: Config, args: ScanArgs) -> anyhow::Result<()> {
         };
         let options = PlanOptions {
             min_severity,
+            unknown_severity: config.patch.unknown_severity,
             ..PlanOptions::default()
         };
         let mut platform_plans = Vec::new();
@@ -341,6 +342,14 @@ fn table(inventories: &[(PlatformImage, Inventory)], plan: Option<&Plan>) -> Str
                     w0 = widths[0],
                     w1 = widths[1],
                     w2 = widths[2]
+                ));
+            }
+            if let Some(note) = &p.unknown_severity {
+                out.push_str(&format!(
+                    "  severity unknown under the minimum {} (patch.unknown_severity = \"{}\"): {}\n",
+                    note.minimum,
+                    note.choice.as_str(),
+                    note.packages.join(", ")
                 ));
             }
             if !p.not_planned.is_empty() {

@@ -4,6 +4,20 @@ use std::time::Duration;
 
 pub const LISTEN: &str = "127.0.0.1:5000";
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+/// Slow-loris clients are dropped after this; real clients send headers in milliseconds.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Above `patch.wait_timeout` and any upstream wait a request may sit through silently.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+/// Connections served at once; kept below the open-file limit at start.
+pub const MAX_CONNECTIONS: usize = 4096;
+/// File descriptors kept free of connections (store files, upstream sockets, logs).
+pub const RESERVED_FILES: u64 = 256;
+pub const HTTP2_MAX_CONCURRENT_STREAMS: u32 = 100;
+/// Blob chunks in flight to clients, shared by every response: 1,000 concurrent pulls stay
+/// far below the shipped Deployment's 1 GiB memory limit.
+pub const BUFFER_MEMORY: u64 = 64 * 1024 * 1024;
+/// Enough for a few full-size chunks.
+pub const BUFFER_MEMORY_MIN: u64 = 4 * 1024 * 1024;
 pub const STORAGE_PATH: &str = "./data";
 /// Cached content above this is evicted, least recently used first.
 pub const STORAGE_MAX_SIZE: u64 = 20 * 1024 * 1024 * 1024;
@@ -66,6 +80,8 @@ pub const PATCH_MODE: super::PatchMode = super::PatchMode::Wait;
 /// Below containerd's and admission webhooks' patience (webhooks time out at 10 s).
 pub const PATCH_WAIT_TIMEOUT: Duration = Duration::from_secs(8);
 pub const PATCH_WORKERS: usize = 2;
+/// Who the admin token's holder is in the log when nobody named it.
+pub const PATCH_ADMIN_TOKEN_NAME: &str = "admin";
 /// Decompressed layers and unpacked roots kept for the next patch of the same layers.
 pub const PATCH_UNPACK_CACHE_SIZE: u64 = 4 * 1024 * 1024 * 1024;
 pub const PATCH_QUEUE: usize = 32;
@@ -74,5 +90,12 @@ pub const PATCH_ENGINE: super::PatchEngine = super::PatchEngine::Auto;
 pub const BUILDKIT_TOOLING_IMAGE: &str = "docker.io/library/debian:bookworm-slim";
 pub const BUILDKIT_SOLVE_TIMEOUT: Duration = Duration::from_secs(900);
 pub const PATCH_RETRY_FAILED_AFTER: Duration = Duration::from_secs(300);
+/// Twice a BuildKit solve's budget: room for the scan and the fetches around one solve,
+/// yet a stuck job still gives its worker back within the hour.
+pub const PATCH_JOB_TIMEOUT: Duration = Duration::from_secs(1800);
 /// A platform that cannot be patched does not cost the others their fixes.
 pub const PATCH_PARTIAL_INDEX: super::PartialIndex = super::PartialIndex::PatchedWherePossible;
+/// An unknown severity under a `min_severity` policy is patched: no data is no reason to
+/// leave a fix out.
+pub const PATCH_UNKNOWN_SEVERITY: crate::scan::plan::UnknownSeverity =
+    crate::scan::plan::UnknownSeverity::Patch;

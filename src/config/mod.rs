@@ -5,6 +5,7 @@
 
 mod admission;
 mod buildkit;
+mod check;
 pub mod defaults;
 mod patch;
 mod raw;
@@ -14,9 +15,6 @@ mod upstream;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-
-use figment::providers::{Env, Format, Serialized, Toml};
-use figment::Figment;
 
 pub use admission::AdmissionConfig;
 pub use buildkit::{BuildkitConfig, PatchEngine};
@@ -35,6 +33,9 @@ pub struct Config {
     pub patch: PatchConfig,
     pub admission: AdmissionConfig,
     pub upstream: Vec<UpstreamConfig>,
+    /// What the TTL caches go by: the monotonic clock, which only tests move. Not read
+    /// from the config file.
+    pub clock: crate::clock::Clock,
 }
 
 /// The built-in scanner's repositories and behaviour.
@@ -59,6 +60,9 @@ pub struct ScanConfig {
     pub command: Vec<String>,
     pub command_timeout: Duration,
     pub result_ttl: Duration,
+    /// Files or http(s) URLs of severity data for the built-in scanner: the Debian
+    /// security tracker's JSON export, Ubuntu's CVE OVAL XML.
+    pub severity_sources: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -66,6 +70,16 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     pub tls: Option<TlsFiles>,
     pub shutdown_grace: Duration,
+    /// A client that has not sent a request's headers in this time is disconnected.
+    pub header_read_timeout: Duration,
+    /// A connection on which no byte moved for this long is closed.
+    pub idle_timeout: Duration,
+    /// Connections served at once (lowered at start to fit the open-file limit).
+    pub max_connections: usize,
+    /// Concurrent HTTP/2 streams per connection.
+    pub http2_max_concurrent_streams: u32,
+    /// Bytes shared by all responses for blob chunks read ahead of the socket.
+    pub buffer_memory: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -133,83 +147,52 @@ impl UpstreamConfig {
     }
 }
 
-/// Why a configuration could not be loaded; each line names the key and its source.
+/// Why a configuration could not be loaded; each line names the place (`FILE:LINE` or
+/// the environment variable) and the key.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("config file {0} does not exist")]
     MissingFile(PathBuf),
-    #[error("{}", format_figment(.0))]
-    Parse(Box<figment::Error>),
-    #[error("invalid configuration:\n{}", .0.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+    #[error("config file {path} cannot be read: {error}")]
+    Unreadable {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    #[error("invalid configuration ({} problem{}):\n{}", .0.len(), if .0.len() == 1 { "" } else { "s" }, .0.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
     Invalid(Vec<String>),
-}
-
-fn format_figment(err: &figment::Error) -> String {
-    let lines: Vec<String> = err
-        .clone()
-        .into_iter()
-        .map(|e| {
-            // A value under a secret key is never repeated back, not even a wrong one.
-            if e.path.iter().any(|k| k == "password") {
-                let source = e
-                    .metadata
-                    .as_ref()
-                    .map(|m| format!(" in {}", m.name))
-                    .unwrap_or_default();
-                return format!("  - `{}`: expected a string{source}", e.path.join("."));
-            }
-            format!("  - {}", without_source_excerpt(&e.to_string()))
-        })
-        .collect();
-    format!("invalid configuration:\n{}", lines.join("\n"))
-}
-
-/// TOML syntax errors quote the offending source line, which may hold a password; keep
-/// the position and the complaint, drop the quoted lines (`  |`, `3 | ...`).
-fn without_source_excerpt(message: &str) -> String {
-    message
-        .lines()
-        .filter(|line| {
-            let t = line.trim_start();
-            let rest = t
-                .trim_start_matches(|c: char| c.is_ascii_digit())
-                .trim_start();
-            !rest.starts_with('|')
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 impl Config {
     /// Loads defaults < `file` < environment. With `explicit == false` a missing file is
-    /// fine (the embedded defaults run); an explicitly named file must exist.
+    /// fine (the embedded defaults run); an explicitly named file must exist. Every problem
+    /// is reported at once ([`check`]).
     pub fn load(file: &Path, explicit: bool) -> Result<Config, ConfigError> {
-        let mut figment = Figment::from(Serialized::defaults(RawConfig::default()));
-        if file.exists() {
-            figment = figment.merge(Toml::file_exact(file));
+        let text = if file.exists() {
+            std::fs::read_to_string(file).map_err(|error| ConfigError::Unreadable {
+                path: file.to_path_buf(),
+                error,
+            })?
         } else if explicit {
             return Err(ConfigError::MissingFile(file.to_path_buf()));
-        }
-        // `PATCHPULL_SCRIPTS_EXTRA_ENV` is no configuration key: the native engine reads it
-        // for the tests (`patch::native::scripts::EXTRA_ENV`), and as a key it would be refused
-        // as unknown, so no patchpull could start with it set.
-        let env = Env::prefixed("PATCHPULL_").ignore(&["scripts_extra_env"]);
-        figment = figment.merge(env.split("__"));
-        Self::extract(figment)
+        } else {
+            String::new()
+        };
+        check::load(&check::Source {
+            label: file.display().to_string(),
+            text: &text,
+            environment: true,
+        })
+        .map_err(ConfigError::Invalid)
     }
 
     /// Defaults < the given TOML text, without the environment: what tests build on.
     pub fn from_toml_str(toml: &str) -> Result<Config, ConfigError> {
-        let figment =
-            Figment::from(Serialized::defaults(RawConfig::default())).merge(Toml::string(toml));
-        Self::extract(figment)
-    }
-
-    fn extract(figment: Figment) -> Result<Config, ConfigError> {
-        let raw: RawConfig = figment
-            .extract()
-            .map_err(|e| ConfigError::Parse(Box::new(e)))?;
-        raw.validate().map_err(ConfigError::Invalid)
+        check::load(&check::Source {
+            label: "config".into(),
+            text: toml,
+            environment: false,
+        })
+        .map_err(ConfigError::Invalid)
     }
 
     /// The effective configuration as TOML, secrets masked: what `config check` prints.

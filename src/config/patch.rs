@@ -109,17 +109,24 @@ pub struct PatchConfig {
     /// A failed patch, or an index some of whose platforms failed, is tried again on a
     /// pull after this long.
     pub retry_failed_after: Duration,
+    /// The longest one patch job may take, waiting for a worker included; past it the
+    /// job fails (and the pulls fail open).
+    pub job_timeout: Duration,
     /// What an index some of whose platforms failed is served as.
     pub partial_index: PartialIndex,
     /// The first policy that matches a repository applies.
     pub policies: Vec<PatchPolicy>,
     /// Bearer token of the admin API (`/patchpull/v1/`); `None` switches it off.
     pub admin_token: Option<super::Secret>,
+    /// Who holds `admin_token`, as admin actions are logged.
+    pub admin_token_name: String,
     pub engine: super::PatchEngine,
     pub buildkit: super::BuildkitConfig,
     /// Bytes of decompressed layers and unpacked roots kept between patches under
     /// `<storage.path>/unpacked`; 0 keeps nothing.
     pub unpack_cache_size: u64,
+    /// Under a policy's `min_severity`, what a finding of unknown severity gets.
+    pub unknown_severity: crate::scan::plan::UnknownSeverity,
 }
 
 impl PatchConfig {
@@ -157,15 +164,20 @@ pub struct RawPatch {
     pub queue: usize,
     #[serde(deserialize_with = "super::raw::text_or_number")]
     pub retry_failed_after: String,
+    #[serde(deserialize_with = "super::raw::text_or_number")]
+    pub job_timeout: String,
     pub partial_index: String,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub policy: Vec<RawPolicy>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub admin_token: Option<super::Secret>,
+    pub admin_token_name: String,
     pub engine: String,
     pub buildkit: super::buildkit::RawBuildkit,
     #[serde(deserialize_with = "super::raw::text_or_number")]
     pub unpack_cache_size: String,
+    /// `patch` or `skip`.
+    pub unknown_severity: String,
 }
 
 impl Default for RawPatch {
@@ -176,12 +188,15 @@ impl Default for RawPatch {
             workers: defaults::PATCH_WORKERS,
             queue: defaults::PATCH_QUEUE,
             retry_failed_after: super::raw::fmt_duration(defaults::PATCH_RETRY_FAILED_AFTER),
+            job_timeout: super::raw::fmt_duration(defaults::PATCH_JOB_TIMEOUT),
             partial_index: defaults::PATCH_PARTIAL_INDEX.as_str().into(),
             policy: Vec::new(),
             admin_token: None,
+            admin_token_name: defaults::PATCH_ADMIN_TOKEN_NAME.into(),
             engine: defaults::PATCH_ENGINE.as_str().into(),
             buildkit: super::buildkit::RawBuildkit::defaults(),
             unpack_cache_size: super::raw::fmt_size(defaults::PATCH_UNPACK_CACHE_SIZE),
+            unknown_severity: defaults::PATCH_UNKNOWN_SEVERITY.as_str().into(),
         }
     }
 }
@@ -207,6 +222,10 @@ impl RawPatch {
             ));
             defaults::PATCH_PARTIAL_INDEX
         });
+        let job_timeout = duration("patch.job_timeout", &self.job_timeout);
+        if job_timeout.is_zero() {
+            problems.push("`patch.job_timeout`: longer than 0s".into());
+        }
         if self.workers == 0 {
             problems.push("`patch.workers`: at least 1".into());
         }
@@ -265,6 +284,17 @@ impl RawPatch {
             problems
                 .push("`patch.engine = \"buildkit\"` needs `patch.buildkit.address`".to_owned());
         }
+        if self.admin_token_name.is_empty()
+            || !self
+                .admin_token_name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.@".contains(&b))
+        {
+            problems.push(format!(
+                "`patch.admin_token_name`: letters, digits and `-_.@` only, found {:?}",
+                self.admin_token_name
+            ));
+        }
         let unpack_cache_size = match self.unpack_cache_size.trim().parse::<bytesize::ByteSize>() {
             Ok(size) => size.as_u64(),
             Err(e) => {
@@ -275,7 +305,16 @@ impl RawPatch {
                 0
             }
         };
+        let unknown_severity = crate::scan::plan::UnknownSeverity::parse(&self.unknown_severity)
+            .unwrap_or_else(|| {
+                problems.push(format!(
+                    "`patch.unknown_severity`: expected \"patch\" or \"skip\", found {:?}",
+                    self.unknown_severity
+                ));
+                defaults::PATCH_UNKNOWN_SEVERITY
+            });
         PatchConfig {
+            unknown_severity,
             engine,
             buildkit,
             unpack_cache_size,
@@ -284,9 +323,11 @@ impl RawPatch {
             workers: self.workers.max(1),
             queue: self.queue,
             retry_failed_after: duration("patch.retry_failed_after", &self.retry_failed_after),
+            job_timeout,
             partial_index,
             policies,
             admin_token: self.admin_token.clone().filter(|t| !t.expose().is_empty()),
+            admin_token_name: self.admin_token_name.clone(),
         }
     }
 
@@ -297,6 +338,7 @@ impl RawPatch {
             workers: c.workers,
             queue: c.queue,
             retry_failed_after: super::raw::fmt_duration(c.retry_failed_after),
+            job_timeout: super::raw::fmt_duration(c.job_timeout),
             partial_index: c.partial_index.as_str().into(),
             policy: c
                 .policies
@@ -312,9 +354,11 @@ impl RawPatch {
                 })
                 .collect(),
             admin_token: c.admin_token.clone(),
+            admin_token_name: c.admin_token_name.clone(),
             engine: c.engine.as_str().into(),
             buildkit: super::buildkit::RawBuildkit::from_checked(&c.buildkit),
             unpack_cache_size: super::raw::fmt_size(c.unpack_cache_size),
+            unknown_severity: c.unknown_severity.as_str().into(),
         }
     }
 }

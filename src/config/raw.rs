@@ -56,6 +56,8 @@ pub struct RawScan {
     /// How long a scanner command's plan for an image is reused.
     #[serde(deserialize_with = "text_or_number")]
     pub result_ttl: String,
+    /// Severity data for the built-in scanner (files or URLs); empty: none.
+    pub severity_sources: Vec<String>,
 }
 
 impl Default for RawScan {
@@ -78,6 +80,7 @@ impl Default for RawScan {
             command: Vec::new(),
             command_timeout: fmt_duration(defaults::SCAN_COMMAND_TIMEOUT),
             result_ttl: fmt_duration(defaults::SCAN_RESULT_TTL),
+            severity_sources: Vec::new(),
         }
     }
 }
@@ -96,6 +99,19 @@ pub struct RawServer {
     /// How long in-flight requests may run after SIGTERM/SIGINT.
     #[serde(deserialize_with = "text_or_number")]
     pub shutdown_grace: String,
+    /// A client that has not sent a request's headers in this time is disconnected.
+    #[serde(deserialize_with = "text_or_number")]
+    pub header_read_timeout: String,
+    /// A connection on which no byte moved in this time is closed.
+    #[serde(deserialize_with = "text_or_number")]
+    pub idle_timeout: String,
+    /// Connections served at once; more wait in the listen backlog.
+    pub max_connections: usize,
+    /// Concurrent HTTP/2 streams per connection.
+    pub http2_max_concurrent_streams: u32,
+    /// Memory shared by all responses for blob chunks read ahead of the socket.
+    #[serde(deserialize_with = "text_or_number")]
+    pub buffer_memory: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -227,6 +243,11 @@ impl Default for RawServer {
             tls_cert: None,
             tls_key: None,
             shutdown_grace: fmt_duration(defaults::SHUTDOWN_GRACE),
+            header_read_timeout: fmt_duration(defaults::HEADER_READ_TIMEOUT),
+            idle_timeout: fmt_duration(defaults::IDLE_TIMEOUT),
+            max_connections: defaults::MAX_CONNECTIONS,
+            http2_max_concurrent_streams: defaults::HTTP2_MAX_CONCURRENT_STREAMS,
+            buffer_memory: fmt_size(defaults::BUFFER_MEMORY),
         }
     }
 }
@@ -276,16 +297,25 @@ pub(super) fn fmt_size(bytes: u64) -> String {
 
 /// Accepts `"30s"` as well as a bare number, which the environment provider produces.
 pub(super) fn text_or_number<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum TextOrNumber {
-        Text(String),
-        Number(u64),
+    struct TextOrNumber;
+    impl serde::de::Visitor<'_> for TextOrNumber {
+        type Value = String;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("text such as \"30s\" or \"4MiB\", or a whole number")
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<String, E> {
+            Ok(v.to_owned())
+        }
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<String, E> {
+            Ok(v.to_string())
+        }
+        fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<String, E> {
+            u64::try_from(v)
+                .map(|n| n.to_string())
+                .map_err(|_| E::invalid_value(serde::de::Unexpected::Signed(v), &self))
+        }
     }
-    Ok(match TextOrNumber::deserialize(d)? {
-        TextOrNumber::Text(s) => s,
-        TextOrNumber::Number(n) => n.to_string(),
-    })
+    d.deserialize_any(TextOrNumber)
 }
 
 fn opt_text_or_number<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
@@ -355,9 +385,47 @@ impl RawConfig {
             }
         };
         let shutdown_grace = p.duration("server.shutdown_grace", &self.server.shutdown_grace);
+        let header_read_timeout = p.duration(
+            "server.header_read_timeout",
+            &self.server.header_read_timeout,
+        );
+        let idle_timeout = p.duration("server.idle_timeout", &self.server.idle_timeout);
+        for (key, d) in [
+            ("server.header_read_timeout", header_read_timeout),
+            ("server.idle_timeout", idle_timeout),
+        ] {
+            if d.is_zero() {
+                p.0.push(format!("`{key}`: must be more than 0"));
+            }
+        }
+        if self.server.max_connections == 0 {
+            p.0.push("`server.max_connections`: must be at least 1".into());
+        }
+        if self.server.http2_max_concurrent_streams == 0 {
+            p.0.push("`server.http2_max_concurrent_streams`: must be at least 1".into());
+        }
+        let buffer_memory = p.size("server.buffer_memory", &self.server.buffer_memory);
+        if buffer_memory < defaults::BUFFER_MEMORY_MIN {
+            p.0.push(format!(
+                "`server.buffer_memory`: must be at least {}",
+                fmt_size(defaults::BUFFER_MEMORY_MIN)
+            ));
+        }
 
+        // Absolute from here on: the sandbox and its mounts run with `/` as their working
+        // directory, and a relative path there names another directory (or none).
+        let path = match std::path::absolute(&self.storage.path) {
+            Ok(path) => path,
+            Err(e) => {
+                p.0.push(format!(
+                    "`storage.path`: {} cannot be made absolute: {e}",
+                    self.storage.path.display()
+                ));
+                self.storage.path.clone()
+            }
+        };
         let storage = StorageConfig {
-            path: self.storage.path,
+            path,
             max_size: p.size("storage.max_size", &self.storage.max_size),
             memory_cache: p.size("storage.memory_cache", &self.storage.memory_cache),
             max_manifest_size: p.size("storage.max_manifest_size", &self.storage.max_manifest_size),
@@ -417,6 +485,19 @@ impl RawConfig {
                 )),
             }
         }
+        for (i, source) in self.scan.severity_sources.iter().enumerate() {
+            let is_url = source.starts_with("http://") || source.starts_with("https://");
+            if source.trim().is_empty() || (!is_url && source.contains("://")) {
+                p.0.push(format!(
+                    "`scan.severity_sources[{i}]`: expected a file path or an http(s) URL, found {:?}",
+                    super::upstream::redact_userinfo(source)
+                ));
+            } else if !is_url && !std::path::Path::new(source).is_file() {
+                p.0.push(format!(
+                    "`scan.severity_sources[{i}]`: file {source} does not exist"
+                ));
+            }
+        }
         let scan = ScanConfig {
             cache_dir: self
                 .scan
@@ -439,6 +520,7 @@ impl RawConfig {
             command: self.scan.command,
             command_timeout,
             result_ttl,
+            severity_sources: self.scan.severity_sources,
         };
 
         let patch = {
@@ -461,6 +543,11 @@ impl RawConfig {
                 listen,
                 tls,
                 shutdown_grace,
+                header_read_timeout,
+                idle_timeout,
+                max_connections: self.server.max_connections,
+                http2_max_concurrent_streams: self.server.http2_max_concurrent_streams,
+                buffer_memory,
             },
             storage,
             cache: CacheConfig { tag_ttl },
@@ -472,6 +559,7 @@ impl RawConfig {
             patch,
             admission,
             upstream: upstreams,
+            clock: crate::clock::Clock::new(),
         })
     }
 
@@ -483,6 +571,11 @@ impl RawConfig {
                 tls_cert: c.server.tls.as_ref().map(|t| t.cert.clone()),
                 tls_key: c.server.tls.as_ref().map(|t| t.key.clone()),
                 shutdown_grace: fmt_duration(c.server.shutdown_grace),
+                header_read_timeout: fmt_duration(c.server.header_read_timeout),
+                idle_timeout: fmt_duration(c.server.idle_timeout),
+                max_connections: c.server.max_connections,
+                http2_max_concurrent_streams: c.server.http2_max_concurrent_streams,
+                buffer_memory: fmt_size(c.server.buffer_memory),
             },
             storage: RawStorage {
                 path: c.storage.path.clone(),
@@ -519,6 +612,7 @@ impl RawConfig {
                 command: c.scan.command.clone(),
                 command_timeout: fmt_duration(c.scan.command_timeout),
                 result_ttl: fmt_duration(c.scan.result_ttl),
+                severity_sources: c.scan.severity_sources.clone(),
             },
             patch: super::patch::RawPatch::from_checked(&c.patch),
             admission: super::admission::RawAdmission::from_checked(&c.admission),

@@ -283,11 +283,13 @@ fn unpack_cache_size_parses_sizes_and_zero() {
     // The environment provider hands a bare number over as a number, a size as text
     // (`PATCHPULL_PATCH__UNPACK_CACHE_SIZE=0`, `=2GiB`).
     let layered = |value: figment::value::Value| {
-        Config::extract(
-            Figment::from(Serialized::defaults(raw::RawConfig::default()))
-                .merge(Serialized::default("patch.unpack_cache_size", value)),
-        )
-        .map(|c| c.patch.unpack_cache_size)
+        use figment::providers::Serialized;
+        figment::Figment::from(Serialized::defaults(raw::RawConfig::default()))
+            .merge(Serialized::default("patch.unpack_cache_size", value))
+            .extract::<raw::RawConfig>()
+            .map_err(|e| e.to_string())
+            .and_then(|raw| raw.validate().map_err(|p| p.join("\n")))
+            .map(|c| c.patch.unpack_cache_size)
     };
     assert_eq!(layered(0u64.into()).unwrap(), 0);
     assert_eq!(layered("2GiB".into()).unwrap(), 2 << 30);
@@ -305,4 +307,22 @@ fn unpack_cache_size_parses_sizes_and_zero() {
         .to_string();
     assert!(error.contains("patch.unpack_cache_size"), "{error}");
     assert!(error.contains("lots"), "{error}");
+}
+
+#[test]
+fn a_relative_storage_path_is_made_absolute_against_the_working_directory() {
+    // The default "./data": the sandbox runs its mounts from `/`, where it names nothing.
+    let config = Config::from_toml_str("[storage]\npath = \"./data\"\n").unwrap();
+    let cwd = std::env::current_dir().unwrap();
+    assert!(
+        config.storage.path.is_absolute(),
+        "{}",
+        config.storage.path.display()
+    );
+    assert_eq!(config.storage.path, cwd.join("data"));
+    let absolute = Config::from_toml_str("[storage]\npath = \"/srv/patchpull\"\n").unwrap();
+    assert_eq!(
+        absolute.storage.path,
+        std::path::PathBuf::from("/srv/patchpull")
+    );
 }

@@ -9,6 +9,7 @@ use std::io::{self, BufReader, Read};
 use std::path::PathBuf;
 use std::sync::Mutex;
 
+use crate::durable::TempFile;
 use crate::image::layer::decompressed;
 use crate::image::{LayerDescriptor, LayerSource, Limits};
 
@@ -82,28 +83,19 @@ impl<S: LayerSource> LayerSource for UnpackedLayers<S> {
         let path = self
             .shared_path(layer)
             .unwrap_or_else(|| self.dir.join(format!("layer-{index}.tar")));
-        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let partial = path.with_file_name(format!(
-            ".tmp-{}-{}-{}",
-            path.file_name().and_then(|n| n.to_str()).unwrap_or("layer"),
-            std::process::id(),
-            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-        ));
-        let written = (|| {
-            let blob = self.inner.open_layer(index, layer)?;
-            let mut tar = decompressed(blob, self.max_bytes)?;
-            let mut out = io::BufWriter::new(File::create(&partial)?);
-            io::copy(&mut tar, &mut out)?;
-            let out = out.into_inner().map_err(io::IntoInnerError::into_error)?;
-            if self.shared.is_some() {
-                // Kept for later runs: on disk before it can be found by name.
-                out.sync_all()?;
-            }
-            std::fs::rename(&partial, &path)
-        })();
-        if let Err(e) = written {
-            let _ = std::fs::remove_file(&partial);
-            return Err(e);
+        // Named only once complete: a reader never sees half a tar under `path`.
+        let dir = path.parent().unwrap_or(&self.dir);
+        let mut partial = TempFile::new_in(dir)?;
+        let blob = self.inner.open_layer(index, layer)?;
+        let mut tar = decompressed(blob, self.max_bytes)?;
+        let mut out = io::BufWriter::new(partial.file_mut());
+        io::copy(&mut tar, &mut out)?;
+        out.into_inner().map_err(io::IntoInnerError::into_error)?;
+        if self.shared.is_some() {
+            // Kept for later runs: on disk before it can be found by name.
+            partial.commit(&path)?;
+        } else {
+            partial.rename_unsynced(&path)?;
         }
         self.files
             .lock()

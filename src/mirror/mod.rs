@@ -55,6 +55,8 @@ pub struct Mirror {
     manifest_fetches: moka::future::Cache<ScopeKey, ServedManifest>,
     max_manifest_size: u64,
     metrics: Arc<Metrics>,
+    /// What the tag TTL goes by.
+    clock: crate::clock::Clock,
 }
 
 /// A manifest as served: exact bytes and the media type.
@@ -80,7 +82,8 @@ impl Mirror {
         store: Arc<Store>,
         metrics: Arc<Metrics>,
     ) -> Result<Mirror, UpstreamError> {
-        let allowlist = Allowlist::new(&config.upstream, metrics.clone())?;
+        let allowlist =
+            Allowlist::with_clock(&config.upstream, metrics.clone(), config.clock.clone())?;
         let tags = moka::future::Cache::builder()
             .max_capacity(TAG_CACHE_ENTRIES)
             .build();
@@ -91,6 +94,7 @@ impl Mirror {
                 store.clone(),
                 scopes.clone(),
                 config.storage.blob_fill_timeout,
+                config.server.buffer_memory,
                 metrics.clone(),
             ),
             store,
@@ -101,6 +105,7 @@ impl Mirror {
                 .build(),
             max_manifest_size: config.storage.max_manifest_size,
             metrics,
+            clock: config.clock.clone(),
         })
     }
 
@@ -132,7 +137,7 @@ impl Mirror {
         };
         let ttl = route.upstream.config().tag_ttl;
         if let Some(entry) = self.tags.get(&key).await {
-            if entry.checked.elapsed() < ttl {
+            if self.clock.since(entry.checked) < ttl {
                 self.metrics.cache(CacheKind::Tag, CacheResult::Hit);
                 return Ok(entry.head);
             }
@@ -144,7 +149,7 @@ impl Mirror {
             .and_try_compute_with(|existing| async {
                 // Another request may have refreshed it while this one waited its turn.
                 if let Some(e) = &existing {
-                    if e.value().checked.elapsed() < ttl {
+                    if self.clock.since(e.value().checked) < ttl {
                         self.metrics.cache(CacheKind::Tag, CacheResult::Hit);
                         return Ok(Op::Nop);
                     }
@@ -169,7 +174,7 @@ impl Mirror {
                         }
                         Ok(Op::Put(TagEntry {
                             head,
-                            checked: Instant::now(),
+                            checked: self.clock.now(),
                         }))
                     }
                     Err(UpstreamError::NotFound { .. }) if existing.is_some() => {
@@ -186,7 +191,7 @@ impl Mirror {
                             Op::Put(TagEntry {
                                 head: s.head,
                                 // Ask again after a short pause, not on every request.
-                                checked: Instant::now() - ttl + ttl.min(Duration::from_secs(5)),
+                                checked: self.clock.now() - ttl + ttl.min(Duration::from_secs(5)),
                             })
                         }))
                     }

@@ -12,6 +12,7 @@
 
 mod jobs;
 mod platforms;
+mod record;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,7 +21,7 @@ use crate::config::{Config, PatchMode};
 use crate::distribution::media_type::Accept;
 use crate::distribution::{ErrorCode, Reference};
 use crate::error::ApiError;
-use crate::metrics::TagServed;
+use crate::metrics::{FallbackReason, TagServed};
 use crate::mirror::{Mirror, ServedManifest};
 use crate::patch::job::PatchOptions;
 use crate::scan::plan::PlanOptions;
@@ -28,6 +29,7 @@ use crate::upstream::Route;
 
 pub use jobs::{JobOutcome, JobStatus, JobView};
 pub use platforms::{PlatformStatus, PlatformView, PlatformsView};
+pub use record::{JobRecord, PlannedPackage, StageTimings};
 
 /// The suffix that asks for the untouched image.
 pub const ORIGINAL_SUFFIX: &str = "-original";
@@ -101,6 +103,7 @@ impl Pipeline {
             base_name,
             plan: PlanOptions {
                 min_severity: policy.and_then(|p| p.min_severity),
+                unknown_severity: self.config.unknown_severity,
                 include: policy
                     .map(|p| p.include.iter().cloned().collect())
                     .unwrap_or_default(),
@@ -156,7 +159,10 @@ impl Pipeline {
         accept: &Accept,
     ) -> Result<TagAnswer, ApiError> {
         let (answer, served) = self.decide(route, tag, accept).await?;
-        self.mirror.metrics().tag_pull(served);
+        // A fallback was counted with its reason where it was decided.
+        if served != TagServed::Fallback {
+            self.mirror.metrics().tag_pull(served);
+        }
         Ok(answer)
     }
 
@@ -207,7 +213,12 @@ impl Pipeline {
                     let Some(patched) = self.mirror.store().manifest(digest).await? else {
                         // Evicted: patch again; meanwhile the policy's fallback.
                         self.jobs.forget(route, &top.digest);
-                        return self.fallback(mode, original, "the patched image was evicted");
+                        return self.fallback(
+                            mode,
+                            original,
+                            "the patched image was evicted",
+                            FallbackReason::Evicted,
+                        );
                     };
                     if accept.allows(&patched.media_type) {
                         return Ok((TagAnswer::Patched(patched), TagServed::Patched));
@@ -215,16 +226,30 @@ impl Pipeline {
                     let platform = self.mirror.negotiate(&patched, accept)?;
                     match self.mirror.store().manifest(&platform).await? {
                         Some(m) => Ok((TagAnswer::Patched(m), TagServed::Patched)),
-                        None => self.fallback(mode, original, "the patched image was evicted"),
+                        None => self.fallback(
+                            mode,
+                            original,
+                            "the patched image was evicted",
+                            FallbackReason::Evicted,
+                        ),
                     }
                 }
                 JobOutcome::Unchanged { .. } => {
                     Ok((TagAnswer::Original(original), TagServed::Unchanged))
                 }
-                JobOutcome::Failed { error, .. } => self.fallback(mode, original, error),
+                JobOutcome::Failed { error, reason } => {
+                    self.fallback(mode, original, error, *reason)
+                }
             },
-            JobStatus::Running(_) => self.fallback(mode, original, "the patch is still running"),
-            JobStatus::Rejected(reason) => self.fallback(mode, original, &reason),
+            JobStatus::Running(_) => self.fallback(
+                mode,
+                original,
+                "the patch is still running",
+                FallbackReason::PatchRunning,
+            ),
+            JobStatus::Rejected(why) => {
+                self.fallback(mode, original, &why, FallbackReason::QueueFull)
+            }
         }
     }
 
@@ -234,6 +259,7 @@ impl Pipeline {
         mode: PatchMode,
         original: Reference,
         why: &str,
+        reason: FallbackReason,
     ) -> Result<(TagAnswer, TagServed), ApiError> {
         if mode == PatchMode::FailClosed {
             let mut error = ApiError::new(
@@ -241,11 +267,12 @@ impl Pipeline {
                 format!("no patched image yet ({why}); the policy is fail_closed"),
             );
             error.status = http::StatusCode::SERVICE_UNAVAILABLE;
-            error.origin = crate::error::Origin::Internal;
+            error.origin = crate::error::Origin::Upstream;
             error.retry_after = Some(Duration::from_secs(10));
-            self.mirror.metrics().tag_pull(TagServed::Fallback);
+            self.mirror.metrics().fallback_pull(reason);
             return Err(error);
         }
+        self.mirror.metrics().fallback_pull(reason);
         Ok((TagAnswer::Original(original), TagServed::Fallback))
     }
 }

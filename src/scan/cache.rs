@@ -89,6 +89,7 @@ pub struct ScanCache {
     memory: moka::sync::Cache<ScanKey, (SystemTime, Arc<Plan>)>,
     dir: PathBuf,
     ttl: Duration,
+    clock: crate::clock::Clock,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -109,7 +110,14 @@ impl ScanCache {
             memory: moka::sync::Cache::builder().max_capacity(10_000).build(),
             dir,
             ttl,
+            clock: crate::clock::Clock::new(),
         })
+    }
+
+    /// The same cache, its TTL going by `clock`.
+    pub fn with_clock(mut self, clock: crate::clock::Clock) -> ScanCache {
+        self.clock = clock;
+        self
     }
 
     fn path(&self, key: &ScanKey) -> PathBuf {
@@ -121,7 +129,11 @@ impl ScanCache {
     }
 
     fn fresh(&self, made: SystemTime) -> bool {
-        made.elapsed().map(|age| age < self.ttl).unwrap_or(false)
+        self.clock
+            .system_now()
+            .duration_since(made)
+            .map(|age| age < self.ttl)
+            .unwrap_or(false)
     }
 
     /// A plan made from `key` within the TTL.
@@ -145,7 +157,7 @@ impl ScanCache {
 
     /// Records a plan (memory, then disk atomically).
     pub fn put(&self, key: ScanKey, plan: Plan) -> Result<Arc<Plan>, CacheError> {
-        let now = SystemTime::now();
+        let now = self.clock.system_now();
         let made_unix = now
             .duration_since(SystemTime::UNIX_EPOCH)
             .map(|d| d.as_secs())
@@ -161,9 +173,7 @@ impl ScanCache {
             source,
         };
         let bytes = serde_json::to_vec(&entry).map_err(|e| io(std::io::Error::other(e)))?;
-        let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
-        std::fs::write(&tmp, &bytes).map_err(io)?;
-        std::fs::rename(&tmp, &path).map_err(io)?;
+        crate::durable::write_atomically(&path, &bytes).map_err(io)?;
         let plan = Arc::new(entry.plan);
         self.memory.insert(key, (now, plan.clone()));
         Ok(plan)

@@ -10,3 +10,4 @@ pub mod cache;
 pub mod command;
 pub mod plan;
 pub mod report;
+pub mod severity;

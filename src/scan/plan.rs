@@ -61,6 +61,45 @@ impl fmt::Display for Severity {
     }
 }
 
+/// What a minimum severity does with a finding whose severity no source states
+/// (`patch.unknown_severity`): patching it is the safe reading of "no data".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnknownSeverity {
+    /// Planned as if it were at the minimum.
+    #[default]
+    Patch,
+    /// Not planned ([`SkipReason::UnknownSeverity`]).
+    Skip,
+}
+
+impl UnknownSeverity {
+    pub fn parse(text: &str) -> Option<UnknownSeverity> {
+        match text {
+            "patch" => Some(UnknownSeverity::Patch),
+            "skip" => Some(UnknownSeverity::Skip),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UnknownSeverity::Patch => "patch",
+            UnknownSeverity::Skip => "skip",
+        }
+    }
+}
+
+/// Under a minimum severity, what was decided for findings of unknown severity: shown in
+/// summaries so that "nothing known" never silently becomes "nothing to do" (or the reverse).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnknownSeverityNote {
+    pub minimum: Severity,
+    pub choice: UnknownSeverity,
+    /// The packages planned (`patch`) or skipped (`skip`) for want of a severity, sorted.
+    pub packages: Vec<String>,
+}
+
 /// An image platform, as an OCI index names it: `linux/arm64/v8`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Platform {
@@ -138,6 +177,9 @@ pub struct PlatformPlan {
     pub updates: Vec<PackageUpdate>,
     /// One entry per (package, vulnerability) that was read but not planned, sorted.
     pub not_planned: Vec<NotPlanned>,
+    /// Set when a minimum severity met findings of unknown severity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unknown_severity: Option<UnknownSeverityNote>,
 }
 
 /// One package to update.
@@ -203,9 +245,11 @@ pub enum SkipReason {
     /// A listed fixed version, or the installed one, is not a valid version for the
     /// ecosystem, so whether it fixes anything cannot be decided. `detail` names it.
     InvalidVersion { detail: String },
-    /// Below the configured minimum severity; an unknown or unstated severity counts as
-    /// `UNKNOWN`, the lowest.
+    /// Below the configured minimum severity.
     BelowMinimumSeverity { minimum: Severity },
+    /// No source states a severity, a minimum is set, and `patch.unknown_severity` is
+    /// `skip`.
+    UnknownSeverity { minimum: Severity },
     /// The package is in the exclude list.
     Excluded,
     /// An include list is set and does not name the package.
@@ -213,6 +257,9 @@ pub enum SkipReason {
     /// Planned, but fetching or installing the package failed and the policy says to
     /// patch the rest (`ignore_errors`).
     PatchFailed { error: String },
+    /// `apt-get upgrade` keeps this upgrade back (it installs no new package and removes
+    /// none), so the patch does too; `detail` says what the new version needs.
+    HeldBack { detail: String },
 }
 
 impl fmt::Display for SkipReason {
@@ -240,9 +287,16 @@ impl fmt::Display for SkipReason {
             SkipReason::BelowMinimumSeverity { minimum } => {
                 write!(f, "severity is below the minimum {minimum}")
             }
+            SkipReason::UnknownSeverity { minimum } => write!(
+                f,
+                "severity unknown under the minimum {minimum} (patch.unknown_severity = \"skip\")"
+            ),
             SkipReason::Excluded => f.write_str("package is excluded"),
             SkipReason::NotIncluded => f.write_str("package is not in the include list"),
             SkipReason::PatchFailed { error } => write!(f, "could not be patched: {error}"),
+            SkipReason::HeldBack { detail } => {
+                write!(f, "kept back, as apt-get upgrade keeps it: {detail}")
+            }
         }
     }
 }
@@ -250,8 +304,10 @@ impl fmt::Display for SkipReason {
 /// What the operator asked to plan. The default plans every fixable OS package.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PlanOptions {
-    /// Findings below this severity are not planned; unknown severities count as `UNKNOWN`.
+    /// Findings below this severity are not planned.
     pub min_severity: Option<Severity>,
+    /// Under `min_severity`, findings of unknown severity (none stated, or `UNKNOWN`).
+    pub unknown_severity: UnknownSeverity,
     /// When not empty, only these package names are planned.
     pub include: BTreeSet<String>,
     /// These package names are never planned; wins over `include`.
@@ -270,11 +326,19 @@ impl PlanOptions {
         }
     }
 
-    /// Why the severity threshold rejects `severity`, if it does.
+    /// Why the severity threshold rejects `severity`, if it does. Sources record the
+    /// decision through [`PlatformPlanBuilder::severity_filter`].
     pub fn severity_filter(&self, severity: Option<Severity>) -> Option<SkipReason> {
         let minimum = self.min_severity?;
-        (severity.unwrap_or(Severity::Unknown) < minimum)
-            .then_some(SkipReason::BelowMinimumSeverity { minimum })
+        match severity.filter(|s| *s != Severity::Unknown) {
+            None => match self.unknown_severity {
+                UnknownSeverity::Patch => None,
+                UnknownSeverity::Skip => Some(SkipReason::UnknownSeverity { minimum }),
+            },
+            Some(known) => {
+                (known < minimum).then_some(SkipReason::BelowMinimumSeverity { minimum })
+            }
+        }
     }
 }
 
@@ -294,6 +358,7 @@ pub struct PlatformPlanBuilder {
     ecosystem: Ecosystem,
     pending: BTreeMap<(String, String), PendingUpdate>,
     not_planned: Vec<NotPlanned>,
+    unknown_severity: Option<UnknownSeverityNote>,
 }
 
 #[derive(Debug, Default)]
@@ -312,7 +377,30 @@ impl PlatformPlanBuilder {
             ecosystem,
             pending: BTreeMap::new(),
             not_planned: Vec::new(),
+            unknown_severity: None,
         }
+    }
+
+    /// [`PlanOptions::severity_filter`] for package `name`, noting a finding of unknown
+    /// severity under a minimum in the plan ([`PlatformPlan::unknown_severity`]).
+    pub fn severity_filter(
+        &mut self,
+        options: &PlanOptions,
+        name: &str,
+        severity: Option<Severity>,
+    ) -> Option<SkipReason> {
+        let reason = options.severity_filter(severity);
+        if let Some(minimum) = options.min_severity {
+            if severity.is_none_or(|s| s == Severity::Unknown) {
+                let note = self.unknown_severity.get_or_insert(UnknownSeverityNote {
+                    minimum,
+                    choice: options.unknown_severity,
+                    packages: Vec::new(),
+                });
+                note.packages.push(name.to_owned());
+            }
+        }
+        reason
     }
 
     /// Records that updating `name` from `installed_version` to `fixed_version` (which the
@@ -382,12 +470,18 @@ impl PlatformPlanBuilder {
         let mut not_planned = self.not_planned;
         not_planned.sort();
         not_planned.dedup();
+        let unknown_severity = self.unknown_severity.map(|mut note| {
+            note.packages.sort();
+            note.packages.dedup();
+            note
+        });
         PlatformPlan {
             platform: self.platform,
             os: self.os,
             ecosystem,
             updates,
             not_planned,
+            unknown_severity,
         }
     }
 }
@@ -416,21 +510,32 @@ mod tests {
     }
 
     #[test]
-    fn filters_exclude_before_include_and_count_unknown_as_lowest() {
-        let options = PlanOptions {
+    fn filters_exclude_before_include_and_unknown_severity_is_a_choice() {
+        let mut options = PlanOptions {
             min_severity: Some(Severity::Low),
             include: BTreeSet::from(["a".to_owned(), "b".to_owned()]),
             exclude: BTreeSet::from(["b".to_owned()]),
+            unknown_severity: UnknownSeverity::Skip,
         };
         assert_eq!(options.name_filter("a"), None);
         assert_eq!(options.name_filter("b"), Some(SkipReason::Excluded));
         assert_eq!(options.name_filter("c"), Some(SkipReason::NotIncluded));
-        let below = Some(SkipReason::BelowMinimumSeverity {
+        let unknown = Some(SkipReason::UnknownSeverity {
             minimum: Severity::Low,
         });
-        assert_eq!(options.severity_filter(None), below);
-        assert_eq!(options.severity_filter(Some(Severity::Unknown)), below);
+        assert_eq!(options.severity_filter(None), unknown);
+        assert_eq!(options.severity_filter(Some(Severity::Unknown)), unknown);
         assert_eq!(options.severity_filter(Some(Severity::Low)), None);
+        options.min_severity = Some(Severity::High);
+        assert_eq!(
+            options.severity_filter(Some(Severity::Medium)),
+            Some(SkipReason::BelowMinimumSeverity {
+                minimum: Severity::High
+            })
+        );
+        // The default: an unknown severity is patched.
+        options.unknown_severity = UnknownSeverity::default();
+        assert_eq!(options.severity_filter(None), None);
         assert_eq!(PlanOptions::default().severity_filter(None), None);
     }
 
@@ -474,6 +579,7 @@ mod tests {
             ecosystem: Ecosystem::Dpkg,
             updates: Vec::new(),
             not_planned: Vec::new(),
+            unknown_severity: None,
         };
         let plan = Plan::new(
             PlanSource::TrivyReport,

@@ -1,11 +1,15 @@
 //! The admin API under `/patchpull/v1/`, for operators and tooling; every request needs
-//! `Authorization: Bearer <patch.admin_token>`, and without a configured token the API
-//! answers 403.
+//! `Authorization: Bearer <patch.admin_token>` (or Basic credentials whose password is
+//! the token, which is how a browser sends it), and without a configured token the API
+//! answers 403. Every change made through it is logged with `admin = <patch.admin_token_name>`.
 //!
 //! - `PUT /patchpull/v1/reports/<digest>`: a Trivy or copa report for an image (its
 //!   top or platform manifest digest); it then plans that image's patches.
 //! - `GET /patchpull/v1/images`: patch jobs and their outcomes; for a patched image, what
-//!   became of each platform and whether the index is partial.
+//!   became of each platform and whether the index is partial. Each names its image
+//!   (`upstream/repository:tag`) and carries its plan, engine and stage timings; the
+//!   finished ones are kept in the store, so the list survives a restart.
+//! - `GET /patchpull/v1/images/<digest>`: the one job of an original (or patched) digest.
 //! - `POST /patchpull/v1/patch` with `{"image": "<upstream>/<repository>:<tag>"}`: start
 //!   patching an image now (pre-warm), without waiting.
 //! - `DELETE /patchpull/v1/images/<original digest>`: forget a patched image; the next
@@ -75,22 +79,31 @@ where
         })
 }
 
-async fn serve<B>(state: &AppState, req: Request<B>) -> Result<Response<Body>, ApiError>
-where
-    B: http_body::Body<Data = Bytes> + Send,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
+/// The token a request presents: a Bearer token, or the password of Basic credentials.
+fn presented_token(headers: &http::HeaderMap) -> Option<String> {
+    use base64::Engine;
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    if let Some(token) = value.strip_prefix("Bearer ") {
+        return Some(token.to_owned());
+    }
+    let encoded = value.strip_prefix("Basic ")?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    text.split_once(':')
+        .map(|(_, password)| password.to_owned())
+}
+
+/// Checks the admin token of `headers`: 403 when the admin API is off, 401 without the
+/// right token.
+pub(super) fn authorize(state: &AppState, headers: &http::HeaderMap) -> Result<(), ApiError> {
     let Some(token) = state.admin_token.as_ref() else {
         return Err(denied(
             "the admin API is off: set patch.admin_token (PATCHPULL_PATCH__ADMIN_TOKEN)",
         ));
     };
-    let presented = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or_default();
+    let presented = presented_token(headers).unwrap_or_default();
     if !same(presented.as_bytes(), token.expose().as_bytes()) {
         return Err(ApiError::new(
             ErrorCode::Unauthorized,
@@ -98,6 +111,16 @@ where
         )
         .with_status(StatusCode::UNAUTHORIZED));
     }
+    Ok(())
+}
+
+async fn serve<B>(state: &AppState, req: Request<B>) -> Result<Response<Body>, ApiError>
+where
+    B: http_body::Body<Data = Bytes> + Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    authorize(state, req.headers())?;
+    let admin = state.admin_token_name.as_str();
     let path = req.uri().path().trim_start_matches(PREFIX).to_owned();
     let method = req.method().clone();
     let pipeline = &state.pipeline;
@@ -120,20 +143,41 @@ where
                 .put_report(&digest, bytes.to_vec())
                 .await
                 .map_err(ApiError::internal)?;
+            tracing::info!(%admin, %digest, "admin: report stored; the image is planned again");
             json(
                 StatusCode::CREATED,
                 &serde_json::json!({"digest": digest.to_string(), "stored": true}),
             )
         }
+        (Method::GET, None) if path == "host" => json(
+            StatusCode::OK,
+            &serde_json::json!({
+                "sandbox": state.host.sandbox,
+                "overlay": state.host.overlay,
+            }),
+        ),
         (Method::GET, None) if path == "images" => {
             let jobs = pipeline.jobs().list();
             json(StatusCode::OK, &serde_json::json!({ "images": jobs }))
+        }
+        (Method::GET, Some(("images", digest))) => {
+            let digest: Digest = digest
+                .parse()
+                .map_err(|e| ApiError::new(ErrorCode::DigestInvalid, format!("{e}")))?;
+            match pipeline.jobs().get(&digest) {
+                Some(job) => json(StatusCode::OK, &serde_json::json!(job)),
+                None => Err(ApiError::new(
+                    ErrorCode::ManifestUnknown,
+                    format!("no patch job is known for {digest}"),
+                )),
+            }
         }
         (Method::DELETE, Some(("images", digest))) => {
             let digest: Digest = digest
                 .parse()
                 .map_err(|e| ApiError::new(ErrorCode::DigestInvalid, format!("{e}")))?;
             if pipeline.jobs().forget_everywhere(&digest) {
+                tracing::info!(%admin, %digest, "admin: patched image forgotten");
                 Response::builder()
                     .status(StatusCode::NO_CONTENT)
                     .body(body::empty())
@@ -172,6 +216,7 @@ where
                 })?;
             let route = state.mirror.route(name, None)?;
             let original = pipeline.prewarm(&route, tag).await?;
+            tracing::info!(%admin, image = %request.image, %original, "admin: patch started (pre-warm)");
             json(
                 StatusCode::ACCEPTED,
                 &serde_json::json!({"image": request.image, "original": original.to_string()}),

@@ -24,10 +24,15 @@ pub fn error_response(method: &Method, err: &ApiError) -> Response<Body> {
             tracing::debug!(code = err.code.as_str(), status = err.status.as_u16(), error = %err.message, "request refused")
         }
     }
+    // Internal causes name host paths and other details a client has no business seeing.
+    let message = match err.origin {
+        Origin::Internal => "internal error; the server's log has the details",
+        Origin::Upstream | Origin::Client => err.message.as_str(),
+    };
     let body = serde_json::json!({
         "errors": [{
             "code": err.code.as_str(),
-            "message": err.message,
+            "message": message,
             "detail": serde_json::Value::Null,
         }]
     });

@@ -29,6 +29,8 @@ where
     let path = req.uri().path().to_owned();
     let (route, response) = if path.starts_with(super::admin::PREFIX) {
         (Route::Admin, super::admin::handle(&state, req).await)
+    } else if path == super::status_page::PATH {
+        (Route::Admin, super::status_page::handle(&state, &req).await)
     } else if path == crate::admission::PATH {
         (Route::Other, admission(&state, req).await)
     } else {
@@ -60,12 +62,45 @@ async fn dispatch<B>(state: &AppState, req: &Request<B>) -> (Route, Response<Bod
             } else {
                 StatusCode::SERVICE_UNAVAILABLE
             };
-            return (
-                Route::Health,
-                text(status, if ready { "ready\n" } else { "not ready\n" }),
-            );
+            // A full store still serves (blobs stream through uncached), so it stays ready,
+            // but says so: operators alert on it (and on `patchpull_store_writable`).
+            let store_state = state.mirror.store().state();
+            let verbose = req.uri().query().is_some_and(|q| {
+                q.split('&')
+                    .any(|p| p == "verbose" || p.starts_with("verbose="))
+            });
+            if verbose {
+                // Readiness is serving: a host without the sandbox still mirrors, so it
+                // only shows here (and in the gauges), it does not fail the probe.
+                let detail = serde_json::json!({
+                    "ready": ready,
+                    "store": match &store_state {
+                        None => serde_json::json!({"writable": true}),
+                        Some(reason) => serde_json::json!({"writable": false, "reason": reason.to_string()}),
+                    },
+                    "sandbox": state.host.sandbox,
+                    "overlay": state.host.overlay,
+                });
+                let mut r = text(status, &format!("{detail}\n"));
+                r.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
+                return (Route::Health, r);
+            }
+            let store = match store_state {
+                None => "store: ok".to_string(),
+                Some(reason) => format!("store: full, blobs are served without caching: {reason}"),
+            };
+            let head = if ready { "ready" } else { "not ready" };
+            return (Route::Health, text(status, &format!("{head}\n{store}\n")));
         }
         "/metrics" => {
+            let used = state.mirror.store().used_bytes();
+            state
+                .metrics
+                .store_used_bytes
+                .set(i64::try_from(used).unwrap_or(i64::MAX));
             let mut r = text(StatusCode::OK, &state.metrics.encode());
             r.headers_mut().insert(
                 header::CONTENT_TYPE,

@@ -2,7 +2,15 @@
 //! [`BlobWriter`] (verified, atomic), bounded by `storage.max_size` with least-recently-used
 //! eviction. An in-memory index (moka) tracks sizes and recency; manifests are also kept in
 //! memory, weighed by their size. Nothing here talks to the network.
+//!
+//! A blob download reserves its size before it starts ([`Store::reserve`]): the reservation
+//! sits in the index, so `max_size` counts downloads in flight and eviction makes room for
+//! them first. When the disk itself is short (the file system is smaller than `max_size`,
+//! or something else filled it), [`Store::make_room`] evicts the oldest stored blobs; a
+//! blob that still does not fit is not stored, and [`Store::state`] says so until a later
+//! commit succeeds.
 
+pub mod check;
 pub mod layout;
 mod writer;
 
@@ -39,6 +47,13 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// The disk (or a quota) is full.
+    pub fn is_no_space(&self) -> bool {
+        matches!(self, StoreError::Io { source, .. }
+            if source.kind() == std::io::ErrorKind::StorageFull
+                || source.kind() == std::io::ErrorKind::QuotaExceeded)
+    }
+
     pub(crate) fn io(action: &'static str, path: &Path, source: std::io::Error) -> StoreError {
         StoreError::Io {
             action,
@@ -49,8 +64,48 @@ impl StoreError {
 }
 
 impl From<StoreError> for ApiError {
+    /// The full error (with the host path) goes to the log only; see `server::respond`.
     fn from(e: StoreError) -> ApiError {
         ApiError::internal(e.to_string())
+    }
+}
+
+/// Why a blob cannot be stored now.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("the store cannot take {size} bytes: {reason}")]
+pub struct StoreFull {
+    pub size: u64,
+    pub reason: String,
+}
+
+/// What the index knows of a digest.
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    size: u64,
+    /// A download in progress holding room for itself; not readable.
+    reserved: bool,
+}
+
+/// Room held in the store for one blob download; released on drop unless committed.
+pub struct Reservation {
+    store: Arc<Store>,
+    digest: Digest,
+    size: u64,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.store
+            .reserved_bytes
+            .fetch_sub(self.size, std::sync::atomic::Ordering::Relaxed);
+        if self
+            .store
+            .index
+            .get(&self.digest)
+            .is_some_and(|e| e.reserved)
+        {
+            self.store.index.invalidate(&self.digest);
+        }
     }
 }
 
@@ -64,9 +119,15 @@ pub struct StoredManifest {
 
 pub struct Store {
     root: PathBuf,
-    /// Every committed entry with its size; eviction deletes the files.
-    index: moka::sync::Cache<Digest, u64>,
+    /// Every committed entry with its size, and reservations; eviction deletes the files.
+    index: moka::sync::Cache<Digest, Entry>,
     manifests: moka::sync::Cache<Digest, Arc<StoredManifest>>,
+    /// Bytes reserved by downloads in progress.
+    reserved_bytes: std::sync::atomic::AtomicU64,
+    max_size: u64,
+    /// `Some(reason)` while the store cannot take new content.
+    full: std::sync::Mutex<Option<String>>,
+    metrics: Arc<Metrics>,
 }
 
 /// moka weighs entries in u32; the index counts KiB so that entries up to 4 TiB fit.
@@ -92,17 +153,21 @@ impl Store {
                 let _ = std::fs::remove_file(entry.path());
             }
         }
+        metrics
+            .store_max_bytes
+            .set(i64::try_from(config.max_size).unwrap_or(i64::MAX));
         let evict_root = root.clone();
+        let evict_metrics = metrics.clone();
         let index = moka::sync::Cache::builder()
             .max_capacity((config.max_size / 1024).max(1))
-            .weigher(|_: &Digest, size: &u64| weight_kib(*size))
+            .weigher(|_: &Digest, e: &Entry| weight_kib(e.size))
             .eviction_policy(moka::policy::EvictionPolicy::lru())
-            .eviction_listener(move |digest: Arc<Digest>, _size, cause| {
+            .eviction_listener(move |digest: Arc<Digest>, _entry, cause| {
                 // Replaced entries are the same content; only capacity evictions delete.
                 if cause == RemovalCause::Size {
                     let _ = std::fs::remove_file(layout::blob_path(&evict_root, &digest));
                     let _ = std::fs::remove_file(layout::manifest_type_path(&evict_root, &digest));
-                    metrics.evictions.inc();
+                    evict_metrics.evictions.inc();
                 }
             })
             .build();
@@ -112,10 +177,15 @@ impl Store {
                 u32::try_from(m.bytes.len() + 256).unwrap_or(u32::MAX)
             })
             .build();
+        metrics.store_writable.set(1);
         let store = Store {
             root,
             index,
             manifests,
+            reserved_bytes: Default::default(),
+            max_size: config.max_size,
+            full: Default::default(),
+            metrics,
         };
         store.load_index()?;
         Ok(store)
@@ -147,7 +217,13 @@ impl Store {
         }
         found.sort();
         for (_, digest, size) in found {
-            self.index.insert(digest, size);
+            self.index.insert(
+                digest,
+                Entry {
+                    size,
+                    reserved: false,
+                },
+            );
         }
         self.index.run_pending_tasks();
         Ok(())
@@ -155,12 +231,19 @@ impl Store {
 
     /// The size of a committed blob, marking it used.
     pub fn blob_size(&self, digest: &Digest) -> Option<u64> {
-        self.index.get(digest)
+        self.committed_entry(digest)
+    }
+
+    fn committed_entry(&self, digest: &Digest) -> Option<u64> {
+        self.index
+            .get(digest)
+            .filter(|e| !e.reserved)
+            .map(|e| e.size)
     }
 
     /// Opens a committed blob for reading. `None` if absent (or evicted meanwhile).
     pub fn open_blob(&self, digest: &Digest) -> Option<(std::fs::File, u64)> {
-        self.index.get(digest)?;
+        self.committed_entry(digest)?;
         let file = std::fs::File::open(layout::blob_path(&self.root, digest)).ok()?;
         let size = file.metadata().ok()?.len();
         Some((file, size))
@@ -177,7 +260,120 @@ impl Store {
 
     /// Records committed content in the index (may evict older content).
     pub fn committed(&self, digest: &Digest, size: u64) {
-        self.index.insert(digest.clone(), size);
+        self.index.insert(
+            digest.clone(),
+            Entry {
+                size,
+                reserved: false,
+            },
+        );
+        self.set_full(None);
+    }
+
+    /// `None` when the store takes new content; else why not (the last failure).
+    pub fn state(&self) -> Option<String> {
+        self.full.lock().ok().and_then(|f| f.clone())
+    }
+
+    /// Records that the store could not take content (`Some`) or took some again (`None`).
+    pub fn set_full(&self, reason: Option<String>) {
+        if let Ok(mut full) = self.full.lock() {
+            if full.is_some() == reason.is_some() && reason.is_none() {
+                return;
+            }
+            self.metrics
+                .store_writable
+                .set(if reason.is_some() { 0 } else { 1 });
+            *full = reason;
+        }
+    }
+
+    /// Holds room for a blob of `size` bytes before its download starts: counted against
+    /// `max_size` (older content is evicted for it) and checked against the disk's free
+    /// space (the oldest blobs are evicted when the disk is short). Fails when the blob
+    /// cannot fit; the caller then serves it without storing it.
+    pub fn reserve(self: &Arc<Self>, digest: &Digest, size: u64) -> Result<Reservation, StoreFull> {
+        use std::sync::atomic::Ordering;
+        let full = |reason: String| {
+            self.set_full(Some(reason.clone()));
+            StoreFull { size, reason }
+        };
+        if size > self.max_size {
+            return Err(full(format!(
+                "the blob is larger than storage.max_size ({} bytes)",
+                self.max_size
+            )));
+        }
+        if let Some(capacity) = self.capacity().filter(|c| *c < size) {
+            return Err(full(format!(
+                "the blob is larger than the store's disk ({capacity} bytes)"
+            )));
+        }
+        let others = self.reserved_bytes.fetch_add(size, Ordering::Relaxed);
+        let reservation = Reservation {
+            store: self.clone(),
+            digest: digest.clone(),
+            size,
+        };
+        self.index.insert(
+            digest.clone(),
+            Entry {
+                size,
+                reserved: true,
+            },
+        );
+        self.index.run_pending_tasks();
+        // Other downloads in flight will write their bytes too: keep room for them.
+        let needed = size.saturating_add(others);
+        if self.free_space().is_some_and(|free| free < needed) {
+            self.make_room(needed);
+            if let Some(free) = self.free_space().filter(|free| *free < needed) {
+                return Err(full(format!(
+                    "the disk has {free} bytes free, downloads in flight need {needed}"
+                )));
+            }
+        }
+        Ok(reservation)
+    }
+
+    /// The size of the store's file system (`None` if it cannot be asked).
+    fn capacity(&self) -> Option<u64> {
+        let st = rustix::fs::statvfs(&self.root).ok()?;
+        Some(st.f_blocks.saturating_mul(st.f_frsize))
+    }
+
+    /// Bytes free on the store's file system for us (`None` if it cannot be asked).
+    pub fn free_space(&self) -> Option<u64> {
+        let st = rustix::fs::statvfs(&self.root).ok()?;
+        Some(st.f_bavail.saturating_mul(st.f_frsize))
+    }
+
+    /// Evicts the oldest stored blobs (by the time they were stored) until `needed` bytes
+    /// are free on the disk or nothing is left to evict. For a full disk (ENOSPC or a disk
+    /// smaller than `max_size`); readers of an evicted blob keep their open file.
+    pub fn make_room(&self, needed: u64) {
+        let mut stored: Vec<(SystemTime, Digest)> = self
+            .index
+            .iter()
+            .filter(|(_, e)| !e.reserved)
+            .filter_map(|(d, _)| {
+                let path = layout::blob_path(&self.root, &d);
+                let modified = std::fs::metadata(path).ok()?.modified().ok()?;
+                Some((modified, (*d).clone()))
+            })
+            .collect();
+        stored.sort();
+        for (_, digest) in stored {
+            if self.free_space().is_none_or(|free| free >= needed) {
+                return;
+            }
+            self.index.invalidate(&digest);
+            self.manifests.invalidate(&digest);
+            let _ = std::fs::remove_file(layout::blob_path(&self.root, &digest));
+            let _ = std::fs::remove_file(layout::manifest_type_path(&self.root, &digest));
+            self.metrics.evictions.inc();
+            tracing::info!(%digest, needed, "evicted to make room on a full disk");
+        }
     }
 
     /// A manifest from memory or disk, marking it used.
@@ -189,7 +385,7 @@ impl Store {
             self.index.get(digest);
             return Ok(Some(m));
         }
-        if self.index.get(digest).is_none() {
+        if self.committed_entry(digest).is_none() {
             return Ok(None);
         }
         let root = self.root.clone();
@@ -235,7 +431,7 @@ impl Store {
         manifest: StoredManifest,
     ) -> Result<Arc<StoredManifest>, StoreError> {
         let manifest = Arc::new(manifest);
-        if self.index.get(&manifest.digest).is_none() {
+        if self.committed_entry(&manifest.digest).is_none() {
             let root = self.root.clone();
             let m = manifest.clone();
             let size = tokio::task::spawn_blocking(move || -> Result<u64, StoreError> {
@@ -257,6 +453,31 @@ impl Store {
         self.manifests
             .insert(manifest.digest.clone(), manifest.clone());
         Ok(manifest)
+    }
+
+    /// Writes `bytes` to `<storage.path>/<relative>` atomically (temp file, fsync, rename,
+    /// fsync of the directory): the one helper for the small records patchpull keeps
+    /// beside the content, such as the job list.
+    ///
+    /// # Errors
+    /// The file cannot be written.
+    pub fn write_record(&self, relative: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+        writer::write_small(
+            &layout::tmp_dir(&self.root),
+            &self.root.join(relative),
+            bytes,
+        )
+    }
+
+    /// `<storage.path>/<relative>`, to read what [`Store::write_record`] wrote.
+    pub fn record_path(&self, relative: &Path) -> PathBuf {
+        self.root.join(relative)
+    }
+
+    /// Bytes of content in the store as `storage.max_size` counts them (each entry rounded
+    /// up to KiB).
+    pub fn used_bytes(&self) -> u64 {
+        self.index.weighted_size().saturating_mul(1024)
     }
 
     /// Runs pending evictions now (tests and shutdown).

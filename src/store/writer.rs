@@ -1,9 +1,12 @@
 //! Commits content into the store: write to a temp file while hashing, check size and
 //! digest, fsync, rename into place, fsync the directory. A writer dropped before commit
-//! deletes its temp file. Blocking I/O: call from a blocking thread.
+//! deletes its temp file. Writes are positional and buffered here, so a write that failed
+//! (ENOSPC) can be retried with [`BlobWriter::flush`] once space was made, without losing
+//! or repeating a byte. Blocking I/O: call from a blocking thread.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufWriter, Write};
+use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -31,7 +34,10 @@ impl Drop for TempPath {
 }
 
 pub struct BlobWriter {
-    file: BufWriter<File>,
+    file: File,
+    /// Bytes accepted but not yet in the file; they start at `flushed`.
+    pending: Vec<u8>,
+    flushed: u64,
     temp: TempPath,
     hasher: Hasher,
     written: u64,
@@ -57,7 +63,9 @@ impl BlobWriter {
             .open(&path)
             .map_err(|e| StoreError::io("creating", &path, e))?;
         Ok(BlobWriter {
-            file: BufWriter::with_capacity(WRITE_BUFFER, file),
+            file,
+            pending: Vec::with_capacity(WRITE_BUFFER),
+            flushed: 0,
             temp: TempPath { path, armed: true },
             hasher: Hasher::new(expected.algorithm()),
             written: 0,
@@ -77,22 +85,28 @@ impl BlobWriter {
     }
 
     /// Writes without hashing, for callers that hash the same bytes on another thread and
-    /// commit with [`BlobWriter::commit_hashed`] (hashing and writing then overlap).
+    /// verify with [`BlobWriter::verify`] (hashing and writing then overlap). The bytes are
+    /// accepted even when the write to disk fails; [`BlobWriter::flush`] retries it.
     pub fn write_unhashed(&mut self, buf: &[u8]) -> Result<(), StoreError> {
-        self.file
-            .write_all(buf)
-            .map_err(|e| StoreError::io("writing", &self.temp.path, e))?;
+        self.pending.extend_from_slice(buf);
         self.written += buf.len() as u64;
+        if self.pending.len() >= WRITE_BUFFER {
+            self.flush()?;
+        }
         Ok(())
     }
 
-    /// Flushes buffered bytes so readers of the temp file can see them; returns how many
-    /// bytes are now in the file.
+    /// Writes the buffered bytes so readers of the temp file can see them; returns how many
+    /// bytes are now in the file. After an error, calling it again retries the same write.
     pub fn flush(&mut self) -> Result<u64, StoreError> {
-        self.file
-            .flush()
-            .map_err(|e| StoreError::io("writing", &self.temp.path, e))?;
-        Ok(self.written)
+        if !self.pending.is_empty() {
+            self.file
+                .write_all_at(&self.pending, self.flushed)
+                .map_err(|e| StoreError::io("writing", &self.temp.path, e))?;
+            self.flushed += self.pending.len() as u64;
+            self.pending.clear();
+        }
+        Ok(self.flushed)
     }
 
     pub fn written(&self) -> u64 {
@@ -150,7 +164,6 @@ impl VerifiedBlob {
     pub fn persist(mut self) -> Result<u64, StoreError> {
         let w = &mut self.writer;
         w.file
-            .get_ref()
             .sync_all()
             .map_err(|e| StoreError::io("syncing", &w.temp.path, e))?;
         rename_into_place(&w.temp.path, &w.final_path)?;

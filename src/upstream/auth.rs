@@ -107,16 +107,25 @@ impl Credentials {
 #[derive(Default)]
 pub struct TokenCache {
     tokens: Mutex<HashMap<String, (Secret, Instant)>>,
+    clock: crate::clock::Clock,
 }
 
 /// Above this many scopes the cache is cleared rather than grown without bound.
 const MAX_CACHED_SCOPES: usize = 10_000;
 
 impl TokenCache {
+    /// A cache whose expiries go by `clock`.
+    pub fn with_clock(clock: crate::clock::Clock) -> TokenCache {
+        TokenCache {
+            tokens: Mutex::default(),
+            clock,
+        }
+    }
+
     pub fn get(&self, scope: &str) -> Option<Secret> {
         let tokens = self.tokens.lock().ok()?;
         match tokens.get(scope) {
-            Some((token, until)) if *until > Instant::now() => Some(token.clone()),
+            Some((token, until)) if *until > self.clock.now() => Some(token.clone()),
             _ => None,
         }
     }
@@ -132,7 +141,7 @@ impl TokenCache {
             }
             tokens.insert(
                 scope.to_string(),
-                (token, Instant::now() + expires_in - margin),
+                (token, self.clock.now() + expires_in - margin),
             );
         }
     }

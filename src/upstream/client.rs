@@ -66,9 +66,19 @@ pub struct Upstream {
 }
 
 impl Upstream {
+    #[cfg(test)]
     pub(super) fn new(
         config: UpstreamConfig,
         metrics: Arc<Metrics>,
+    ) -> Result<Upstream, UpstreamError> {
+        Self::with_clock(config, metrics, crate::clock::Clock::new())
+    }
+
+    /// An upstream whose token cache goes by `clock`.
+    pub(super) fn with_clock(
+        config: UpstreamConfig,
+        metrics: Arc<Metrics>,
+        clock: crate::clock::Clock,
     ) -> Result<Upstream, UpstreamError> {
         let setup = |reason: String| UpstreamError::Setup {
             upstream: config.name.clone(),
@@ -113,7 +123,7 @@ impl Upstream {
             config,
             http,
             credentials,
-            tokens: TokenCache::default(),
+            tokens: TokenCache::with_clock(clock),
             basic_auth: AtomicBool::new(false),
             rate_limited_until: Mutex::new(None),
             token_fetch: tokio::sync::Mutex::new(()),
@@ -329,6 +339,7 @@ impl Upstream {
     }
 
     fn observe(&self, op: UpstreamOp, status: u16, started: Instant) {
+        self.metrics.upstream_seen(&self.config.name, status);
         self.metrics
             .upstream_latency
             .get_or_create(&UpstreamLabels {

@@ -42,13 +42,26 @@ impl Allowlist {
         configs: &[UpstreamConfig],
         metrics: Arc<Metrics>,
     ) -> Result<Allowlist, UpstreamError> {
+        Self::with_clock(configs, metrics, crate::clock::Clock::new())
+    }
+
+    /// [`Allowlist::new`] with the clock the token caches go by.
+    pub fn with_clock(
+        configs: &[UpstreamConfig],
+        metrics: Arc<Metrics>,
+        clock: crate::clock::Clock,
+    ) -> Result<Allowlist, UpstreamError> {
         let mut upstreams = Vec::new();
         let mut default = None;
         for (i, cfg) in configs.iter().enumerate() {
             if cfg.default {
                 default = Some(i);
             }
-            upstreams.push(Arc::new(Upstream::new(cfg.clone(), metrics.clone())?));
+            upstreams.push(Arc::new(Upstream::with_clock(
+                cfg.clone(),
+                metrics.clone(),
+                clock.clone(),
+            )?));
         }
         Ok(Allowlist { upstreams, default })
     }

@@ -483,6 +483,10 @@ pub struct AptRepo {
     server: HttpServer,
     architectures: Vec<String>,
     dir: TempDir,
+    /// The mtime of the last publish's files: each publish's are a second later at least,
+    /// since HTTP validators (Last-Modified, busybox's ETag) have one-second resolution
+    /// and a republish within the second would look unchanged.
+    published_at: std::sync::Mutex<Option<std::time::SystemTime>>,
 }
 
 impl AptRepo {
@@ -501,6 +505,7 @@ impl AptRepo {
             server,
             architectures: architectures.iter().map(|a| a.to_string()).collect(),
             dir,
+            published_at: std::sync::Mutex::new(None),
         };
         repo.publish();
         repo
@@ -593,5 +598,23 @@ impl AptRepo {
         std::fs::write(dists.join("Release"), release).expect("Release");
         self.signer
             .clearsign(&dists.join("Release"), &dists.join("InRelease"));
+        let mut published_at = self.published_at.lock().unwrap();
+        let now = std::time::SystemTime::now();
+        let at = published_at
+            .map(|last| now.max(last + std::time::Duration::from_secs(1)))
+            .unwrap_or(now);
+        *published_at = Some(at);
+        let mut files = vec![dists.join("Release"), dists.join("InRelease")];
+        for arch in &self.architectures {
+            let binary = dists.join(format!("main/binary-{arch}"));
+            files.extend([binary.join("Packages"), binary.join("Packages.xz")]);
+        }
+        for file in files {
+            std::fs::File::options()
+                .write(true)
+                .open(&file)
+                .and_then(|f| f.set_modified(at))
+                .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        }
     }
 }

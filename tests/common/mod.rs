@@ -129,6 +129,8 @@ impl ProxyConfig {
 /// patchpull running in-process on 127.0.0.1:0 with its store in a temp dir.
 pub struct Proxy {
     server: Option<Server>,
+    /// What the proxy's TTLs go by: advance it instead of sleeping past one.
+    pub clock: patchpull::clock::Clock,
     pub addr: SocketAddr,
     pub client: reqwest::Client,
     pub toml: String,
@@ -155,12 +157,14 @@ impl Proxy {
         let toml = config.to_toml(&dir.path().join("store"));
         let cfg = Config::from_toml_str(&toml)
             .unwrap_or_else(|e| panic!("test config rejected: {e}\n{toml}"));
+        let clock = cfg.clock.clone();
         let server = Server::start(cfg)
             .await
             .unwrap_or_else(|e| panic!("patchpull did not start: {e:?}\n{toml}"));
         let addr = server.local_addr();
         Proxy {
             server: Some(server),
+            clock,
             addr,
             client: client(),
             toml,
@@ -176,6 +180,11 @@ impl Proxy {
     /// `127.0.0.1:PORT`
     pub fn authority(&self) -> String {
         self.addr.to_string()
+    }
+
+    /// Connections the server is serving now.
+    pub fn open_connections(&self) -> usize {
+        self.server.as_ref().map_or(0, |s| s.open_connections())
     }
 
     /// The store directory.

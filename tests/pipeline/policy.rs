@@ -13,6 +13,11 @@ use crate::support::*;
 
 /// The standard image with one more layer, so it is another image with the same old libfoo.
 fn second_generation() -> images::Image {
+    generation(b"2\n")
+}
+
+/// The standard image with a layer holding `/etc/generation` = `text`.
+fn generation(text: &[u8]) -> images::Image {
     let old = libfoo(OLD, "amd64");
     let installed = Installed {
         spec: &old,
@@ -24,7 +29,7 @@ fn second_generation() -> images::Image {
         &[
             base_files(false),
             dpkg_files(&[installed]),
-            vec![file("etc/generation", b"2\n", 0o644)],
+            vec![file("etc/generation", text, 0o644)],
         ],
     )
 }
@@ -38,14 +43,14 @@ async fn a_moved_tag_gets_a_patch_of_the_new_original() {
         let env = Env::new().await;
         let first = libfoo_image(Format::Oci, false);
         env.push("test/moving", "1", &first).await;
-        let proxy = env.proxy("local", WAIT, |c| c.tag_ttl = "1s".into()).await;
+        let proxy = env.proxy("local", WAIT, |c| c.tag_ttl = "1h".into()).await;
         let answer = get(&proxy, "local/test/moving", "1").await;
         let patched_first = answer.ok().to_owned();
         assert_patched_from(&answer.json(), &first);
 
         let second = second_generation();
         env.push("test/moving", "1", &second).await;
-        tokio::time::sleep(Duration::from_millis(1500)).await;
+        proxy.clock.advance(Duration::from_secs(2 * 3600));
         let answer = get(&proxy, "local/test/moving", "1").await;
         assert_ne!(answer.ok(), patched_first, "the tag moved upstream");
         assert_ne!(
@@ -83,7 +88,7 @@ async fn a_failed_patch_serves_the_original_and_is_retried_after_recovery() {
         let patch = [
             WAIT,
             &[
-                "retry_failed_after = \"1s\"",
+                "retry_failed_after = \"1h\"",
                 "admin_token = \"admin-secret\"",
             ],
         ]
@@ -97,7 +102,7 @@ async fn a_failed_patch_serves_the_original_and_is_retried_after_recovery() {
         let text = metrics(&proxy).await;
         assert!(metric(&text, &jobs("failed")) >= 1.0, "{text}");
         assert_eq!(metric(&text, &jobs("patched")), 0.0, "{text}");
-        assert_eq!(metric(&text, &pulls("fallback")), 1.0, "{text}");
+        assert_eq!(fallback_pulls(&text, None), 1.0, "{text}");
         // The admin API shows the failure and why.
         let listed: serde_json::Value = serde_json::from_slice(
             &reqwest::Client::new()
@@ -124,7 +129,7 @@ async fn a_failed_patch_serves_the_original_and_is_retried_after_recovery() {
         );
 
         fault.clear_all();
-        tokio::time::sleep(Duration::from_millis(1200)).await;
+        proxy.clock.advance(Duration::from_secs(2 * 3600));
         let answer = get(&proxy, "local/test/flaky", "1").await;
         assert_ne!(
             answer.ok(),
@@ -208,7 +213,7 @@ async fn fail_closed_answers_503_and_containerd_fails_the_pull() {
         let listing = containerd.ctr(&["images", "ls", "-q"]).await;
         assert!(listing.trim().is_empty(), "nothing was pulled: {listing}");
         let text = metrics(&proxy).await;
-        assert!(metric(&text, &pulls("fallback")) >= 2.0, "{text}");
+        assert!(fallback_pulls(&text, None) >= 2.0, "{text}");
         assert_eq!(metric(&text, &pulls("patched")), 0.0, "{text}");
     })
     .await;
@@ -235,7 +240,7 @@ async fn background_serves_the_original_first_and_the_patch_later() {
         assert_patched_from(&later.json(), &original);
         let text = metrics(&proxy).await;
         assert_eq!(metric(&text, &jobs("patched")), 1.0, "{text}");
-        assert!(metric(&text, &pulls("fallback")) >= 1.0, "{text}");
+        assert!(fallback_pulls(&text, None) >= 1.0, "{text}");
     })
     .await;
 }
@@ -273,19 +278,17 @@ async fn after_result_ttl_the_old_patch_is_served_while_a_newer_fix_is_applied()
         let original = libfoo_image(Format::Oci, false);
         env.push("test/ttl", "1", &original).await;
         let proxy = env
-            .proxy("local", WAIT, |c| c.scan.push("result_ttl = \"2s\"".into()))
+            .proxy("local", WAIT, |c| c.scan.push("result_ttl = \"1h\"".into()))
             .await;
         let first = get(&proxy, "local/test/ttl", "1").await;
         let patched = first.ok().to_owned();
         assert_eq!(status_version(&proxy, "local/test/ttl", &first).await, NEW);
 
-        // busybox's validators (Last-Modified, ETag of mtime and size) have one-second
-        // resolution: a Release rewritten within the second of the last fetch would be
-        // "not modified".
-        tokio::time::sleep(Duration::from_millis(1100)).await;
+        // The archive's validators move on (`AptRepo::publish`), and the result's TTL runs
+        // out.
         env.repo.add(&libfoo(NEWER, "amd64"));
         env.repo.publish();
-        tokio::time::sleep(Duration::from_millis(1500)).await;
+        proxy.clock.advance(Duration::from_secs(2 * 3600));
         let stale = get(&proxy, "local/test/ttl", "1").await;
         assert_eq!(
             stale.ok(),
@@ -337,4 +340,67 @@ async fn status_version(proxy: &crate::common::Proxy, name: &str, answer: &Answe
         }
     }
     panic!("no var/lib/dpkg/status in the patch layer {top}");
+}
+
+/// A patch job that dies (a bug that panics) fails open, is listed as failed, and gives its
+/// place back: with room for one job, another image still patches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_patch_job_that_panics_fails_open_and_frees_its_place() {
+    if !tools(false) {
+        return;
+    }
+    within(240, async {
+        let env = Env::new().await;
+        // An image of its own: the failpoint is armed by digest for the whole test binary.
+        let doomed = generation(b"doomed\n");
+        env.push("test/doomed", "1", &doomed).await;
+        let other = second_generation();
+        env.push("test/other", "1", &other).await;
+        let patch = [
+            WAIT,
+            &["workers = 1", "queue = 0", "admin_token = \"admin-secret\""],
+        ]
+        .concat();
+        let proxy = env.proxy("local", &patch, |_| {}).await;
+        let failpoint = patchpull::failpoint::PATCH_JOB;
+        patchpull::failpoint::arm_panic(failpoint, &doomed.manifest.digest);
+
+        for pull in ["the first pull", "a later pull"] {
+            let answer = get(&proxy, "local/test/doomed", "1").await;
+            assert_eq!(answer.ok(), doomed.manifest.digest, "{pull} fails open");
+            assert_eq!(answer.bytes, doomed.manifest.bytes);
+        }
+        patchpull::failpoint::disarm(failpoint, &doomed.manifest.digest);
+        let text = metrics(&proxy).await;
+        assert_eq!(metric(&text, "patchpull_patch_jobs_active"), 0.0, "{text}");
+        assert_eq!(metric(&text, &jobs("failed")), 1.0, "{text}");
+        assert_eq!(fallback_pulls(&text, Some("PatchFailed")), 2.0, "{text}");
+        let listed: serde_json::Value = serde_json::from_slice(
+            &reqwest::Client::new()
+                .get(format!("http://{}/patchpull/v1/images", proxy.authority()))
+                .bearer_auth("admin-secret")
+                .send()
+                .await
+                .unwrap()
+                .bytes()
+                .await
+                .unwrap(),
+        )
+        .unwrap();
+        let job = &listed["images"][0];
+        assert_eq!(job["original"], doomed.manifest.digest.as_str(), "{listed}");
+        assert_eq!(job["status"], "failed", "{listed}");
+        assert!(
+            job["detail"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("panicked"),
+            "{listed}"
+        );
+
+        let answer = get(&proxy, "local/test/other", "1").await;
+        assert_ne!(answer.ok(), other.manifest.digest, "the one worker is free");
+        assert_patched_from(&answer.json(), &other);
+    })
+    .await;
 }

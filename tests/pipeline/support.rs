@@ -209,6 +209,22 @@ pub fn pulls(served: &str) -> String {
     format!("patchpull_tag_pulls_total{{served=\"{served}\"}}")
 }
 
+/// The pulls served the original for `reason` (`None`: for any reason).
+pub fn fallback_pulls(text: &str, reason: Option<&str>) -> f64 {
+    let prefix = match reason {
+        Some(reason) => {
+            format!("patchpull_tag_pulls_total{{served=\"Fallback\",reason=\"{reason}\"}}")
+        }
+        None => "patchpull_tag_pulls_total{served=\"Fallback\",".to_owned(),
+    };
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.rsplit_once(' '))
+        .filter(|(name, _)| name.starts_with(&prefix))
+        .map(|(_, value)| value.parse::<f64>().unwrap())
+        .sum()
+}
+
 /// Polls the tag until it answers with a digest other than `not`, for at most `secs`.
 pub async fn poll_until_changed(
     proxy: &Proxy,

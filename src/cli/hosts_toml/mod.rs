@@ -370,28 +370,12 @@ pub fn write_file(dir: &Path, file: &HostsFile, private: bool) -> Result<PathBuf
         move |source| HostsTomlError::Write { path, source }
     };
     std::fs::create_dir_all(&host_dir).map_err(err(&host_dir))?;
-    let tmp = host_dir.join(".hosts.toml.tmp");
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(if private { 0o600 } else { 0o644 });
-    }
-    let result = (|| {
-        let mut out = options.open(&tmp)?;
-        if private {
-            // The mode only applies to a new file; an old temp file keeps its own.
-            use std::os::unix::fs::PermissionsExt;
-            out.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-        }
-        out.write_all(file.text.as_bytes())?;
-        out.sync_all()?;
-        std::fs::rename(&tmp, &path)
-    })();
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(err(&path)(e));
-    }
+    let mode = if private { 0o600 } else { 0o644 };
+    let mut temp = crate::durable::TempFile::with_mode(&host_dir, mode).map_err(err(&host_dir))?;
+    temp.file_mut()
+        .write_all(file.text.as_bytes())
+        .map_err(err(&path))?;
+    temp.commit(&path).map_err(err(&path))?;
     Ok(path)
 }
 

@@ -15,6 +15,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+mod passthrough;
 mod read;
 
 use read::Recent;
@@ -29,9 +30,9 @@ use crate::upstream::{retry::backoff, Route, UpstreamError};
 
 /// Bytes per read from disk and per response frame.
 const READ_CHUNK: usize = 512 * 1024;
-/// Read buffers kept for reuse (at `READ_CHUNK` each).
+/// Full-size read buffers kept for reuse (at `READ_CHUNK` each).
 const POOLED_BUFFERS: usize = 32;
-/// Chunks a committed blob's reader thread may read ahead of the socket.
+/// Chunks a committed blob's reader may read ahead of the socket.
 const READ_AHEAD: usize = 2;
 /// Network chunks (often 16 KiB) are handed to the disk writer in batches of this many
 /// bytes, or after [`PUBLISH_PAUSE`] in a slow stream; progress is published per batch.
@@ -62,6 +63,13 @@ enum FillState {
     Done {
         size: u64,
         file: Arc<File>,
+    },
+    /// The store cannot take the blob (full disk): readers fetch it from upstream each,
+    /// verifying it themselves; the first `written` bytes can still be read from `file`.
+    Uncached {
+        size: Option<u64>,
+        written: u64,
+        file: Option<Arc<File>>,
     },
     Failed(ApiError),
 }
@@ -95,9 +103,19 @@ pub struct BlobFills {
 /// An open blob: its size (if known) and where its bytes come from.
 pub struct BlobHandle {
     pub size: Option<u64>,
-    file: Arc<File>,
-    buffers: Option<Arc<BufferPool>>,
+    /// `None` only for a blob the store could not take before anything was written.
+    file: Option<Arc<File>>,
+    pool: Arc<BufferPool>,
     fill: Option<watch::Receiver<FillState>>,
+    /// Where to fetch the blob from when its fill cannot store it.
+    origin: Option<Arc<Origin>>,
+}
+
+/// What a reader needs to stream a blob from upstream itself.
+pub(super) struct Origin {
+    route: Route,
+    digest: Digest,
+    metrics: Arc<Metrics>,
 }
 
 impl BlobFills {
@@ -105,12 +123,13 @@ impl BlobFills {
         store: Arc<Store>,
         scopes: Arc<Scopes>,
         fill_timeout: Duration,
+        buffer_memory: u64,
         metrics: Arc<Metrics>,
     ) -> BlobFills {
         BlobFills {
             store,
             scopes,
-            buffers: BufferPool::new(READ_CHUNK, POOLED_BUFFERS),
+            buffers: BufferPool::new(READ_CHUNK, POOLED_BUFFERS, buffer_memory),
             in_flight: InFlight::default(),
             tasks: TaskTracker::new(),
             cancel: CancellationToken::new(),
@@ -149,7 +168,7 @@ impl BlobFills {
             }
             if let Ok(BlobHandle {
                 size: Some(size), ..
-            }) = wait_for_start(fill.state.subscribe()).await
+            }) = wait_for_start(fill.state.subscribe(), &self.buffers).await
             {
                 return Ok(size);
             }
@@ -171,9 +190,10 @@ impl BlobFills {
             self.metrics.cache(CacheKind::Blob, CacheResult::Hit);
             return Ok(BlobHandle {
                 size: Some(size),
-                file: Arc::new(file),
-                buffers: Some(self.buffers.clone()),
+                file: Some(Arc::new(file)),
+                pool: self.buffers.clone(),
                 fill: None,
+                origin: None,
             });
         }
         let (fill, joined) = {
@@ -200,7 +220,13 @@ impl BlobFills {
             CacheResult::Miss
         };
         self.metrics.cache(CacheKind::Blob, result);
-        wait_for_start(fill.state.subscribe()).await
+        let mut handle = wait_for_start(fill.state.subscribe(), &self.buffers).await?;
+        handle.origin = Some(Arc::new(Origin {
+            route: route.clone(),
+            digest: digest.clone(),
+            metrics: self.metrics.clone(),
+        }));
+        Ok(handle)
     }
 
     fn spawn_fill(&self, route: Route, digest: Digest, fill: Arc<Fill>) {
@@ -237,7 +263,10 @@ impl BlobFills {
 }
 
 /// Waits until a fill knows its size (or failed), then hands out a reader.
-async fn wait_for_start(mut rx: watch::Receiver<FillState>) -> Result<BlobHandle, ApiError> {
+async fn wait_for_start(
+    mut rx: watch::Receiver<FillState>,
+    pool: &Arc<BufferPool>,
+) -> Result<BlobHandle, ApiError> {
     loop {
         let state = rx.borrow_and_update().clone();
         match state {
@@ -245,17 +274,28 @@ async fn wait_for_start(mut rx: watch::Receiver<FillState>) -> Result<BlobHandle
             FillState::Streaming { size, file, .. } => {
                 return Ok(BlobHandle {
                     size,
-                    file,
-                    buffers: None,
+                    file: Some(file),
+                    pool: pool.clone(),
                     fill: Some(rx),
+                    origin: None,
                 })
             }
             FillState::Done { size, file } => {
                 return Ok(BlobHandle {
                     size: Some(size),
-                    file,
-                    buffers: None,
+                    file: Some(file),
+                    pool: pool.clone(),
                     fill: Some(rx),
+                    origin: None,
+                })
+            }
+            FillState::Uncached { size, file, .. } => {
+                return Ok(BlobHandle {
+                    size,
+                    file,
+                    pool: pool.clone(),
+                    fill: Some(rx),
+                    origin: None,
                 })
             }
             FillState::Failed(e) => return Err(e),
@@ -293,6 +333,26 @@ async fn run_fill(
         .get_blob(&route.repository, digest, 0)
         .await
         .map_err(|e| e.into_api(ErrorCode::BlobUnknown))?;
+    // Room first: a blob that cannot fit is streamed to its clients, not stored.
+    let reservation = match total {
+        Some(size) => {
+            let (store, d) = (store.clone(), digest.clone());
+            match tokio::task::spawn_blocking(move || store.reserve(&d, size)).await {
+                Ok(Ok(r)) => Some(r),
+                Ok(Err(full)) => {
+                    tracing::warn!(%digest, error = %full, "blob served without caching");
+                    fill.state.send_replace(FillState::Uncached {
+                        size: total,
+                        written: 0,
+                        file: None,
+                    });
+                    return Ok(());
+                }
+                Err(e) => return Err(ApiError::internal(e.to_string())),
+            }
+        }
+        None => None,
+    };
     let store_for_writer = store.clone();
     let d = digest.clone();
     let mut writer = tokio::task::spawn_blocking(move || store_for_writer.blob_writer(&d))
@@ -324,13 +384,31 @@ async fn run_fill(
         hasher.finish()
     });
     let state = fill.clone();
+    let disk_store = store.clone();
     let disk =
         tokio::task::spawn_blocking(move || -> Result<crate::store::BlobWriter, StoreError> {
+            // On ENOSPC: evict the oldest blobs to make room for the rest, retry once.
+            let retry = |writer: &mut crate::store::BlobWriter, e: StoreError| {
+                if !e.is_no_space() {
+                    return Err(e);
+                }
+                let rest = total.map_or(PUBLISH_EVERY, |t| t.saturating_sub(writer.written()));
+                disk_store.make_room(rest + PUBLISH_EVERY);
+                writer.flush().map(|_| ())
+            };
             while let Some(batch) = rx.blocking_recv() {
                 for chunk in batch.iter() {
-                    writer.write_unhashed(chunk)?;
+                    if let Err(e) = writer.write_unhashed(chunk) {
+                        retry(&mut writer, e)?;
+                    }
                 }
-                let published = writer.flush()?;
+                let published = match writer.flush() {
+                    Ok(n) => n,
+                    Err(e) => {
+                        retry(&mut writer, e)?;
+                        writer.flush()?
+                    }
+                };
                 state.state.send_modify(|s| {
                     if let FillState::Streaming { written, .. } = s {
                         *written = published;
@@ -426,7 +504,25 @@ async fn run_fill(
         .await
         .map_err(|e| ApiError::internal(e.to_string()))?;
     network?;
-    let writer = writer.map_err(ApiError::from)?;
+    let writer = match writer {
+        Ok(w) => w,
+        Err(e) if e.is_no_space() => {
+            // The readers carry on from upstream; what is on disk stays readable to them.
+            store.set_full(Some("no space left on the disk".into()));
+            tracing::warn!(%digest, error = %e, "disk full during a download; clients are served without caching");
+            let written = match &*fill.state.borrow() {
+                FillState::Streaming { written, .. } => *written,
+                _ => 0,
+            };
+            fill.state.send_replace(FillState::Uncached {
+                size: total,
+                written,
+                file: Some(file),
+            });
+            return Ok(());
+        }
+        Err(e) => return Err(e.into()),
+    };
     let verified = writer
         .verify(actual, total)
         .map_err(|e| mismatch_error(route, digest, e))?;
@@ -437,8 +533,13 @@ async fn run_fill(
     fill.state.send_replace(FillState::Done { size, file });
     match tokio::task::spawn_blocking(move || verified.persist()).await {
         Ok(Ok(size)) => store.committed(digest, size),
+        Ok(Err(e)) if e.is_no_space() => {
+            store.set_full(Some("no space left on the disk".into()));
+            tracing::warn!(%digest, error = %e, "verified blob could not be stored: disk full");
+        }
         Ok(Err(e)) => tracing::error!(%digest, error = %e, "verified blob could not be stored"),
         Err(e) => tracing::error!(%digest, error = %e, "storing a verified blob panicked"),
     }
+    drop(reservation);
     Ok(())
 }

@@ -1,6 +1,7 @@
-//! Reading a blob: a committed one by a read-ahead thread with pooled buffers; one still
+//! Reading a blob: a committed one by a read-ahead task with pooled buffers; one still
 //! downloading by following its fill, from the in-memory tail when the client keeps up,
-//! else from the temp file, never past the last byte before the digest verified.
+//! else from the temp file, never past the last byte before the digest verified. Every
+//! chunk is charged to the shared buffer budget before it is read.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -9,9 +10,10 @@ use std::sync::{Arc, Mutex};
 use bytes::{Bytes, BytesMut};
 use tokio::sync::{mpsc, watch};
 
-use super::{BlobHandle, FillState, READ_AHEAD, READ_CHUNK, RECENT_WINDOW};
+use super::passthrough::PassThrough;
+use super::{BlobHandle, FillState, Origin, READ_AHEAD, RECENT_WINDOW};
 use crate::error::ApiError;
-use crate::mirror::buffers::BufferPool;
+use crate::mirror::buffers::{charged, BufferPool, Charge};
 
 /// The newest received part of a download, kept as the chunks that arrived.
 #[derive(Default)]
@@ -63,13 +65,21 @@ impl BlobHandle {
     /// Waits until the whole blob is downloaded and verified, then returns its file.
     pub async fn complete_file(self) -> Result<Arc<File>, ApiError> {
         let Some(mut rx) = self.fill else {
-            return Ok(self.file);
+            return self
+                .file
+                .ok_or_else(|| ApiError::internal("blob handle without a file"));
         };
         loop {
             let state = rx.borrow_and_update().clone();
             match state {
                 FillState::Done { file, .. } => return Ok(file),
                 FillState::Failed(e) => return Err(e),
+                FillState::Uncached { .. } => {
+                    return Err(ApiError::internal(
+                        "the store is full: the blob cannot be kept for reading",
+                    )
+                    .with_status(http::StatusCode::SERVICE_UNAVAILABLE))
+                }
                 FillState::Starting | FillState::Streaming { .. } => {}
             }
             if rx.changed().await.is_err() {
@@ -85,16 +95,19 @@ impl BlobHandle {
         end: Option<u64>,
     ) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
         let end = end.or(self.size);
-        let source = match (self.fill, end, self.buffers) {
-            (None, Some(end), Some(buffers)) => {
-                Source::ReadAhead(read_ahead(self.file, start, end, buffers))
+        let source = match (self.fill, end, self.file) {
+            (None, Some(end), Some(file)) => {
+                Source::ReadAhead(read_ahead(file, start, end, self.pool))
             }
-            (fill, end, _) => Source::Follow(Reader {
-                file: self.file,
+            (fill, end, file) => Source::Follow(Box::new(Reader {
+                file,
                 pos: start,
                 end,
                 fill,
-            }),
+                buffers: self.pool,
+                origin: self.origin,
+                passthrough: None,
+            })),
         };
         futures_util::stream::unfold(source, |mut source| async move {
             let item = match &mut source {
@@ -107,46 +120,63 @@ impl BlobHandle {
 }
 
 enum Source {
-    /// A committed blob: a blocking thread reads ahead sequentially.
+    /// A committed blob: a task reads ahead sequentially.
     ReadAhead(mpsc::Receiver<Result<Bytes, std::io::Error>>),
-    /// A blob being downloaded: reads follow the fill's progress.
-    Follow(Reader),
+    /// A blob being downloaded: reads follow the fill's progress (boxed: it can carry an
+    /// upstream response of its own).
+    Follow(Box<Reader>),
 }
 
-/// Reads `[start, end)` of a file on a blocking thread, a few chunks ahead of the socket,
-/// so disk reads and socket writes overlap. The thread stops when the receiver goes away.
+/// Reads `[start, end)` of a file a few chunks ahead of the socket, so disk reads and
+/// socket writes overlap. Each chunk is charged to the shared budget before it is read and
+/// read on a blocking thread; no thread is held while waiting for budget or the socket.
+/// The task stops when the receiver goes away.
 fn read_ahead(
     file: Arc<File>,
     start: u64,
     end: u64,
     buffers: Arc<BufferPool>,
 ) -> mpsc::Receiver<Result<Bytes, std::io::Error>> {
-    use std::io::{Read, Seek, SeekFrom};
     let (tx, rx) = mpsc::channel(READ_AHEAD);
-    tokio::task::spawn_blocking(move || {
-        // The file was opened for this request alone, so its cursor is ours.
-        let mut f = &*file;
-        if let Err(e) = f.seek(SeekFrom::Start(start)) {
-            let _ = tx.blocking_send(Err(e));
-            return;
-        }
+    tokio::spawn(async move {
         let mut pos = start;
         while pos < end {
-            let want = (end - pos).min(buffers.buffer_size() as u64);
-            let mut buf = buffers.take();
-            let item = match f.take(want).read_to_end(&mut buf) {
-                Ok(0) => Err(std::io::Error::new(
+            let charge = tokio::select! {
+                c = buffers.charge(end - pos) => c,
+                _ = tx.closed() => return,
+            };
+            let len = charge.len();
+            let mut buf = buffers.take(len);
+            let file = file.clone();
+            let read = tokio::task::spawn_blocking(move || {
+                buf.resize(len, 0);
+                let mut filled = 0;
+                while filled < len {
+                    match file.read_at(&mut buf[filled..], pos + filled as u64) {
+                        Ok(0) => break,
+                        Ok(n) => filled += n,
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                buf.truncate(filled);
+                Ok(buf)
+            })
+            .await;
+            let item = match read {
+                Ok(Ok(buf)) if buf.is_empty() => Err(std::io::Error::new(
                     std::io::ErrorKind::UnexpectedEof,
                     "blob file is shorter than its size",
                 )),
-                Ok(n) => {
-                    pos += n as u64;
-                    Ok(buffers.freeze(buf))
+                Ok(Ok(buf)) => {
+                    pos += buf.len() as u64;
+                    Ok(buffers.freeze(buf, charge))
                 }
-                Err(e) => Err(e),
+                Ok(Err(e)) => Err(e),
+                Err(e) => Err(std::io::Error::other(e)),
             };
             let failed = item.is_err();
-            if tx.blocking_send(item).is_err() || failed {
+            if tx.send(item).await.is_err() || failed {
                 return;
             }
         }
@@ -159,13 +189,18 @@ struct Readable {
     memory_limit: u64,
     complete: bool,
     recent: Option<Arc<Mutex<Recent>>>,
+    /// The fill cannot store the blob; this many bytes of it are in the file.
+    uncached: Option<u64>,
 }
 
 struct Reader {
-    file: Arc<File>,
+    file: Option<Arc<File>>,
     pos: u64,
     end: Option<u64>,
     fill: Option<watch::Receiver<FillState>>,
+    buffers: Arc<BufferPool>,
+    origin: Option<Arc<Origin>>,
+    passthrough: Option<PassThrough>,
 }
 
 impl Reader {
@@ -179,6 +214,7 @@ impl Reader {
                 memory_limit: end,
                 complete: true,
                 recent: None,
+                uncached: None,
             });
         };
         let state = rx.borrow_and_update();
@@ -188,6 +224,7 @@ impl Reader {
                 memory_limit: *size,
                 complete: true,
                 recent: None,
+                uncached: None,
             }),
             // Hold back the last byte until the digest verified.
             FillState::Streaming {
@@ -200,12 +237,21 @@ impl Reader {
                 memory_limit: received.saturating_sub(1),
                 complete: false,
                 recent: Some(recent.clone()),
+                uncached: None,
             }),
             FillState::Starting => Ok(Readable {
                 file_limit: 0,
                 memory_limit: 0,
                 complete: false,
                 recent: None,
+                uncached: None,
+            }),
+            FillState::Uncached { written, .. } => Ok(Readable {
+                file_limit: 0,
+                memory_limit: 0,
+                complete: false,
+                recent: None,
+                uncached: Some(*written),
             }),
             FillState::Failed(e) => Err(e.clone()),
         }
@@ -213,54 +259,47 @@ impl Reader {
 
     async fn next_chunk(&mut self) -> Option<Result<Bytes, std::io::Error>> {
         loop {
+            if let Some(p) = &mut self.passthrough {
+                return p.next_chunk().await;
+            }
             let readable = match self.readable() {
                 Ok(r) => r,
                 Err(e) => return Some(Err(std::io::Error::other(e.message))),
             };
+            if let Some(written) = readable.uncached {
+                let Some(origin) = self.origin.clone() else {
+                    return Some(Err(std::io::Error::other("the store cannot take the blob")));
+                };
+                let file = self.file.clone();
+                match PassThrough::start(origin, file, written, self.pos, self.end).await {
+                    Ok(p) => self.passthrough = Some(p),
+                    Err(e) => return Some(Err(e)),
+                }
+                continue;
+            }
             let end = self.end.unwrap_or(u64::MAX);
             let limit = readable.file_limit.min(end);
             if self.pos >= end || (readable.complete && self.pos >= limit) {
                 return None;
             }
             let memory_limit = readable.memory_limit.min(end);
-            let in_memory = readable
-                .recent
-                .and_then(|r| r.lock().ok()?.slice(self.pos, memory_limit, READ_CHUNK));
-            if let Some(bytes) = in_memory {
-                self.pos += bytes.len() as u64;
-                return Some(Ok(bytes));
-            }
-            if self.pos < limit {
-                let len = (limit - self.pos).min(READ_CHUNK as u64) as usize;
-                let file = self.file.clone();
-                let pos = self.pos;
-                let read = tokio::task::spawn_blocking(move || {
-                    let mut buf = BytesMut::zeroed(len);
-                    let mut filled = 0;
-                    while filled < len {
-                        match file.read_at(&mut buf[filled..], pos + filled as u64) {
-                            Ok(0) => break,
-                            Ok(n) => filled += n,
-                            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                            Err(e) => return Err(e),
-                        }
-                    }
-                    buf.truncate(filled);
-                    Ok(buf.freeze())
-                })
-                .await;
-                return match read {
-                    Ok(Ok(bytes)) if bytes.is_empty() => Some(Err(std::io::Error::new(
-                        std::io::ErrorKind::UnexpectedEof,
-                        "blob file is shorter than its size",
-                    ))),
-                    Ok(Ok(bytes)) => {
-                        self.pos += bytes.len() as u64;
-                        Some(Ok(bytes))
-                    }
-                    Ok(Err(e)) => Some(Err(e)),
-                    Err(e) => Some(Err(std::io::Error::other(e))),
-                };
+            if self.pos >= limit.max(memory_limit) {
+                // Nothing new to read: wait for the fill below, holding no budget.
+            } else {
+                let charge = self
+                    .buffers
+                    .charge(limit.max(memory_limit) - self.pos)
+                    .await;
+                let in_memory = readable
+                    .recent
+                    .and_then(|r| r.lock().ok()?.slice(self.pos, memory_limit, charge.len()));
+                if let Some(bytes) = in_memory {
+                    self.pos += bytes.len() as u64;
+                    return Some(Ok(charged(bytes, charge)));
+                }
+                if let Some(read) = self.read_file(limit, charge).await {
+                    return Some(read);
+                }
             }
             // Wait for the fill to write more.
             let rx = self.fill.as_mut()?;
@@ -268,6 +307,47 @@ impl Reader {
                 return Some(Err(std::io::Error::other("blob download ended")));
             }
         }
+    }
+
+    /// Reads from the file at the current position, up to `limit` and the charge's size.
+    async fn read_file(
+        &mut self,
+        limit: u64,
+        charge: Charge,
+    ) -> Option<Result<Bytes, std::io::Error>> {
+        if self.pos < limit {
+            let len = (limit - self.pos).min(charge.len() as u64) as usize;
+            let file = self.file.clone()?;
+            let pos = self.pos;
+            let read = tokio::task::spawn_blocking(move || {
+                let mut buf = BytesMut::zeroed(len);
+                let mut filled = 0;
+                while filled < len {
+                    match file.read_at(&mut buf[filled..], pos + filled as u64) {
+                        Ok(0) => break,
+                        Ok(n) => filled += n,
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                buf.truncate(filled);
+                Ok(buf.freeze())
+            })
+            .await;
+            return match read {
+                Ok(Ok(bytes)) if bytes.is_empty() => Some(Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "blob file is shorter than its size",
+                ))),
+                Ok(Ok(bytes)) => {
+                    self.pos += bytes.len() as u64;
+                    Some(Ok(charged(bytes, charge)))
+                }
+                Ok(Err(e)) => Some(Err(e)),
+                Err(e) => Some(Err(std::io::Error::other(e))),
+            };
+        }
+        None
     }
 }
 

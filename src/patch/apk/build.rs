@@ -343,7 +343,7 @@ pub fn build(
             .filter(|dir| {
                 line.globs.iter().any(|g| {
                     let g = g.strip_prefix('+').unwrap_or(g);
-                    g.starts_with('/') && extras::fnmatch(g.as_bytes(), dir.as_bytes())
+                    g.starts_with('/') && crate::glob::glob_pathname(g.as_bytes(), dir.as_bytes())
                 })
             })
             .cloned()

@@ -1,9 +1,11 @@
 //! The smaller databases and rules an upgrade touches: `scripts.tar` (every installed
 //! package's scripts, named `<name>-<version>.<identity>.<script>`), `triggers` (one line
 //! per package: identity, then directory globs), protected paths (`/etc` and
-//! `etc/apk/protected_paths.d/*.list`), fnmatch, and owner names from `/etc/passwd`.
+//! `etc/apk/protected_paths.d/*.list`, matched with [`crate::glob::glob_pathname`]) and owner names from `/etc/passwd`.
 
 use std::collections::HashMap;
+
+use crate::glob::glob_pathname;
 
 /// One entry of `scripts.tar`: its exact bytes (headers, data, padding) and the package
 /// identity and script named in it.
@@ -184,7 +186,7 @@ impl ProtectedPaths {
             prefix_end += component.len();
             let prefix = &dir[..prefix_end];
             for (pattern, m) in &self.0 {
-                if fnmatch(pattern.as_bytes(), prefix.as_bytes()) {
+                if glob_pathname(pattern.as_bytes(), prefix.as_bytes()) {
                     mode = *m;
                 }
             }
@@ -192,72 +194,6 @@ impl ProtectedPaths {
         }
         mode
     }
-}
-
-/// `fnmatch(pattern, name, FNM_PATHNAME)`: `*`, `?` and `[...]` never match `/`.
-pub(super) fn fnmatch(pattern: &[u8], name: &[u8]) -> bool {
-    match pattern.split_first() {
-        None => name.is_empty(),
-        Some((b'*', rest)) => {
-            let mut i = 0;
-            loop {
-                if fnmatch(rest, &name[i..]) {
-                    return true;
-                }
-                if i >= name.len() || name[i] == b'/' {
-                    return false;
-                }
-                i += 1;
-            }
-        }
-        Some((b'?', rest)) => match name.split_first() {
-            Some((c, tail)) if *c != b'/' => fnmatch(rest, tail),
-            _ => false,
-        },
-        Some((b'[', rest)) => {
-            let Some((c, tail)) = name.split_first() else {
-                return false;
-            };
-            match bracket(rest, *c) {
-                Some((true, after)) if *c != b'/' => fnmatch(after, tail),
-                Some(_) => false,
-                None => *c == b'[' && fnmatch(rest, tail), // unclosed: a literal '['
-            }
-        }
-        Some((b'\\', rest)) if !rest.is_empty() => match name.split_first() {
-            Some((c, tail)) if *c == rest[0] => fnmatch(&rest[1..], tail),
-            _ => false,
-        },
-        Some((p, rest)) => match name.split_first() {
-            Some((c, tail)) if c == p => fnmatch(rest, tail),
-            _ => false,
-        },
-    }
-}
-
-/// Matches `c` against a bracket expression body; returns (matched, pattern after `]`).
-fn bracket(body: &[u8], c: u8) -> Option<(bool, &[u8])> {
-    let (negate, mut i) = match body.first() {
-        Some(b'!' | b'^') => (true, 1),
-        _ => (false, 0),
-    };
-    let mut matched = false;
-    let mut first = true;
-    while i < body.len() {
-        let b = body[i];
-        if b == b']' && !first {
-            return Some((matched != negate, &body[i + 1..]));
-        }
-        first = false;
-        if i + 2 < body.len() && body[i + 1] == b'-' && body[i + 2] != b']' {
-            matched |= (b..=body[i + 2]).contains(&c);
-            i += 3;
-        } else {
-            matched |= b == c;
-            i += 1;
-        }
-    }
-    None
 }
 
 /// User and group names to ids, from the image's `/etc/passwd` and `/etc/group`: apk
@@ -300,24 +236,6 @@ impl Ids {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn fnmatch_with_pathname() {
-        assert!(fnmatch(b"/lib/modules/*", b"/lib/modules/6.1"));
-        assert!(!fnmatch(b"/lib/modules/*", b"/lib/modules/6.1/kernel"));
-        assert!(fnmatch(
-            b"/usr/lib/gdk-pixbuf-2.0/*/loaders",
-            b"/usr/lib/gdk-pixbuf-2.0/2.10.0/loaders"
-        ));
-        assert!(fnmatch(b"/usr/bin", b"/usr/bin"));
-        assert!(!fnmatch(b"/usr/bin", b"/usr/bin/x"));
-        assert!(fnmatch(
-            b"etc/ssl/certs/ca-cert-[a-z]*.pem",
-            b"etc/ssl/certs/ca-cert-x1.pem"
-        ));
-        assert!(!fnmatch(b"a?c", b"a/c"));
-        assert!(fnmatch(b"[!x]", b"y"));
-    }
 
     #[test]
     fn protected_paths_follow_apk_defaults_and_lists() {

@@ -4,7 +4,8 @@
 //!
 //! Semantics follow `dpkg(1)`: patterns are shell globs where `*` also matches `/`, the last
 //! matching pattern decides, and a directory is excluded only when no include pattern can
-//! match something inside it.
+//! match something inside it. An excluded directory is not part of the new version, so
+//! the upgrade removes the old one when it is empty and no other package owns it.
 
 use std::collections::BTreeMap;
 
@@ -48,8 +49,11 @@ impl PathFilters {
         PathFilters { rules }
     }
 
-    /// True when dpkg would not write `path` (a package path without the leading `/`).
-    pub fn skips(&self, path: &str, is_dir: bool) -> bool {
+    /// True when dpkg would not write `path` (a package path without the leading `/`), as
+    /// dpkg's `filter_should_skip`: the last matching pattern decides, and an excluded
+    /// directory or symbolic link is kept when its path starts with the literal part of an
+    /// include pattern (up to the first wildcard, trailing `/` dropped).
+    pub fn skips(&self, path: &str, dir_or_symlink: bool) -> bool {
         let absolute = format!("/{path}");
         let mut included = true;
         for (include, pattern) in &self.rules {
@@ -60,16 +64,14 @@ impl PathFilters {
         if included {
             return false;
         }
-        if is_dir {
-            // Kept when an include pattern may reach below it: the pattern starts with the
-            // directory, or the directory starts with the pattern's literal part.
-            let reachable = self.rules.iter().any(|(include, pattern)| {
+        if dir_or_symlink {
+            let reincluded = self.rules.iter().any(|(include, pattern)| {
                 let literal = pattern
                     .find(['*', '?', '[', '\\'])
                     .map_or(pattern.as_str(), |at| &pattern[..at]);
-                *include && (pattern.starts_with(&absolute) || absolute.starts_with(literal))
+                *include && absolute.starts_with(literal.trim_end_matches('/'))
             });
-            return !reachable;
+            return !reincluded;
         }
         true
     }
@@ -112,5 +114,22 @@ mod tests {
         assert!(filters.skips("usr/share/man/man1", true));
         assert!(!filters.skips("usr/bin/xz", false));
         assert!(!PathFilters::parse(&BTreeMap::new(), None).skips("usr/share/doc/x", false));
+    }
+
+    #[test]
+    fn reinclusion_is_dpkgs_prefix_rule_for_directories_and_symlinks() {
+        let mut fragments = BTreeMap::new();
+        fragments.insert(
+            "x".to_owned(),
+            b"path-exclude=/usr/share/*\npath-include=/usr/share/man/de/man7/apt.7.gz\npath-include=/usr/share/doc/*\n".to_vec(),
+        );
+        let filters = PathFilters::parse(&fragments, None);
+        // A symbolic link under an include's literal part is kept, as a directory is.
+        assert!(!filters.skips("usr/share/doc-base", true));
+        // dpkg compares the path with the pattern's prefix, never the other way round: the
+        // parents of an include without wildcards are not kept.
+        assert!(filters.skips("usr/share/man/de", true));
+        assert!(!filters.skips("usr/share/man/de/man7/apt.7.gz", false));
+        assert!(filters.skips("usr/share/info", true));
     }
 }

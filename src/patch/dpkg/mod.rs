@@ -10,6 +10,7 @@
 pub(crate) mod database;
 mod files;
 mod filters;
+mod holdback;
 pub mod scripts;
 
 use std::collections::{BTreeMap, HashMap};
@@ -20,6 +21,7 @@ use crate::pkgs::dpkg::debfile::DebPackage;
 
 pub use database::{DIVERSIONS, FILE_TRIGGERS, INFO_DIR, STATUS, STATUS_DIR};
 pub use files::build;
+pub use holdback::{held_back_in, HeldBack};
 
 /// Why the dpkg engine cannot patch an image.
 #[derive(Debug, thiserror::Error)]
@@ -120,3 +122,5 @@ pub(crate) type InfoFiles = BTreeMap<String, BTreeMap<String, Vec<u8>>>;
 
 #[cfg(test)]
 pub(crate) mod tests;
+#[cfg(test)]
+mod tests_filters;

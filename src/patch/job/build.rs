@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use crate::image::{LayerDescriptor, UnpackedLayers};
 use crate::mirror::image::PlatformImage;
+use crate::patch::dpkg::HeldBack;
 use crate::patch::native::{self, LayerImage, NativePatch, Runnable};
 use crate::patch::unpack_cache::UnpackCache;
 use crate::patch::verify::{self, Verified};
@@ -12,13 +13,15 @@ use crate::patch::PatchError;
 use crate::pkgs::dpkg::debfile::{DebLimits, DebPackage};
 use crate::pkgs::Inventory;
 use crate::scan::builtin::packages::{FetchedDeb, WantedPackage};
-use crate::scan::plan::{Platform, PlatformPlan};
+use crate::scan::plan::{NotPlanned, Platform, PlatformPlan, SkipReason};
 use crate::upstream::Route;
 
 use super::*;
 
 impl Patcher {
-    /// Fetches, builds and verifies one platform's layer for `plan`.
+    /// Fetches, builds and verifies one platform's layer for `plan`. Upgrades that `apt-get
+    /// upgrade` would keep back are moved from `plan` to its `not_planned`; `None` when that
+    /// leaves nothing to install.
     #[allow(clippy::too_many_arguments)]
     pub(super) async fn build_platform(
         &self,
@@ -26,10 +29,10 @@ impl Patcher {
         image: &PlatformImage,
         inventory: &Inventory,
         platform: &Platform,
-        plan: &PlatformPlan,
+        plan: &mut PlatformPlan,
         base_layers: &[LayerDescriptor],
         work: &Path,
-    ) -> Result<(NativePatch, Vec<Verified>, Vec<FetchedDeb>), PatchError> {
+    ) -> Result<Option<(NativePatch, Vec<Verified>, Vec<FetchedDeb>)>, PatchError> {
         let wanted: Vec<WantedPackage> = plan
             .updates
             .iter()
@@ -63,7 +66,7 @@ impl Patcher {
         let architecture = image.platform.architecture.clone();
         let layers = base_layers.to_vec();
         let cache = self.unpack_cache.clone();
-        let native = tokio::task::spawn_blocking(move || {
+        let (native, held) = tokio::task::spawn_blocking(move || {
             build_layer(
                 &*build_source,
                 &layers,
@@ -77,11 +80,14 @@ impl Patcher {
         })
         .await
         .map_err(|e| PatchError::Internal(e.to_string()))??;
-
+        keep_back(plan, held);
+        let Some(native) = native else {
+            return Ok(None);
+        };
         let verified = self
             .verify_layer(image, source, base_layers, &native.layer.path, plan)
             .await?;
-        Ok((native, verified, debs))
+        Ok(Some((native, verified, debs)))
     }
 
     /// The packages installed in `image`; with an unpack cache, read from (and leaving)
@@ -182,7 +188,30 @@ impl Patcher {
 /// The image's layers as the engines read them.
 pub(super) type Unpacked = UnpackedLayers<crate::mirror::image::MirrorLayers>;
 
-/// The blocking half: open the packages, build the layer.
+/// Moves the upgrades in `held` from `plan.updates` to `plan.not_planned`.
+fn keep_back(plan: &mut PlatformPlan, held: Vec<HeldBack>) {
+    for kept in held {
+        let Some(at) = plan.updates.iter().position(|u| u.name == kept.name) else {
+            continue;
+        };
+        let update = plan.updates.remove(at);
+        tracing::info!(package = %update.name, reason = %kept.reason, "kept back, as apt-get upgrade keeps it");
+        plan.not_planned.push(NotPlanned {
+            name: update.name,
+            installed_version: update.installed_version,
+            vulnerability_id: String::new(),
+            severity: None,
+            fixed_versions: vec![update.fixed_version],
+            reason: SkipReason::HeldBack {
+                detail: kept.reason,
+            },
+        });
+    }
+    plan.not_planned.sort();
+}
+
+/// The blocking half: open the packages, keep back what `apt-get upgrade` would, build the
+/// layer from the rest (`None` when nothing is left).
 #[allow(clippy::too_many_arguments)]
 pub(super) fn build_layer(
     source: &dyn crate::image::LayerSource,
@@ -193,10 +222,24 @@ pub(super) fn build_layer(
     architecture: &str,
     work: &Path,
     cache: Option<&UnpackCache>,
-) -> Result<NativePatch, PatchError> {
+) -> Result<(Option<NativePatch>, Vec<HeldBack>), PatchError> {
     let opened = open_packages(debs, work, cache)?;
+    let image = LayerImage::open(source, layers).map_err(native::NativeError::from)?;
+    let controls: std::collections::BTreeMap<String, Vec<u8>> = plan
+        .updates
+        .iter()
+        .filter_map(|u| {
+            let (_, deb) = opened.iter().find(|(d, _)| d.name == u.name)?;
+            Some((u.name.clone(), deb.control().to_vec()))
+        })
+        .collect();
+    let held =
+        crate::patch::dpkg::held_back_in(&image, &controls).map_err(native::NativeError::from)?;
     let mut packages = Vec::new();
     for update in &plan.updates {
+        if held.iter().any(|h| h.name == update.name) {
+            continue;
+        }
         let Some((_, deb)) = opened.iter().find(|(d, _)| d.name == update.name) else {
             return Err(PatchError::Package {
                 package: update.name.clone(),
@@ -216,11 +259,20 @@ pub(super) fn build_layer(
             deb,
         });
     }
-    let image = LayerImage::open(source, layers).map_err(native::NativeError::from)?;
+    if packages.is_empty() {
+        return Ok((None, held));
+    }
+    let archives = packages
+        .iter()
+        .filter_map(|p| opened.iter().find(|(d, _)| d.name == p.name))
+        .map(|(d, _)| native::Archive::new(&d.name, &d.version, &d.architecture, d.path.clone()))
+        .collect();
     let runnable = Runnable {
         architecture: architecture.to_owned(),
+        archives,
     };
-    Ok(native::patch(&image, &packages, &runnable, work, cache)?)
+    let native = native::patch(&image, &packages, &runnable, work, cache)?;
+    Ok((Some(native), held))
 }
 
 /// Opens (and so decompresses) the packages on a few threads; with an unpack cache, each

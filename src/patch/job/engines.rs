@@ -16,8 +16,9 @@ use crate::upstream::Route;
 use super::*;
 
 impl Patcher {
-    /// The native engine. With `ignore_errors`, a package at fault is left out of `plan`
-    /// (and recorded as not planned) and the rest tried again; `None` when none is left.
+    /// The native engine. Upgrades `apt-get upgrade` would keep back are moved to `plan`'s
+    /// not planned; with `ignore_errors`, so is a package at fault, and the rest tried
+    /// again; `None` when none is left.
     #[allow(clippy::too_many_arguments)]
     pub(super) async fn build_native(
         &self,
@@ -36,11 +37,17 @@ impl Patcher {
                     .await
                     .map(|(apk, verified)| (apk.layer.clone(), EngineReport::Apk(apk), verified))
             } else {
-                self.build_platform(route, image, inventory, platform, plan, base_layers, work)
+                match self
+                    .build_platform(route, image, inventory, platform, plan, base_layers, work)
                     .await
-                    .map(|(native, verified, _debs)| {
-                        (native.layer.clone(), EngineReport::Native(native), verified)
-                    })
+                {
+                    Ok(Some((native, verified, _debs))) => {
+                        Ok((native.layer.clone(), EngineReport::Native(native), verified))
+                    }
+                    // Every upgrade kept back, as apt-get upgrade would.
+                    Ok(None) => return Ok(None),
+                    Err(error) => Err(error),
+                }
             };
             match built {
                 Ok(built) => return Ok(Some(built)),

@@ -215,6 +215,16 @@ impl Patcher {
         Ok(self)
     }
 
+    /// Lets the scan result caches' TTL go by `clock` (call after
+    /// [`Patcher::with_scan_command`]).
+    pub fn with_clock(mut self, clock: &crate::clock::Clock) -> Patcher {
+        self.plans = self.plans.map(|plans| plans.with_clock(clock.clone()));
+        self.command = self
+            .command
+            .map(|(command, cache)| (command, cache.with_clock(clock.clone())));
+        self
+    }
+
     /// Reports each step (planning, fetching, building, verifying) to `progress`.
     pub fn with_progress(mut self, progress: Progress) -> Patcher {
         self.progress = Some(progress);
@@ -532,13 +542,12 @@ impl Patcher {
                 .await
             {
                 Ok(Some(built)) => built,
-                Ok(None) => {
-                    return Ok(unchanged(
-                        image,
-                        Some(plan),
-                        "no package could be patched (ignore_errors)".to_owned(),
-                    ))
-                }
+                Ok(None) => return Ok(unchanged(
+                    image,
+                    Some(plan),
+                    "no planned package could be patched (each is in not_planned, with the reason)"
+                        .to_owned(),
+                )),
                 Err(PatchError::Native(NativeError::ScriptsCannotRun { reasons }))
                     if buildkit_usable =>
                 {

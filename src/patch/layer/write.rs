@@ -1,16 +1,17 @@
 //! Streaming the records into `tar -> gzip -> file`, hashing both streams on the way.
 
 use std::fmt;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use tar::{EntryType, Header};
 
 use super::pgzip::{self, ParallelGz};
 use super::{BuiltLayer, EntryKind, FileData, LayerError, Part, Record};
 use crate::distribution::reference::{DigestAlgorithm, Hasher};
+use crate::durable::TempFile;
 
 /// zlib's default level, the one `gzip` and most image builders use: a good size/speed
 /// balance for layers that are mostly binaries. It is part of the digest, so it is a
@@ -22,13 +23,17 @@ const CHUNK: usize = 64 * 1024;
 const READ_BUFFER: usize = 128 * 1024;
 
 pub(super) fn write_gzip(records: &[Record<'_>], dir: &Path) -> Result<BuiltLayer, LayerError> {
-    let (file, path) = create_temp(dir)?;
-    let guard = RemoveOnDrop(Some(path.clone()));
+    // Removed on any error; kept under its temporary name for the caller otherwise.
+    let temp = TempFile::with_suffix(dir, ".tar.gz").map_err(|source| LayerError::Write {
+        file: dir.to_owned(),
+        source,
+    })?;
+    let path = temp.path().to_owned();
     let write_err = |source| LayerError::Write {
         file: path.clone(),
         source,
     };
-    let gz_sink = Counted::new(BufWriter::with_capacity(CHUNK, file));
+    let gz_sink = Counted::new(BufWriter::with_capacity(CHUNK, temp.file()));
     let gz = ParallelGz::new(gz_sink, GZIP_LEVEL, pgzip::default_threads());
     let mut tar = tar::Builder::new(Chunked::new(Counted::new(gz)));
     for record in records {
@@ -39,11 +44,10 @@ pub(super) fn write_gzip(records: &[Record<'_>], dir: &Path) -> Result<BuiltLaye
     let (gz, diff_id, uncompressed_size) = tar_sink.finish();
     let gz_sink = gz.finish().map_err(write_err)?;
     let (buffered, digest, size) = gz_sink.finish();
-    let file = buffered
+    buffered
         .into_inner()
         .map_err(|e| write_err(e.into_error()))?;
-    file.sync_all().map_err(write_err)?;
-    guard.keep();
+    temp.keep().map_err(write_err)?;
     Ok(BuiltLayer {
         path,
         digest,
@@ -408,39 +412,6 @@ impl<W: Write> Write for Chunked<W> {
     /// Does not pass a partial chunk on: that would change the compressed bytes.
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
-    }
-}
-
-fn create_temp(dir: &Path) -> Result<(File, PathBuf), LayerError> {
-    let mut attempt = 0;
-    loop {
-        let path = dir.join(format!(
-            ".patchpull-layer-{}-{:016x}.tar.gz",
-            std::process::id(),
-            rand::random::<u64>()
-        ));
-        match OpenOptions::new().write(true).create_new(true).open(&path) {
-            Ok(file) => return Ok((file, path)),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && attempt < 8 => attempt += 1,
-            Err(source) => return Err(LayerError::Write { file: path, source }),
-        }
-    }
-}
-
-/// Deletes a half-written layer file unless told to keep it.
-struct RemoveOnDrop(Option<PathBuf>);
-
-impl RemoveOnDrop {
-    fn keep(mut self) {
-        self.0 = None;
-    }
-}
-
-impl Drop for RemoveOnDrop {
-    fn drop(&mut self) {
-        if let Some(path) = self.0.take() {
-            let _ = std::fs::remove_file(path);
-        }
     }
 }
 

@@ -31,10 +31,9 @@ pub(super) fn fold_changes(
                 report.changed.push(path);
             }
             Change::Removed(path) => {
-                if layer
-                    .get(&path)
-                    .is_some_and(|e| matches!(e.kind, EntryKind::Whiteout))
-                {
+                // Already a whiteout, or below one (a directory the package emptied and
+                // removed whole): the layer says it is gone.
+                if whited_out(layer, &path) {
                     continue;
                 }
                 layer.remove(&path);
@@ -46,8 +45,21 @@ pub(super) fn fold_changes(
     Ok(())
 }
 
+/// Whether the layer removes `path`: a whiteout at it or at one of its parents.
+fn whited_out(layer: &LayerBuilder, path: &str) -> bool {
+    let is_whiteout = |p: &str| {
+        layer
+            .get(p)
+            .is_some_and(|e| matches!(e.kind, EntryKind::Whiteout))
+    };
+    is_whiteout(path)
+        || path
+            .match_indices('/')
+            .any(|(i, _)| is_whiteout(&path[..i]))
+}
+
 /// True when the layer's entry at `path` is what is on disk now (`record`): a script did
-/// not touch it after it was applied, neither its contents nor its mode nor its owners.
+/// not touch it after it was applied, neither its contents nor its mode.
 fn holds_exactly(
     layer: &LayerBuilder,
     root: &Path,
@@ -57,9 +69,9 @@ fn holds_exactly(
     let Some(entry) = layer.get(path) else {
         return false;
     };
-    if u64::from(record.uid) != entry.uid || u64::from(record.gid) != entry.gid {
-        return false;
-    }
+    // Owners are not compared: `apply` writes the package's files as the sandbox's root
+    // (their owners live in the layer entry only), so the tree cannot show a script's
+    // `chown` of a packaged path apart from that. Known gap (issue 14).
     let same_mode = record.mode & 0o7777 == entry.mode & 0o7777;
     let is_file = matches!(record.kind, sandbox::FileKind::File);
     match &entry.kind {
@@ -148,7 +160,7 @@ fn entry_from_disk(
 
 #[cfg(test)]
 mod tests {
-    use std::os::unix::fs::{chown, PermissionsExt};
+    use std::os::unix::fs::PermissionsExt;
     use std::sync::Arc;
 
     use super::*;
@@ -224,21 +236,12 @@ mod tests {
     }
 
     #[test]
-    fn a_rewrite_to_the_same_size_and_a_new_owner_are_taken() {
+    fn a_rewrite_to_the_same_size_is_taken() {
         let (root, mut layer) = applied();
         // `sed -i` keeping the length: a new file, so a new mtime.
         fs::write(root.path().join("usr/lib/libx.so"), b"LIBRARY!").unwrap();
-        // `chown` on a file patchpull wrote (the tests run as root in CI; as another
-        // user the chown to one's own ids still changes nothing, so skip that part).
-        let can_chown = chown(root.path().join("etc/conf"), Some(4242), Some(4343)).is_ok();
         let changed = fold(root.path(), &mut layer, &["etc/conf", "usr/lib/libx.so"]);
-        let mut expected = vec!["usr/lib/libx.so"];
-        if can_chown {
-            expected.insert(0, "etc/conf");
-            let conf = layer.get("etc/conf").unwrap();
-            assert_eq!((conf.uid, conf.gid, conf.mtime), (4242, 4343, EPOCH));
-        }
-        assert_eq!(changed, expected);
+        assert_eq!(changed, ["usr/lib/libx.so"]);
         let lib = layer.get("usr/lib/libx.so").unwrap();
         assert!(
             matches!(lib.kind, EntryKind::File(FileData::Path(_))),
@@ -258,5 +261,24 @@ mod tests {
         let changed = fold(root.path(), &mut layer, &["etc/conf", "usr/lib/libx.so"]);
         assert_eq!(changed, ["etc/conf"]);
         assert_eq!(layer.get("etc/conf").unwrap().mode, 0o600);
+    }
+
+    #[test]
+    fn a_path_below_a_removed_directory_gets_no_whiteout_of_its_own() {
+        let (root, mut layer) = applied();
+        layer.whiteout("usr/share/man/de/man7");
+        let mut report = ScriptsReport {
+            ran: Vec::new(),
+            changed: Vec::new(),
+        };
+        let changes = vec![
+            Change::Removed("usr/share/man/de/man7".into()),
+            Change::Removed("usr/share/man/de/man7/apt-patterns.7.gz".into()),
+        ];
+        fold_changes(&mut layer, root.path(), changes, EPOCH, &mut report).unwrap();
+        assert!(report.changed.is_empty(), "{:?}", report.changed);
+        assert!(layer
+            .get("usr/share/man/de/man7/apt-patterns.7.gz")
+            .is_none());
     }
 }

@@ -9,6 +9,8 @@
 mod apply;
 pub mod ca_certificates;
 mod changes;
+mod failure;
+mod preconfigure;
 pub mod scripts;
 
 use std::collections::HashMap;
@@ -21,6 +23,7 @@ use crate::patch::sandbox::{self, SandboxError};
 use crate::patch::unpack_cache::{CachedRoot, UnpackCache};
 use crate::pkgs::dpkg::debfile::DebError;
 
+pub use preconfigure::Archive;
 pub use scripts::ScriptsReport;
 
 #[derive(Debug, thiserror::Error)]
@@ -115,6 +118,9 @@ impl ImageFiles for LayerImage<'_> {
 pub struct Runnable {
     /// The image's architecture (`amd64`, `arm64`).
     pub architecture: String,
+    /// The new packages' `.deb` files, in the order given, for apt's `Pre-Install-Pkgs`
+    /// hook (debconf's preconfiguration) when the image configures one.
+    pub archives: Vec<Archive>,
 }
 
 /// What the native engine made of one platform.
@@ -173,6 +179,11 @@ pub fn patch(
                         "the image has no dpkg: its postinst scripts and triggers run as planned"
                     );
                 }
+                // apt runs its hooks only where apt is, so where dpkg configures.
+                let pre_install = match configure {
+                    Some(_) => debconf_pre_install_hooks(image)?,
+                    None => Vec::new(),
+                };
                 let job = scripts::ScriptsJob {
                     plan: &changes.scripts,
                     configure,
@@ -185,6 +196,8 @@ pub fn patch(
                     epoch: changes.epoch,
                     scratch,
                     dpkg_version: &dpkg_version,
+                    pre_install: &pre_install,
+                    archives: &runnable.archives,
                 };
                 let layer = &mut changes.layer;
                 let mut run = |root| scripts::run(&job, layer, root);
@@ -288,6 +301,23 @@ pub fn host_architecture() -> &'static str {
     }
 }
 
+/// debconf's `Pre-Install-Pkgs` hook, when the image's apt configures it and the image
+/// has `dpkg-preconfigure`; other hooks are not run (logged).
+fn debconf_pre_install_hooks(image: &LayerImage<'_>) -> Result<Vec<String>, NativeError> {
+    if !has_program(&image.tree, "usr/sbin/dpkg-preconfigure") {
+        return Ok(Vec::new());
+    }
+    let files: std::collections::BTreeMap<String, Vec<u8>> = image
+        .read(&preconfigure::APT_CONFIG_PATHS)?
+        .into_iter()
+        .collect();
+    let (debconf, other) = preconfigure::pre_install_hooks(&files);
+    for hook in other {
+        tracing::warn!(%hook, "apt's DPkg::Pre-Install-Pkgs hook not run: only debconf's is");
+    }
+    Ok(debconf)
+}
+
 fn installed_dpkg_version(image: &LayerImage<'_>) -> String {
     let Ok(files) = image.read(&["/var/lib/dpkg/status"]) else {
         return String::new();
@@ -311,7 +341,7 @@ fn reproduce_natively(
     tree: &Filesystem,
     why: &str,
 ) -> Result<Vec<String>, NativeError> {
-    let mut reasons = Vec::new();
+    let mut must_run = Vec::new();
     let mut reproduced = Vec::new();
     for step in changes.scripts.all() {
         let ldconfig_only = step.script == "postinst"
@@ -323,18 +353,24 @@ fn reproduce_natively(
                 step.package
             ));
         } else {
-            reasons.push(format!(
-                "{} {} {} must run and cannot: {why}",
+            must_run.push(format!(
+                "{} {} {}",
                 step.package,
                 step.script,
                 step.args.join(" ")
             ));
         }
     }
-    if reasons.is_empty() {
+    if must_run.is_empty() {
         Ok(reproduced)
     } else {
-        Err(NativeError::ScriptsCannotRun { reasons })
+        // The reason once, then the scripts: it is the host's or the image's, not theirs.
+        Err(NativeError::ScriptsCannotRun {
+            reasons: vec![format!(
+                "{why}; maintainer scripts that must run: {}",
+                must_run.join(", ")
+            )],
+        })
     }
 }
 

@@ -53,9 +53,9 @@ const EXCLUDED: &[&str] = &[
 ];
 /// Where the new versions' control members wait for their preinst (each is moved to
 /// `tmp.ci` just before it runs, as dpkg extracts one package's at a time).
-const STAGING: &str = "var/lib/dpkg/tmp.patchpull";
+pub(super) const STAGING: &str = "var/lib/dpkg/tmp.patchpull";
 /// One script's time budget.
-const SCRIPT_TIMEOUT: Duration = Duration::from_secs(300);
+pub(super) const SCRIPT_TIMEOUT: Duration = Duration::from_secs(300);
 /// What the tests may add to the scripts' environment (to fake their clock with
 /// libfaketime, say): `NAME=value` words, read by debug builds only.
 pub const EXTRA_ENV: &str = "PATCHPULL_SCRIPTS_EXTRA_ENV";
@@ -96,6 +96,10 @@ pub struct ScriptsJob<'a> {
     pub scratch: &'a Path,
     /// The image's dpkg version, for `DPKG_RUNNING_VERSION` of the scripts run here.
     pub dpkg_version: &'a str,
+    /// apt's `Pre-Install-Pkgs` hooks to run first (debconf's preconfiguration), and the
+    /// new packages' archives they are given, in install order.
+    pub pre_install: &'a [String],
+    pub archives: &'a [super::preconfigure::Archive],
 }
 
 /// Runs the job's scripts over the image and folds their changes into `layer`. Both roots
@@ -153,6 +157,7 @@ fn run_phases(
     layer: &LayerBuilder,
     report: &mut ScriptsReport,
 ) -> Result<(), NativeError> {
+    super::preconfigure::run(target, job.pre_install, job.archives)?;
     let pre: Vec<&ScriptRun> = job.plan.pre.iter().collect();
     run_steps(target, &pre, job.dpkg_version, report)?;
 
@@ -234,14 +239,18 @@ pub(super) enum Target<'a> {
 
 impl Target<'_> {
     /// The host directory standing for the tree's `rel` (made if needed), to write into.
-    fn dir(&self, rel: &str) -> Result<PathBuf, NativeError> {
+    pub(super) fn dir(&self, rel: &str) -> Result<PathBuf, NativeError> {
         match self {
             Target::Plain(root) => fresh_dir(root, rel),
             Target::Overlay(overlay) => Ok(overlay.ensure_dir(rel)?),
         }
     }
 
-    fn session<'t>(&'t self, argv: &'t [String], env: &'t [(String, String)]) -> Session<'t> {
+    pub(super) fn session<'t>(
+        &'t self,
+        argv: &'t [String],
+        env: &'t [(String, String)],
+    ) -> Session<'t> {
         let (root, lower) = match self {
             Target::Plain(root) => (*root, None),
             Target::Overlay(overlay) => (overlay.upper(), Some(overlay.lower())),
@@ -255,7 +264,7 @@ impl Target<'_> {
     }
 }
 
-struct Session<'a> {
+pub(super) struct Session<'a> {
     root: &'a Path,
     lower: Option<&'a Path>,
     argv: &'a [String],
@@ -263,7 +272,7 @@ struct Session<'a> {
 }
 
 impl Session<'_> {
-    fn run(&self, timeout: Duration) -> Result<SandboxOutput, NativeError> {
+    pub(super) fn run(&self, timeout: Duration) -> Result<SandboxOutput, NativeError> {
         Ok(sandbox::run(&SandboxCommand {
             lower: self.lower,
             root: self.root,
@@ -276,7 +285,7 @@ impl Session<'_> {
 }
 
 /// Quotes `text` for a POSIX shell.
-fn quote(text: &str) -> String {
+pub(super) fn quote(text: &str) -> String {
     format!("'{}'", text.replace('\'', "'\\''"))
 }
 
@@ -287,7 +296,7 @@ const FAILED_MARK: &str = "patchpull-step-failed ";
 /// The environment every session starts from: what `apt-get` run as root in a container
 /// build passes on to dpkg, with debconf told not to ask (`DEBIAN_FRONTEND`), plus what
 /// the tests add ([`EXTRA_ENV`]).
-fn base_env() -> Vec<(String, String)> {
+pub(super) fn base_env() -> Vec<(String, String)> {
     let mut env: Vec<(String, String)> = [
         (
             "PATH",
@@ -483,17 +492,13 @@ fn run_dpkg_configure(target: &Target<'_>, report: &mut ScriptsReport) -> Result
     Ok(())
 }
 
-fn exit_status(output: &SandboxOutput) -> String {
+pub(super) fn exit_status(output: &SandboxOutput) -> String {
     output.status.map_or("killed by a signal".to_owned(), |s| {
         format!("exit status {s}")
     })
 }
 
-/// The last ten non-empty lines of a failing run's output.
-fn tail(output: &str) -> String {
-    let lines: Vec<&str> = output
-        .lines()
-        .filter(|l| !l.starts_with(FAILED_MARK) && !l.trim().is_empty())
-        .collect();
-    lines[lines.len().saturating_sub(10)..].join("\n")
+/// A failing run's output, cut to what names the failure.
+pub(super) fn tail(output: &str) -> String {
+    super::failure::summary(output, FAILED_MARK)
 }

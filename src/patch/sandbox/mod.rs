@@ -14,6 +14,7 @@
 //! owned by [`ROOT_ID_BASE`] + image id, and the sandbox maps its ids 0..[`ID_RANGE`] onto
 //! those. [`Snapshot`] reports ids as the sandbox (and the image) sees them.
 
+pub mod host;
 mod materialize;
 mod overlay;
 #[cfg(test)]
@@ -22,7 +23,7 @@ mod process;
 mod run;
 mod snapshot;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use std::io;
 use std::path::PathBuf;

@@ -227,7 +227,7 @@ pub fn run(cmd: &SandboxCommand<'_>) -> Result<SandboxOutput, SandboxError> {
         None => None,
     };
     let placeholders = Placeholders::make(&root, overlay.as_ref())?;
-    let work = WorkDir::make()?;
+    let work = WorkDir::make(&root)?;
     let tool = |name: &str| find_tool(name).map_err(SandboxError::Unavailable);
 
     let mut command = if host_root {
@@ -297,7 +297,7 @@ fn validate(cmd: &SandboxCommand<'_>) -> Result<(), SandboxError> {
 
 /// Checks that user `uid` (group `gid`) can reach `root`: a root caller's sandbox runs as
 /// that user and mounts the root by path.
-fn searchable(root: &Path, uid: u32, gid: u32) -> Result<(), String> {
+pub(super) fn searchable(root: &Path, uid: u32, gid: u32) -> Result<(), String> {
     for dir in root.ancestors().skip(1) {
         let meta = fs::metadata(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let mode = meta.mode();
@@ -468,14 +468,18 @@ impl Drop for Placeholders<'_> {
 }
 
 /// The tmpfs mount point, an empty host directory outside the root (the mount exists
-/// only in the sandbox's mount namespace).
+/// only in the sandbox's mount namespace). Beside the root rather than in `/tmp`: the
+/// root's directory is patchpull's own scratch space, writable and (checked above)
+/// searchable by the sandbox's user wherever the store is, while `/tmp` may be missing or
+/// read-only in a container.
 struct WorkDir(PathBuf);
 
 impl WorkDir {
-    fn make() -> Result<WorkDir, SandboxError> {
+    fn make(root: &Path) -> Result<WorkDir, SandboxError> {
         static NEXT: AtomicU64 = AtomicU64::new(0);
-        let path = std::env::temp_dir().join(format!(
-            "patchpull-sandbox-{}-{}",
+        let parent = root.parent().unwrap_or(Path::new("/"));
+        let path = parent.join(format!(
+            ".patchpull-sandbox-{}-{}",
             std::process::id(),
             NEXT.fetch_add(1, Ordering::Relaxed)
         ));

@@ -36,6 +36,7 @@ fn plan(arch: &str, updates: Vec<PackageUpdate>) -> PlatformPlan {
         ecosystem: Ecosystem::Dpkg,
         updates,
         not_planned: vec![],
+        unknown_severity: None,
     }
 }
 

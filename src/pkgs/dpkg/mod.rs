@@ -6,5 +6,6 @@
 pub mod db;
 pub(crate) mod deb822;
 pub mod debfile;
+pub mod relation;
 pub mod release;
 pub mod version;

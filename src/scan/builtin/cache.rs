@@ -15,16 +15,13 @@
 //! hash), so a damaged cache costs a download, never a wrong answer. Blocking I/O: call
 //! from a blocking thread.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use sha2::{Digest, Sha256};
 
 use super::BuiltinError;
-
-static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// The cache directory and its typed paths.
 #[derive(Debug, Clone)]
@@ -101,15 +98,16 @@ impl DiskCache {
         self.write_file(&self.inrelease_meta_path(&validators.url), &meta)
     }
 
-    /// Writes `bytes` to `path` as a commit: temp file, fsync, rename, fsync directory.
+    /// Writes `bytes` to `path` as a commit (see [`crate::durable`]).
     ///
     /// # Errors
     /// [`BuiltinError::Cache`] on any I/O failure; the temp file is removed.
     pub fn write_file(&self, path: &Path, bytes: &[u8]) -> Result<(), BuiltinError> {
         let mut temp = self.temp_file()?;
-        temp.file
+        temp.0
+            .file_mut()
             .write_all(bytes)
-            .map_err(|e| cache_error(&temp.path, "writing", &e))?;
+            .map_err(|e| cache_error(temp.path(), "writing", &e))?;
         temp.commit(path)
     }
 
@@ -118,59 +116,35 @@ impl DiskCache {
     /// # Errors
     /// [`BuiltinError::Cache`] when it cannot be created.
     pub fn temp_file(&self) -> Result<TempFile, BuiltinError> {
-        let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-        let path = self
-            .root
-            .join("tmp")
-            .join(format!("{}.{n}.part", std::process::id()));
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .map_err(|e| cache_error(&path, "creating", &e))?;
-        Ok(TempFile {
-            path,
-            file,
-            armed: true,
-        })
+        let dir = self.root.join("tmp");
+        crate::durable::TempFile::new_in(&dir)
+            .map(TempFile)
+            .map_err(|e| cache_error(&dir, "creating a file in", &e))
     }
 }
 
 /// A file in `tmp/`; removed on drop unless [`TempFile::commit`] renamed it into place.
 #[derive(Debug)]
-pub struct TempFile {
-    pub path: PathBuf,
-    pub file: File,
-    armed: bool,
-}
+pub struct TempFile(crate::durable::TempFile);
 
 impl TempFile {
-    /// fsyncs and renames the file to `target`, then fsyncs `target`'s directory, so that
-    /// after a crash the target is either absent or complete.
+    pub fn path(&self) -> &Path {
+        self.0.path()
+    }
+
+    pub fn file(&self) -> &File {
+        self.0.file()
+    }
+
+    /// Commits the file as `target` (see [`crate::durable::TempFile::commit`]): after a
+    /// crash the target is either absent or complete.
     ///
     /// # Errors
     /// [`BuiltinError::Cache`] on any I/O failure.
-    pub fn commit(mut self, target: &Path) -> Result<(), BuiltinError> {
-        self.file
-            .sync_all()
-            .map_err(|e| cache_error(&self.path, "syncing", &e))?;
-        fs::rename(&self.path, target).map_err(|e| cache_error(target, "renaming into", &e))?;
-        self.armed = false;
-        if let Some(dir) = target.parent() {
-            File::open(dir)
-                .and_then(|d| d.sync_all())
-                .map_err(|e| cache_error(dir, "syncing", &e))?;
-        }
-        Ok(())
-    }
-}
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        if self.armed {
-            let _ = fs::remove_file(&self.path);
-        }
+    pub fn commit(self, target: &Path) -> Result<(), BuiltinError> {
+        self.0
+            .commit(target)
+            .map_err(|e| cache_error(target, "committing", &e))
     }
 }
 
@@ -208,7 +182,7 @@ mod tests {
         assert_eq!(sha, hex::encode(Sha256::digest(b"hello")));
 
         let temp = cache.temp_file().unwrap();
-        let temp_path = temp.path.clone();
+        let temp_path = temp.path().to_owned();
         assert!(temp_path.exists());
         drop(temp);
         assert!(!temp_path.exists());

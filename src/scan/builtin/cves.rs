@@ -244,11 +244,11 @@ impl<'s> ChangelogReader<'s> {
         );
         blocking(move || {
             let mut file = temp
-                .file
+                .file()
                 .try_clone()
-                .map_err(|e| cache_io(&temp.path, &e))?;
+                .map_err(|e| cache_io(temp.path(), &e))?;
             file.seek(SeekFrom::Start(0))
-                .map_err(|e| cache_io(&temp.path, &e))?;
+                .map_err(|e| cache_io(temp.path(), &e))?;
             let docs = match read_docs(&mut file, deb_limits) {
                 Ok(docs) => docs,
                 Err(reason) => return Ok(Err(format!("{filename}: {reason}"))),

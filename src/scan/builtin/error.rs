@@ -140,6 +140,10 @@ pub enum BuiltinError {
     /// The HTTP client could not be built from the configuration.
     #[error("setting up the built-in scanner's HTTP client: {reason}")]
     Client { reason: String },
+
+    /// A configured severity source (`scan.severity_sources`) could not be read.
+    #[error(transparent)]
+    Severity(#[from] crate::scan::severity::SeverityError),
 }
 
 impl BuiltinError {
@@ -163,7 +167,8 @@ impl BuiltinError {
             BuiltinError::Apk(e) => e.origin(),
             BuiltinError::Keyring { .. }
             | BuiltinError::Cache { .. }
-            | BuiltinError::Client { .. } => Origin::Internal,
+            | BuiltinError::Client { .. }
+            | BuiltinError::Severity(_) => Origin::Internal,
         }
     }
 

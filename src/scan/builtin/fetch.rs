@@ -176,12 +176,12 @@ impl Fetcher {
         limit: u64,
     ) -> Result<(String, u64), FetchFailure> {
         let disk = |e: std::io::Error| FetchFailure {
-            reason: format!("writing {}: {e}", temp.path.display()),
+            reason: format!("writing {}: {e}", temp.path().display()),
             retryable: false,
             status: None,
             retry_after: None,
         };
-        let std_file = temp.file.try_clone().map_err(disk)?;
+        let std_file = temp.file().try_clone().map_err(disk)?;
         let mut file = tokio::fs::File::from_std(std_file);
         file.set_len(0).await.map_err(disk)?;
         file.seek(std::io::SeekFrom::Start(0)).await.map_err(disk)?;

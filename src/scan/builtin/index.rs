@@ -475,8 +475,9 @@ SHA256: 1111111111111111111111111111111111111111111111111111111111111111
             read_index(gz.as_slice(), Compression::Gzip, 1 << 20).unwrap(),
             plain
         );
-        let mut xz = Vec::new();
-        lzma_rs::xz_compress(&mut INDEX.as_bytes(), &mut xz).unwrap();
+        let mut xz = liblzma::write::XzEncoder::new(Vec::new(), 6);
+        xz.write_all(INDEX.as_bytes()).unwrap();
+        let xz = xz.finish().unwrap();
         assert_eq!(
             read_index(xz.as_slice(), Compression::Xz, 1 << 20).unwrap(),
             plain

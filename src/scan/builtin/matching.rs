@@ -5,7 +5,7 @@ use std::cmp::Ordering;
 
 use crate::pkgs::{try_compare, Ecosystem, InstalledPackage, Inventory};
 use crate::scan::plan::{
-    NotPlanned, Plan, PlanOptions, PlanSource, Platform, PlatformPlanBuilder, SkipReason,
+    NotPlanned, Plan, PlanOptions, PlanSource, Platform, PlatformPlanBuilder, Severity, SkipReason,
     VulnerabilityRef,
 };
 
@@ -106,9 +106,12 @@ pub fn find_updates(
     (found, invalid)
 }
 
+/// The severity of a CVE an update fixes, when a severity source states one.
+pub type SeverityOf<'a> = &'a dyn Fn(&Update, &str) -> Option<Severity>;
+
 /// The plan for one platform: every update, with its CVE ids when the changelog named
-/// some, filtered by `options`. The built-in scanner knows no severities, so a minimum
-/// severity treats every update as `UNKNOWN`, as for any source that states none.
+/// some, filtered by `options`. An update's severity is the highest of its CVEs' (from
+/// `severity_of`); an update with none known is decided by `options.unknown_severity`.
 pub fn build_plan(
     platform: &Platform,
     inventory: &Inventory,
@@ -116,6 +119,7 @@ pub fn build_plan(
     invalid: Vec<NotPlanned>,
     options: &PlanOptions,
     index_version: String,
+    severity_of: SeverityOf<'_>,
 ) -> Plan {
     let mut builder =
         PlatformPlanBuilder::new(platform.clone(), inventory.os.clone(), Ecosystem::Dpkg);
@@ -123,23 +127,30 @@ pub fn build_plan(
         builder.skip(skip);
     }
     for update in updates {
-        let skip = |vulnerability_id: &str, reason: SkipReason| NotPlanned {
-            name: update.name.clone(),
-            installed_version: update.installed_version.clone(),
-            vulnerability_id: vulnerability_id.to_owned(),
-            severity: None,
-            fixed_versions: vec![update.fixed_version.clone()],
-            reason,
-        };
+        let severities: Vec<Option<Severity>> = update
+            .fixes
+            .iter()
+            .map(|fix| severity_of(update, &fix.id))
+            .collect();
+        let skip =
+            |vulnerability_id: &str, severity: Option<Severity>, reason: SkipReason| NotPlanned {
+                name: update.name.clone(),
+                installed_version: update.installed_version.clone(),
+                vulnerability_id: vulnerability_id.to_owned(),
+                severity,
+                fixed_versions: vec![update.fixed_version.clone()],
+                reason,
+            };
+        let highest = severities.iter().flatten().max().copied();
         let filtered = options
             .name_filter(&update.name)
-            .or_else(|| options.severity_filter(None));
+            .or_else(|| builder.severity_filter(options, &update.name, highest));
         if let Some(reason) = filtered {
             if update.fixes.is_empty() {
-                builder.skip(skip("", reason.clone()));
+                builder.skip(skip("", None, reason.clone()));
             }
-            for fix in &update.fixes {
-                builder.skip(skip(&fix.id, reason.clone()));
+            for (fix, severity) in update.fixes.iter().zip(&severities) {
+                builder.skip(skip(&fix.id, *severity, reason.clone()));
             }
             continue;
         }
@@ -152,7 +163,7 @@ pub fn build_plan(
         // Changelog versions are source versions; they are binary versions too unless
         // the binary is versioned apart from its source (binNMUs, some library packages).
         let same_numbering = update.source_version == update.fixed_version;
-        for fix in &update.fixes {
+        for (fix, severity) in update.fixes.iter().zip(&severities) {
             let fixed_in = if same_numbering {
                 &fix.fixed_version
             } else {
@@ -164,7 +175,7 @@ pub fn build_plan(
                 fixed_in,
                 Some(VulnerabilityRef {
                     id: fix.id.clone(),
-                    severity: None,
+                    severity: *severity,
                 }),
             );
         }

@@ -24,6 +24,7 @@ use std::time::Duration;
 
 use crate::pkgs::{Ecosystem, Inventory};
 use crate::scan::plan::{Plan, PlanOptions, Platform};
+use crate::scan::severity::{SeverityError, SeverityIndex};
 
 pub mod apk;
 pub mod cache;
@@ -134,6 +135,9 @@ pub struct BuiltinConfig {
     /// Attempts after the first for connection failures, 5xx and 429.
     pub retries: u32,
     pub limits: Limits,
+    /// Files or http(s) URLs of severity data ([`crate::scan::severity`]); empty: every
+    /// finding's severity is unknown.
+    pub severity_sources: Vec<String>,
 }
 
 impl BuiltinConfig {
@@ -153,6 +157,7 @@ impl BuiltinConfig {
         c.point_releases = scan.point_releases;
         c.changelogs = scan.changelogs;
         c.refresh_interval = scan.refresh_interval;
+        c.severity_sources = scan.severity_sources.clone();
         c
     }
 
@@ -185,6 +190,7 @@ impl BuiltinConfig {
             timeout: DEFAULT_TIMEOUT,
             retries: DEFAULT_RETRIES,
             limits: Limits::default(),
+            severity_sources: Vec::new(),
         }
     }
 }
@@ -254,6 +260,7 @@ pub struct BuiltinScanner {
     fetcher: fetch::Fetcher,
     cache: cache::DiskCache,
     apk: apk::ApkScanner,
+    severities: tokio::sync::OnceCell<Arc<SeverityIndex>>,
 }
 
 impl BuiltinScanner {
@@ -270,7 +277,49 @@ impl BuiltinScanner {
             config,
             fetcher,
             cache,
+            severities: tokio::sync::OnceCell::new(),
         })
+    }
+
+    /// The severity index of `severity_sources`, read on first use.
+    ///
+    /// # Errors
+    /// [`BuiltinError::Severity`] when a source cannot be read or is in no known format.
+    pub async fn severities(&self) -> Result<Arc<SeverityIndex>, BuiltinError> {
+        let index = self
+            .severities
+            .get_or_try_init(|| async {
+                let mut sources = Vec::new();
+                for source in &self.config.severity_sources {
+                    let bytes = self.read_severity_source(source).await?;
+                    sources.push((source.clone(), bytes));
+                }
+                SeverityIndex::from_sources(&sources).map(Arc::new)
+            })
+            .await?;
+        Ok(index.clone())
+    }
+
+    async fn read_severity_source(&self, source: &str) -> Result<Vec<u8>, SeverityError> {
+        let unreadable = |reason: String| SeverityError::Unreadable {
+            source_name: source.to_owned(),
+            reason,
+        };
+        if source.starts_with("http://") || source.starts_with("https://") {
+            match self
+                .fetcher
+                .get_small(source, None, self.config.limits.max_index_unpacked_bytes)
+                .await
+            {
+                Ok(fetch::Fetched::Body { bytes, .. }) => Ok(bytes),
+                Ok(fetch::Fetched::NotModified) => Err(unreadable("304 without a request".into())),
+                Err(e) => Err(unreadable(e.reason)),
+            }
+        } else {
+            tokio::fs::read(source)
+                .await
+                .map_err(|e| unreadable(e.to_string()))
+        }
     }
 
     /// The configuration in use.
@@ -287,8 +336,14 @@ impl BuiltinScanner {
         use sha2::Digest as _;
         let c = &*self.config;
         let text = format!(
-            "{:?}\n{:?}\n{:?}\npoint_releases={}\nchangelogs={}\n{:?}",
-            c.debian, c.ubuntu, c.alpine, c.point_releases, c.changelogs, c.limits
+            "{:?}\n{:?}\n{:?}\npoint_releases={}\nchangelogs={}\n{:?}\nseverities={:?}",
+            c.debian,
+            c.ubuntu,
+            c.alpine,
+            c.point_releases,
+            c.changelogs,
+            c.limits,
+            c.severity_sources
         );
         hex::encode(&sha2::Sha256::digest(text.as_bytes())[..8])
     }
@@ -404,6 +459,8 @@ impl BuiltinScanner {
             .map(repo::LoadedSuite::version)
             .collect::<Vec<_>>()
             .join(", ");
+        let severities = self.severities().await?;
+        let distribution = selected.first().map(|s| s.distribution.as_str());
         let plan = matching::build_plan(
             platform,
             inventory,
@@ -411,6 +468,10 @@ impl BuiltinScanner {
             invalid,
             options,
             index_version,
+            &|update: &Update, cve: &str| {
+                let codename = update.suite.split('-').next().unwrap_or_default();
+                severities.lookup(distribution?, codename, &update.source_name, cve)
+            },
         );
         Ok(BuiltinScan { plan, updates })
     }

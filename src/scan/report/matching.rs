@@ -281,7 +281,7 @@ fn plan_os_finding(
                 status: finding.status.clone(),
             })
         } else {
-            options.severity_filter(finding.severity)
+            builder.severity_filter(options, &finding.name, finding.severity)
         }
     });
     if let Some(reason) = reason {

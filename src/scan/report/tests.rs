@@ -6,7 +6,7 @@ use serde_json::Value;
 
 use super::*;
 use crate::pkgs::{Ecosystem, InstalledPackage, Inventory, OsRelease};
-use crate::scan::plan::{Plan, PlanOptions, Platform, SkipReason};
+use crate::scan::plan::{Plan, PlanOptions, Platform, SkipReason, UnknownSeverity};
 
 /// The fixtures are compiled in, so the tests do not depend on where they run from (test
 /// binaries built in one checkout are run from another in CI and by other sessions).
@@ -235,6 +235,35 @@ fn plan_does_not_depend_on_report_order() {
 }
 
 #[test]
+fn an_unknown_severity_is_skipped_only_when_asked() {
+    let options = PlanOptions {
+        min_severity: Some(Severity::High),
+        unknown_severity: UnknownSeverity::Skip,
+        ..PlanOptions::default()
+    };
+    let plan = plan(
+        "reports/trivy_debian_bookworm.json",
+        &Platform::linux("amd64"),
+        &bookworm(),
+        &options,
+    );
+    let platform = &plan.platforms[0];
+    let skipped = platform
+        .not_planned
+        .iter()
+        .find(|n| n.name == "libexpat1" && n.vulnerability_id == "CVE-2024-45491")
+        .unwrap();
+    assert_eq!(
+        skipped.reason,
+        SkipReason::UnknownSeverity {
+            minimum: Severity::High
+        }
+    );
+    let note = platform.unknown_severity.as_ref().unwrap();
+    assert_eq!(note.choice, UnknownSeverity::Skip);
+}
+
+#[test]
 fn minimum_severity_and_exclude_filter_per_vulnerability() {
     let options = PlanOptions {
         min_severity: Some(Severity::High),
@@ -278,8 +307,14 @@ fn minimum_severity_and_exclude_filter_per_vulnerability() {
         minimum: Severity::High,
     });
     assert_eq!(reason("libssl3", "CVE-2024-0727"), below);
-    // UNKNOWN is the lowest severity, so a threshold filters it.
-    assert_eq!(reason("libexpat1", "CVE-2024-45491"), below);
+    // An UNKNOWN severity is patched by default (`patch.unknown_severity = "patch"`), and
+    // the plan says so.
+    assert_eq!(reason("libexpat1", "CVE-2024-45491"), None);
+    let libexpat1 = &platform.updates[2];
+    assert!(libexpat1.fixes.iter().any(|f| f.id == "CVE-2024-45491"));
+    let note = platform.unknown_severity.as_ref().unwrap();
+    assert_eq!(note.choice, UnknownSeverity::Patch);
+    assert!(note.packages.contains(&"libexpat1".to_owned()), "{note:?}");
     assert_eq!(
         reason("libgnutls30", "CVE-2024-0553"),
         Some(SkipReason::Excluded)

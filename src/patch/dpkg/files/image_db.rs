@@ -94,7 +94,10 @@ impl Database {
                 files.get("/etc/passwd").map(Vec::as_slice),
                 files.get("/etc/group").map(Vec::as_slice),
             ),
-            None => StatOverrides::default(),
+            None => StatOverrides::names_only(
+                files.get("/etc/passwd").map(Vec::as_slice),
+                files.get("/etc/group").map(Vec::as_slice),
+            ),
         };
         Ok(Database {
             status,

@@ -306,6 +306,14 @@ impl<'a> Builder<'a> {
         if matches!(entry.kind, EntryKind::Hardlink(_)) {
             return entry;
         }
+        // dpkg takes the archive's owner names as the image knows them, the numbers only
+        // for a name the image lacks.
+        if let Some(uid) = self.db.statoverrides.user(&entry.uname) {
+            entry.uid = uid;
+        }
+        if let Some(gid) = self.db.statoverrides.group(&entry.gname) {
+            entry.gid = gid;
+        }
         if let Some(over) = self.db.statoverrides.get(&source.path) {
             if let Some((uid, name)) = over.uid {
                 (entry.uid, entry.uname) = (uid, name);
@@ -373,6 +381,8 @@ impl<'a> Builder<'a> {
             conffiles_left_deleted: Vec::new(),
         };
         let mut new_paths: HashSet<&str> = HashSet::new();
+        // Physical paths removed, filtered copies included: a directory left empty goes.
+        let mut removed: HashSet<String> = HashSet::new();
         let mut conffile_md5: BTreeMap<String, String> = BTreeMap::new();
         let conflict = |path: &str, reason: &str| DpkgError::Conflict {
             package: name.to_owned(),
@@ -384,18 +394,23 @@ impl<'a> Builder<'a> {
             if entry.path.is_empty() {
                 continue;
             }
-            new_paths.insert(&entry.path);
+            let skipped = self.db.filters.skips(
+                &entry.path,
+                matches!(entry.kind, DataKind::Dir | DataKind::Symlink),
+            );
+            // dpkg counts a filtered directory as not in the new version: the old one goes
+            // when empty, as below.
+            if !(skipped && entry.kind == DataKind::Dir) {
+                new_paths.insert(&entry.path);
+            }
             let target = self.db.diversions.target(&entry.path, name).to_owned();
             let physical = self.physical(&target, name)?;
             let node = self.tree.get(&physical).cloned();
-            if self
-                .db
-                .filters
-                .skips(&entry.path, entry.kind == DataKind::Dir)
-            {
+            if skipped {
                 // Listed, not written; an older copy goes, as dpkg removes it.
                 if entry.kind != DataKind::Dir && node.as_ref().is_some_and(|n| !n.is_dir()) {
                     self.layer.whiteout(&physical);
+                    removed.insert(physical.clone());
                     self.touched.insert(entry.path.clone());
                     outcome.files_removed += 1;
                 }
@@ -532,7 +547,6 @@ impl<'a> Builder<'a> {
 
         // Files the old version had and the new one does not, unless another package owns
         // them or they are conffiles (dpkg keeps obsolete conffiles).
-        let mut removed: HashSet<String> = HashSet::new();
         let mut dirs: Vec<String> = Vec::new();
         let mut gone: Vec<&String> = context
             .old_paths

@@ -20,6 +20,10 @@ struct Override {
 #[derive(Debug, Default)]
 pub(super) struct StatOverrides {
     by_path: HashMap<String, Override>,
+    /// The image's users and groups by name: dpkg gives an extracted entry the ids its
+    /// archive's owner names have in the image (`tar_entry_update_from_system`).
+    users: HashMap<String, u64>,
+    groups: HashMap<String, u64>,
 }
 
 /// What an override changes of one extracted entry.
@@ -43,7 +47,7 @@ impl StatOverrides {
                 None => table.get(name).map(|id| (*id, name.to_owned())),
             }
         };
-        let by_path = String::from_utf8_lossy(file)
+        let by_path: HashMap<String, Override> = String::from_utf8_lossy(file)
             .lines()
             .filter_map(|line| {
                 let mut words = line.split_whitespace();
@@ -58,7 +62,30 @@ impl StatOverrides {
                 Some((path.trim_end_matches('/').to_owned(), entry))
             })
             .collect();
-        StatOverrides { by_path }
+        StatOverrides {
+            by_path,
+            users,
+            groups,
+        }
+    }
+
+    /// The image's users and groups alone, for an image without overrides.
+    pub(super) fn names_only(passwd: Option<&[u8]>, group: Option<&[u8]>) -> Self {
+        StatOverrides {
+            by_path: HashMap::new(),
+            users: ids(passwd),
+            groups: ids(group),
+        }
+    }
+
+    /// The image's id for the archive's user name, if the image has that user.
+    pub(super) fn user(&self, name: &str) -> Option<u64> {
+        self.users.get(name).copied()
+    }
+
+    /// The image's id for the archive's group name, if the image has that group.
+    pub(super) fn group(&self, name: &str) -> Option<u64> {
+        self.groups.get(name).copied()
     }
 
     /// The override for the archive's `path`, if any.

@@ -94,6 +94,8 @@ pub fn overlay_available(dir: &Path) -> Result<(), String> {
 
 fn probe(dir: &Path) -> Result<(), String> {
     static NEXT: AtomicU64 = AtomicU64::new(0);
+    // The mount runs with `/` as its working directory: a relative path names nothing there.
+    let dir = std::path::absolute(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let base = dir.join(format!(
         ".overlay-probe-{}-{}",
         std::process::id(),

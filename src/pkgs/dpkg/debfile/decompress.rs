@@ -1,9 +1,19 @@
 //! The compressions dpkg writes members with, decompressed as streams into a size-capped
-//! writer (lzma-rs only decompresses into a writer, so everything goes that way).
+//! writer. xz and the legacy `.lzma` go through liblzma (xz's own library, built from
+//! source into the binary): it streams, checks every integrity field of the format, and
+//! refuses a stream whose decoder would need more than [`MAX_XZ_MEMORY`] (the dictionary
+//! is the hostile part: a header may ask for 4 GiB), so memory stays bounded whatever the
+//! input, and output reaches the size cap as it is decoded.
 
 use std::io::{self, BufRead, Read, Write};
 
+use liblzma::stream::{Error as LzmaError, Stream, CONCATENATED};
+
 use super::DebError;
+
+/// The most memory one xz or `.lzma` decoder may use; `xz -9` needs 65 MiB, and dpkg
+/// and xz(1) never write a dictionary above 64 MiB by default.
+pub const MAX_XZ_MEMORY: u64 = 256 << 20;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Compression {
@@ -38,23 +48,56 @@ impl Compression {
         match self {
             Compression::None => copy(&mut input, out),
             Compression::Gzip => copy(&mut flate2::bufread::MultiGzDecoder::new(input), out),
-            Compression::Xz => super::xz::decompress(input, out),
+            Compression::Xz => {
+                // Concatenated streams and stream padding, as `cat a.xz b.xz` gives.
+                let stream =
+                    Stream::new_stream_decoder(MAX_XZ_MEMORY, CONCATENATED).map_err(lzma_error)?;
+                let mut decoder = liblzma::bufread::XzDecoder::new_stream(input, stream);
+                copy(&mut decoder, out).map_err(xz_error)
+            }
             Compression::Lzma => {
-                let options = lzma_rs::decompress::Options {
-                    memlimit: Some(super::xz::MAX_DICT),
-                    ..Default::default()
-                };
-                lzma_rs::lzma_decompress_with_options(&mut input, out, &options).map_err(lzma_error)
+                let stream = Stream::new_lzma_decoder(MAX_XZ_MEMORY).map_err(lzma_error)?;
+                let mut decoder = liblzma::bufread::XzDecoder::new_stream(input, stream);
+                copy(&mut decoder, out).map_err(xz_error)
             }
             Compression::Zstd => zstd_frames(input, out),
         }
     }
 }
 
-fn lzma_error(e: lzma_rs::error::Error) -> io::Error {
+fn lzma_error(e: LzmaError) -> io::Error {
+    let kind = match e {
+        LzmaError::Options | LzmaError::Program => io::ErrorKind::Unsupported,
+        _ => io::ErrorKind::InvalidData,
+    };
+    io::Error::new(kind, describe(e))
+}
+
+/// liblzma's errors reach here wrapped in `io::Error`s; they are said again in words,
+/// with the memory bound named.
+fn xz_error(e: io::Error) -> io::Error {
+    let Some(lzma) = e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<LzmaError>())
+    else {
+        return e;
+    };
+    lzma_error(*lzma)
+}
+
+fn describe(e: LzmaError) -> String {
     match e {
-        lzma_rs::error::Error::IoError(io) => io,
-        other => io::Error::new(io::ErrorKind::InvalidData, other.to_string()),
+        LzmaError::MemLimit => format!(
+            "xz: decoding needs more than {} MiB of memory (the dictionary is too big)",
+            MAX_XZ_MEMORY >> 20
+        ),
+        LzmaError::Options => "xz: unsupported options or filter".to_owned(),
+        LzmaError::Format => "xz: not an xz stream".to_owned(),
+        LzmaError::Data => "xz: corrupt data".to_owned(),
+        LzmaError::NoCheck | LzmaError::UnsupportedCheck => {
+            "xz: unsupported integrity check".to_owned()
+        }
+        other => format!("xz: {other}"),
     }
 }
 

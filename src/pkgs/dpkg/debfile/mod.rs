@@ -18,12 +18,13 @@ mod data;
 mod decompress;
 mod metascan;
 mod reader;
-mod xz;
 
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod tests_hostile;
+#[cfg(test)]
+mod xz_tests;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -32,12 +33,14 @@ use std::io::{self, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::durable::TempFile;
+
 pub use reader::DataReader;
 
-/// How a member of a `.deb` (or a Debian index) is compressed; decompresses with bounded
-/// memory (the xz decoder streams, unlike lzma-rs).
-pub use decompress::Compression;
 use decompress::LimitWriter;
+/// How a member of a `.deb` (or a Debian index) is compressed; decompresses with bounded
+/// memory.
+pub use decompress::{Compression, MAX_XZ_MEMORY};
 
 /// Bounds on what one package may unpack to; a package over any of them is refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -249,8 +252,9 @@ impl DebPackage {
             source,
         };
         let kept = keep.and_then(|kept| File::open(kept).ok());
-        // Set while the data is in a temporary file that becomes `keep` once it checks out.
-        let mut pending: Option<std::path::PathBuf> = None;
+        // Set while the data is in a temporary file that becomes `keep` once it checks out;
+        // dropped on any error, which removes it.
+        let mut pending: Option<TempFile> = None;
         let (data_file, data_len) = match kept {
             Some(file) => {
                 let len = file.metadata().map_err(scratch_err)?.len();
@@ -260,49 +264,30 @@ impl DebPackage {
             None => {
                 let data_file = match keep.and_then(Path::parent) {
                     Some(dir) => {
-                        let (file, temp) = reader::named_temp_file(dir).map_err(scratch_err)?;
+                        let temp = TempFile::with_mode(dir, 0o600).map_err(scratch_err)?;
+                        let file = temp.file().try_clone().map_err(scratch_err)?;
                         pending = Some(temp);
                         file
                     }
                     None => reader::anonymous_file(scratch_dir).map_err(scratch_err)?,
                 };
-                let written = decompress_data(
+                let len = decompress_data(
                     &deb,
                     &data_member,
                     data_compression,
                     &data_file,
                     limits,
                     scratch_dir,
-                );
-                match written {
-                    Ok(len) => (data_file, len),
-                    Err(e) => {
-                        if let Some(temp) = &pending {
-                            let _ = std::fs::remove_file(temp);
-                        }
-                        return Err(e);
-                    }
-                }
+                )?;
+                (data_file, len)
             }
         };
         let data = Arc::new(data_file);
-        let walked = match data::walk(&data, data_len, &data_member.name, limits) {
-            Ok(walked) => walked,
-            Err(e) => {
-                if let Some(temp) = &pending {
-                    let _ = std::fs::remove_file(temp);
-                }
-                return Err(e);
-            }
-        };
-        if let (Some(temp), Some(keep)) = (&pending, keep) {
+        let walked = data::walk(&data, data_len, &data_member.name, limits)?;
+        if let (Some(temp), Some(keep)) = (pending, keep) {
             // On disk before it is found by name: a crash must not leave a kept archive
             // whose blocks were never written.
-            let kept = data.sync_all().and_then(|()| std::fs::rename(temp, keep));
-            if let Err(e) = kept {
-                let _ = std::fs::remove_file(temp);
-                return Err(scratch_err(e));
-            }
+            temp.commit(keep).map_err(scratch_err)?;
         }
 
         Ok(DebPackage {

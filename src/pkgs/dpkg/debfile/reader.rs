@@ -118,12 +118,6 @@ impl<R: Read + Seek> Seek for SeekBuf<R> {
     }
 }
 
-/// A new file in `dir` under a temporary name (`.tmp-debdata-<pid>-<n>`), for the caller
-/// to rename.
-pub(super) fn named_temp_file(dir: &Path) -> io::Result<(File, std::path::PathBuf)> {
-    crate::pkgs::scratch::new_file(dir, ".tmp-debdata")
-}
-
 /// A file in `dir` unlinked at once (see [`crate::pkgs::scratch::anonymous_file`]).
 pub(super) fn anonymous_file(dir: &Path) -> io::Result<File> {
     crate::pkgs::scratch::anonymous_file(dir, ".debfile")

@@ -406,7 +406,7 @@ fn build_plan(
     for update in updates {
         let filtered = options
             .name_filter(&update.name)
-            .or_else(|| options.severity_filter(None));
+            .or_else(|| builder.severity_filter(options, &update.name, None));
         if let Some(reason) = filtered {
             let ids: Vec<&str> = match update.fixes.is_empty() {
                 true => vec![""],

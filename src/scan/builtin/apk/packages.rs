@@ -190,7 +190,7 @@ impl ApkScanner {
             )));
         }
         let scratch = self.config.cache_dir.join("tmp");
-        let (temp_path, checksum) = (temp.path.clone(), l.checksum.clone());
+        let (temp_path, checksum) = (temp.path().to_owned(), l.checksum.clone());
         let identity = blocking(move || {
             Ok(ApkPackage::open(&temp_path, &scratch, &limits).map(|p| p.identity()))
         })

@@ -8,4 +8,5 @@ mod network;
 mod repo;
 mod scan;
 mod server;
+mod severities;
 mod trust;

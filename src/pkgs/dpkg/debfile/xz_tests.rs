@@ -1,10 +1,11 @@
-//! The decoder against xz(1): every preset family, block splitting, check types, LZMA
-//! literal/position parameters, concatenated streams; and damage must be an error.
+//! The xz decoder against xz(1): every preset family, block splitting, check types, LZMA
+//! literal/position parameters, concatenated streams; damage must be an error, and a
+//! dictionary beyond the memory bound is refused before it is allocated.
 
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-use super::decompress;
+use super::{Compression, MAX_XZ_MEMORY};
 
 fn have_xz() -> bool {
     let ok = Command::new("xz")
@@ -40,7 +41,9 @@ fn xz(args: &[&str], data: &[u8]) -> Vec<u8> {
 
 fn unxz(compressed: &[u8]) -> std::io::Result<Vec<u8>> {
     let mut out = Vec::new();
-    decompress(compressed, &mut out).map(|()| out)
+    Compression::Xz
+        .decompress(compressed, &mut out)
+        .map(|()| out)
 }
 
 /// Deterministic pseudo-random bytes (xorshift), for incompressible input.
@@ -152,14 +155,37 @@ fn damage_is_an_error_never_a_panic() {
 }
 
 #[test]
-fn other_filters_and_huge_dictionaries_are_unsupported() {
+fn huge_dictionaries_are_refused_and_branch_filters_decode() {
     if !have_xz() {
         return;
     }
-    let x86 = xz(&["--x86", "--lzma2=preset=6"], &mixed(10_000));
-    let err = unxz(&x86).unwrap_err();
-    assert_eq!(err.kind(), std::io::ErrorKind::Unsupported, "{err}");
     let big = xz(&["--lzma2=preset=6,dict=512MiB"], b"small");
     let err = unxz(&big).unwrap_err();
-    assert!(err.to_string().contains("dictionary of 512 MiB"), "{err}");
+    let bound = format!("more than {} MiB of memory", MAX_XZ_MEMORY >> 20);
+    assert!(err.to_string().contains(&bound), "{err}");
+    // liblzma decodes xz's branch/call/jump filters, as xz(1) and dpkg do.
+    let data = mixed(10_000);
+    let x86 = xz(&["--x86", "--lzma2=preset=6"], &data);
+    assert_eq!(unxz(&x86).unwrap(), data);
+}
+
+#[test]
+fn legacy_lzma_decodes_and_a_huge_dictionary_is_refused() {
+    if !have_xz() {
+        return;
+    }
+    let data = mixed(100_000);
+    let lzma = xz(&["--format=lzma"], &data);
+    let mut out = Vec::new();
+    Compression::Lzma
+        .decompress(lzma.as_slice(), &mut out)
+        .unwrap();
+    assert_eq!(out, data);
+    let big = xz(&["--format=lzma", "--lzma1=preset=6,dict=1GiB"], b"small");
+    let err = Compression::Lzma
+        .decompress(big.as_slice(), &mut Vec::new())
+        .unwrap_err();
+    assert!(err.to_string().contains("MiB of memory"), "{err}");
+    let cut = Compression::Lzma.decompress(&lzma[..lzma.len() / 2], &mut Vec::new());
+    assert!(cut.is_err());
 }
