@@ -109,6 +109,11 @@ fn kill_group(child: &mut Child) {
 }
 
 impl ServeProcess {
+    /// The process id (of the wrapper, when there is one).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Stops it as an operator does (SIGTERM), waiting at most `patience` for it to exit
     /// (polling its status); then whatever is left of its group is killed.
     pub fn terminate(mut self, patience: Duration) {
