@@ -144,7 +144,11 @@ async fn pull_tag(url: &str) -> Result<String, String> {
     if status != 200 {
         return Err(format!("{status}: {}", String::from_utf8_lossy(&body)));
     }
-    assert_eq!(digest, images::sha256_digest(&body), "the digest of the body");
+    assert_eq!(
+        digest,
+        images::sha256_digest(&body),
+        "the digest of the body"
+    );
     Ok(digest)
 }
 
@@ -216,14 +220,21 @@ async fn patch_until(serve: ServeProcess, storage: &Path, kill_at: Option<u64>) 
                 digest: Some(digest),
             };
         }
-        assert!(Instant::now() < deadline, "the patch did not finish in 180 s");
+        assert!(
+            Instant::now() < deadline,
+            "the patch did not finish in 180 s"
+        );
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
 }
 
 /// Downloads the blob, killing the server once `kill_at` bytes arrived.
 async fn fill_until(serve: ServeProcess, blob: &Blob, kill_at: u64) -> u64 {
-    let mut resp = client().get(blob_url(&serve.url, blob)).send().await.unwrap();
+    let mut resp = client()
+        .get(blob_url(&serve.url, blob))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200, "{}", serve.log());
     let mut received = 0u64;
     while let Ok(Some(chunk)) = resp.chunk().await {
@@ -288,14 +299,16 @@ fn unpack_temporaries(storage: &Path) -> Vec<PathBuf> {
 
 /// A directory the sandbox's user may search (a root caller's scripts run as another user).
 fn open_dir() -> tempfile::TempDir {
-    let dir = tempfile::Builder::new().prefix("pp-crash-").tempdir().unwrap();
+    let dir = tempfile::Builder::new()
+        .prefix("pp-crash-")
+        .tempdir()
+        .unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     dir
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill_9_at_seeded_points_leaves_a_store_that_checks_clean_and_serves_the_right_digests()
-{
+async fn kill_9_at_seeded_points_leaves_a_store_that_checks_clean_and_serves_the_right_digests() {
     let mut tools = common::apt::TOOLS.to_vec();
     tools.push(common::registry::REGISTRY_BIN);
     if !common::require_tools(&tools) {

@@ -162,7 +162,11 @@ async fn a_thousand_cold_pulls_of_a_tag_and_of_a_blob_go_upstream_once_and_patch
     }
     let text = metrics(&serve.url).await;
     let tag_rss = peak_rss_mib(serve.pid());
-    assert_eq!(answers.len(), 1, "every client the same answer: {answers:?}");
+    assert_eq!(
+        answers.len(),
+        1,
+        "every client the same answer: {answers:?}"
+    );
     let (status, digest, body_digest) = answers.into_iter().next().unwrap().unwrap();
     assert_eq!((status, &digest), (200, &body_digest));
     assert_ne!(digest, original.manifest.digest, "the patched image");
