@@ -25,6 +25,8 @@ AFTER="${BENCH_AFTER:-$ROOT/target/release/patchpull}"
 TIMEOUT="${BENCH_TIMEOUT:-300}"
 WORK_PARENT="${BENCH_TMPDIR:-${TMPDIR:-/tmp}}"
 RESULTS_FILE="${BENCH_RESULTS:-}"
+# Extra `[server]` lines, e.g. BENCH_SERVER_EXTRA='http2_max_concurrent_streams = 250'.
+SERVER_EXTRA="${BENCH_SERVER_EXTRA:-}"
 
 log() { printf '[limits %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "FAIL: $*"; exit 1; }
@@ -84,6 +86,7 @@ start_pp() { # start_pp BIN STORE
   cat >"$WORK/pp.toml" <<TOML
 [server]
 listen = "127.0.0.1:$port"
+$SERVER_EXTRA
 [storage]
 path = "$2"
 [log]

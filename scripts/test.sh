@@ -90,6 +90,19 @@ export REQUIRE_TEST_TOOLS=1
 export DEBIAN_ARCHIVE_TESTS="${DEBIAN_ARCHIVE_TESTS:-1}"
 cargo test --lib --bins --tests -- --test-threads="${RUST_TEST_THREADS:-4}" "$@"
 
+# A short run of every fuzz target (fuzz/README.md), on the nightly toolchain: one binary in
+# the dev profile, about 3.5 minutes from nothing on 2 cores (docs/reliability.md, "Cost").
+if ! command -v cargo-fuzz >/dev/null 2>&1; then
+  echo "test.sh: installing cargo-fuzz" >&2
+  cargo install --locked cargo-fuzz
+fi
+if ! rustup run nightly rustc --version >/dev/null 2>&1; then
+  echo "test.sh: installing the nightly toolchain" >&2
+  rustup toolchain install nightly --profile minimal
+fi
+echo "test.sh: fuzz smoke run" >&2
+scripts/fuzz-smoke.sh
+
 # The whole corpus (scripts/corpus.sh full) is not run here yet: jammy-minbase still
 # differs from apt-get upgrade (docs/patching.md, "The corpus"); `cargo test` runs its fast
 # images (bookworm-curl and its distroless variant), which pass.

@@ -17,6 +17,8 @@ pub mod durable;
 pub mod error;
 #[cfg(feature = "failpoints")]
 pub mod failpoint;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod glob;
 pub mod image;
 pub mod metrics;

@@ -16,7 +16,7 @@
 mod error;
 mod fs;
 mod index;
-mod layer;
+pub(crate) mod layer;
 mod node;
 mod path;
 mod read;

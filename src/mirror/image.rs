@@ -84,6 +84,23 @@ fn invalid(what: impl Into<String>) -> ApiError {
     )
 }
 
+/// What [`Mirror::platform_images`] reads of a manifest or index, for the fuzz targets:
+/// the document, each entry's digest and platform, the config and layer digests.
+pub(crate) fn parse_manifest_doc(bytes: &[u8]) -> Result<usize, ApiError> {
+    let doc: ManifestDoc = serde_json::from_slice(bytes).map_err(|e| invalid(e.to_string()))?;
+    let _ = serde_json::from_slice::<PlatformDoc>(bytes);
+    let mut digests = 0;
+    for entry in &doc.manifests {
+        parse_digest(&entry.digest)?;
+        digests += 1;
+    }
+    if let Some(config) = &doc.config {
+        parse_digest(&config.digest)?;
+        digests += 1;
+    }
+    Ok(digests + doc.layers.len())
+}
+
 fn parse_digest(text: &str) -> Result<Digest, ApiError> {
     text.parse::<Digest>().map_err(|e| invalid(e.to_string()))
 }

@@ -442,7 +442,7 @@ fn empty_index() -> Bytes {
 }
 
 /// Applies an `artifactType` filter upstream did not apply.
-fn filter_referrers(bytes: &[u8], artifact_type: &str) -> Result<Bytes, ApiError> {
+pub(crate) fn filter_referrers(bytes: &[u8], artifact_type: &str) -> Result<Bytes, ApiError> {
     let mut index: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| {
         ApiError::upstream(
             ErrorCode::Unknown,

@@ -8,7 +8,7 @@ mod error;
 mod hosts;
 mod listing;
 pub mod push;
-mod response;
+pub(crate) mod response;
 pub mod retry;
 
 use std::sync::Arc;

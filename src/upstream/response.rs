@@ -45,7 +45,7 @@ pub(super) fn is_manifest_type(t: &str) -> bool {
 
 /// For upstreams that send `application/json`: the manifest's own `mediaType`, or its
 /// shape (an OCI manifest may omit the field).
-pub(super) fn sniff_media_type(bytes: &[u8]) -> Option<String> {
+pub(crate) fn sniff_media_type(bytes: &[u8]) -> Option<String> {
     let value: serde_json::Value = serde_json::from_slice(bytes).ok()?;
     if let Some(t) = value.get("mediaType").and_then(|t| t.as_str()) {
         return Some(t.to_string());
@@ -64,7 +64,7 @@ pub(super) fn sniff_media_type(bytes: &[u8]) -> Option<String> {
 /// Refuses a manifest that is not a JSON object, or nests deeper than serde_json's limit of
 /// 128 levels: clients and patchpull parse what is stored, so it must parse. The exact
 /// bytes are kept either way; this only reads them.
-pub(super) fn check_manifest_json(bytes: &[u8]) -> Result<(), String> {
+pub(crate) fn check_manifest_json(bytes: &[u8]) -> Result<(), String> {
     match serde_json::from_slice::<serde_json::Value>(bytes) {
         Ok(serde_json::Value::Object(_)) => Ok(()),
         Ok(_) => Err("is JSON but not an object".to_string()),

@@ -107,3 +107,22 @@ fn kill_group(child: &mut Child) {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+impl ServeProcess {
+    /// The process id (of the wrapper, when there is one).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Stops it as an operator does (SIGTERM), waiting at most `patience` for it to exit
+    /// (polling its status); then whatever is left of its group is killed.
+    pub fn terminate(mut self, patience: Duration) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + patience;
+        while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}

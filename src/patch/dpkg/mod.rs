@@ -7,7 +7,7 @@
 //! Paths are written where dpkg would write them: through the image's own directory
 //! symlinks (merged-`/usr`: a package's `/lib/x` lands in `usr/lib/x`) and diversions.
 
-mod database;
+pub(crate) mod database;
 mod files;
 mod filters;
 mod holdback;

@@ -154,6 +154,7 @@ pub struct PatchedImage {
 
 impl Patcher {
     pub fn new(mirror: Arc<Mirror>, scanner: Arc<BuiltinScanner>, scratch: PathBuf) -> Patcher {
+        tempdir::remove_abandoned(&scratch);
         Patcher {
             mirror,
             scanner,

@@ -178,7 +178,9 @@ pub fn parse_date(text: &str) -> Option<SystemTime> {
     };
     let day: i64 = day.parse().ok()?;
     let month = MONTHS.iter().position(|m| m.eq_ignore_ascii_case(month))? as i64 + 1;
-    let year: i64 = year.parse().ok()?;
+    // Four-digit years only: the arithmetic below cannot overflow, and no archive dates
+    // its Release beyond 9999.
+    let year: i64 = year.parse().ok().filter(|y| (1970..=9999).contains(y))?;
     let hms: Vec<i64> = time
         .split(':')
         .map(|p| p.parse().ok())
@@ -196,8 +198,9 @@ pub fn parse_date(text: &str) -> Option<SystemTime> {
     let offset = match *zone {
         "UTC" | "GMT" | "Z" | "UT" => 0,
         z if z.len() == 5 && (z.starts_with('+') || z.starts_with('-')) => {
-            let hours: i64 = z[1..3].parse().ok()?;
-            let minutes: i64 = z[3..5].parse().ok()?;
+            // `get`: the zone is untrusted text, not necessarily ASCII.
+            let hours: i64 = z.get(1..3)?.parse().ok()?;
+            let minutes: i64 = z.get(3..5)?.parse().ok()?;
             let sign = if z.starts_with('-') { -1 } else { 1 };
             sign * (hours * 3600 + minutes * 60)
         }
@@ -277,6 +280,16 @@ Architectures: amd64 arm64\nComponents: updates/main updates/contrib\n\
 Description: Debian 12 - Security Updates\nSHA256:\n\
 \x20b4fe689a622b073715a61684e91d51d1b5ed1a936656d10eb2e2ec6aa94e9b3b   856054 main/binary-amd64/Packages\n\
 \x201124819AE0C5778DD330CF57DC8E43EF35705AD029E2F1087041F3B05C09C234   136948 main/binary-amd64/Packages.xz\n";
+
+    #[test]
+    fn dates_with_huge_years_or_non_ascii_zones_are_refused_not_a_panic() {
+        // Found by the deb822 fuzz target: the year overflowed the seconds arithmetic.
+        assert_eq!(parse_date("Sat, 20 Feb 3333333333330 09:57:45 UTC"), None);
+        assert_eq!(parse_date("Sat, 20 Feb 10000 09:57:45 UTC"), None);
+        // A zone of five bytes whose third is inside a two-byte character.
+        assert_eq!(parse_date("Sat, 10 Feb 2024 09:57:45 +1\u{e9}2"), None);
+        assert!(parse_date("Sat, 10 Feb 9999 09:57:45 +0100").is_some());
+    }
 
     #[test]
     fn release_fields_and_hashes() {
