@@ -11,8 +11,8 @@ use super::flight::Key;
 use super::JobOutcome;
 use crate::distribution::Digest;
 use crate::durable::write_atomically;
-use crate::patch::job::PatchedImage;
 use crate::patch::referrer;
+use crate::pipeline::patcher::PatchedImage;
 use crate::store::{Store, StoredManifest};
 
 pub(super) struct Records {
