@@ -3,8 +3,8 @@
 //! name of the image (`docker.io/library/nginx`), whatever path a client pulls it by.
 
 use crate::distribution::Digest;
-use crate::patch::job::{EngineReport, PatchedImage, PlatformOutcome};
 use crate::patch::referrer::Artifact;
+use crate::pipeline::patcher::{EngineReport, PatchedImage, PlatformOutcome};
 use crate::sign::attest::{OriginalImage, PackageChange, PatchPredicate, PlatformPatch, Tool};
 use crate::sign::{Signer, Subject};
 
