@@ -29,5 +29,6 @@ pub mod pipeline;
 pub mod pkgs;
 pub mod scan;
 pub mod server;
+pub mod sign;
 pub mod store;
 pub mod upstream;

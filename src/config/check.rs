@@ -42,7 +42,7 @@ pub(super) fn load(source: &Source<'_>) -> Result<Config, Vec<String>> {
         Err(e) => return Err(vec![syntax_problem(source, &e)]),
     };
     let mut problems = Vec::new();
-    let mut ignored_env: Vec<String> = vec!["scripts_extra_env".into()];
+    let mut ignored_env: Vec<String> = vec!["scripts_extra_env".into(), "signing_password".into()];
     // Array elements taken out (a missing field cannot be taken out alone), per array,
     // so later indexes still name the file's elements.
     let mut removed: BTreeMap<String, Vec<usize>> = BTreeMap::new();

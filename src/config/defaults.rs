@@ -99,3 +99,6 @@ pub const PATCH_PARTIAL_INDEX: super::PartialIndex = super::PartialIndex::Patche
 /// leave a fix out.
 pub const PATCH_UNKNOWN_SEVERITY: crate::scan::plan::UnknownSeverity =
     crate::scan::plan::UnknownSeverity::Patch;
+/// Where an encrypted signing key's password is read from; `config check` leaves this
+/// variable alone although it starts with `PATCHPULL_`.
+pub const SIGNING_PASSWORD_ENV: &str = "PATCHPULL_SIGNING_PASSWORD";

@@ -10,6 +10,7 @@ pub mod defaults;
 mod patch;
 mod raw;
 mod secret;
+mod signing;
 mod upstream;
 
 use std::net::SocketAddr;
@@ -21,6 +22,7 @@ pub use buildkit::{BuildkitConfig, PatchEngine};
 pub use patch::{PartialIndex, PatchConfig, PatchMode, PatchPolicy};
 pub use raw::{RawConfig, RawUpstream};
 pub use secret::Secret;
+pub use signing::SigningConfig;
 
 /// The checked configuration the rest of the program runs on.
 #[derive(Debug, Clone)]
@@ -32,6 +34,8 @@ pub struct Config {
     pub scan: ScanConfig,
     pub patch: PatchConfig,
     pub admission: AdmissionConfig,
+    /// `[signing]`: the key patched images are signed with.
+    pub signing: SigningConfig,
     pub upstream: Vec<UpstreamConfig>,
     /// What the TTL caches go by: the monotonic clock, which only tests move. Not read
     /// from the config file.

@@ -22,6 +22,7 @@ pub struct RawConfig {
     pub scan: RawScan,
     pub patch: super::patch::RawPatch,
     pub admission: super::admission::RawAdmission,
+    pub signing: super::signing::RawSigning,
     pub upstream: Vec<RawUpstream>,
 }
 
@@ -215,6 +216,7 @@ impl Default for RawConfig {
             scan: RawScan::default(),
             patch: super::patch::RawPatch::default(),
             admission: super::admission::RawAdmission::default(),
+            signing: super::signing::RawSigning::default(),
             upstream: vec![RawUpstream {
                 name: defaults::UPSTREAM_NAME.into(),
                 url: defaults::UPSTREAM_URL.into(),
@@ -534,6 +536,7 @@ impl RawConfig {
             patch
         };
         let admission = self.admission.validate(&mut p.0);
+        let signing = self.signing.validate(&mut p.0);
 
         if !p.0.is_empty() {
             return Err(p.0);
@@ -558,6 +561,7 @@ impl RawConfig {
             scan,
             patch,
             admission,
+            signing,
             upstream: upstreams,
             clock: crate::clock::Clock::new(),
         })
@@ -616,6 +620,7 @@ impl RawConfig {
             },
             patch: super::patch::RawPatch::from_checked(&c.patch),
             admission: super::admission::RawAdmission::from_checked(&c.admission),
+            signing: super::signing::RawSigning::from_checked(&c.signing),
             upstream: c
                 .upstream
                 .iter()

@@ -173,6 +173,19 @@ impl Pipeline {
         tag: &str,
         accept: &Accept,
     ) -> Result<(TagAnswer, TagServed), ApiError> {
+        // cosign's `sha256-<hex>.sig`/`.att`: patchpull's own for a patched image, else
+        // upstream's as they are (an original's signature is never patched).
+        if let Some((subject, kind)) = crate::sign::cosign::parse_attachment_tag(tag) {
+            if let Some(own) = self.jobs.attachment(&subject, kind).await {
+                if self.mirror.ensure_readable(route, &subject).await.is_ok() {
+                    return Ok((TagAnswer::Patched(own), TagServed::Patched));
+                }
+            }
+            return Ok((
+                TagAnswer::Original(Reference::Tag(tag.to_owned())),
+                TagServed::Original,
+            ));
+        }
         if let Some(base) = tag.strip_suffix(ORIGINAL_SUFFIX).filter(|b| !b.is_empty()) {
             return Ok((
                 TagAnswer::Original(Reference::Tag(base.to_owned())),

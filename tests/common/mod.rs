@@ -47,6 +47,8 @@ pub struct ProxyConfig {
     pub patch: Vec<String>,
     /// Raw TOML lines of `[scan]`.
     pub scan: Vec<String>,
+    /// Raw TOML lines of `[signing]`.
+    pub signing: Vec<String>,
 }
 
 impl ProxyConfig {
@@ -67,6 +69,7 @@ impl ProxyConfig {
             storage_extra: Vec::new(),
             patch: vec!["mode = \"off\"".into()],
             scan: Vec::new(),
+            signing: Vec::new(),
         }
     }
 
@@ -109,6 +112,11 @@ impl ProxyConfig {
             storage.join("scan-cache").display()
         ));
         for line in &self.scan {
+            out.push_str(line);
+            out.push('\n');
+        }
+        out.push_str("\n[signing]\n");
+        for line in &self.signing {
             out.push_str(line);
             out.push('\n');
         }

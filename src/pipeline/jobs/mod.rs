@@ -10,6 +10,7 @@
 mod flight;
 mod operator;
 mod records;
+mod signing;
 mod view;
 
 use std::collections::HashMap;
@@ -80,6 +81,8 @@ pub struct Jobs {
     workers: Arc<Semaphore>,
     /// The longest a job may run (`patch.job_timeout`), waiting for a worker included.
     job_timeout: Duration,
+    /// `[signing]`'s key: what a job makes is signed and attested with it.
+    signer: Option<crate::sign::Signer>,
 }
 
 /// Where BuildKit reaches this patchpull: `patch.buildkit.registry`, else the listen
@@ -134,7 +137,10 @@ impl Jobs {
         };
         let capacity = config.patch.workers + config.patch.queue;
         let history = Mutex::new(record::load_all(&store));
+        let signer = crate::sign::Signer::from_config(&config.signing)
+            .map_err(|e| format!("signing key: {e}"))?;
         Ok(Jobs {
+            signer,
             job_records: Mutex::default(),
             history,
             patcher,
@@ -341,6 +347,15 @@ impl Jobs {
         self.records.referrers(subject).await
     }
 
+    /// patchpull's own `kind` attachment of `subject` (the `sha256-<hex>.sig`/`.att` tag).
+    pub async fn attachment(
+        &self,
+        subject: &Digest,
+        kind: crate::sign::Attachment,
+    ) -> Option<crate::mirror::ServedManifest> {
+        self.records.attachment(subject, kind.artifact_type()).await
+    }
+
     async fn run(&self, route: &Route, digest: &Digest, options: &PatchOptions) -> JobOutcome {
         let key = (route.upstream.name().to_owned(), digest.clone());
         let queued = Instant::now();
@@ -408,6 +423,10 @@ impl Jobs {
             made.push(platform.image.config_digest.clone());
             made.push(platform.image.manifest_digest.clone());
         }
+        let attachments = self
+            .signer
+            .as_ref()
+            .map(|signer| signing::attachments(signer, &repository, digest, &patched));
         if let Err(error) = self.records.store_patched(patched).await {
             return JobOutcome::Failed {
                 error,
@@ -422,6 +441,16 @@ impl Jobs {
             if let Err(error) = self.records.store_referrer(&top_digest, artifact).await {
                 return JobOutcome::Failed {
                     error,
+                    reason: FallbackReason::PatchFailed,
+                };
+            }
+        }
+        for (subject, artifact) in attachments.into_iter().flatten() {
+            made.push(artifact.digest.clone());
+            made.extend(artifact.blobs.iter().map(|(d, _)| d.clone()));
+            if let Err(error) = self.records.store_referrer(&subject, artifact).await {
+                return JobOutcome::Failed {
+                    error: format!("storing the signature: {error}"),
                     reason: FallbackReason::PatchFailed,
                 };
             }

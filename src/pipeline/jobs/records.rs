@@ -109,7 +109,14 @@ impl Records {
             .await
             .map_err(|e| e.to_string())?;
         let path = self.referrer_path(subject);
-        let text = format!("{}\n", artifact.digest);
+        // One line per referrer (the VEX document, signatures, attestations).
+        let mut text = tokio::fs::read_to_string(&path).await.unwrap_or_default();
+        let line = artifact.digest.to_string();
+        if text.lines().any(|l| l == line) {
+            return Ok(());
+        }
+        text.push_str(&line);
+        text.push('\n');
         tokio::task::spawn_blocking(move || write_atomically(&path, text.as_bytes()))
             .await
             .map_err(|e| e.to_string())?
@@ -128,15 +135,38 @@ impl Records {
                 continue;
             };
             if let Ok(Some(manifest)) = self.store.manifest(&digest).await {
+                let artifact_type = artifact_type_of(&manifest.bytes);
                 found.push(serde_json::json!({
                     "mediaType": manifest.media_type,
                     "digest": manifest.digest.to_string(),
                     "size": manifest.bytes.len(),
-                    "artifactType": referrer::VEX_ARTIFACT_TYPE,
+                    "artifactType": artifact_type,
                 }));
             }
         }
         found
+    }
+
+    /// The stored referrer of `subject` whose artifact type is `artifact_type`.
+    pub async fn attachment(
+        &self,
+        subject: &Digest,
+        artifact_type: &str,
+    ) -> Option<crate::mirror::ServedManifest> {
+        let text = tokio::fs::read_to_string(self.referrer_path(subject))
+            .await
+            .ok()?;
+        for line in text.lines() {
+            let Ok(digest) = line.parse::<Digest>() else {
+                continue;
+            };
+            if let Ok(Some(manifest)) = self.store.manifest(&digest).await {
+                if artifact_type_of(&manifest.bytes) == artifact_type {
+                    return Some(manifest);
+                }
+            }
+        }
+        None
     }
 
     /// Puts every new blob and manifest of `patched` into the store, verified.
@@ -201,4 +231,12 @@ fn put_blob(store: &Store, digest: &Digest, size: u64, from: &mut dyn Read) -> R
     let size = writer.commit(Some(size)).map_err(|e| e.to_string())?;
     store.committed(digest, size);
     Ok(())
+}
+
+/// A referrer manifest's `artifactType` (the VEX document's for older records without one).
+fn artifact_type_of(manifest: &[u8]) -> String {
+    serde_json::from_slice::<serde_json::Value>(manifest)
+        .ok()
+        .and_then(|m| m["artifactType"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| referrer::VEX_ARTIFACT_TYPE.to_owned())
 }

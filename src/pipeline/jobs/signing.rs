@@ -1,0 +1,109 @@
+//! What a job signs: a cosign signature of every new manifest (the index and each patched
+//! platform's) and an attestation of the patch on the top one, named by the upstream
+//! name of the image (`docker.io/library/nginx`), whatever path a client pulls it by.
+
+use crate::distribution::Digest;
+use crate::patch::referrer::Artifact;
+use crate::pipeline::patcher::{EngineReport, PatchedImage, PlatformOutcome};
+use crate::sign::attest::{OriginalImage, PackageChange, PatchPredicate, PlatformPatch, Tool};
+use crate::sign::{Signer, Subject};
+
+/// The signature and attestation artifacts of `patched` (of `original`, named
+/// `docker_reference`), each with the digest of the manifest it is about.
+pub(super) fn attachments(
+    signer: &Signer,
+    docker_reference: &str,
+    original: &Digest,
+    patched: &PatchedImage,
+) -> Vec<(Digest, Artifact)> {
+    let Some((top_bytes, top_digest, top_media_type)) = &patched.top else {
+        return Vec::new();
+    };
+    let top = Subject {
+        digest: top_digest,
+        media_type: top_media_type,
+        size: top_bytes.len() as u64,
+    };
+    let mut made = vec![(top_digest.clone(), signer.signature(docker_reference, top))];
+    for platform in patched.patched() {
+        let image = &platform.image;
+        if image.manifest_digest == *top_digest {
+            continue;
+        }
+        let subject = Subject {
+            digest: &image.manifest_digest,
+            media_type: &image.manifest_media_type,
+            size: image.manifest.len() as u64,
+        };
+        made.push((
+            image.manifest_digest.clone(),
+            signer.signature(docker_reference, subject),
+        ));
+    }
+    let predicate = predicate(docker_reference, original, patched);
+    made.push((
+        top_digest.clone(),
+        signer.attestation(docker_reference, top, &predicate),
+    ));
+    made
+}
+
+fn predicate(docker_reference: &str, original: &Digest, patched: &PatchedImage) -> PatchPredicate {
+    let mut platforms = Vec::new();
+    for platform in &patched.platforms {
+        let (PlatformOutcome::Patched(p), Some(plan)) = (&platform.outcome, &platform.plan) else {
+            continue;
+        };
+        let arch = &platform.original.platform.architecture;
+        let packages = plan
+            .updates
+            .iter()
+            .map(|u| {
+                let to = p
+                    .verified
+                    .iter()
+                    .find(|v| v.name == u.name)
+                    .and_then(|v| v.installed.clone())
+                    .unwrap_or_else(|| u.fixed_version.clone());
+                let purl = |version: &str| {
+                    crate::patch::vex::package_purl(
+                        plan.ecosystem,
+                        &plan.os,
+                        &u.name,
+                        version,
+                        arch,
+                    )
+                };
+                PackageChange {
+                    name: u.name.clone(),
+                    purl_from: purl(&u.installed_version),
+                    purl_to: purl(&to),
+                    from: u.installed_version.clone(),
+                    to,
+                }
+            })
+            .collect();
+        platforms.push(PlatformPatch {
+            platform: platform.original.platform.to_string(),
+            original: platform.original.manifest.digest.to_string(),
+            patched: p.image.manifest_digest.to_string(),
+            engine: match p.engine {
+                EngineReport::Native(_) => "native",
+                EngineReport::Apk(_) => "apk",
+                EngineReport::Buildkit(_) => "buildkit",
+            }
+            .to_owned(),
+            packages,
+        });
+    }
+    PatchPredicate {
+        original: OriginalImage {
+            name: docker_reference.to_owned(),
+            digest: original.to_string(),
+            signature: None,
+        },
+        platforms,
+        repositories: Vec::new(),
+        patchpull: Tool::patchpull(),
+    }
+}
