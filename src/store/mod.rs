@@ -11,6 +11,7 @@
 //! commit succeeds.
 
 pub mod check;
+pub mod index;
 pub mod layout;
 mod writer;
 
@@ -485,6 +486,19 @@ impl Store {
         self.index.run_pending_tasks();
         self.manifests.run_pending_tasks();
     }
+}
+
+/// The original -> patched index `config` asks for (`storage.backend`), over `store`.
+///
+/// # Errors
+/// Its directory cannot be created, or the backing registry's client cannot be built.
+pub fn open_index(
+    config: &crate::config::Config,
+    _store: &Arc<Store>,
+    _metrics: &Arc<Metrics>,
+) -> Result<Arc<dyn index::PatchedIndex>, String> {
+    let local = index::local::LocalIndex::open(config.storage.path.join("patched"))?;
+    Ok(Arc::new(local))
 }
 
 #[cfg(test)]

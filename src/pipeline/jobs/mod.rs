@@ -100,9 +100,8 @@ impl Jobs {
         let scanner =
             BuiltinScanner::new(crate::scan::builtin::BuiltinConfig::from_scan(&config.scan))
                 .map_err(|e| format!("built-in scanner: {e}"))?;
-        let dir = config.storage.path.join("patched");
-        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let store = mirror.store().clone();
+        let index = crate::store::open_index(config, &store, mirror.metrics())?;
         let metrics = mirror.metrics().clone();
         let reports = config.storage.path.join("reports");
         std::fs::create_dir_all(&reports).map_err(|e| format!("{}: {e}", reports.display()))?;
@@ -146,7 +145,7 @@ impl Jobs {
                 metrics,
                 config.clock.clone(),
             )),
-            records: Records { dir, store },
+            records: Records { index, store },
             workers: Arc::new(Semaphore::new(config.patch.workers)),
             job_timeout: config.patch.job_timeout,
         })
@@ -167,7 +166,7 @@ impl Jobs {
     ) -> JobStatus {
         let key = (route.upstream.name().to_owned(), digest.clone());
         if !self.flights.lock().contains_key(&key) {
-            if let Some(outcome) = self.records.load(&key).await {
+            if let Some(outcome) = self.adopt(route, &key).await {
                 self.flights.remember(&key, outcome);
             }
         }
@@ -222,7 +221,6 @@ impl Jobs {
                 if let Some(failures) = platforms.failures() {
                     tracing::warn!(%image, upstream = %key.0, digest = %key.1, %failures, "patched in part; the platforms that failed keep their originals");
                 }
-                self.records.save(&key, &outcome).await;
             }
             JobOutcome::Unchanged { .. } => {}
             JobOutcome::Failed { error, .. } => {
@@ -242,7 +240,7 @@ impl Jobs {
         };
         let outcome = match known {
             Some(outcome) => outcome.as_ref().clone(),
-            None => self.records.load(&key).await?,
+            None => records::outcome_of(&self.records.load(&key).await?),
         };
         match outcome {
             JobOutcome::Patched { digest, .. } => Some(digest),
@@ -312,19 +310,20 @@ impl Jobs {
             .await
             .map_err(|e| e.to_string())?
             .map_err(|e| format!("storing the report: {e}"))?;
-        self.forget_everywhere(digest);
+        self.forget_everywhere(digest).await;
         Ok(())
     }
 
     /// Drops what is known about `digest` under every upstream; true when something was.
-    pub fn forget_everywhere(&self, digest: &Digest) -> bool {
-        let mut flights = self.flights.lock();
-        let before = flights.len();
-        flights.retain(|(_, d), _| d != digest);
-        let dropped = flights.len() != before;
-        drop(flights);
+    pub async fn forget_everywhere(&self, digest: &Digest) -> bool {
+        let dropped = {
+            let mut flights = self.flights.lock();
+            let before = flights.len();
+            flights.retain(|(_, d), _| d != digest);
+            flights.len() != before
+        };
         let records = self.forget_records(digest);
-        self.records.forget_everywhere(digest) | dropped | records
+        self.records.forget_everywhere(digest).await | dropped | records
     }
 
     /// Drops what is known about `digest`, so the next pull patches again.
@@ -402,6 +401,7 @@ impl Jobs {
         // Everything made here belongs to the original's upstream: readable through it
         // wherever the original is, and through no other upstream.
         let mut made = vec![top_digest.clone()];
+        let mut referrers = Vec::new();
         for platform in patched.patched() {
             made.push(platform.layer.digest.clone());
             made.push(platform.image.config_digest.clone());
@@ -418,6 +418,7 @@ impl Jobs {
             let artifact = referrer::vex_artifact(document, subject);
             made.push(artifact.digest.clone());
             made.extend(artifact.blobs.iter().map(|(d, _)| d.clone()));
+            referrers.push((top_digest.clone(), artifact.digest.clone()));
             if let Err(error) = self.records.store_referrer(&top_digest, artifact).await {
                 return JobOutcome::Failed {
                     error,
@@ -426,6 +427,21 @@ impl Jobs {
             }
         }
         if let Err(error) = self.mirror.record_made(route, digest, &made).await {
+            return JobOutcome::Failed {
+                error,
+                reason: FallbackReason::PatchFailed,
+            };
+        }
+        let outcome = JobOutcome::Patched {
+            digest: top_digest.clone(),
+            media_type,
+            platforms,
+        };
+        if let Err(error) = self
+            .records
+            .save(&key, &outcome, &route.repository, &made, referrers)
+            .await
+        {
             return JobOutcome::Failed {
                 error,
                 reason: FallbackReason::PatchFailed,
@@ -441,11 +457,26 @@ impl Jobs {
             elapsed_ms = started.elapsed().as_millis() as u64,
             "patched"
         );
-        JobOutcome::Patched {
-            digest: top_digest,
-            media_type,
-            platforms,
+        outcome
+    }
+
+    /// The outcome the index holds for `key`, its content made readable here and through
+    /// `route` (an entry another replica put is fetched first); `None` when there is none
+    /// or its content cannot be had (the pull then goes on as for an unpatched image).
+    async fn adopt(&self, route: &Route, key: &Key) -> Option<JobOutcome> {
+        let entry = self.records.load(key).await?;
+        if !entry.content.is_empty() {
+            if let Err(error) = self.records.materialize(key, &entry).await {
+                tracing::warn!(%error, upstream = %key.0, digest = %key.1, "the patched image in the backing registry cannot be read; treated as not patched");
+                return None;
+            }
+            let made: Vec<Digest> = entry.content.iter().map(|c| c.digest.clone()).collect();
+            if let Err(error) = self.mirror.record_made(route, &key.1, &made).await {
+                tracing::warn!(%error, "treated as not patched");
+                return None;
+            }
         }
+        Some(records::outcome_of(&entry))
     }
 }
 
