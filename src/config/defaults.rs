@@ -99,3 +99,14 @@ pub const PATCH_PARTIAL_INDEX: super::PartialIndex = super::PartialIndex::Patche
 /// leave a fix out.
 pub const PATCH_UNKNOWN_SEVERITY: crate::scan::plan::UnknownSeverity =
     crate::scan::plan::UnknownSeverity::Patch;
+
+/// `storage.backend`: files under `storage.path`, one process.
+pub const STORAGE_BACKEND: &str = "local";
+/// `storage.registry.repository_prefix`.
+pub const BACKING_REPOSITORY_PREFIX: &str = "patchpull";
+/// `coordination.lease_ttl`: a dead replica's job is taken over after this; renewed every
+/// third of it.
+pub const COORDINATION_LEASE_TTL: Duration = Duration::from_secs(30);
+/// `coordination.poll_interval`: how often a replica waiting for another's job looks at the
+/// shared store.
+pub const COORDINATION_POLL_INTERVAL: Duration = Duration::from_millis(500);

@@ -22,6 +22,7 @@ pub struct RawConfig {
     pub scan: RawScan,
     pub patch: super::patch::RawPatch,
     pub admission: super::admission::RawAdmission,
+    pub coordination: super::scaleout::RawCoordination,
     pub upstream: Vec<RawUpstream>,
 }
 
@@ -131,6 +132,11 @@ pub struct RawStorage {
     /// Longest time one upstream blob download may take.
     #[serde(deserialize_with = "text_or_number")]
     pub blob_fill_timeout: String,
+    /// Where patched images and the index live: "local" or "registry".
+    pub backend: String,
+    /// The backing registry of `backend = "registry"`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub registry: Option<super::scaleout::RawBackingRegistry>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -215,6 +221,7 @@ impl Default for RawConfig {
             scan: RawScan::default(),
             patch: super::patch::RawPatch::default(),
             admission: super::admission::RawAdmission::default(),
+            coordination: super::scaleout::RawCoordination::default(),
             upstream: vec![RawUpstream {
                 name: defaults::UPSTREAM_NAME.into(),
                 url: defaults::UPSTREAM_URL.into(),
@@ -260,6 +267,8 @@ impl Default for RawStorage {
             memory_cache: fmt_size(defaults::MEMORY_CACHE),
             max_manifest_size: fmt_size(defaults::MAX_MANIFEST_SIZE),
             blob_fill_timeout: fmt_duration(defaults::BLOB_FILL_TIMEOUT),
+            backend: defaults::STORAGE_BACKEND.into(),
+            registry: None,
         }
     }
 }
@@ -431,7 +440,13 @@ impl RawConfig {
             max_manifest_size: p.size("storage.max_manifest_size", &self.storage.max_manifest_size),
             blob_fill_timeout: p
                 .duration("storage.blob_fill_timeout", &self.storage.blob_fill_timeout),
+            backend: super::scaleout::validate_backend(
+                &self.storage.backend,
+                self.storage.registry.clone(),
+                &mut p,
+            ),
         };
+        let coordination = super::scaleout::validate_coordination(self.coordination, &mut p);
         let tag_ttl = p.duration("cache.tag_ttl", &self.cache.tag_ttl);
 
         let format = match self.log.format.as_str() {
@@ -558,6 +573,7 @@ impl RawConfig {
             scan,
             patch,
             admission,
+            coordination,
             upstream: upstreams,
             clock: crate::clock::Clock::new(),
         })
@@ -583,6 +599,8 @@ impl RawConfig {
                 memory_cache: fmt_size(c.storage.memory_cache),
                 max_manifest_size: fmt_size(c.storage.max_manifest_size),
                 blob_fill_timeout: fmt_duration(c.storage.blob_fill_timeout),
+                backend: super::scaleout::backend_name(&c.storage.backend),
+                registry: super::scaleout::raw_registry(&c.storage.backend),
             },
             cache: RawCache {
                 tag_ttl: fmt_duration(c.cache.tag_ttl),
@@ -616,6 +634,7 @@ impl RawConfig {
             },
             patch: super::patch::RawPatch::from_checked(&c.patch),
             admission: super::admission::RawAdmission::from_checked(&c.admission),
+            coordination: super::scaleout::raw_coordination(&c.coordination),
             upstream: c
                 .upstream
                 .iter()

@@ -80,6 +80,8 @@ pub struct Jobs {
     workers: Arc<Semaphore>,
     /// The longest a job may run (`patch.job_timeout`), waiting for a worker included.
     job_timeout: Duration,
+    /// Redis leases: one job per image across replicas.
+    coordinator: Arc<crate::coordination::Coordinator>,
 }
 
 /// Where BuildKit reaches this patchpull: `patch.buildkit.registry`, else the listen
@@ -133,6 +135,19 @@ impl Jobs {
         };
         let capacity = config.patch.workers + config.patch.queue;
         let history = Mutex::new(record::load_all(&store));
+        let coordinator = Arc::new(crate::coordination::Coordinator::new(
+            &config.coordination,
+            mirror.metrics().clone(),
+        )?);
+        match (&config.storage.backend, coordinator.enabled()) {
+            (crate::config::StorageBackend::Local, _) => {}
+            (crate::config::StorageBackend::Registry(r), true) => {
+                tracing::info!(registry = %r.client.url, prefix = %r.repository_prefix, "patched images are shared through the backing registry; patch jobs are coordinated through Redis")
+            }
+            (crate::config::StorageBackend::Registry(r), false) => {
+                tracing::warn!(registry = %r.client.url, prefix = %r.repository_prefix, "patched images are shared through the backing registry; no coordination.redis_url: replicas may patch the same image at once (same digest, duplicated work)")
+            }
+        }
         Ok(Jobs {
             job_records: Mutex::default(),
             history,
@@ -148,6 +163,7 @@ impl Jobs {
             records: Records { index, store },
             workers: Arc::new(Semaphore::new(config.patch.workers)),
             job_timeout: config.patch.job_timeout,
+            coordinator,
         })
     }
 
@@ -342,6 +358,10 @@ impl Jobs {
     async fn run(&self, route: &Route, digest: &Digest, options: &PatchOptions) -> JobOutcome {
         let key = (route.upstream.name().to_owned(), digest.clone());
         let queued = Instant::now();
+        let lease = match self.coordinate(route, &key).await {
+            Ok(lease) => lease,
+            Err(outcome) => return outcome,
+        };
         let Ok(_worker) = self.workers.clone().acquire_owned().await else {
             return JobOutcome::Failed {
                 error: "shutting down".to_owned(),
@@ -354,6 +374,7 @@ impl Jobs {
         #[cfg(feature = "failpoints")]
         crate::failpoint::hit(crate::failpoint::PATCH_JOB, &digest.to_string());
         let started = Instant::now();
+        self.mirror.metrics().fleet.patch_runs.inc();
         let patched = self
             .patcher
             .patch(route, &Reference::Digest(digest.clone()), options)
@@ -437,6 +458,15 @@ impl Jobs {
             media_type,
             platforms,
         };
+        if let Some(lease) = &lease {
+            if !lease.still_held().await {
+                // Another replica took the job over (this one was slow past its lease); the
+                // patch is deterministic, so its entry, when there, is this one's.
+                if let Some(theirs) = self.adopt(route, &key).await {
+                    return theirs;
+                }
+            }
+        }
         if let Err(error) = self
             .records
             .save(&key, &outcome, &route.repository, &made, referrers)
@@ -458,6 +488,52 @@ impl Jobs {
             "patched"
         );
         outcome
+    }
+
+    /// Takes the job's Redis lease, or waits for the replica that holds it: `Ok` with the
+    /// lease (or none, uncoordinated) when this replica is to patch, `Err` with the outcome
+    /// another replica put into the shared store. Bounded by the job's timeout.
+    async fn coordinate(
+        &self,
+        route: &Route,
+        key: &Key,
+    ) -> Result<Option<crate::coordination::Lease>, JobOutcome> {
+        use crate::coordination::metrics::Coordinated;
+        use crate::coordination::Claim;
+        let fleet = &self.mirror.metrics().fleet;
+        let mut waited = false;
+        loop {
+            match self.coordinator.claim(&key.0, &key.1).await {
+                Claim::Off => return Ok(None),
+                Claim::Leased(lease) => {
+                    fleet.job(if waited {
+                        Coordinated::TakenOver
+                    } else {
+                        Coordinated::Claimed
+                    });
+                    // The holder may have finished between our look and our claim.
+                    if waited {
+                        if let Some(outcome) = self.adopt(route, key).await {
+                            return Err(outcome);
+                        }
+                    }
+                    return Ok(Some(lease));
+                }
+                Claim::Unavailable(error) => {
+                    tracing::warn!(%error, upstream = %key.0, digest = %key.1, "Redis does not answer; patching without coordination (another replica may patch the same image)");
+                    fleet.job(Coordinated::Uncoordinated);
+                    return Ok(None);
+                }
+                Claim::Held => {
+                    waited = true;
+                    tokio::time::sleep(self.coordinator.poll_interval).await;
+                    if let Some(outcome) = self.adopt(route, key).await {
+                        fleet.job(Coordinated::Waited);
+                        return Err(outcome);
+                    }
+                }
+            }
+        }
     }
 
     /// The outcome the index holds for `key`, its content made readable here and through
