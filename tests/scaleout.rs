@@ -131,6 +131,20 @@ fn replica_toml(
     toml
 }
 
+/// A listener that accepts connections and never answers: an archive that hangs, to keep a
+/// patch job running.
+async fn hanging_server() -> (String, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/debian", listener.local_addr().unwrap());
+    let task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    (url, task)
+}
+
 fn start_replica(
     env: &support::Env,
     name: &str,
@@ -300,6 +314,85 @@ async fn redis_down_patches_uncoordinated_and_backing_registry_down_serves_the_o
             &["mode = \"fail_closed\"", "wait_timeout = \"60s\""],
         );
         assert_eq!(get_manifest(&closed.url, "1").await.0, 503);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_killed_while_it_holds_the_job_loses_it_to_another() {
+    if !support::tools(false) || !common::require_tools(&["redis-server"]) {
+        return;
+    }
+    support::within(180, async {
+        let env = support::Env::new().await;
+        env.push(NAME, "1", &image::libfoo_image(Format::Oci, false))
+            .await;
+        let backing = Registry::start().await;
+        let redis = Redis::start();
+        // The holder reads a package archive that never answers: its job hangs.
+        let (hanging, _hang) = hanging_server().await;
+        let holder = {
+            let dir = env.path("holder");
+            let toml = replica_toml(
+                &env,
+                &dir.join("store"),
+                &backing.url(),
+                Some(&redis.url()),
+                &["mode = \"wait\"", "wait_timeout = \"1s\""],
+            )
+            .replace(&env.repo.url(), &hanging);
+            ServeProcess::start(&dir, &toml, &[], &[])
+        };
+        let (_, original) = get_manifest(&holder.url, "1-original").await;
+        assert_eq!(
+            get_manifest(&holder.url, "1").await,
+            (200, original.clone())
+        );
+        let claimed = "patchpull_coordinated_jobs_total{how=\"Claimed\"}";
+        assert_eq!(metric(&metrics_of(&holder).await, claimed), 1.0);
+
+        // Another replica waits for the holder; the holder dies (SIGKILL).
+        let other = start_replica(
+            &env,
+            "other",
+            &backing.url(),
+            Some(&redis.url()),
+            support::WAIT,
+        );
+        let pull = {
+            let url = other.url.clone();
+            tokio::spawn(async move { get_manifest(&url, "1").await })
+        };
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        drop(holder);
+        let started = std::time::Instant::now();
+        let (status, patched) = pull.await.unwrap();
+        assert_eq!(status, 200);
+        assert_ne!(patched, original, "the other replica finished the job");
+        // Within the lease time (3 s) plus the patch itself.
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{:?}",
+            started.elapsed()
+        );
+        let text = metrics_of(&other).await;
+        assert_eq!(
+            metric(&text, "patchpull_coordinated_jobs_total{how=\"TakenOver\"}"),
+            1.0,
+            "{text}"
+        );
+        assert_eq!(metric(&text, RUNS), 1.0);
+
+        // The shared store names exactly that image, readable by a replica with an empty
+        // disk (every byte verified on the way in): no dangling or partial entry.
+        let fresh = start_replica(&env, "fresh", &backing.url(), None, support::WAIT);
+        assert_eq!(get_manifest(&fresh.url, "1").await, (200, patched));
+        assert_eq!(metric(&metrics_of(&fresh).await, RUNS), 0.0);
+        support::skopeo_copy(
+            &format!("docker://{}/{NAME}:1", fresh.authority()),
+            &env.path("layout"),
+            "patched",
+        );
     })
     .await;
 }
