@@ -72,7 +72,7 @@ pub enum StorageBackend {
     /// Files under `storage.path` (one process).
     Local,
     /// An existing OCI registry that replicas share.
-    Registry(BackingRegistry),
+    Registry(Box<BackingRegistry>),
 }
 
 /// The checked `[storage.registry]`.
@@ -120,7 +120,7 @@ pub(super) fn validate_backend(
             StorageBackend::Local
         }
         ("registry", Some(r)) => validate_registry(r, p)
-            .map(StorageBackend::Registry)
+            .map(|r| StorageBackend::Registry(Box::new(r)))
             .unwrap_or(StorageBackend::Local),
         (other, _) => {
             p.0.push(format!(
