@@ -1,6 +1,5 @@
 //! Patching: turning a scan plan into one new layer on top of an image's untouched layers.
 //!
-//! - [`job`]: one image in, its patched image out (plan, fetch, build, verify, assemble).
 //! - [`native`]: the in-process engine; [`dpkg`] computes what installing packages does.
 //! - [`layer`]: the deterministic layer writer (sorted tar, fixed gzip settings).
 //! - [`assemble`]: the patched image's config, manifest and index, exact bytes.
@@ -13,7 +12,6 @@ pub mod apk;
 pub mod assemble;
 pub mod buildkit;
 pub mod dpkg;
-pub mod job;
 pub mod layer;
 pub mod native;
 pub mod physical;

@@ -11,6 +11,7 @@
 //! digest references give upstream's bytes.
 
 mod jobs;
+pub mod patcher;
 mod platforms;
 mod record;
 
@@ -23,7 +24,7 @@ use crate::distribution::{ErrorCode, Reference};
 use crate::error::ApiError;
 use crate::metrics::{FallbackReason, TagServed};
 use crate::mirror::{Mirror, ServedManifest};
-use crate::patch::job::PatchOptions;
+use crate::pipeline::patcher::PatchOptions;
 use crate::scan::plan::PlanOptions;
 use crate::upstream::Route;
 

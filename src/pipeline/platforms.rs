@@ -1,7 +1,7 @@
 //! What became of each platform of a patched image, as a job's outcome keeps it (and
 //! `<storage.path>/patched/` records it) and the admin API shows it.
 
-use crate::patch::job::{PlatformOutcome, PlatformResult};
+use crate::pipeline::patcher::{PlatformOutcome, PlatformResult};
 
 /// What became of the platforms of a patched image.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

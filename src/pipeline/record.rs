@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use crate::distribution::Digest;
-use crate::patch::job::{EngineReport, PatchedImage, PlatformOutcome};
+use crate::pipeline::patcher::{EngineReport, PatchedImage, PlatformOutcome};
 use crate::store::Store;
 
 /// The store directory of job records.

@@ -24,7 +24,7 @@ use crate::distribution::Reference;
 use crate::metrics::Metrics;
 use crate::mirror::Mirror;
 use crate::patch::buildkit::{BuildkitEngine, ImageSource};
-use crate::patch::job::{PatchOptions, Patcher};
+use crate::pipeline::patcher::{PatchOptions, Patcher};
 use crate::scan::builtin::BuiltinScanner;
 use crate::scan::plan::{PlanOptions, Severity};
 use crate::scan::report::{self, ReportFormat, ScanReport};

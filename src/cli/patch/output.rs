@@ -9,7 +9,7 @@ use anyhow::{bail, Context};
 use super::super::image_ref::ImageRef;
 use crate::distribution::{Digest, Reference};
 use crate::mirror::Mirror;
-use crate::patch::job::{PatchedImage, PlatformOutcome};
+use crate::pipeline::patcher::{PatchedImage, PlatformOutcome};
 use crate::upstream::push::BlobSource;
 use crate::upstream::Route;
 

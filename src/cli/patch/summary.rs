@@ -1,6 +1,6 @@
 //! The summary table `patchpull patch` prints to stdout, one section per platform.
 
-use crate::patch::job::{EngineReport, PatchedImage, PlatformOutcome};
+use crate::pipeline::patcher::{EngineReport, PatchedImage, PlatformOutcome};
 use crate::scan::plan::{PlatformPlan, UnknownSeverity};
 
 pub(super) fn summary(patched: &PatchedImage) -> String {

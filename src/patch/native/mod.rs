@@ -6,9 +6,11 @@
 //! effect of ca-certificates' scripts, reproduced natively ([`ca_certificates`]). Whatever
 //! can be neither run nor reproduced is refused with the reason.
 
+pub mod apk_layer;
 mod apply;
 pub mod ca_certificates;
 mod changes;
+pub mod deb_layer;
 mod failure;
 mod preconfigure;
 pub mod scripts;
@@ -23,6 +25,8 @@ use crate::patch::sandbox::{self, SandboxError};
 use crate::patch::unpack_cache::{CachedRoot, UnpackCache};
 use crate::pkgs::dpkg::debfile::DebError;
 
+pub use apk_layer::{build_apk_layer, ApkPatch};
+pub use deb_layer::{build_deb_layer, DebLayerInput};
 pub use preconfigure::Archive;
 pub use scripts::ScriptsReport;
 

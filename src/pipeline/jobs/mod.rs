@@ -25,8 +25,8 @@ use crate::durable::write_atomically;
 use crate::metrics::FallbackReason;
 use crate::mirror::Mirror;
 use crate::patch::buildkit::{BuildkitEngine, ImageSource};
-use crate::patch::job::{PatchOptions, Patcher, PlatformOutcome};
 use crate::patch::referrer;
+use crate::pipeline::patcher::{PatchOptions, Patcher, PlatformOutcome};
 use crate::scan::builtin::BuiltinScanner;
 use crate::upstream::Route;
 
@@ -217,10 +217,11 @@ impl Jobs {
     async fn own(&self, permit: JobPermit, route: &Route, options: &PatchOptions) {
         let key = permit.key().clone();
         let step = permit.step();
-        let progress: crate::patch::job::Progress = Arc::new(move |message: &str| {
+        let progress: crate::pipeline::patcher::Progress = Arc::new(move |message: &str| {
             *step.lock().unwrap_or_else(|p| p.into_inner()) = message.to_owned();
         });
-        let run = crate::patch::job::JOB_PROGRESS.scope(progress, self.run(route, &key.1, options));
+        let run = crate::pipeline::patcher::JOB_PROGRESS
+            .scope(progress, self.run(route, &key.1, options));
         let outcome = match tokio::time::timeout(self.job_timeout, run).await {
             Ok(outcome) => outcome,
             Err(_) => JobOutcome::Failed {

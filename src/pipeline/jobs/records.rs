@@ -8,8 +8,8 @@ use std::sync::Arc;
 use super::flight::Key;
 use super::JobOutcome;
 use crate::distribution::Digest;
-use crate::patch::job::PatchedImage;
 use crate::patch::referrer;
+use crate::pipeline::patcher::PatchedImage;
 use crate::store::index::{ContentDescriptor, IndexEntry, IndexError, IndexKey, PatchedIndex};
 use crate::store::{Store, StoredManifest};
 

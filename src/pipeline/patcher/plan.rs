@@ -1,19 +1,15 @@
 //! Where a platform's plan comes from: a report (given, or stored by digest), the
 //! configured scanner command, or the built-in scanner.
 
-use std::path::Path;
-
 use crate::distribution::Digest;
-use crate::mirror::image::PlatformImage;
 use crate::patch::PatchError;
-use crate::pkgs::Inventory;
 use crate::scan::cache::ScanKey;
 use crate::scan::command::CommandInput;
-use crate::scan::plan::{PlanOptions, Platform, PlatformPlan};
+use crate::scan::plan::{Plan, PlatformPlan};
 use crate::scan::report::{self, ScanReport};
-use crate::upstream::Route;
 
-use super::*;
+use super::platform::PlatformJob;
+use super::Patcher;
 
 impl Patcher {
     /// The stored report for the first of `digests` that has one.
@@ -39,20 +35,16 @@ impl Patcher {
         Ok(None)
     }
 
-    /// A plan from the configured scanner command for `image`, cached by its config and
-    /// layers.
+    /// A plan from the configured scanner command for the job's base image, cached by its
+    /// config and layers.
     pub(super) async fn command_plan(
         &self,
-        route: &Route,
-        image: &PlatformImage,
-        inventory: &Inventory,
-        platform: &Platform,
-        options: &PatchOptions,
-        work: &Path,
+        job: &PlatformJob<'_>,
     ) -> Result<Option<PlatformPlan>, PatchError> {
         let Some((command, cache)) = &self.command else {
             return Ok(None);
         };
+        let (image, options) = (&job.base, job.options);
         let key = ScanKey::command(
             &image.config_digest.to_string(),
             image.layers.iter().map(|l| l.digest.as_str()),
@@ -63,11 +55,11 @@ impl Patcher {
         let plan = match cache.get(&key) {
             Some(plan) => plan,
             None => {
-                let dir = work.join("scanner-oci");
+                let dir = job.work.join("scanner-oci");
                 std::fs::create_dir_all(&dir).map_err(|e| PatchError::io(&dir, e))?;
                 if command.wants_oci_dir() {
                     self.mirror
-                        .export_oci_layout(route, image, &dir)
+                        .export_oci_layout(job.route, image, &dir)
                         .await
                         .map_err(PatchError::from_api)?;
                 }
@@ -80,8 +72,9 @@ impl Patcher {
                     })
                     .await
                     .map_err(|e| PatchError::Report(format!("the scanner command: {e}")))?;
-                let plan = report::plan_from_report(&report, platform, inventory, &options.plan)
-                    .map_err(|e| PatchError::Report(format!("the scanner's report: {e}")))?;
+                let plan =
+                    report::plan_from_report(&report, &job.platform, &job.inventory, &options.plan)
+                        .map_err(|e| PatchError::Report(format!("the scanner's report: {e}")))?;
                 cache
                     .put(key, plan)
                     .map_err(|e| PatchError::Internal(e.to_string()))?
@@ -92,13 +85,9 @@ impl Patcher {
 
     /// The built-in scanner's plan, from the cache when the image's layers, the indexes'
     /// version and the scanner's settings are the same as when it was made.
-    async fn builtin_plan(
-        &self,
-        image: &PlatformImage,
-        inventory: &Inventory,
-        platform: &Platform,
-        options: &PlanOptions,
-    ) -> Result<crate::scan::plan::Plan, PatchError> {
+    async fn builtin_plan(&self, job: &PlatformJob<'_>) -> Result<Plan, PatchError> {
+        let (image, inventory, platform) = (&job.base, &job.inventory, &job.platform);
+        let options = &job.options.plan;
         let Some(cache) = &self.plans else {
             return Ok(self.scanner.scan(inventory, platform, options).await?.plan);
         };
@@ -122,21 +111,18 @@ impl Patcher {
         Ok(plan)
     }
 
+    /// The job's plan from `report`, else from the built-in scanner.
     pub(super) async fn plan(
         &self,
-        image: &PlatformImage,
-        inventory: &Inventory,
-        platform: &Platform,
+        job: &PlatformJob<'_>,
         report: Option<&ScanReport>,
-        options: &PlanOptions,
     ) -> Result<PlatformPlan, PatchError> {
         let plan = match report {
-            Some(report) => report::plan_from_report(report, platform, inventory, options)
-                .map_err(|e| PatchError::Report(e.to_string()))?,
-            None => {
-                self.builtin_plan(image, inventory, platform, options)
-                    .await?
+            Some(report) => {
+                report::plan_from_report(report, &job.platform, &job.inventory, &job.options.plan)
+                    .map_err(|e| PatchError::Report(e.to_string()))?
             }
+            None => self.builtin_plan(job).await?,
         };
         plan.platforms
             .into_iter()

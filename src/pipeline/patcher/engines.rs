@@ -1,46 +1,32 @@
 //! Which engine builds a platform's layer: the native engine (dpkg or apk; retrying without
 //! a failing package under `ignore_errors`), or BuildKit.
 
-use std::path::Path;
-
-use crate::image::LayerDescriptor;
-use crate::mirror::image::PlatformImage;
 use crate::patch::buildkit::BuildkitRequest;
 use crate::patch::layer::BuiltLayer;
 use crate::patch::verify::Verified;
 use crate::patch::PatchError;
-use crate::pkgs::Inventory;
-use crate::scan::plan::{NotPlanned, Platform, PlatformPlan, SkipReason};
-use crate::upstream::Route;
+use crate::pkgs::Ecosystem;
+use crate::scan::plan::{NotPlanned, PlatformPlan, SkipReason};
 
-use super::*;
+use super::platform::PlatformJob;
+use super::{EngineReport, Patcher};
 
 impl Patcher {
     /// The native engine. Upgrades `apt-get upgrade` would keep back are moved to `plan`'s
     /// not planned; with `ignore_errors`, so is a package at fault, and the rest tried
     /// again; `None` when none is left.
-    #[allow(clippy::too_many_arguments)]
     pub(super) async fn build_native(
         &self,
-        route: &Route,
-        image: &PlatformImage,
-        inventory: &Inventory,
-        platform: &Platform,
+        job: &PlatformJob<'_>,
         plan: &mut PlatformPlan,
-        base_layers: &[LayerDescriptor],
-        work: &Path,
-        options: &PatchOptions,
     ) -> Result<Option<(BuiltLayer, EngineReport, Vec<Verified>)>, PatchError> {
         loop {
-            let built = if inventory.ecosystem == Ecosystem::Apk {
-                self.build_apk_platform(route, image, inventory, platform, plan, base_layers, work)
+            let built = if job.inventory.ecosystem == Ecosystem::Apk {
+                self.build_apk_platform(job, plan)
                     .await
                     .map(|(apk, verified)| (apk.layer.clone(), EngineReport::Apk(apk), verified))
             } else {
-                match self
-                    .build_platform(route, image, inventory, platform, plan, base_layers, work)
-                    .await
-                {
+                match self.build_platform(job, plan).await {
                     Ok(Some((native, verified, _debs))) => {
                         Ok((native.layer.clone(), EngineReport::Native(native), verified))
                     }
@@ -51,7 +37,7 @@ impl Patcher {
             };
             match built {
                 Ok(built) => return Ok(Some(built)),
-                Err(error) if options.ignore_errors => {
+                Err(error) if job.options.ignore_errors => {
                     let Some(package) = error.package().map(str::to_owned) else {
                         return Err(error);
                     };
@@ -81,24 +67,19 @@ impl Patcher {
 
     /// BuildKit: the layer from the image's own package manager, then the same read-back
     /// check as the native engine's.
-    #[allow(clippy::too_many_arguments)]
     pub(super) async fn build_with_buildkit(
         &self,
-        route: &Route,
-        image: &PlatformImage,
-        config: &[u8],
+        job: &PlatformJob<'_>,
         plan: &PlatformPlan,
-        base_layers: &[LayerDescriptor],
-        work: &Path,
-        options: &PatchOptions,
     ) -> Result<(BuiltLayer, EngineReport, Vec<Verified>), PatchError> {
         let Some(setup) = &self.buildkit else {
             return Err(PatchError::Internal("no BuildKit is configured".to_owned()));
         };
-        let base_diff_ids = base_diff_ids(config, base_layers.len())?;
-        let source = self.unpacked_layers(route, work)?;
+        let (route, image) = (job.route, job.image);
+        let base_diff_ids = base_diff_ids(job.config, job.base_layers().len())?;
+        let source = self.unpacked_layers(route, job.work)?;
         let tree_source = source.clone();
-        let layers = base_layers.to_vec();
+        let layers = job.base_layers().to_vec();
         let tree = tokio::task::spawn_blocking(move || {
             crate::image::Filesystem::from_layers(
                 &*tree_source,
@@ -124,13 +105,13 @@ impl Patcher {
             base_diff_ids: &base_diff_ids,
             debian_archive_url: &setup.debian_archive_url,
             debian_security_url: &setup.debian_security_url,
-            work,
-            no_cache: options.no_cache,
+            work: job.work,
+            no_cache: job.options.no_cache,
         };
         let tell = |message: &str| self.tell(message);
         let patch = setup.engine.patch(&request, &tell).await?;
         let verified = self
-            .verify_layer(image, source, base_layers, &patch.layer.path, plan)
+            .verify_layer(job, source, &patch.layer.path, plan)
             .await?;
         Ok((patch.layer.clone(), EngineReport::Buildkit(patch), verified))
     }

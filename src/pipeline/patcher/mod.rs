@@ -8,38 +8,34 @@
 //! to fix keep their manifests, and so do platforms that fail when
 //! [`PartialIndex::PatchedWherePossible`] allows it (the index is then partial).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::config::{PartialIndex, PatchEngine};
 use crate::distribution::{media_type, Digest, Reference};
-use crate::image::LayerDescriptor;
-use crate::metrics::PatchStage;
 use crate::mirror::image::PlatformImage;
 use crate::mirror::{Mirror, ServedManifest};
-use crate::patch::assemble::{self, AssembledImage, ImageInput, PatchLayer};
+use crate::patch::assemble::AssembledImage;
 use crate::patch::buildkit::{BuildkitEngine, BuildkitPatch, ImageSource};
 use crate::patch::layer::BuiltLayer;
-use crate::patch::native::{NativeError, NativePatch};
+use crate::patch::native::NativePatch;
 use crate::patch::unpack_cache::UnpackCache;
 use crate::patch::verify::Verified;
 use crate::patch::PatchError;
-use crate::pkgs::Ecosystem;
 use crate::scan::builtin::BuiltinScanner;
 use crate::scan::cache::ScanCache;
 use crate::scan::command::ScannerCommand;
-use crate::scan::plan::{PlanOptions, Platform, PlatformPlan};
+use crate::scan::plan::{PlanOptions, PlatformPlan};
 use crate::scan::report::ScanReport;
 use crate::upstream::Route;
 
-use build::history_text;
-
-pub use apk::ApkPatch;
+pub use crate::patch::native::ApkPatch;
 
 mod apk;
 mod build;
 mod engines;
 mod plan;
+mod platform;
 mod result;
 pub mod tempdir;
 mod top;
@@ -399,215 +395,5 @@ impl Patcher {
             others.push((manifest, blobs));
         }
         Ok(others)
-    }
-
-    async fn patch_platform(
-        &self,
-        route: &Route,
-        image: PlatformImage,
-        top_digest: &Digest,
-        options: &PatchOptions,
-        work: &Path,
-    ) -> Result<PlatformResult, PatchError> {
-        let unchanged = |image, plan, reason: String| PlatformResult {
-            original: image,
-            plan,
-            outcome: PlatformOutcome::Unchanged { reason },
-        };
-        let config = self
-            .mirror
-            .read_small_blob(route, &image.config_digest)
-            .await
-            .map_err(PatchError::from_api)?;
-        // An image patchpull patched before is patched again from its base layers.
-        let existing = assemble::existing_patch(&image.manifest.bytes, &config)?;
-        let base_layers: Vec<LayerDescriptor> = match &existing {
-            Some(patch) => image.layers[..patch.layer_index.min(image.layers.len())].to_vec(),
-            None => image.layers.clone(),
-        };
-        let base = PlatformImage {
-            layers: base_layers.clone(),
-            ..image.clone()
-        };
-        let Some(inventory) = self.inventory(route, &base, work).await? else {
-            return Ok(unchanged(
-                image,
-                None,
-                "no supported package database".to_owned(),
-            ));
-        };
-        let buildkit_usable = self.buildkit.is_some() && self.engine != PatchEngine::Native;
-        // The native engine patches dpkg images and Alpine's apk images (it fetches from
-        // Alpine's signed repositories); rpm, Wolfi and Chainguard need BuildKit.
-        let native_capable = match inventory.ecosystem {
-            Ecosystem::Dpkg => true,
-            Ecosystem::Apk => inventory.os.id == "alpine",
-            Ecosystem::Rpm => false,
-        };
-        if !native_capable && !buildkit_usable {
-            let kind = match inventory.ecosystem {
-                Ecosystem::Apk => format!("apk images of {:?}", inventory.os.id),
-                other => format!("{} images", other.as_str()),
-            };
-            return Ok(unchanged(
-                image,
-                None,
-                format!("{kind} are patched through BuildKit only, and none is configured"),
-            ));
-        }
-        // Detached: it only fills the cache, which the build then finds (or waits for).
-        let _unpacking = self.unpack_ahead(route, &base, &inventory, work);
-        let platform = Platform {
-            os: image.platform.os.clone(),
-            architecture: image.platform.architecture.clone(),
-            variant: image.platform.variant.clone(),
-        };
-        let started = std::time::Instant::now();
-        let platform_name = image.platform.to_string();
-        // A macro, not a closure: a closure over `&str` held across awaits makes the
-        // future's `Send` bound higher-ranked, which `tokio::spawn` cannot prove.
-        macro_rules! stage {
-            ($name:expr) => {
-                tracing::info!(
-                    platform = %platform_name,
-                    elapsed_ms = started.elapsed().as_millis() as u64,
-                    "patch stage done: {}",
-                    $name
-                )
-            };
-        }
-        let stored = match &options.report {
-            Some(_) => None,
-            None => self.stored_report(&[&image.manifest.digest, top_digest])?,
-        };
-        let report = options.report.as_ref().or(stored.as_ref());
-        let from_command = match report {
-            Some(_) => None,
-            None => {
-                self.command_plan(route, &base, &inventory, &platform, options, work)
-                    .await?
-            }
-        };
-        let plan = match from_command {
-            Some(plan) => plan,
-            None if report.is_none() && inventory.ecosystem == Ecosystem::Rpm => {
-                return Ok(unchanged(
-                    image,
-                    None,
-                    format!(
-                        "no report for this {} image, and the built-in scanner reads dpkg and apk images only",
-                        inventory.ecosystem.as_str()
-                    ),
-                ));
-            }
-            None => {
-                self.tell(&format!(
-                    "{platform_name}: planning from {}",
-                    if report.is_some() {
-                        "the report"
-                    } else {
-                        "the distribution's security repositories"
-                    }
-                ));
-                self.plan(&base, &inventory, &platform, report, &options.plan)
-                    .await?
-            }
-        };
-        stage!("plan");
-        self.mirror
-            .metrics()
-            .patch_stage(PatchStage::Plan, started.elapsed().as_secs_f64());
-        let build_started = std::time::Instant::now();
-        if plan.updates.is_empty() {
-            return Ok(unchanged(image, Some(plan), "nothing to fix".to_owned()));
-        }
-        let mut plan = plan;
-        let buildkit_first =
-            buildkit_usable && (self.engine == PatchEngine::Buildkit || !native_capable);
-        let built = if buildkit_first {
-            self.build_with_buildkit(route, &image, &config, &plan, &base_layers, work, options)
-                .await?
-        } else {
-            match self
-                .build_native(
-                    route,
-                    &image,
-                    &inventory,
-                    &platform,
-                    &mut plan,
-                    &base_layers,
-                    work,
-                    options,
-                )
-                .await
-            {
-                Ok(Some(built)) => built,
-                Ok(None) => return Ok(unchanged(
-                    image,
-                    Some(plan),
-                    "no planned package could be patched (each is in not_planned, with the reason)"
-                        .to_owned(),
-                )),
-                Err(PatchError::Native(NativeError::ScriptsCannotRun { reasons }))
-                    if buildkit_usable =>
-                {
-                    self.tell(&format!(
-                        "{platform_name}: the native engine cannot run the scripts ({}); BuildKit patches it",
-                        reasons.join("; ")
-                    ));
-                    self.build_with_buildkit(
-                        route,
-                        &image,
-                        &config,
-                        &plan,
-                        &base_layers,
-                        work,
-                        options,
-                    )
-                    .await?
-                }
-                Err(error) => return Err(error),
-            }
-        };
-        let (layer, engine, verified) = built;
-        stage!("build and verify");
-        self.mirror
-            .metrics()
-            .patch_stage(PatchStage::Build, build_started.elapsed().as_secs_f64());
-        let fixed: std::collections::BTreeSet<&str> = plan
-            .updates
-            .iter()
-            .flat_map(|u| u.fixes.iter().map(|f| f.id.as_str()))
-            .collect();
-        self.mirror
-            .metrics()
-            .vulnerabilities_fixed
-            .inc_by(fixed.len() as u64);
-
-        let created_by = history_text(&plan);
-        let assembled = assemble::assemble(&ImageInput {
-            manifest: &image.manifest.bytes,
-            manifest_media_type: &image.manifest.media_type,
-            manifest_digest: &image.manifest.digest,
-            config: &config,
-            layer: PatchLayer {
-                digest: &layer.digest,
-                diff_id: &layer.diff_id,
-                size: layer.size,
-            },
-            base_name: &options.base_name,
-            created_by: &created_by,
-            created: None,
-        })?;
-        Ok(PlatformResult {
-            original: image,
-            plan: Some(plan),
-            outcome: PlatformOutcome::Patched(Box::new(PatchedPlatform {
-                image: assembled,
-                layer,
-                engine,
-                verified,
-            })),
-        })
     }
 }

@@ -1,6 +1,6 @@
 //! What a patch produced.
 
-use super::*;
+use super::{PatchedImage, PatchedPlatform, PlatformOutcome};
 
 impl PatchedImage {
     /// The OpenVEX document of the patched image (`None` when nothing was patched): one

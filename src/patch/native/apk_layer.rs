@@ -1,24 +1,18 @@
-//! The native engine for apk (Alpine) images: fetch the packages the signed indexes name
-//! ([`crate::scan::builtin::apk::packages`]), compute the layer ([`crate::patch::apk`]),
-//! refuse when apk would have run scripts (this engine never runs them), write the layer
-//! and read the result's database back.
+//! The native engine's entry for apk (Alpine) images: a layer source, the plan and the
+//! fetched packages in (each still the identity its signed index names); the changes
+//! computed ([`crate::patch::apk`]), refused when apk would have run scripts (this engine
+//! never runs them), and the layer written.
 
 use std::path::Path;
 
-use crate::image::LayerDescriptor;
-use crate::mirror::image::PlatformImage;
+use crate::image::{LayerDescriptor, LayerSource};
 use crate::patch::apk::{self as engine, ApkNewPackage, ApkOutcome};
 use crate::patch::layer::BuiltLayer;
 use crate::patch::native::{LayerImage, NativeError};
-use crate::patch::verify::Verified;
 use crate::patch::PatchError;
 use crate::pkgs::apk::package::{ApkLimits, ApkPackage};
-use crate::pkgs::Inventory;
-use crate::scan::builtin::apk::{FetchedApk, WantedApk};
-use crate::scan::plan::{Platform, PlatformPlan};
-use crate::upstream::Route;
-
-use super::*;
+use crate::scan::builtin::apk::FetchedApk;
+use crate::scan::plan::PlatformPlan;
 
 /// What the native engine did to an apk image.
 #[derive(Debug)]
@@ -29,73 +23,14 @@ pub struct ApkPatch {
     pub packages: Vec<FetchedApk>,
 }
 
-impl Patcher {
-    /// Fetches, builds and verifies one apk platform's layer for `plan`.
-    #[allow(clippy::too_many_arguments)]
-    pub(super) async fn build_apk_platform(
-        &self,
-        route: &Route,
-        image: &PlatformImage,
-        inventory: &Inventory,
-        platform: &Platform,
-        plan: &PlatformPlan,
-        base_layers: &[LayerDescriptor],
-        work: &Path,
-    ) -> Result<(ApkPatch, Vec<Verified>), PatchError> {
-        let wanted: Vec<WantedApk> = plan
-            .updates
-            .iter()
-            .map(|u| WantedApk {
-                name: u.name.clone(),
-                version: u.fixed_version.clone(),
-            })
-            .collect();
-        self.tell(&format!(
-            "{}: fetching {} verified package(s)",
-            image.platform,
-            wanted.len()
-        ));
-        let fetched = self
-            .scanner
-            .apk()
-            .fetch_apks(inventory, platform, &wanted)
-            .await?;
-        self.tell(&format!("{}: building the patch layer", image.platform));
-
-        let source = self.unpacked_layers(route, work)?;
-        let build_source = source.clone();
-        let (plan_for_build, fetched_for_build) = (plan.clone(), fetched.clone());
-        let (layers, work_dir) = (base_layers.to_vec(), work.to_path_buf());
-        let (layer, outcomes) = tokio::task::spawn_blocking(move || {
-            build_apk_layer(
-                &*build_source,
-                &layers,
-                &plan_for_build,
-                &fetched_for_build,
-                &work_dir,
-            )
-        })
-        .await
-        .map_err(|e| PatchError::Internal(e.to_string()))??;
-
-        let verified = self
-            .verify_layer(image, source, base_layers, &layer.path, plan)
-            .await?;
-        Ok((
-            ApkPatch {
-                layer,
-                outcomes,
-                packages: fetched,
-            },
-            verified,
-        ))
-    }
-}
-
-/// The blocking half: open the packages (each must still be the identity its index
-/// names), compute the changes, refuse scripts, write the layer.
-pub(super) fn build_apk_layer(
-    source: &dyn crate::image::LayerSource,
+/// Opens the packages (each must still be the identity its index names), computes the
+/// changes, refuses scripts, writes the layer under `work`.
+///
+/// # Errors
+/// [`PatchError::Package`] for a package at fault, [`NativeError::ScriptsCannotRun`] when
+/// apk would have run a script, and the image's and the layer's errors.
+pub fn build_apk_layer(
+    source: &dyn LayerSource,
     layers: &[LayerDescriptor],
     plan: &PlatformPlan,
     fetched: &[FetchedApk],
