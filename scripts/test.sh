@@ -32,6 +32,7 @@ declare -A PACKAGE_OF=(
   [dockerd]=docker.io
   [mount]=mount
   [chromium]=chromium
+  [redis-server]=redis-server
 )
 
 missing=()

@@ -12,6 +12,7 @@ pub mod buildkit;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod coordination;
 pub mod distribution;
 pub mod durable;
 pub mod error;

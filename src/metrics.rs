@@ -228,6 +228,8 @@ pub struct Metrics {
     pub blobs_uncached: Counter,
     /// 1 while the store takes new content, 0 while it is full.
     pub store_writable: prometheus_client::metrics::gauge::Gauge,
+    /// Patch work, coordination and backing-registry health of this replica.
+    pub fleet: crate::coordination::metrics::FleetMetrics,
     registry: Registry,
 }
 
@@ -357,7 +359,9 @@ impl Metrics {
             "Always 1; the version label says which patchpull runs",
             build_info,
         );
+        let fleet = crate::coordination::metrics::FleetMetrics::register(&mut registry);
         Metrics {
+            fleet,
             sandbox_available,
             overlay_available,
             store_used_bytes,

@@ -102,3 +102,14 @@ pub const PATCH_UNKNOWN_SEVERITY: crate::scan::plan::UnknownSeverity =
 /// Where an encrypted signing key's password is read from; `config check` leaves this
 /// variable alone although it starts with `PATCHPULL_`.
 pub const SIGNING_PASSWORD_ENV: &str = "PATCHPULL_SIGNING_PASSWORD";
+
+/// `storage.backend`: files under `storage.path`, one process.
+pub const STORAGE_BACKEND: &str = "local";
+/// `storage.registry.repository_prefix`.
+pub const BACKING_REPOSITORY_PREFIX: &str = "patchpull";
+/// `coordination.lease_ttl`: a dead replica's job is taken over after this; renewed every
+/// third of it.
+pub const COORDINATION_LEASE_TTL: Duration = Duration::from_secs(30);
+/// `coordination.poll_interval`: how often a replica waiting for another's job looks at the
+/// shared store.
+pub const COORDINATION_POLL_INTERVAL: Duration = Duration::from_millis(500);

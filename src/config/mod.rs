@@ -9,6 +9,7 @@ mod check;
 pub mod defaults;
 mod patch;
 mod raw;
+mod scaleout;
 mod secret;
 mod signing;
 mod upstream;
@@ -21,6 +22,7 @@ pub use admission::AdmissionConfig;
 pub use buildkit::{BuildkitConfig, PatchEngine};
 pub use patch::{PartialIndex, PatchConfig, PatchMode, PatchPolicy};
 pub use raw::{RawConfig, RawUpstream};
+pub use scaleout::{BackingRegistry, CoordinationConfig, StorageBackend, BACKING_REGISTRY_NAME};
 pub use secret::Secret;
 pub use signing::SigningConfig;
 
@@ -36,6 +38,7 @@ pub struct Config {
     pub admission: AdmissionConfig,
     /// `[signing]`: the key patched images are signed with.
     pub signing: SigningConfig,
+    pub coordination: CoordinationConfig,
     pub upstream: Vec<UpstreamConfig>,
     /// What the TTL caches go by: the monotonic clock, which only tests move. Not read
     /// from the config file.
@@ -99,6 +102,7 @@ pub struct StorageConfig {
     pub memory_cache: u64,
     pub max_manifest_size: u64,
     pub blob_fill_timeout: Duration,
+    pub backend: StorageBackend,
 }
 
 #[derive(Debug, Clone)]

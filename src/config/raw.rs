@@ -23,6 +23,7 @@ pub struct RawConfig {
     pub patch: super::patch::RawPatch,
     pub admission: super::admission::RawAdmission,
     pub signing: super::signing::RawSigning,
+    pub coordination: super::scaleout::RawCoordination,
     pub upstream: Vec<RawUpstream>,
 }
 
@@ -132,6 +133,11 @@ pub struct RawStorage {
     /// Longest time one upstream blob download may take.
     #[serde(deserialize_with = "text_or_number")]
     pub blob_fill_timeout: String,
+    /// Where patched images and the index live: "local" or "registry".
+    pub backend: String,
+    /// The backing registry of `backend = "registry"`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub registry: Option<super::scaleout::RawBackingRegistry>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -217,6 +223,7 @@ impl Default for RawConfig {
             patch: super::patch::RawPatch::default(),
             admission: super::admission::RawAdmission::default(),
             signing: super::signing::RawSigning::default(),
+            coordination: super::scaleout::RawCoordination::default(),
             upstream: vec![RawUpstream {
                 name: defaults::UPSTREAM_NAME.into(),
                 url: defaults::UPSTREAM_URL.into(),
@@ -262,6 +269,8 @@ impl Default for RawStorage {
             memory_cache: fmt_size(defaults::MEMORY_CACHE),
             max_manifest_size: fmt_size(defaults::MAX_MANIFEST_SIZE),
             blob_fill_timeout: fmt_duration(defaults::BLOB_FILL_TIMEOUT),
+            backend: defaults::STORAGE_BACKEND.into(),
+            registry: None,
         }
     }
 }
@@ -433,7 +442,13 @@ impl RawConfig {
             max_manifest_size: p.size("storage.max_manifest_size", &self.storage.max_manifest_size),
             blob_fill_timeout: p
                 .duration("storage.blob_fill_timeout", &self.storage.blob_fill_timeout),
+            backend: super::scaleout::validate_backend(
+                &self.storage.backend,
+                self.storage.registry.clone(),
+                &mut p,
+            ),
         };
+        let coordination = super::scaleout::validate_coordination(self.coordination, &mut p);
         let tag_ttl = p.duration("cache.tag_ttl", &self.cache.tag_ttl);
 
         let format = match self.log.format.as_str() {
@@ -562,6 +577,7 @@ impl RawConfig {
             patch,
             admission,
             signing,
+            coordination,
             upstream: upstreams,
             clock: crate::clock::Clock::new(),
         })
@@ -587,6 +603,8 @@ impl RawConfig {
                 memory_cache: fmt_size(c.storage.memory_cache),
                 max_manifest_size: fmt_size(c.storage.max_manifest_size),
                 blob_fill_timeout: fmt_duration(c.storage.blob_fill_timeout),
+                backend: super::scaleout::backend_name(&c.storage.backend),
+                registry: super::scaleout::raw_registry(&c.storage.backend),
             },
             cache: RawCache {
                 tag_ttl: fmt_duration(c.cache.tag_ttl),
@@ -621,6 +639,7 @@ impl RawConfig {
             patch: super::patch::RawPatch::from_checked(&c.patch),
             admission: super::admission::RawAdmission::from_checked(&c.admission),
             signing: super::signing::RawSigning::from_checked(&c.signing),
+            coordination: super::scaleout::raw_coordination(&c.coordination),
             upstream: c
                 .upstream
                 .iter()

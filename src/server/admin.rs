@@ -176,7 +176,7 @@ where
             let digest: Digest = digest
                 .parse()
                 .map_err(|e| ApiError::new(ErrorCode::DigestInvalid, format!("{e}")))?;
-            if pipeline.jobs().forget_everywhere(&digest) {
+            if pipeline.jobs().forget_everywhere(&digest).await {
                 tracing::info!(%admin, %digest, "admin: patched image forgotten");
                 Response::builder()
                     .status(StatusCode::NO_CONTENT)

@@ -11,7 +11,9 @@
 //! commit succeeds.
 
 pub mod check;
+pub mod index;
 pub mod layout;
+pub mod registry;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -249,6 +251,11 @@ impl Store {
         Some((file, size))
     }
 
+    /// Where a committed blob's file is (to stream it elsewhere; it may be evicted meanwhile).
+    pub fn blob_path(&self, digest: &Digest) -> PathBuf {
+        layout::blob_path(&self.root, digest)
+    }
+
     /// A writer for new content; call [`Store::committed`] after its commit succeeds.
     pub fn blob_writer(&self, digest: &Digest) -> Result<BlobWriter, StoreError> {
         BlobWriter::create(
@@ -484,6 +491,38 @@ impl Store {
     pub fn sync(&self) {
         self.index.run_pending_tasks();
         self.manifests.run_pending_tasks();
+    }
+}
+
+/// The original -> patched index `config` asks for (`storage.backend`), over `store`.
+///
+/// # Errors
+/// Its directory cannot be created, or the backing registry's client cannot be built.
+pub fn open_index(
+    config: &crate::config::Config,
+    store: &Arc<Store>,
+    metrics: &Arc<Metrics>,
+) -> Result<Arc<dyn index::PatchedIndex>, String> {
+    let local = index::local::LocalIndex::open(config.storage.path.join("patched"))?;
+    match &config.storage.backend {
+        crate::config::StorageBackend::Local => Ok(Arc::new(local)),
+        crate::config::StorageBackend::Registry(backing) => {
+            let client = crate::upstream::backing_registry(
+                &backing.client,
+                metrics.clone(),
+                config.clock.clone(),
+            )
+            .map_err(|e| e.to_string())?;
+            Ok(Arc::new(registry::RegistryIndex::new(
+                local,
+                store.clone(),
+                client,
+                backing.repository_prefix.clone(),
+                config.upstream.iter().map(|u| u.name.clone()).collect(),
+                metrics.clone(),
+                config.storage.max_manifest_size,
+            )))
+        }
     }
 }
 

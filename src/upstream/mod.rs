@@ -3,6 +3,7 @@
 //! upstreams or is refused, so a client can never make the proxy connect anywhere else.
 
 pub mod auth;
+mod backing;
 mod client;
 mod error;
 mod hosts;
@@ -13,6 +14,7 @@ pub mod retry;
 
 use std::sync::Arc;
 
+pub use backing::backing_registry;
 pub use client::{FetchedManifest, ManifestHead, Referrers, Upstream};
 pub use error::UpstreamError;
 pub use push::BlobSource;

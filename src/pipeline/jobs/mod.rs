@@ -83,6 +83,8 @@ pub struct Jobs {
     job_timeout: Duration,
     /// `[signing]`'s key: what a job makes is signed and attested with it.
     signer: Option<crate::sign::Signer>,
+    /// Redis leases: one job per image across replicas.
+    coordinator: Arc<crate::coordination::Coordinator>,
 }
 
 /// Where BuildKit reaches this patchpull: `patch.buildkit.registry`, else the listen
@@ -103,9 +105,8 @@ impl Jobs {
         let scanner =
             BuiltinScanner::new(crate::scan::builtin::BuiltinConfig::from_scan(&config.scan))
                 .map_err(|e| format!("built-in scanner: {e}"))?;
-        let dir = config.storage.path.join("patched");
-        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let store = mirror.store().clone();
+        let index = crate::store::open_index(config, &store, mirror.metrics())?;
         let metrics = mirror.metrics().clone();
         let reports = config.storage.path.join("reports");
         std::fs::create_dir_all(&reports).map_err(|e| format!("{}: {e}", reports.display()))?;
@@ -139,6 +140,19 @@ impl Jobs {
         let history = Mutex::new(record::load_all(&store));
         let signer = crate::sign::Signer::from_config(&config.signing)
             .map_err(|e| format!("signing key: {e}"))?;
+        let coordinator = Arc::new(crate::coordination::Coordinator::new(
+            &config.coordination,
+            mirror.metrics().clone(),
+        )?);
+        match (&config.storage.backend, coordinator.enabled()) {
+            (crate::config::StorageBackend::Local, _) => {}
+            (crate::config::StorageBackend::Registry(r), true) => {
+                tracing::info!(registry = %r.client.url, prefix = %r.repository_prefix, "patched images are shared through the backing registry; patch jobs are coordinated through Redis")
+            }
+            (crate::config::StorageBackend::Registry(r), false) => {
+                tracing::warn!(registry = %r.client.url, prefix = %r.repository_prefix, "patched images are shared through the backing registry; no coordination.redis_url: replicas may patch the same image at once (same digest, duplicated work)")
+            }
+        }
         Ok(Jobs {
             signer,
             job_records: Mutex::default(),
@@ -152,9 +166,10 @@ impl Jobs {
                 metrics,
                 config.clock.clone(),
             )),
-            records: Records { dir, store },
+            records: Records { index, store },
             workers: Arc::new(Semaphore::new(config.patch.workers)),
             job_timeout: config.patch.job_timeout,
+            coordinator,
         })
     }
 
@@ -173,7 +188,7 @@ impl Jobs {
     ) -> JobStatus {
         let key = (route.upstream.name().to_owned(), digest.clone());
         if !self.flights.lock().contains_key(&key) {
-            if let Some(outcome) = self.records.load(&key).await {
+            if let Some(outcome) = self.adopt(route, &key).await {
                 self.flights.remember(&key, outcome);
             }
         }
@@ -229,7 +244,6 @@ impl Jobs {
                 if let Some(failures) = platforms.failures() {
                     tracing::warn!(%image, upstream = %key.0, digest = %key.1, %failures, "patched in part; the platforms that failed keep their originals");
                 }
-                self.records.save(&key, &outcome).await;
             }
             JobOutcome::Unchanged { .. } => {}
             JobOutcome::Failed { error, .. } => {
@@ -249,7 +263,7 @@ impl Jobs {
         };
         let outcome = match known {
             Some(outcome) => outcome.as_ref().clone(),
-            None => self.records.load(&key).await?,
+            None => records::outcome_of(&self.records.load(&key).await?),
         };
         match outcome {
             JobOutcome::Patched { digest, .. } => Some(digest),
@@ -319,19 +333,20 @@ impl Jobs {
             .await
             .map_err(|e| e.to_string())?
             .map_err(|e| format!("storing the report: {e}"))?;
-        self.forget_everywhere(digest);
+        self.forget_everywhere(digest).await;
         Ok(())
     }
 
     /// Drops what is known about `digest` under every upstream; true when something was.
-    pub fn forget_everywhere(&self, digest: &Digest) -> bool {
-        let mut flights = self.flights.lock();
-        let before = flights.len();
-        flights.retain(|(_, d), _| d != digest);
-        let dropped = flights.len() != before;
-        drop(flights);
+    pub async fn forget_everywhere(&self, digest: &Digest) -> bool {
+        let dropped = {
+            let mut flights = self.flights.lock();
+            let before = flights.len();
+            flights.retain(|(_, d), _| d != digest);
+            flights.len() != before
+        };
         let records = self.forget_records(digest);
-        self.records.forget_everywhere(digest) | dropped | records
+        self.records.forget_everywhere(digest).await | dropped | records
     }
 
     /// Drops what is known about `digest`, so the next pull patches again.
@@ -359,6 +374,10 @@ impl Jobs {
     async fn run(&self, route: &Route, digest: &Digest, options: &PatchOptions) -> JobOutcome {
         let key = (route.upstream.name().to_owned(), digest.clone());
         let queued = Instant::now();
+        let lease = match self.coordinate(route, &key).await {
+            Ok(lease) => lease,
+            Err(outcome) => return outcome,
+        };
         let Ok(_worker) = self.workers.clone().acquire_owned().await else {
             return JobOutcome::Failed {
                 error: "shutting down".to_owned(),
@@ -371,6 +390,7 @@ impl Jobs {
         #[cfg(feature = "failpoints")]
         crate::failpoint::hit(crate::failpoint::PATCH_JOB, &digest.to_string());
         let started = Instant::now();
+        self.mirror.metrics().fleet.patch_runs.inc();
         let patched = self
             .patcher
             .patch(route, &Reference::Digest(digest.clone()), options)
@@ -418,6 +438,7 @@ impl Jobs {
         // Everything made here belongs to the original's upstream: readable through it
         // wherever the original is, and through no other upstream.
         let mut made = vec![top_digest.clone()];
+        let mut referrers = Vec::new();
         for platform in patched.patched() {
             made.push(platform.layer.digest.clone());
             made.push(platform.image.config_digest.clone());
@@ -438,6 +459,7 @@ impl Jobs {
             let artifact = referrer::vex_artifact(document, subject);
             made.push(artifact.digest.clone());
             made.extend(artifact.blobs.iter().map(|(d, _)| d.clone()));
+            referrers.push((top_digest.clone(), artifact.digest.clone()));
             if let Err(error) = self.records.store_referrer(&top_digest, artifact).await {
                 return JobOutcome::Failed {
                     error,
@@ -461,6 +483,30 @@ impl Jobs {
                 reason: FallbackReason::PatchFailed,
             };
         }
+        let outcome = JobOutcome::Patched {
+            digest: top_digest.clone(),
+            media_type,
+            platforms,
+        };
+        if let Some(lease) = &lease {
+            if !lease.still_held().await {
+                // Another replica took the job over (this one was slow past its lease); the
+                // patch is deterministic, so its entry, when there, is this one's.
+                if let Some(theirs) = self.adopt(route, &key).await {
+                    return theirs;
+                }
+            }
+        }
+        if let Err(error) = self
+            .records
+            .save(&key, &outcome, &route.repository, &made, referrers)
+            .await
+        {
+            return JobOutcome::Failed {
+                error,
+                reason: FallbackReason::PatchFailed,
+            };
+        }
         self.note(&key, |r| {
             r.stages.store_seconds = Some(storing.elapsed().as_secs_f64());
         });
@@ -471,11 +517,72 @@ impl Jobs {
             elapsed_ms = started.elapsed().as_millis() as u64,
             "patched"
         );
-        JobOutcome::Patched {
-            digest: top_digest,
-            media_type,
-            platforms,
+        outcome
+    }
+
+    /// Takes the job's Redis lease, or waits for the replica that holds it: `Ok` with the
+    /// lease (or none, uncoordinated) when this replica is to patch, `Err` with the outcome
+    /// another replica put into the shared store. Bounded by the job's timeout.
+    async fn coordinate(
+        &self,
+        route: &Route,
+        key: &Key,
+    ) -> Result<Option<crate::coordination::Lease>, JobOutcome> {
+        use crate::coordination::metrics::Coordinated;
+        use crate::coordination::Claim;
+        let fleet = &self.mirror.metrics().fleet;
+        let mut waited = false;
+        loop {
+            match self.coordinator.claim(&key.0, &key.1).await {
+                Claim::Off => return Ok(None),
+                Claim::Leased(lease) => {
+                    fleet.job(if waited {
+                        Coordinated::TakenOver
+                    } else {
+                        Coordinated::Claimed
+                    });
+                    // The holder may have finished between our look and our claim.
+                    if waited {
+                        if let Some(outcome) = self.adopt(route, key).await {
+                            return Err(outcome);
+                        }
+                    }
+                    return Ok(Some(lease));
+                }
+                Claim::Unavailable(error) => {
+                    tracing::warn!(%error, upstream = %key.0, digest = %key.1, "Redis does not answer; patching without coordination (another replica may patch the same image)");
+                    fleet.job(Coordinated::Uncoordinated);
+                    return Ok(None);
+                }
+                Claim::Held => {
+                    waited = true;
+                    tokio::time::sleep(self.coordinator.poll_interval).await;
+                    if let Some(outcome) = self.adopt(route, key).await {
+                        fleet.job(Coordinated::Waited);
+                        return Err(outcome);
+                    }
+                }
+            }
         }
+    }
+
+    /// The outcome the index holds for `key`, its content made readable here and through
+    /// `route` (an entry another replica put is fetched first); `None` when there is none
+    /// or its content cannot be had (the pull then goes on as for an unpatched image).
+    async fn adopt(&self, route: &Route, key: &Key) -> Option<JobOutcome> {
+        let entry = self.records.load(key).await?;
+        if !entry.content.is_empty() {
+            if let Err(error) = self.records.materialize(key, &entry).await {
+                tracing::warn!(%error, upstream = %key.0, digest = %key.1, "the patched image in the backing registry cannot be read; treated as not patched");
+                return None;
+            }
+            let made: Vec<Digest> = entry.content.iter().map(|c| c.digest.clone()).collect();
+            if let Err(error) = self.mirror.record_made(route, &key.1, &made).await {
+                tracing::warn!(%error, "treated as not patched");
+                return None;
+            }
+        }
+        Some(records::outcome_of(&entry))
     }
 }
 

@@ -1,87 +1,122 @@
-//! What a job leaves on disk under `<storage.path>/patched/`: the original -> patched
-//! record per upstream (`<upstream>/<original hex>`: the patched digest, its media type
-//! and the platforms as JSON, one per line), the VEX referrers of a patched manifest
-//! (`referrers/<patched hex>`), and the patched blobs and manifests, put into the store.
+//! What a job leaves behind: the patched blobs and manifests, put into the store, and the
+//! original -> patched entry and VEX referrers, put into the index (`store::index`: files
+//! under `<storage.path>/patched/`, or the backing registry replicas share).
 
 use std::io::Read;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::flight::Key;
 use super::JobOutcome;
 use crate::distribution::Digest;
-use crate::durable::write_atomically;
 use crate::patch::referrer;
 use crate::pipeline::patcher::PatchedImage;
+use crate::store::index::{ContentDescriptor, IndexEntry, IndexError, IndexKey, PatchedIndex};
 use crate::store::{Store, StoredManifest};
 
 pub(super) struct Records {
-    pub dir: PathBuf,
+    pub index: Arc<dyn PatchedIndex>,
     pub store: Arc<Store>,
 }
 
+fn index_key(key: &Key) -> IndexKey {
+    IndexKey {
+        upstream: key.0.clone(),
+        original: key.1.clone(),
+    }
+}
+
+/// The outcome an index entry stands for.
+pub(super) fn outcome_of(entry: &IndexEntry) -> JobOutcome {
+    JobOutcome::Patched {
+        digest: entry.patched.clone(),
+        media_type: entry.media_type.clone(),
+        platforms: serde_json::from_str(&entry.platforms).unwrap_or_default(),
+    }
+}
+
 impl Records {
-    fn path(&self, key: &Key) -> PathBuf {
-        self.dir.join(&key.0).join(key.1.hex())
+    /// The index entry for `key` (written by an earlier run or, over a backing registry,
+    /// by any replica). An index that cannot answer is a miss: the pull is served as if
+    /// nothing were patched yet, never a half-known answer.
+    pub async fn load(&self, key: &Key) -> Option<IndexEntry> {
+        match self.index.get(&index_key(key)).await {
+            Ok(entry) => entry,
+            Err(error) => {
+                tracing::warn!(%error, upstream = %key.0, digest = %key.1, "the patched-image index cannot be read; treated as not patched");
+                None
+            }
+        }
     }
 
-    fn referrer_path(&self, subject: &Digest) -> PathBuf {
-        self.dir.join("referrers").join(subject.hex())
+    /// Fetches the content of an entry another replica made into the local store.
+    pub async fn materialize(&self, key: &Key, entry: &IndexEntry) -> Result<(), IndexError> {
+        self.index.materialize(&index_key(key), entry).await
     }
 
-    /// A patched result from an earlier run of the process: the digest, the media type,
-    /// and (written since partial indexes) the platforms as JSON.
-    pub async fn load(&self, key: &Key) -> Option<JobOutcome> {
-        let text = tokio::fs::read_to_string(self.path(key)).await.ok()?;
-        let mut lines = text.lines();
-        let digest: Digest = lines.next()?.parse().ok()?;
-        let media_type = lines.next()?.to_owned();
-        let platforms = lines
-            .next()
-            .and_then(|line| serde_json::from_str(line).ok())
-            .unwrap_or_default();
-        Some(JobOutcome::Patched {
-            digest,
-            media_type,
-            platforms,
-        })
-    }
-
-    pub async fn save(&self, key: &Key, outcome: &JobOutcome) {
+    /// Records `outcome` (a patched one) in the index, naming `made` (in the store) as its
+    /// content and `referrers` as its VEX referrers. A local record that cannot be written
+    /// costs a re-patch after a restart and is only logged; a backing registry that refuses
+    /// it fails the job (other replicas could not read it).
+    pub async fn save(
+        &self,
+        key: &Key,
+        outcome: &JobOutcome,
+        repository: &str,
+        made: &[Digest],
+        referrers: Vec<(Digest, Digest)>,
+    ) -> Result<(), String> {
         let JobOutcome::Patched {
             digest,
             media_type,
             platforms,
         } = outcome
         else {
-            return;
+            return Ok(());
         };
-        let path = self.path(key);
-        let platforms = serde_json::to_string(platforms).unwrap_or_default();
-        let text = format!("{digest}\n{media_type}\n{platforms}\n");
-        let result = tokio::task::spawn_blocking(move || write_atomically(&path, text.as_bytes()))
-            .await
-            .map_err(std::io::Error::other)
-            .and_then(|r| r);
-        if let Err(e) = result {
-            tracing::warn!(error = %e, "cannot record the patched image; it is patched again after a restart");
+        let mut content = Vec::new();
+        for d in made {
+            if let Some(m) = self.store.manifest(d).await.map_err(|e| e.to_string())? {
+                content.push(ContentDescriptor {
+                    digest: d.clone(),
+                    size: m.bytes.len() as u64,
+                    manifest_type: Some(m.media_type.clone()),
+                });
+            } else if let Some(size) = self.store.blob_size(d) {
+                content.push(ContentDescriptor {
+                    digest: d.clone(),
+                    size,
+                    manifest_type: None,
+                });
+            } else {
+                return Err(format!("{d} left the store before it was recorded"));
+            }
+        }
+        let entry = IndexEntry {
+            patched: digest.clone(),
+            media_type: media_type.clone(),
+            platforms: serde_json::to_string(platforms).unwrap_or_default(),
+            repository: repository.to_owned(),
+            content,
+            referrers,
+        };
+        match self.index.put(&index_key(key), &entry).await {
+            Ok(()) => Ok(()),
+            Err(IndexError::Local(e)) => {
+                tracing::warn!(error = %e, "cannot record the patched image; it is patched again after a restart");
+                Ok(())
+            }
+            Err(e) => Err(e.to_string()),
         }
     }
 
-    /// Removes the record of `key`.
+    /// Removes the record of `key` kept by this process.
     pub fn forget(&self, key: &Key) {
-        let _ = std::fs::remove_file(self.path(key));
+        self.index.forget(&index_key(key));
     }
 
     /// Removes the records of `digest` under every upstream; true when there was one.
-    pub fn forget_everywhere(&self, digest: &Digest) -> bool {
-        let mut dropped = false;
-        if let Ok(upstreams) = std::fs::read_dir(&self.dir) {
-            for upstream in upstreams.flatten() {
-                dropped |= std::fs::remove_file(upstream.path().join(digest.hex())).is_ok();
-            }
-        }
-        dropped
+    pub async fn forget_everywhere(&self, digest: &Digest) -> bool {
+        self.index.forget_everywhere(digest).await
     }
 
     /// Stores the VEX artifact and records it as a referrer of `subject`.
@@ -108,32 +143,17 @@ impl Records {
             })
             .await
             .map_err(|e| e.to_string())?;
-        let path = self.referrer_path(subject);
-        // One line per referrer (the VEX document, signatures, attestations).
-        let mut text = tokio::fs::read_to_string(&path).await.unwrap_or_default();
-        let line = artifact.digest.to_string();
-        if text.lines().any(|l| l == line) {
-            return Ok(());
-        }
-        text.push_str(&line);
-        text.push('\n');
-        tokio::task::spawn_blocking(move || write_atomically(&path, text.as_bytes()))
+        self.index
+            .add_referrer(subject, &artifact.digest)
             .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| format!("recording the VEX referrer: {e}"))
+            .map_err(|e| e.to_string())
     }
 
     /// The referrers patchpull made for `subject` (a patched manifest): descriptors for a
     /// referrers index.
     pub async fn referrers(&self, subject: &Digest) -> Vec<serde_json::Value> {
-        let Ok(text) = tokio::fs::read_to_string(self.referrer_path(subject)).await else {
-            return Vec::new();
-        };
         let mut found = Vec::new();
-        for line in text.lines() {
-            let Ok(digest) = line.parse::<Digest>() else {
-                continue;
-            };
+        for digest in self.index.referrers(subject).await {
             if let Ok(Some(manifest)) = self.store.manifest(&digest).await {
                 let artifact_type = artifact_type_of(&manifest.bytes);
                 found.push(serde_json::json!({
@@ -153,13 +173,7 @@ impl Records {
         subject: &Digest,
         artifact_type: &str,
     ) -> Option<crate::mirror::ServedManifest> {
-        let text = tokio::fs::read_to_string(self.referrer_path(subject))
-            .await
-            .ok()?;
-        for line in text.lines() {
-            let Ok(digest) = line.parse::<Digest>() else {
-                continue;
-            };
+        for digest in self.index.referrers(subject).await {
             if let Ok(Some(manifest)) = self.store.manifest(&digest).await {
                 if artifact_type_of(&manifest.bytes) == artifact_type {
                     return Some(manifest);
