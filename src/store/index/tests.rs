@@ -58,7 +58,10 @@ async fn referrers_keep_every_document_once() {
     let (first, second) = (Digest::sha256_of(b"vex 1"), Digest::sha256_of(b"vex 2"));
     index.add_referrer(&subject, &first).await.expect("add");
     index.add_referrer(&subject, &second).await.expect("add");
-    index.add_referrer(&subject, &first).await.expect("add again");
+    index
+        .add_referrer(&subject, &first)
+        .await
+        .expect("add again");
     assert_eq!(index.referrers(&subject).await, vec![first, second]);
     // The referrers directory is not an upstream.
     assert!(index.list("referrers").await.expect("list").is_empty());
