@@ -19,6 +19,12 @@ pub enum Origin {
     Internal,
 }
 
+/// A fresh id for one internal failure: the client is told it, the log line that has the
+/// whole error carries it, so an operator finds the one from the other.
+pub fn new_error_id() -> String {
+    format!("{:016x}", rand::random::<u64>())
+}
+
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{code:?} ({status}): {message}")]
 pub struct ApiError {

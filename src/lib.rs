@@ -1,9 +1,12 @@
 //! patchpull: a registry-side proxy that patches container images on pull.
 //!
-//! Today the crate is the pull-through mirror that everything else stands on: the OCI pull
-//! API (`distribution`), the upstream client (`upstream`), the content-addressed store
-//! (`store`), the HTTP server (`server`) and the command line (`cli`). Imports point down:
-//! `cli` -> `server` -> `mirror` -> (`upstream`, `store`) -> `distribution`.
+//! A pull-through mirror (`mirror` over `upstream` and `store`, speaking `distribution`'s
+//! grammar) served by `server`; patch on pull in `pipeline` (jobs, policy, and `patcher`,
+//! which turns one image into its patched image), with the engines in `patch` (native dpkg
+//! and apk, BuildKit through `buildkit`), plans from `scan`, package formats in `pkgs`,
+//! the admission webhook in `admission`, and the command line in `cli`. Imports point
+//! down: `cli` -> `server` -> `pipeline` -> (`mirror`, `patch`, `scan`, `store`,
+//! `upstream`) -> (`pkgs`, `image`) -> `distribution`; see `docs/architecture.md`.
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 

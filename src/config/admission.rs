@@ -151,7 +151,7 @@ fn registry_problem(registry: &str) -> Option<&'static str> {
     if registry.contains('/') {
         return Some("expected host[:port] without a path (registries serve /v2/ at their root)");
     }
-    if !crate::admission::reference::is_valid_domain(registry) {
+    if !crate::distribution::reference::is_valid_domain(registry) {
         return Some("expected host[:port], such as \"patchpull.example.internal:5000\"");
     }
     if !(registry.contains('.') || registry.contains(':') || registry == "localhost") {

@@ -1,7 +1,8 @@
 //! The pull-through mirror: the OCI pull API's semantics over the upstream allowlist and
 //! the store. Tags resolve with a HEAD upstream and are served from a tag cache for their
 //! TTL (and past it while upstream refuses or is down); content by digest is cached for
-//! good. Handlers in `server` call exactly one method here per request.
+//! good. `server` calls one method here per request; `pipeline` reads images through it
+//! (platform images, their layer source) to patch them. It patches nothing itself.
 
 pub mod blob;
 mod buffers;

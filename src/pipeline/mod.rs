@@ -276,17 +276,65 @@ impl Pipeline {
         reason: FallbackReason,
     ) -> Result<(TagAnswer, TagServed), ApiError> {
         if mode == PatchMode::FailClosed {
-            let mut error = ApiError::new(
-                ErrorCode::Unknown,
-                format!("no patched image yet ({why}); the policy is fail_closed"),
-            );
-            error.status = http::StatusCode::SERVICE_UNAVAILABLE;
-            error.origin = crate::error::Origin::Upstream;
+            let mut error = fail_closed_error(why, reason);
             error.retry_after = Some(Duration::from_secs(10));
             self.mirror.metrics().fallback_pull(reason);
             return Err(error);
         }
         self.mirror.metrics().fallback_pull(reason);
         Ok((TagAnswer::Original(original), TagServed::Fallback))
+    }
+}
+
+/// The `503` of a fail-closed pull. A job that failed is told as its closed reason and an
+/// id, never its error: that names store paths, scratch directories and script output.
+/// The log line with the id has the whole error.
+fn fail_closed_error(why: &str, reason: FallbackReason) -> ApiError {
+    let why = match reason {
+        // Our own words, the same for every image.
+        FallbackReason::PatchRunning | FallbackReason::QueueFull | FallbackReason::Evicted => {
+            why.to_owned()
+        }
+        FallbackReason::SandboxUnavailable
+        | FallbackReason::ScriptsCannotRun
+        | FallbackReason::ScriptFailed
+        | FallbackReason::BuildkitFailed
+        | FallbackReason::UpstreamFailed
+        | FallbackReason::PatchFailed => {
+            let id = crate::error::new_error_id();
+            tracing::warn!(error_id = %id, error = %why, ?reason, "fail_closed: the patch failed");
+            format!("the patch failed ({reason:?}); the server's log has the details under {id}")
+        }
+    };
+    let mut error = ApiError::new(
+        ErrorCode::Unknown,
+        format!("no patched image yet ({why}); the policy is fail_closed"),
+    );
+    error.status = http::StatusCode::SERVICE_UNAVAILABLE;
+    error.origin = crate::error::Origin::Upstream;
+    error
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fail_closed_answer_names_no_store_path_of_a_failed_job() {
+        let failed = crate::store::StoreError::io(
+            "renaming",
+            std::path::Path::new("/var/lib/patchpull/store/manifests/sha256/ab"),
+            std::io::Error::other("No space left on device"),
+        );
+        let error = fail_closed_error(&failed.to_string(), FallbackReason::PatchFailed);
+        assert_eq!(error.status, http::StatusCode::SERVICE_UNAVAILABLE);
+        assert!(!error.message.contains("/var/lib"), "{}", error.message);
+        assert!(error.message.contains("fail_closed"), "{}", error.message);
+        let running = fail_closed_error("the patch is still running", FallbackReason::PatchRunning);
+        assert!(
+            running.message.contains("still running"),
+            "{}",
+            running.message
+        );
     }
 }

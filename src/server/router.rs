@@ -1,5 +1,6 @@
-//! Request → typed [`DistributionRequest`] → one mirror call → response headers. No
-//! business logic: what to fetch, cache or refuse is decided in `mirror`.
+//! Request → typed [`DistributionRequest`] → one call into the pipeline (manifests by tag:
+//! patch on pull) or the mirror (everything else) → response headers. No business logic:
+//! what to fetch, cache, patch or refuse is decided in `pipeline` and `mirror`.
 
 use std::sync::Arc;
 use std::time::Instant;
