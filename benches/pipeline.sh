@@ -233,6 +233,7 @@ start_serve() { # start_serve NAME MODE: one `patchpull serve` in front of the r
 [server]
 listen = "127.0.0.1:0"
 shutdown_grace = "2s"
+idle_timeout = "360s"
 
 [storage]
 path = "$dir/store"

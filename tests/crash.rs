@@ -109,7 +109,7 @@ impl Fixture {
     fn toml(&self, storage: &Path) -> String {
         let archive = self.repo.url();
         format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\nshutdown_grace = \"2s\"\n\n\
+            "[server]\nlisten = \"127.0.0.1:0\"\nshutdown_grace = \"2s\"\nidle_timeout = \"180s\"\n\n\
              [storage]\npath = {:?}\n\n[log]\nlevel = \"info\"\n\n\
              [[upstream]]\nname = \"local\"\nurl = {:?}\n\n\
              [patch]\nmode = \"wait\"\nwait_timeout = \"120s\"\n\n\

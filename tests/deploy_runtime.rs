@@ -396,7 +396,7 @@ fn write_config(dir: &Path, listen: &str, registry: &Registry, repo: &AptRepo) {
     std::fs::write(
         dir.join("patchpull.toml"),
         format!(
-            "[server]\nlisten = {listen:?}\n\n[storage]\npath = \"/var/lib/patchpull\"\n\n\
+            "[server]\nlisten = {listen:?}\nidle_timeout = \"180s\"\n\n[storage]\npath = \"/var/lib/patchpull\"\n\n\
              [log]\nlevel = \"info\"\n\n[[upstream]]\nname = \"local\"\nurl = {:?}\ndefault = true\n\n\
              [patch]\nmode = \"wait\"\nwait_timeout = \"120s\"\n\n\
              [scan]\ndebian_security_url = {archive:?}\ndebian_archive_url = {archive:?}\n\

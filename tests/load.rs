@@ -69,7 +69,7 @@ fn repeated(relay: &FaultServer) -> BTreeMap<String, usize> {
 fn toml(storage: &std::path::Path, upstream: &str, repo: &AptRepo) -> String {
     let archive = repo.url();
     format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\nshutdown_grace = \"2s\"\n\n\
+        "[server]\nlisten = \"127.0.0.1:0\"\nshutdown_grace = \"2s\"\nidle_timeout = \"180s\"\n\n\
          [storage]\npath = {:?}\n\n[log]\nlevel = \"warn\"\n\n\
          [[upstream]]\nname = \"local\"\nurl = {upstream:?}\n\n\
          [patch]\nmode = \"wait\"\nwait_timeout = \"120s\"\n\n\

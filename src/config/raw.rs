@@ -550,6 +550,16 @@ impl RawConfig {
             p.0.extend(durations.0);
             patch
         };
+        // The idle timeout also runs while a request waits for its patch: a wait as long as
+        // it would cut the client off before the original is served.
+        if !idle_timeout.is_zero() && patch.wait_timeout >= idle_timeout {
+            p.0.push(format!(
+                "`patch.wait_timeout` ({}) must be below `server.idle_timeout` ({}): a pull \
+                 waiting for its patch would be disconnected before it is answered",
+                fmt_duration(patch.wait_timeout),
+                fmt_duration(idle_timeout)
+            ));
+        }
         let admission = self.admission.validate(&mut p.0);
         let signing = self.signing.validate(&mut p.0);
 

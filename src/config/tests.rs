@@ -262,6 +262,27 @@ fn bad_patch_settings_name_their_keys() {
 }
 
 #[test]
+fn a_patch_wait_the_idle_timeout_would_cut_off_is_refused() {
+    let error = Config::from_toml_str(
+        r#"
+        [server]
+        idle_timeout = "60s"
+        [patch]
+        wait_timeout = "90s"
+        "#,
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(
+        error.contains("`patch.wait_timeout` (1m 30s) must be below `server.idle_timeout` (1m)"),
+        "{error}"
+    );
+    let fine = "[server]\nidle_timeout = \"100s\"\n[patch]\nwait_timeout = \"90s\"\n";
+    assert!(Config::from_toml_str(fine).is_ok());
+}
+
+#[test]
 fn unpack_cache_size_parses_sizes_and_zero() {
     assert_eq!(
         Config::from_toml_str("").unwrap().patch.unpack_cache_size,

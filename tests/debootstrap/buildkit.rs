@@ -247,6 +247,8 @@ async fn pull_through_proxy(registry: &Registry, dockerd: &Dockerd) -> PulledThr
             format!("address = {:?}", dockerd.address()),
         ];
         config.scan = vec!["point_releases = false".into()];
+        // The connection must outlive the wait (config check refuses otherwise).
+        config.server_extra = vec!["idle_timeout = \"16m\"".into()];
     })
     .await;
     let client = reqwest::Client::builder()
