@@ -407,8 +407,9 @@ fn patched_root_equals_what_real_dpkg_leaves() {
             "-q",
             "--no-dereference",
             // A debconf template several packages own (libraries/restart-without-asking)
-            // keeps the text of whichever loaded it last: dpkg -i in batches and dpkg
-            // --configure --pending load them in other orders (open in issue 14).
+            // keeps the text of whichever loaded it last: dpkg -i in batches configures in
+            // another order than apt-get upgrade, whose order patchpull follows (the corpus
+            // compares templates.dat with apt's).
             "--exclude=templates.dat",
             dpkg.to_str().unwrap(),
             patched.to_str().unwrap(),

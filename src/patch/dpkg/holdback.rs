@@ -118,6 +118,41 @@ pub fn held_back_in(
         .map_err(|(package, reason)| DpkgError::Package { package, reason })
 }
 
+/// For each package of `upgrades` (name -> the new version's `control`), the other
+/// packages of `upgrades` its new version Depends or Pre-Depends on (by name or through
+/// `Provides`, any alternative): what must be configured before it. A control that cannot
+/// be read has none (dpkg itself then says what is wrong).
+pub fn planned_dependencies(upgrades: &BTreeMap<String, Vec<u8>>) -> BTreeMap<String, Vec<String>> {
+    let versions: Vec<Version> = upgrades
+        .values()
+        .filter_map(|control| std::str::from_utf8(control).ok())
+        .filter_map(|text| Stanza::parse(text).ok())
+        .filter_map(|stanza| Version::read(&stanza).ok())
+        .collect();
+    let provider = |wanted: &Relation| -> Option<&str> {
+        versions
+            .iter()
+            .find(|v| v.name == wanted.name || v.provides.iter().any(|p| p.name == wanted.name))
+            .map(|v| v.name.as_str())
+    };
+    versions
+        .iter()
+        .map(|version| {
+            let mut needs: Vec<String> = version
+                .depends
+                .iter()
+                .flatten()
+                .filter_map(provider)
+                .filter(|name| *name != version.name)
+                .map(str::to_owned)
+                .collect();
+            needs.sort_unstable();
+            needs.dedup();
+            (version.name.clone(), needs)
+        })
+        .collect()
+}
+
 /// Whether `status` (a dpkg `Status:` value; absent in some distroless stanzas) says the
 /// package's files are on disk.
 fn is_present(status: Option<&str>) -> bool {
@@ -280,6 +315,25 @@ fn show(group: &Alternatives) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn planned_dependencies_name_only_planned_packages_by_name_or_provides() {
+        let planned = upgrades(&[
+            "Package: util-linux\nVersion: 2.39.3-9ubuntu6.2\n\
+             Pre-Depends: libblkid1 (>= 2.37.2), libc6 (>= 2.38)\n\
+             Depends: libuuid1 | uuid-runtime, util-linux-extra\n",
+            "Package: libuuid1\nVersion: 2.39.3-9ubuntu6.2\nDepends: libc6 (>= 2.25)\n",
+            "Package: libc6\nVersion: 2.39-0ubuntu8.4\nProvides: libc6-x32-compat\n\
+             Depends: libgcc-s1\n",
+            "Package: libgcc-s1\nVersion: 14.2.0-4ubuntu2~24.04\nDepends: libc6-x32-compat\n",
+        ]);
+        let needs = planned_dependencies(&planned);
+        // libblkid1 and util-linux-extra are not planned: the installed ones stay.
+        assert_eq!(needs["util-linux"], ["libc6", "libuuid1"]);
+        assert_eq!(needs["libuuid1"], ["libc6"]);
+        assert_eq!(needs["libc6"], ["libgcc-s1"]);
+        assert_eq!(needs["libgcc-s1"], ["libc6"], "through libc6's Provides");
+    }
 
     fn stanzas(text: &str) -> Vec<Stanza> {
         StatusFile::parse(text)

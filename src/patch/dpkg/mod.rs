@@ -21,7 +21,7 @@ use crate::pkgs::dpkg::debfile::DebPackage;
 
 pub use database::{DIVERSIONS, FILE_TRIGGERS, INFO_DIR, STATUS, STATUS_DIR};
 pub use files::build;
-pub use holdback::{held_back_in, HeldBack};
+pub use holdback::{held_back_in, planned_dependencies, HeldBack};
 
 /// Why the dpkg engine cannot patch an image.
 #[derive(Debug, thiserror::Error)]

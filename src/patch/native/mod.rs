@@ -8,6 +8,7 @@
 
 pub mod apk_layer;
 mod apply;
+mod apt_order;
 pub mod ca_certificates;
 mod changes;
 pub mod deb_layer;
@@ -188,6 +189,12 @@ pub fn patch(
                     Some(_) => debconf_pre_install_hooks(image)?,
                     None => Vec::new(),
                 };
+                let dependencies = dpkg::planned_dependencies(
+                    &packages
+                        .iter()
+                        .map(|p| (p.name.to_owned(), p.deb.control().to_vec()))
+                        .collect(),
+                );
                 let job = scripts::ScriptsJob {
                     plan: &changes.scripts,
                     configure,
@@ -202,6 +209,8 @@ pub fn patch(
                     dpkg_version: &dpkg_version,
                     pre_install: &pre_install,
                     archives: &runnable.archives,
+                    apt_order: (configure.is_some() && has_program(&image.tree, "usr/bin/apt-get"))
+                        .then_some(&dependencies),
                 };
                 let layer = &mut changes.layer;
                 let mut run = |root| scripts::run(&job, layer, root);

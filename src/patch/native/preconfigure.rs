@@ -25,6 +25,11 @@ pub struct Archive {
 }
 
 impl Archive {
+    /// The package's name (what comes before the first `_` of its file name).
+    pub fn name(&self) -> &str {
+        self.file_name.split('_').next().unwrap_or_default()
+    }
+
     pub fn new(name: &str, version: &str, architecture: &str, path: PathBuf) -> Archive {
         Archive {
             file_name: format!("{name}_{}_{architecture}.deb", version.replace(':', "%3a")),

@@ -100,6 +100,9 @@ pub struct ScriptsJob<'a> {
     /// new packages' archives they are given, in install order.
     pub pre_install: &'a [String],
     pub archives: &'a [super::preconfigure::Archive],
+    /// When the image's apt is asked for its configure order ([`super::apt_order`]): each
+    /// planned package's planned dependencies, configured before it.
+    pub apt_order: Option<&'a std::collections::BTreeMap<String, Vec<String>>>,
 }
 
 /// Runs the job's scripts over the image and folds their changes into `layer`. Both roots
@@ -157,6 +160,11 @@ fn run_phases(
     layer: &LayerBuilder,
     report: &mut ScriptsReport,
 ) -> Result<(), NativeError> {
+    let immediate = match job.apt_order {
+        Some(dependencies) => super::apt_order::immediate_configuration(target, job.archives)?
+            .map(|order| super::apt_order::with_dependencies_first(&order, dependencies)),
+        None => None,
+    };
     super::preconfigure::run(target, job.pre_install, job.archives)?;
     let pre: Vec<&ScriptRun> = job.plan.pre.iter().collect();
     run_steps(target, &pre, job.dpkg_version, report)?;
@@ -195,7 +203,7 @@ fn run_phases(
     apply(layer, target, Selection::new(&new_info))?;
 
     match job.configure {
-        Some(_) => run_dpkg_configure(target, report),
+        Some(_) => run_dpkg_configure(target, immediate.as_deref().unwrap_or_default(), report),
         None => {
             let configure: Vec<&ScriptRun> = job
                 .plan
@@ -453,15 +461,24 @@ fn run_steps(
 }
 
 /// The image's own dpkg configures the unpacked packages and processes every pending
-/// trigger, as `apt-get` ends an upgrade.
-fn run_dpkg_configure(target: &Target<'_>, report: &mut ScriptsReport) -> Result<(), NativeError> {
-    let argv: Vec<String> = [
-        "/bin/sh",
-        "-c",
-        "umask 022 && cd / && exec dpkg --configure --pending </dev/null",
-    ]
-    .map(str::to_owned)
-    .to_vec();
+/// trigger, as `apt-get` does: first those apt configures at once (`immediate`, in its
+/// order, with `--no-triggers`), then the rest and the triggers with `--pending`.
+fn run_dpkg_configure(
+    target: &Target<'_>,
+    immediate: &[String],
+    report: &mut ScriptsReport,
+) -> Result<(), NativeError> {
+    let mut command = String::from("umask 022 && cd / && ");
+    if !immediate.is_empty() {
+        command.push_str("dpkg --configure --no-triggers");
+        for package in immediate {
+            command.push(' ');
+            command.push_str(&quote(package));
+        }
+        command.push_str(" </dev/null && ");
+    }
+    command.push_str("exec dpkg --configure --pending </dev/null");
+    let argv: Vec<String> = vec!["/bin/sh".to_owned(), "-c".to_owned(), command];
     let env = base_env();
     let started = std::time::Instant::now();
     let output = target.session(&argv, &env).run(SCRIPT_TIMEOUT * 4)?;
