@@ -189,12 +189,17 @@ pub fn patch(
                     Some(_) => debconf_pre_install_hooks(image)?,
                     None => Vec::new(),
                 };
-                let dependencies = dpkg::planned_dependencies(
-                    &packages
-                        .iter()
-                        .map(|p| (p.name.to_owned(), p.deb.control().to_vec()))
-                        .collect(),
-                );
+                // apt's order is asked only of an image that has apt (and dpkg configures).
+                let dependencies = (configure.is_some()
+                    && has_program(&image.tree, "usr/bin/apt-get"))
+                .then(|| {
+                    dpkg::planned_dependencies(
+                        &packages
+                            .iter()
+                            .map(|p| (p.name.to_owned(), p.deb.control().to_vec()))
+                            .collect(),
+                    )
+                });
                 let job = scripts::ScriptsJob {
                     plan: &changes.scripts,
                     configure,
@@ -209,8 +214,7 @@ pub fn patch(
                     dpkg_version: &dpkg_version,
                     pre_install: &pre_install,
                     archives: &runnable.archives,
-                    apt_order: (configure.is_some() && has_program(&image.tree, "usr/bin/apt-get"))
-                        .then_some(&dependencies),
+                    apt_order: dependencies.as_ref(),
                 };
                 let layer = &mut changes.layer;
                 let mut run = |root| scripts::run(&job, layer, root);
