@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
-use super::{defaults, secret::Secret};
+use super::{defaults, secret::Secret, PatchMode};
 use super::{
     CacheConfig, Config, LogConfig, LogFormat, ScanConfig, ServerConfig, StorageConfig, TlsFiles,
 };
@@ -551,8 +551,12 @@ impl RawConfig {
             patch
         };
         // The idle timeout also runs while a request waits for its patch: a wait as long as
-        // it would cut the client off before the original is served.
-        if !idle_timeout.is_zero() && patch.wait_timeout >= idle_timeout {
+        // it would cut the client off before the original is served. Only modes that wait
+        // (the default's or a policy's) are concerned.
+        let waits = |m: PatchMode| matches!(m, PatchMode::Wait | PatchMode::FailClosed);
+        let some_pull_waits =
+            waits(patch.mode) || patch.policies.iter().filter_map(|p| p.mode).any(waits);
+        if some_pull_waits && !idle_timeout.is_zero() && patch.wait_timeout >= idle_timeout {
             p.0.push(format!(
                 "`patch.wait_timeout` ({}) must be below `server.idle_timeout` ({}): a pull \
                  waiting for its patch would be disconnected before it is answered",

@@ -280,6 +280,21 @@ fn a_patch_wait_the_idle_timeout_would_cut_off_is_refused() {
     );
     let fine = "[server]\nidle_timeout = \"100s\"\n[patch]\nwait_timeout = \"90s\"\n";
     assert!(Config::from_toml_str(fine).is_ok());
+    // A plain mirror never waits for a patch...
+    let off = "[server]\nidle_timeout = \"1s\"\n[patch]\nmode = \"off\"\n";
+    assert!(Config::from_toml_str(off).is_ok());
+    // ...unless a policy makes some repositories wait.
+    let policy_waits = format!(
+        "{off}[[patch.policy]]\nupstream = \"*\"\nrepository = \"team/*\"\nmode = \"wait\"\n"
+    );
+    let error = Config::from_toml_str(&policy_waits)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        error.contains("must be below `server.idle_timeout` (1s)"),
+        "{error}"
+    );
 }
 
 #[test]
