@@ -244,6 +244,7 @@ pub fn run(mut config: Config, args: PatchArgs) -> anyhow::Result<()> {
         ignore_errors: args.ignore_errors,
         no_cache: args.no_cache,
         partial_index: config.patch.partial_index,
+        original_signature: None,
     };
     let (engine, buildkit) = engine_choice(&config, &args)?;
     let insecure_hint = hint_for_http(&image, &config, args.insecure);

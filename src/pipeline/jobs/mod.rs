@@ -85,6 +85,8 @@ pub struct Jobs {
     signer: Option<crate::sign::Signer>,
     /// Redis leases: one job per image across replicas.
     coordinator: Arc<crate::coordination::Coordinator>,
+    /// `require_signature`: the keys originals must be signed with.
+    trust: super::trust::Trust,
 }
 
 /// Where BuildKit reaches this patchpull: `patch.buildkit.registry`, else the listen
@@ -153,7 +155,9 @@ impl Jobs {
                 tracing::warn!(registry = %r.client.url, prefix = %r.repository_prefix, "patched images are shared through the backing registry; no coordination.redis_url: replicas may patch the same image at once (same digest, duplicated work)")
             }
         }
+        let trust = super::trust::Trust::new(config)?;
         Ok(Jobs {
+            trust,
             signer,
             job_records: Mutex::default(),
             history,
@@ -318,6 +322,7 @@ impl Jobs {
                 record: saved.record,
             });
         }
+        views.extend(self.trust.refusals());
         views.sort_by(|a, b| (&a.upstream, &a.original).cmp(&(&b.upstream, &b.original)));
         views
     }
@@ -371,9 +376,34 @@ impl Jobs {
         self.records.attachment(subject, kind.artifact_type()).await
     }
 
+    /// Whether `original` may be patched for (and its patched image served to) `route`:
+    /// `Ok(Some)` when its signature verified for this repository, `Ok(None)` when none is
+    /// required.
+    ///
+    /// # Errors
+    /// Why not; `UpstreamFailed` when the signature could not be read.
+    pub(super) async fn trusted(
+        &self,
+        route: &Route,
+        original: &Digest,
+    ) -> Result<Option<crate::sign::attest::VerifiedSignature>, super::trust::Refusal> {
+        self.trust.verify(&self.mirror, route, original).await
+    }
+
+    /// What a pull of an original refused by `require_signature` under `route` gets.
+    pub(super) fn unverified_answer(&self, route: &Route) -> crate::config::UnverifiedAnswer {
+        self.trust.answer(route)
+    }
+
     async fn run(&self, route: &Route, digest: &Digest, options: &PatchOptions) -> JobOutcome {
         let key = (route.upstream.name().to_owned(), digest.clone());
         let queued = Instant::now();
+        let original_signature = options.original_signature.clone();
+        if let Some(verified) = &original_signature {
+            self.note(&key, |r| {
+                r.original_signature = Some(format!("verified with key {}", verified.key));
+            });
+        }
         let lease = match self.coordinate(route, &key).await {
             Ok(lease) => lease,
             Err(outcome) => return outcome,
@@ -444,10 +474,15 @@ impl Jobs {
             made.push(platform.image.config_digest.clone());
             made.push(platform.image.manifest_digest.clone());
         }
-        let attachments = self
-            .signer
-            .as_ref()
-            .map(|signer| signing::attachments(signer, &repository, digest, &patched));
+        let attachments = self.signer.as_ref().map(|signer| {
+            signing::attachments(
+                signer,
+                &repository,
+                digest,
+                original_signature.clone(),
+                &patched,
+            )
+        });
         if let Err(error) = self.records.store_patched(patched).await {
             return JobOutcome::Failed {
                 error,

@@ -5,7 +5,9 @@
 use crate::distribution::Digest;
 use crate::patch::referrer::Artifact;
 use crate::pipeline::patcher::{EngineReport, PatchedImage, PlatformOutcome};
-use crate::sign::attest::{OriginalImage, PackageChange, PatchPredicate, PlatformPatch, Tool};
+use crate::sign::attest::{
+    OriginalImage, PackageChange, PatchPredicate, PlatformPatch, Tool, VerifiedSignature,
+};
 use crate::sign::{Signer, Subject};
 
 /// The signature and attestation artifacts of `patched` (of `original`, named
@@ -14,6 +16,7 @@ pub(super) fn attachments(
     signer: &Signer,
     docker_reference: &str,
     original: &Digest,
+    original_signature: Option<VerifiedSignature>,
     patched: &PatchedImage,
 ) -> Vec<(Digest, Artifact)> {
     let Some((top_bytes, top_digest, top_media_type)) = &patched.top else {
@@ -40,7 +43,8 @@ pub(super) fn attachments(
             signer.signature(docker_reference, subject),
         ));
     }
-    let predicate = predicate(docker_reference, original, patched);
+    let mut predicate = predicate(docker_reference, original, patched);
+    predicate.original.signature = original_signature;
     made.push((
         top_digest.clone(),
         signer.attestation(docker_reference, top, &predicate),
