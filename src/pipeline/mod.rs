@@ -14,6 +14,7 @@ mod jobs;
 pub mod patcher;
 mod platforms;
 mod record;
+pub mod signing;
 mod trust;
 
 use std::sync::Arc;

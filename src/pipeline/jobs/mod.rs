@@ -10,7 +10,6 @@
 mod flight;
 mod operator;
 mod records;
-mod signing;
 mod view;
 
 use std::collections::HashMap;
@@ -475,7 +474,7 @@ impl Jobs {
             made.push(platform.image.manifest_digest.clone());
         }
         let attachments = self.signer.as_ref().map(|signer| {
-            signing::attachments(
+            crate::pipeline::signing::attachments(
                 signer,
                 &repository,
                 digest,
@@ -502,7 +501,7 @@ impl Jobs {
                 };
             }
         }
-        for (subject, artifact) in attachments.into_iter().flatten() {
+        for (subject, _, artifact) in attachments.into_iter().flatten() {
             made.push(artifact.digest.clone());
             made.extend(artifact.blobs.iter().map(|(d, _)| d.clone()));
             if let Err(error) = self.records.store_referrer(&subject, artifact).await {
