@@ -7,7 +7,8 @@ use crate::distribution::Digest;
 use crate::patch::referrer::Artifact;
 use crate::pipeline::patcher::{EngineReport, PatchedImage, PlatformOutcome};
 use crate::sign::attest::{
-    OriginalImage, PackageChange, PatchPredicate, PlatformPatch, Tool, VerifiedSignature,
+    OriginalImage, PackageChange, PatchPredicate, PlatformPatch, RepositoryUsed, Tool,
+    VerifiedSignature,
 };
 use crate::sign::{Attachment, Signer, Subject};
 
@@ -62,10 +63,15 @@ pub fn attachments(
 
 fn predicate(docker_reference: &str, original: &Digest, patched: &PatchedImage) -> PatchPredicate {
     let mut platforms = Vec::new();
+    let mut repositories = Vec::new();
     for platform in &patched.platforms {
         let (PlatformOutcome::Patched(p), Some(plan)) = (&platform.outcome, &platform.plan) else {
             continue;
         };
+        repositories.extend(plan.repositories.iter().map(|r| RepositoryUsed {
+            url: r.url.clone(),
+            index: r.index.clone(),
+        }));
         let arch = &platform.original.platform.architecture;
         let packages = plan
             .updates
@@ -108,6 +114,8 @@ fn predicate(docker_reference: &str, original: &Digest, patched: &PatchedImage) 
             packages,
         });
     }
+    repositories.sort();
+    repositories.dedup();
     PatchPredicate {
         original: OriginalImage {
             name: docker_reference.to_owned(),
@@ -115,7 +123,7 @@ fn predicate(docker_reference: &str, original: &Digest, patched: &PatchedImage) 
             signature: None,
         },
         platforms,
-        repositories: Vec::new(),
+        repositories,
         patchpull: Tool::patchpull(),
     }
 }

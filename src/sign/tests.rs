@@ -205,7 +205,10 @@ fn the_attestation_is_a_signed_dsse_envelope_of_an_in_toto_statement() {
             signature: None,
         },
         platforms: Vec::new(),
-        repositories: vec!["bookworm-security@2026-12-01".into()],
+        repositories: vec![attest::RepositoryUsed {
+            url: "http://deb.debian.org/debian-security/dists/bookworm-security".into(),
+            index: "bookworm-security@2026-12-01T00:00:00Z#0123456789ab".into(),
+        }],
         patchpull: attest::Tool::patchpull(),
     };
     let statement = attest::statement("docker.io/library/nginx", &d, &predicate);

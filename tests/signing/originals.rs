@@ -281,6 +281,19 @@ async fn re_patching_signs_the_new_digest_and_the_old_keeps_its_signature() {
         let name = format!("{UPSTREAM}/test/app");
         let first = get(&proxy, &name, "1").await.ok().to_owned();
         assert_eq!(signed_digest(&proxy, &name, &first).await, first);
+        // The attestation names the repositories planned from and their signed indexes.
+        let before = predicate(&proxy, &name, &first).await["repositories"].clone();
+        let listed = before.as_array().unwrap();
+        assert!(!listed.is_empty(), "{before}");
+        for repository in listed {
+            let url = repository["url"].as_str().unwrap();
+            assert!(url.starts_with(&env.repo.url()), "{repository}");
+            assert!(url.contains("/dists/"), "{repository}");
+            let index = repository["index"].as_str().unwrap();
+            let suite = url.rsplit('/').next().unwrap();
+            assert!(index.starts_with(&format!("{suite}@")), "{repository}");
+            assert!(index.contains('#'), "{repository}");
+        }
 
         // A newer fix: the result's TTL runs out and the next pull re-patches.
         env.repo.add(&libfoo(NEWER, "amd64"));
@@ -320,10 +333,15 @@ async fn re_patching_signs_the_new_digest_and_the_old_keeps_its_signature() {
             );
             assert_eq!(sig["subject"]["digest"], digest.as_str());
         }
-        // The new attestation names the newer package.
+        // The new attestation names the newer package and the newer index publication.
         let predicate = predicate(&proxy, &name, &second).await;
         assert_eq!(
             predicate["platforms"][0]["packages"][0]["to"], NEWER,
+            "{predicate}"
+        );
+        assert_ne!(predicate["repositories"], before, "{predicate}");
+        assert_eq!(
+            predicate["repositories"][0]["url"], before[0]["url"],
             "{predicate}"
         );
     })
