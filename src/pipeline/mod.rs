@@ -222,7 +222,10 @@ impl Pipeline {
             Err(refusal) if refusal.reason.is_unverified() => {
                 return self.refused(route, original, &refusal.detail, refusal.reason)
             }
-            Err(refusal) => return self.fallback(mode, original, &refusal.detail, refusal.reason),
+            Err(refusal) => {
+                tracing::warn!(upstream = %route.upstream.name(), repository = %route.repository, original = %top.digest, error = %refusal.detail, "require_signature: the signature cannot be read; not patched for now");
+                return self.fallback(mode, original, &refusal.detail, refusal.reason);
+            }
         };
         // Options are built only when a job starts, not on every tag request.
         let status = self

@@ -10,6 +10,8 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::clock::Clock;
+
 use crate::config::{Config, PatchPolicy, RequireSignature, UnverifiedAnswer};
 use crate::distribution::media_type::Accept;
 use crate::distribution::{Digest, Reference};
@@ -48,6 +50,7 @@ pub(super) struct Trust {
     /// How long a verdict is reused (`patch.retry_failed_after`): a publisher may sign
     /// later, or withdraw a signature.
     verdict_ttl: Duration,
+    clock: Clock,
 }
 
 impl Trust {
@@ -81,6 +84,7 @@ impl Trust {
             policies: config.patch.policies.clone(),
             verdicts: Mutex::default(),
             verdict_ttl: config.patch.retry_failed_after,
+            clock: config.clock.clone(),
         })
     }
 
@@ -122,7 +126,7 @@ impl Trust {
             original.clone(),
         );
         if let Some((at, verdict)) = self.lock().get(&key) {
-            if at.elapsed() < self.verdict_ttl {
+            if self.clock.since(*at) < self.verdict_ttl {
                 return verdict.clone();
             }
         }
@@ -136,7 +140,7 @@ impl Trust {
                 let cut = ages[ages.len() / 2];
                 verdicts.retain(|_, (at, _)| *at > cut);
             }
-            verdicts.insert(key, (Instant::now(), verdict.clone()));
+            verdicts.insert(key, (self.clock.now(), verdict.clone()));
         }
         verdict
     }
@@ -146,7 +150,7 @@ impl Trust {
     pub(super) fn refusals(&self) -> Vec<super::JobView> {
         self.lock()
             .iter()
-            .filter(|(_, (at, _))| at.elapsed() < self.verdict_ttl)
+            .filter(|(_, (at, _))| self.clock.since(*at) < self.verdict_ttl)
             .filter_map(|((upstream, repository, digest), (at, verdict))| {
                 let refusal = verdict.as_ref().err()?;
                 Some(super::JobView {
@@ -157,7 +161,7 @@ impl Trust {
                     detail: Some(refusal.detail.clone()),
                     partial: None,
                     platforms: Vec::new(),
-                    seconds_ago: Some(at.elapsed().as_secs()),
+                    seconds_ago: Some(self.clock.since(*at).as_secs()),
                     record: super::JobRecord {
                         image: Some(format!("{upstream}/{repository}")),
                         ..super::JobRecord::default()

@@ -256,6 +256,24 @@ async fn only_an_original_signed_by_the_required_key_is_patched() {
         );
         // A warm pull of the signed image is served from the verdict: still patched.
         assert_eq!(get(&proxy, &name("signed"), "1").await.ok(), patched);
+
+        // The publisher signs later: once the verdict is older than
+        // `patch.retry_failed_after`, the next pull checks again and gets the patch.
+        push_signature(
+            &env,
+            "test/unsigned",
+            &publisher,
+            &format!("{UPSTREAM}/test/unsigned"),
+            &original,
+        )
+        .await;
+        assert_eq!(
+            get(&proxy, &name("unsigned"), "1").await.ok(),
+            original.manifest.digest,
+            "the verdict is still fresh"
+        );
+        proxy.clock.advance(Duration::from_secs(600));
+        assert_eq!(get(&proxy, &name("unsigned"), "1").await.ok(), patched);
     })
     .await;
 }
