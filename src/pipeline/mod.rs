@@ -55,14 +55,18 @@ pub struct Pipeline {
     mode: PatchMode,
     wait_timeout: Duration,
     jobs: Arc<jobs::Jobs>,
+    /// `require_signature`: checked before a job is joined or started.
+    trust: Arc<trust::Trust>,
 }
 
 impl Pipeline {
     /// # Errors
     /// The built-in scanner or the state directory cannot be set up.
     pub fn new(config: &Config, mirror: Arc<Mirror>) -> Result<Pipeline, String> {
-        let jobs = jobs::Jobs::new(config, mirror.clone())?;
+        let trust = Arc::new(trust::Trust::new(config)?);
+        let jobs = jobs::Jobs::new(config, mirror.clone(), trust.clone())?;
         Ok(Pipeline {
+            trust,
             mirror,
             config: config.patch.clone(),
             mode: config.patch.mode,
@@ -93,7 +97,8 @@ impl Pipeline {
             .manifest(route, &Reference::Tag(tag.to_owned()), &any)
             .await?;
         // An original `require_signature` refuses is not patched, pre-warmed or not.
-        let Ok(original_signature) = self.jobs.trusted(route, &top.digest).await else {
+        let Ok(original_signature) = self.trust.verify(&self.mirror, route, &top.digest).await
+        else {
             return Ok(top.digest.clone());
         };
         let _ = self
@@ -217,7 +222,7 @@ impl Pipeline {
         // started (a patched image of the same digest made for another repository is not
         // served here unless this one's signature verifies too); cached, so a warm pull
         // pays a map lookup.
-        let original_signature = match self.jobs.trusted(route, &top.digest).await {
+        let original_signature = match self.trust.verify(&self.mirror, route, &top.digest).await {
             Ok(verified) => verified,
             Err(refusal) if refusal.reason.is_unverified() => {
                 return self.refused(route, original, &refusal.detail, refusal.reason)
@@ -303,7 +308,7 @@ impl Pipeline {
         reason: FallbackReason,
     ) -> Result<(TagAnswer, TagServed), ApiError> {
         self.mirror.metrics().fallback_pull(reason);
-        match self.jobs.unverified_answer(route) {
+        match self.trust.answer(route) {
             UnverifiedAnswer::Original => Ok((TagAnswer::Original(original), TagServed::Fallback)),
             UnverifiedAnswer::Deny => Err(ApiError::new(
                 ErrorCode::Denied,

@@ -84,8 +84,8 @@ pub struct Jobs {
     signer: Option<crate::sign::Signer>,
     /// Redis leases: one job per image across replicas.
     coordinator: Arc<crate::coordination::Coordinator>,
-    /// `require_signature`: the keys originals must be signed with.
-    trust: super::trust::Trust,
+    /// `require_signature`: its refusals are listed with the jobs.
+    trust: Arc<super::trust::Trust>,
 }
 
 /// Where BuildKit reaches this patchpull: `patch.buildkit.registry`, else the listen
@@ -102,7 +102,11 @@ fn buildkit_registry(config: &Config, buildkit: &crate::config::BuildkitConfig) 
 }
 
 impl Jobs {
-    pub(super) fn new(config: &Config, mirror: Arc<Mirror>) -> Result<Jobs, String> {
+    pub(super) fn new(
+        config: &Config,
+        mirror: Arc<Mirror>,
+        trust: Arc<super::trust::Trust>,
+    ) -> Result<Jobs, String> {
         let scanner =
             BuiltinScanner::new(crate::scan::builtin::BuiltinConfig::from_scan(&config.scan))
                 .map_err(|e| format!("built-in scanner: {e}"))?;
@@ -154,7 +158,6 @@ impl Jobs {
                 tracing::warn!(registry = %r.client.url, prefix = %r.repository_prefix, "patched images are shared through the backing registry; no coordination.redis_url: replicas may patch the same image at once (same digest, duplicated work)")
             }
         }
-        let trust = super::trust::Trust::new(config)?;
         Ok(Jobs {
             trust,
             signer,
@@ -373,25 +376,6 @@ impl Jobs {
         kind: crate::sign::Attachment,
     ) -> Option<crate::mirror::ServedManifest> {
         self.records.attachment(subject, kind.artifact_type()).await
-    }
-
-    /// Whether `original` may be patched for (and its patched image served to) `route`:
-    /// `Ok(Some)` when its signature verified for this repository, `Ok(None)` when none is
-    /// required.
-    ///
-    /// # Errors
-    /// Why not; `UpstreamFailed` when the signature could not be read.
-    pub(super) async fn trusted(
-        &self,
-        route: &Route,
-        original: &Digest,
-    ) -> Result<Option<crate::sign::attest::VerifiedSignature>, super::trust::Refusal> {
-        self.trust.verify(&self.mirror, route, original).await
-    }
-
-    /// What a pull of an original refused by `require_signature` under `route` gets.
-    pub(super) fn unverified_answer(&self, route: &Route) -> crate::config::UnverifiedAnswer {
-        self.trust.answer(route)
     }
 
     async fn run(&self, route: &Route, digest: &Digest, options: &PatchOptions) -> JobOutcome {
