@@ -167,6 +167,21 @@ pub enum FallbackReason {
     UpstreamFailed,
     /// Any other patch failure (plan, verification, store).
     PatchFailed,
+    /// `require_signature`: the original has no cosign signature upstream.
+    SignatureMissing,
+    /// `require_signature`: the original's signature does not verify with the key, or
+    /// names another image.
+    SignatureInvalid,
+}
+
+impl FallbackReason {
+    /// Whether the original was refused by `require_signature` (not a patch failure).
+    pub fn is_unverified(self) -> bool {
+        matches!(
+            self,
+            FallbackReason::SignatureMissing | FallbackReason::SignatureInvalid
+        )
+    }
 }
 
 /// `served`, and `reason` for [`TagServed::Fallback`] only.

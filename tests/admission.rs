@@ -440,3 +440,75 @@ async fn a_digest_pinned_pod_follows_a_patch_made_through_the_proxy() {
     })
     .await;
 }
+
+/// `admission.signed_digests_only`: a digest-pinned Pod is pinned to the patched digest by
+/// a patchpull that signs (`[signing] key`), and left alone by one that does not, though
+/// both have the patch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signed_digests_only_pins_to_a_signed_patch_only() {
+    use support::*;
+    if !tools(false) || !common::require_tools(&["openssl"]) {
+        return;
+    }
+    within(240, async {
+        let env = Env::new().await;
+        let original = image::libfoo_image(common::images::Format::Oci, false);
+        env.push("test/app", "1", &original).await;
+        let key = env.path("operator.key");
+        tool(
+            "openssl",
+            &[
+                "genpkey",
+                "-algorithm",
+                "EC",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-out",
+                key.to_str().unwrap(),
+            ],
+        );
+        let start = |signing: Vec<String>| {
+            env.proxy("local", WAIT, move |c| {
+                c.patch.push("[admission]".into());
+                c.patch.push(format!("registry = {REGISTRY:?}"));
+                c.patch.push("signed_digests_only = true".into());
+                c.signing = signing;
+            })
+        };
+        let signing = start(vec![format!("key = {:?}", key.display().to_string())]).await;
+        let unsigned = start(Vec::new()).await;
+        let upstream = env.registry.url();
+        let upstream = upstream.trim_start_matches("http://").to_owned();
+        let pinned = format!("{upstream}/test/app@{}", original.manifest.digest);
+        let mut review: Value = serde_json::from_slice(&fixture("pod-digests.json")).unwrap();
+        review["request"]["object"]["spec"]["containers"] =
+            json!([{"name": "pinned", "image": pinned}]);
+        review["request"]["object"]["spec"]["initContainers"] = json!([]);
+        for (proxy, signs) in [(&signing, true), (&unsigned, false)] {
+            let patched = get(proxy, "local/test/app", "1").await.ok().to_owned();
+            assert_ne!(patched, original.manifest.digest);
+            let resp = proxy
+                .client
+                .post(format!("{}{PATH}", proxy.url()))
+                .body(serde_json::to_vec(&review).unwrap())
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), 200);
+            let answer: Value = serde_json::from_slice(&resp.bytes().await.unwrap()).unwrap();
+            let pod = match decoded_patch(&answer) {
+                Some(patch) => apply(&review, &patch),
+                None => review["request"]["object"].clone(),
+            };
+            let expected = if signs {
+                format!("{REGISTRY}/local/test/app@{patched}")
+            } else {
+                pinned.clone()
+            };
+            assert_eq!(images(&pod, "containers"), [expected], "signs: {signs}");
+        }
+        signing.shutdown().await;
+        unsigned.shutdown().await;
+    })
+    .await;
+}

@@ -11,6 +11,8 @@ mod common;
 #[allow(dead_code)]
 #[path = "patch/image.rs"]
 mod image;
+#[path = "signing/originals.rs"]
+mod originals;
 #[allow(dead_code)]
 #[path = "pipeline/support.rs"]
 mod support;

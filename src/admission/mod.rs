@@ -7,7 +7,9 @@
 //! A digest-pinned image cannot be patched by a mirror (its content is fixed); it is
 //! rewritten to `...@<patched digest>` only when that patch already exists, and left as it
 //! is otherwise: a webhook has seconds, a patch takes minutes, so the webhook never starts
-//! or waits for one. Images from registries that no upstream names are left alone.
+//! or waits for one (with `admission.signed_digests_only`, only when patchpull's signature
+//! of the patched digest exists too). Images from registries that no upstream names are
+//! left alone.
 //!
 //! The webhook never fails a Pod for patchpull's own trouble: a review it cannot read, a
 //! lookup that takes too long, or a configuration without `admission.registry` all give
@@ -49,6 +51,10 @@ pub trait PatchedDigests: Send + Sync {
         upstream: &'a str,
         digest: &'a Digest,
     ) -> Pin<Box<dyn Future<Output = Option<Digest>> + Send + 'a>>;
+
+    /// Whether patchpull's own cosign signature of `patched` exists.
+    fn signed<'a>(&'a self, patched: &'a Digest)
+        -> Pin<Box<dyn Future<Output = bool> + Send + 'a>>;
 }
 
 impl PatchedDigests for crate::pipeline::Pipeline {
@@ -58,6 +64,18 @@ impl PatchedDigests for crate::pipeline::Pipeline {
         digest: &'a Digest,
     ) -> Pin<Box<dyn Future<Output = Option<Digest>> + Send + 'a>> {
         Box::pin(self.jobs().patched_for(upstream, digest))
+    }
+
+    fn signed<'a>(
+        &'a self,
+        patched: &'a Digest,
+    ) -> Pin<Box<dyn Future<Output = bool> + Send + 'a>> {
+        Box::pin(async move {
+            self.jobs()
+                .attachment(patched, crate::sign::Attachment::Signature)
+                .await
+                .is_some()
+        })
     }
 }
 
@@ -357,7 +375,20 @@ impl Admission {
         if !self.config.rewrite_digests {
             return Decision::Keep;
         }
-        match tokio::time::timeout_at(deadline, digests.patched(&upstream.name, original)).await {
+        let lookup = async {
+            let patched = digests.patched(&upstream.name, original).await?;
+            if self.config.signed_digests_only && !digests.signed(&patched).await {
+                tracing::info!(
+                    uid,
+                    image,
+                    %patched,
+                    "admission: the patched image has no signature; left unchanged (admission.signed_digests_only)"
+                );
+                return None;
+            }
+            Some(patched)
+        };
+        match tokio::time::timeout_at(deadline, lookup).await {
             Ok(Some(patched)) => {
                 to.push('@');
                 to.push_str(&patched.to_string());

@@ -142,6 +142,27 @@ impl PatchedDigests for Known {
             .cloned();
         Box::pin(async move { found })
     }
+
+    fn signed<'a>(&'a self, _: &'a Digest) -> Pin<Box<dyn Future<Output = bool> + Send + 'a>> {
+        Box::pin(async { true })
+    }
+}
+
+/// [`Known`]'s patches, none of them signed.
+struct Unsigned(Known);
+
+impl PatchedDigests for Unsigned {
+    fn patched<'a>(
+        &'a self,
+        upstream: &'a str,
+        digest: &'a Digest,
+    ) -> Pin<Box<dyn Future<Output = Option<Digest>> + Send + 'a>> {
+        self.0.patched(upstream, digest)
+    }
+
+    fn signed<'a>(&'a self, _: &'a Digest) -> Pin<Box<dyn Future<Output = bool> + Send + 'a>> {
+        Box::pin(async { false })
+    }
 }
 
 /// Never answers: the webhook must not wait for it past its budget.
@@ -153,6 +174,10 @@ impl PatchedDigests for Stuck {
         _: &'a str,
         _: &'a Digest,
     ) -> Pin<Box<dyn Future<Output = Option<Digest>> + Send + 'a>> {
+        Box::pin(std::future::pending())
+    }
+
+    fn signed<'a>(&'a self, _: &'a Digest) -> Pin<Box<dyn Future<Output = bool> + Send + 'a>> {
         Box::pin(std::future::pending())
     }
 }
@@ -568,4 +593,31 @@ async fn invalid_images_are_left_with_a_warning_and_the_rest_rewritten() {
         warning.contains("c0") && warning.contains("not a valid reference"),
         "{warning}"
     );
+}
+
+#[tokio::test]
+async fn signed_digests_only_pins_to_a_signed_patched_digest_only() {
+    let original: Digest = D.parse().unwrap();
+    let patched: Digest = format!("sha256:{}", "b".repeat(64)).parse().unwrap();
+    let known = || {
+        Known(HashMap::from([(
+            ("docker.io".to_owned(), original.to_string()),
+            patched.clone(),
+        )]))
+    };
+    let images = [format!("nginx@{D}"), "nginx:1.25".to_owned()];
+    let images: Vec<&str> = images.iter().map(String::as_str).collect();
+    let review = pod_review("apps", &images);
+    let pinned = format!("pp.example:5000/docker.io/library/nginx@{patched}");
+    let tag = "pp.example:5000/docker.io/library/nginx:1.25";
+
+    let strict = admission("signed_digests_only = true");
+    let (_, patch) = run(&strict, &known(), &review).await;
+    assert_eq!(values(&patch), [pinned.as_str(), tag]);
+    // Patched but not signed: the pin is left as it is; tags are rewritten as ever.
+    let (_, patch) = run(&strict, &Unsigned(known()), &review).await;
+    assert_eq!(values(&patch), [tag]);
+    // Off (the default): the signature is not asked for.
+    let (_, patch) = run(&admission(""), &Unsigned(known()), &review).await;
+    assert_eq!(values(&patch), [pinned.as_str(), tag]);
 }

@@ -23,6 +23,9 @@ pub struct AdmissionConfig {
     pub repositories_exclude: Vec<String>,
     /// Rewrite a digest-pinned image to its patched digest when that patch already exists.
     pub rewrite_digests: bool,
+    /// With `rewrite_digests`: only to a patched digest patchpull's signature of which
+    /// exists (`[signing]`), so a signature-enforcing cluster never gets an unsigned pin.
+    pub signed_digests_only: bool,
 }
 
 impl AdmissionConfig {
@@ -68,6 +71,7 @@ pub struct RawAdmission {
     pub repositories_include: Vec<String>,
     pub repositories_exclude: Vec<String>,
     pub rewrite_digests: bool,
+    pub signed_digests_only: bool,
 }
 
 impl Default for RawAdmission {
@@ -81,6 +85,7 @@ impl Default for RawAdmission {
             repositories_include: vec!["*".to_owned()],
             repositories_exclude: Vec::new(),
             rewrite_digests: true,
+            signed_digests_only: false,
         }
     }
 }
@@ -119,6 +124,7 @@ impl RawAdmission {
             repositories_include: self.repositories_include.clone(),
             repositories_exclude: self.repositories_exclude.clone(),
             rewrite_digests: self.rewrite_digests,
+            signed_digests_only: self.signed_digests_only,
         }
     }
 
@@ -132,6 +138,7 @@ impl RawAdmission {
             repositories_include: c.repositories_include.clone(),
             repositories_exclude: c.repositories_exclude.clone(),
             rewrite_digests: c.rewrite_digests,
+            signed_digests_only: c.signed_digests_only,
         }
     }
 }

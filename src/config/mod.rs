@@ -24,7 +24,7 @@ pub use patch::{PartialIndex, PatchConfig, PatchMode, PatchPolicy};
 pub use raw::{RawConfig, RawUpstream};
 pub use scaleout::{BackingRegistry, CoordinationConfig, StorageBackend, BACKING_REGISTRY_NAME};
 pub use secret::Secret;
-pub use signing::SigningConfig;
+pub use signing::{RequireSignature, SigningConfig, UnverifiedAnswer};
 
 /// The checked configuration the rest of the program runs on.
 #[derive(Debug, Clone)]
@@ -141,6 +141,9 @@ pub struct UpstreamConfig {
     pub redirect_hosts: Vec<String>,
     /// `host[:port]` globs of token realms that get the credentials besides its own.
     pub auth_hosts: Vec<String>,
+    /// Originals from this upstream are patched only when their signature verifies (a
+    /// matching `[[patch.policy]]`'s wins).
+    pub require_signature: Option<RequireSignature>,
 }
 
 impl UpstreamConfig {

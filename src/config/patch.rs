@@ -88,6 +88,9 @@ pub struct PatchPolicy {
     /// Patch what can be patched: a package that cannot be fetched or installed is left
     /// out (and reported) instead of failing the whole patch.
     pub ignore_errors: bool,
+    /// Patch an original only when its cosign signature verifies; wins over the
+    /// upstream's.
+    pub require_signature: Option<super::RequireSignature>,
 }
 
 impl PatchPolicy {
@@ -152,6 +155,8 @@ pub struct RawPolicy {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub exclude: Vec<String>,
     pub ignore_errors: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub require_signature: Option<super::signing::RawRequireSignature>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -258,7 +263,12 @@ impl RawPatch {
                 }
                 parsed
             });
+            let require_signature = raw
+                .require_signature
+                .as_ref()
+                .map(|r| r.validate(&key("require_signature"), problems));
             policies.push(PatchPolicy {
+                require_signature,
                 upstream: if raw.upstream.is_empty() {
                     "*".to_owned()
                 } else {
@@ -351,6 +361,10 @@ impl RawPatch {
                     include: p.include.clone(),
                     exclude: p.exclude.clone(),
                     ignore_errors: p.ignore_errors,
+                    require_signature: p
+                        .require_signature
+                        .as_ref()
+                        .map(super::signing::RawRequireSignature::from_checked),
                 })
                 .collect(),
             admin_token: c.admin_token.clone(),

@@ -210,6 +210,9 @@ pub struct RawUpstream {
     /// besides its own `host[:port]`; default: Docker Hub's token service for Docker Hub.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth_hosts: Option<Vec<String>>,
+    /// Patch an original only when its cosign signature verifies with this key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub require_signature: Option<super::signing::RawRequireSignature>,
 }
 
 impl Default for RawConfig {
@@ -240,6 +243,7 @@ impl Default for RawConfig {
                 timeout: None,
                 redirect_hosts: None,
                 auth_hosts: None,
+                require_signature: None,
             }],
         }
     }
@@ -673,6 +677,10 @@ impl RawConfig {
                     timeout: Some(fmt_duration(u.timeout)),
                     redirect_hosts: Some(u.redirect_hosts.clone()),
                     auth_hosts: Some(u.auth_hosts.clone()),
+                    require_signature: u
+                        .require_signature
+                        .as_ref()
+                        .map(super::signing::RawRequireSignature::from_checked),
                 })
                 .collect(),
         }

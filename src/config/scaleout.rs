@@ -195,6 +195,7 @@ fn validate_registry(r: RawBackingRegistry, p: &mut Problems) -> Option<BackingR
             timeout: defaults::UPSTREAM_TIMEOUT,
             redirect_hosts: Vec::new(),
             auth_hosts: Vec::new(),
+            require_signature: None,
         },
         repository_prefix: r.repository_prefix,
     })

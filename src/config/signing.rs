@@ -106,3 +106,85 @@ impl RawSigning {
         }
     }
 }
+
+/// What a tag pull gets when its original's signature does not verify (or is missing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UnverifiedAnswer {
+    /// The untouched original, unpatched and unsigned by patchpull (fail-open).
+    #[default]
+    Original,
+    /// `403 DENIED`.
+    Deny,
+    /// `503`, as `patch.mode = "fail_closed"` answers (containerd tries its next host).
+    FailClosed,
+}
+
+impl UnverifiedAnswer {
+    pub fn parse(text: &str) -> Option<UnverifiedAnswer> {
+        match text {
+            "original" => Some(UnverifiedAnswer::Original),
+            "deny" => Some(UnverifiedAnswer::Deny),
+            "fail_closed" => Some(UnverifiedAnswer::FailClosed),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UnverifiedAnswer::Original => "original",
+            UnverifiedAnswer::Deny => "deny",
+            UnverifiedAnswer::FailClosed => "fail_closed",
+        }
+    }
+}
+
+/// `require_signature` of an `[[upstream]]` or a `[[patch.policy]]`: an original is
+/// patched only when its cosign signature (`sha256-<hex>.sig` upstream) verifies with
+/// `key` and names its digest and repository.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequireSignature {
+    /// A PEM `PUBLIC KEY` (EC P-256), as `cosign public-key` prints it.
+    pub key: PathBuf,
+    pub unverified: UnverifiedAnswer,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRequireSignature {
+    pub key: PathBuf,
+    /// `original`, `deny` or `fail_closed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unverified: Option<String>,
+}
+
+impl RawRequireSignature {
+    /// Checks the table at `field` (`upstream[0].require_signature`), loading the key so a
+    /// missing file or another kind of key is said at start.
+    pub(super) fn validate(&self, field: &str, problems: &mut Vec<String>) -> RequireSignature {
+        if self.key.as_os_str().is_empty() {
+            problems.push(format!("`{field}.key`: the publisher's PEM public key"));
+        } else if let Err(e) = crate::sign::VerifyingKey::load(&self.key) {
+            problems.push(format!("`{field}.key`: {e}"));
+        }
+        let unverified = match self.unverified.as_deref() {
+            None => UnverifiedAnswer::default(),
+            Some(text) => UnverifiedAnswer::parse(text).unwrap_or_else(|| {
+                problems.push(format!(
+                    "`{field}.unverified`: expected \"original\", \"deny\" or \"fail_closed\", found {text:?}"
+                ));
+                UnverifiedAnswer::default()
+            }),
+        };
+        RequireSignature {
+            key: self.key.clone(),
+            unverified,
+        }
+    }
+
+    pub(super) fn from_checked(c: &RequireSignature) -> RawRequireSignature {
+        RawRequireSignature {
+            key: c.key.clone(),
+            unverified: Some(c.unverified.as_str().to_owned()),
+        }
+    }
+}

@@ -126,8 +126,9 @@ fn documented_keys_match_the_config() {
         "/docs/configuration.md"
     ))
     .expect("docs/configuration.md exists");
+    let (_dir, public) = public_key_file();
     let raw = toml::to_string(&raw::RawConfig::from_checked(
-        &Config::from_toml_str(
+        &Config::from_toml_str(&format!(
             r#"
             [server]
             tls_cert = "Cargo.toml"
@@ -139,8 +140,9 @@ fn documented_keys_match_the_config() {
             username = "u"
             password = "p"
             ca_file = "Cargo.toml"
-            "#,
-        )
+            require_signature = {{ key = {public:?} }}
+            "#
+        ))
         .unwrap(),
     ))
     .unwrap();
@@ -361,4 +363,59 @@ fn a_relative_storage_path_is_made_absolute_against_the_working_directory() {
         absolute.storage.path,
         std::path::PathBuf::from("/srv/patchpull")
     );
+}
+
+/// A PEM public key in a temp dir (kept while the dir lives).
+fn public_key_file() -> (tempfile::TempDir, String) {
+    use p256::pkcs8::EncodePrivateKey as _;
+    let dir = tempfile::tempdir().unwrap();
+    let secret = p256::SecretKey::from_slice(&[7u8; 32]).unwrap();
+    let der = secret.to_pkcs8_der().unwrap();
+    let pem = pem::encode(&pem::Pem::new("PRIVATE KEY", der.as_bytes().to_vec()));
+    let key = crate::sign::SigningKey::from_pem(&pem, None).unwrap();
+    let path = dir.path().join("publisher.pub");
+    std::fs::write(&path, key.public().to_pem()).unwrap();
+    let path = path.display().to_string();
+    (dir, path)
+}
+
+#[test]
+fn require_signature_checks_its_key_and_answer_at_start() {
+    let (_dir, public) = public_key_file();
+    let config = Config::from_toml_str(&format!(
+        "[[upstream]]\nname = \"a\"\nurl = \"http://a\"\nrequire_signature = {{ key = {public:?} }}\n\
+         [[patch.policy]]\nrepository = \"team/*\"\n\
+         require_signature = {{ key = {public:?}, unverified = \"deny\" }}\n"
+    ))
+    .unwrap();
+    let upstream = config.upstream[0].require_signature.as_ref().unwrap();
+    assert_eq!(upstream.unverified, super::UnverifiedAnswer::Original);
+    let policy = config.patch.policies[0].require_signature.as_ref().unwrap();
+    assert_eq!(policy.unverified, super::UnverifiedAnswer::Deny);
+    // `config check` shows it back, and the shown file loads again.
+    let shown = config.to_display_toml();
+    assert!(shown.contains("require_signature"), "{shown}");
+    let error = Config::from_toml_str(&format!(
+        "[[upstream]]\nname = \"a\"\nurl = \"http://a\"\n\
+         require_signature = {{ key = \"/nonexistent/publisher.pub\" }}\n\
+         [[patch.policy]]\nrepository = \"*\"\n\
+         require_signature = {{ key = {public:?}, unverified = \"maybe\" }}\n"
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(
+        error.contains("`upstream[0].require_signature.key`"),
+        "{error}"
+    );
+    assert!(
+        error.contains("`patch.policy[0].require_signature.unverified`"),
+        "{error}"
+    );
+    let error = Config::from_toml_str(
+        "[[upstream]]\nname = \"a\"\nurl = \"http://a\"\n\
+         require_signature = { key = \"Cargo.toml\" }\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(error.contains("not a PEM EC P-256 public key"), "{error}");
 }

@@ -115,8 +115,13 @@ pub(super) fn validate(
             defaults::UPSTREAM_REDIRECT_HOSTS,
         );
         let auth_hosts = host_list("auth_hosts", u.auth_hosts, defaults::UPSTREAM_AUTH_HOSTS);
+        let require_signature = u
+            .require_signature
+            .as_ref()
+            .map(|r| r.validate(&key("require_signature"), &mut p.0));
         if let Some(url) = url {
             upstreams.push(UpstreamConfig {
+                require_signature,
                 library_prefix: u.library_prefix.unwrap_or(u.name == "docker.io"),
                 name: u.name,
                 aliases: u.aliases,

@@ -14,11 +14,13 @@ mod jobs;
 pub mod patcher;
 mod platforms;
 mod record;
+pub mod signing;
+mod trust;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::{Config, PatchMode};
+use crate::config::{Config, PatchMode, UnverifiedAnswer};
 use crate::distribution::media_type::Accept;
 use crate::distribution::{ErrorCode, Reference};
 use crate::error::ApiError;
@@ -53,14 +55,18 @@ pub struct Pipeline {
     mode: PatchMode,
     wait_timeout: Duration,
     jobs: Arc<jobs::Jobs>,
+    /// `require_signature`: checked before a job is joined or started.
+    trust: Arc<trust::Trust>,
 }
 
 impl Pipeline {
     /// # Errors
     /// The built-in scanner or the state directory cannot be set up.
     pub fn new(config: &Config, mirror: Arc<Mirror>) -> Result<Pipeline, String> {
-        let jobs = jobs::Jobs::new(config, mirror.clone())?;
+        let trust = Arc::new(trust::Trust::new(config)?);
+        let jobs = jobs::Jobs::new(config, mirror.clone(), trust.clone())?;
         Ok(Pipeline {
+            trust,
             mirror,
             config: config.patch.clone(),
             mode: config.patch.mode,
@@ -90,9 +96,17 @@ impl Pipeline {
             .mirror
             .manifest(route, &Reference::Tag(tag.to_owned()), &any)
             .await?;
+        // An original `require_signature` refuses is not patched, pre-warmed or not.
+        let Ok(original_signature) = self.trust.verify(&self.mirror, route, &top.digest).await
+        else {
+            return Ok(top.digest.clone());
+        };
         let _ = self
             .jobs
-            .status_or_start(route, &top.digest, || self.options_for(route, tag))
+            .status_or_start(route, &top.digest, || PatchOptions {
+                original_signature,
+                ..self.options_for(route, tag)
+            })
             .await;
         Ok(top.digest.clone())
     }
@@ -204,10 +218,27 @@ impl Pipeline {
         }
         let any = Accept::parse([]);
         let top = self.mirror.manifest(route, &original, &any).await?;
+        // `require_signature`: checked for this repository before any job is joined or
+        // started (a patched image of the same digest made for another repository is not
+        // served here unless this one's signature verifies too); cached, so a warm pull
+        // pays a map lookup.
+        let original_signature = match self.trust.verify(&self.mirror, route, &top.digest).await {
+            Ok(verified) => verified,
+            Err(refusal) if refusal.reason.is_unverified() => {
+                return self.refused(route, original, &refusal.detail, refusal.reason)
+            }
+            Err(refusal) => {
+                tracing::warn!(upstream = %route.upstream.name(), repository = %route.repository, original = %top.digest, error = %refusal.detail, "require_signature: the signature cannot be read; not patched for now");
+                return self.fallback(mode, original, &refusal.detail, refusal.reason);
+            }
+        };
         // Options are built only when a job starts, not on every tag request.
         let status = self
             .jobs
-            .status_or_start(route, &top.digest, || self.options_for(route, tag))
+            .status_or_start(route, &top.digest, || PatchOptions {
+                original_signature,
+                ..self.options_for(route, tag)
+            })
             .await;
         let status = match status {
             JobStatus::Running(mut waiter) => match mode {
@@ -267,6 +298,31 @@ impl Pipeline {
         }
     }
 
+    /// What `require_signature`'s `unverified` says for an original that was not patched
+    /// because its signature did not verify: the original, `403` or `503`.
+    fn refused(
+        &self,
+        route: &Route,
+        original: Reference,
+        why: &str,
+        reason: FallbackReason,
+    ) -> Result<(TagAnswer, TagServed), ApiError> {
+        self.mirror.metrics().fallback_pull(reason);
+        match self.trust.answer(route) {
+            UnverifiedAnswer::Original => Ok((TagAnswer::Original(original), TagServed::Fallback)),
+            UnverifiedAnswer::Deny => Err(ApiError::new(
+                ErrorCode::Denied,
+                format!("not patched and not served: {why} (require_signature)"),
+            )
+            .with_status(http::StatusCode::FORBIDDEN)),
+            UnverifiedAnswer::FailClosed => {
+                let mut error = fail_closed_error(why, reason);
+                error.retry_after = Some(Duration::from_secs(10));
+                Err(error)
+            }
+        }
+    }
+
     /// The original, unless the policy is fail-closed.
     fn fallback(
         &self,
@@ -292,9 +348,11 @@ impl Pipeline {
 fn fail_closed_error(why: &str, reason: FallbackReason) -> ApiError {
     let why = match reason {
         // Our own words, the same for every image.
-        FallbackReason::PatchRunning | FallbackReason::QueueFull | FallbackReason::Evicted => {
-            why.to_owned()
-        }
+        FallbackReason::PatchRunning
+        | FallbackReason::QueueFull
+        | FallbackReason::Evicted
+        | FallbackReason::SignatureMissing
+        | FallbackReason::SignatureInvalid => why.to_owned(),
         FallbackReason::SandboxUnavailable
         | FallbackReason::ScriptsCannotRun
         | FallbackReason::ScriptFailed

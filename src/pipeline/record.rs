@@ -59,6 +59,9 @@ pub struct JobRecord {
     pub started: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished: Option<String>,
+    /// `require_signature`: how the original's signature was verified.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub original_signature: Option<String>,
 }
 
 /// A finished job as written to the store: its key, outcome in the admin API's words and

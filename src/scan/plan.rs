@@ -180,6 +180,21 @@ pub struct PlatformPlan {
     /// Set when a minimum severity met findings of unknown severity.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unknown_severity: Option<UnknownSeverityNote>,
+    /// The package repositories the built-in scanner planned from, each with the version
+    /// of the signed index it read; empty for plans from reports.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub repositories: Vec<RepositoryIndex>,
+}
+
+/// One package repository a plan was made from and the signed index it read.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct RepositoryIndex {
+    /// `http://deb.debian.org/debian-security/dists/bookworm-security`, or an Alpine
+    /// repository's base URL.
+    pub url: String,
+    /// `bookworm-security@<Date>#<hash of the Release's file list>`, or
+    /// `v3.20/main@<DESCRIPTION>#<hash of the APKINDEX>`.
+    pub index: String,
 }
 
 /// One package to update.
@@ -482,6 +497,7 @@ impl PlatformPlanBuilder {
             updates,
             not_planned,
             unknown_severity,
+            repositories: Vec::new(),
         }
     }
 }
@@ -580,6 +596,7 @@ mod tests {
             updates: Vec::new(),
             not_planned: Vec::new(),
             unknown_severity: None,
+            repositories: Vec::new(),
         };
         let plan = Plan::new(
             PlanSource::TrivyReport,

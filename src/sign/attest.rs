@@ -21,9 +21,17 @@ pub const PATCH_PREDICATE_TYPE: &str = "https://patchpull.dev/attestation/patch/
 pub struct PatchPredicate {
     pub original: OriginalImage,
     pub platforms: Vec<PlatformPatch>,
-    /// The package repositories the plan read and their signed index versions.
-    pub repositories: Vec<String>,
+    /// The package repositories the plan read and their signed index versions, sorted.
+    pub repositories: Vec<RepositoryUsed>,
     pub patchpull: Tool,
+}
+
+/// One package repository and the version of its signed index the plan was made from.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct RepositoryUsed {
+    pub url: String,
+    /// `bookworm-security@<Date>#<hash>`: changes with every publication of the index.
+    pub index: String,
 }
 
 #[derive(Debug, Clone, Serialize)]

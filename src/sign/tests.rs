@@ -126,22 +126,72 @@ fn the_signature_artifact_is_cosigns_layout_and_verifies() {
         doc["critical"]["image"]["docker-manifest-digest"],
         d.to_string()
     );
-    verify::check(&layers[0], payload, key.public(), &d).unwrap();
+    let identity = verify::Identity {
+        hosts: vec!["docker.io".to_owned()],
+        repository: "library/nginx".to_owned(),
+    };
+    verify::check(&layers[0], payload, key.public(), &d, &identity).unwrap();
     // Another image's digest, another key, a tampered payload: refused with the reason.
     let other = Digest::sha256_of(b"other");
-    let error = verify::check(&layers[0], payload, key.public(), &other).unwrap_err();
-    assert!(error.contains("is of"), "{error}");
+    let error = verify::check(&layers[0], payload, key.public(), &other, &identity).unwrap_err();
+    assert!(
+        matches!(error, verify::VerifyError::OtherImage { .. }),
+        "{error}"
+    );
+    let elsewhere = verify::Identity {
+        hosts: vec!["docker.io".to_owned()],
+        repository: "library/httpd".to_owned(),
+    };
+    let error = verify::check(&layers[0], payload, key.public(), &d, &elsewhere).unwrap_err();
+    assert!(
+        matches!(error, verify::VerifyError::OtherIdentity { .. }),
+        "{error}"
+    );
     let stranger = p256::SecretKey::from_slice(&[9u8; 32]).unwrap();
     let stranger_pem = pem::encode(&pem::Pem::new(
         "PRIVATE KEY",
         stranger.to_pkcs8_der().unwrap().as_bytes().to_vec(),
     ));
     let stranger = SigningKey::from_pem(&stranger_pem, None).unwrap();
-    let error = verify::check(&layers[0], payload, stranger.public(), &d).unwrap_err();
-    assert!(error.contains("does not verify"), "{error}");
+    let error = verify::check(&layers[0], payload, stranger.public(), &d, &identity).unwrap_err();
+    assert!(error.to_string().contains("does not verify"), "{error}");
     let mut tampered = payload.clone();
     tampered[10] ^= 1;
-    assert!(verify::check(&layers[0], &tampered, key.public(), &d).is_err());
+    assert!(verify::check(&layers[0], &tampered, key.public(), &d, &identity).is_err());
+}
+
+#[test]
+fn a_signed_identity_matches_its_repository_as_containers_image_does() {
+    let hub = verify::Identity {
+        hosts: vec!["docker.io".to_owned(), "hub".to_owned()],
+        repository: "library/nginx".to_owned(),
+    };
+    for accepted in [
+        "docker.io/library/nginx",
+        "index.docker.io/library/nginx",
+        "docker.io/library/nginx:1.25",
+        "nginx",
+        "nginx:1.25",
+        "docker.io/nginx@sha256:0000",
+    ] {
+        assert!(hub.accepts(accepted), "{accepted}");
+    }
+    for refused in [
+        "docker.io/library/nginx-extra",
+        "ghcr.io/library/nginx",
+        "docker.io/other/nginx",
+        "",
+    ] {
+        assert!(!hub.accepts(refused), "{refused}");
+    }
+    let local = verify::Identity {
+        hosts: vec!["upstream.test".to_owned(), "127.0.0.1:5000".to_owned()],
+        repository: "test/app".to_owned(),
+    };
+    assert!(local.accepts("127.0.0.1:5000/test/app:1"));
+    assert!(local.accepts("upstream.test/test/app"));
+    assert!(!local.accepts("127.0.0.1:5001/test/app"));
+    assert!(!local.accepts("test/app"));
 }
 
 #[test]
@@ -155,7 +205,10 @@ fn the_attestation_is_a_signed_dsse_envelope_of_an_in_toto_statement() {
             signature: None,
         },
         platforms: Vec::new(),
-        repositories: vec!["bookworm-security@2026-12-01".into()],
+        repositories: vec![attest::RepositoryUsed {
+            url: "http://deb.debian.org/debian-security/dists/bookworm-security".into(),
+            index: "bookworm-security@2026-12-01T00:00:00Z#0123456789ab".into(),
+        }],
         patchpull: attest::Tool::patchpull(),
     };
     let statement = attest::statement("docker.io/library/nginx", &d, &predicate);

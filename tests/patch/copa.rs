@@ -207,3 +207,155 @@ async fn inventory_only_log_file_and_the_insecure_hint() {
         );
     }
 }
+
+/// `--push --sign-key`: the pushed image's cosign signature and attestation are pushed
+/// beside it as `sha256-<hex>.sig`/`.att`, as `cosign verify` reads them; openssl checks
+/// the signature from the registry's bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_with_a_sign_key_pushes_the_signature_and_the_attestation() {
+    use base64::Engine as _;
+    if !tools() || !crate::common::require_tools(&["openssl"]) {
+        return;
+    }
+    let setup = Setup::new(&["amd64"]).await;
+    setup.repo.add(&libfoo(NEW, "amd64"));
+    setup.repo.publish();
+    let original = libfoo_image(Format::Oci, false);
+    images::push_image(&setup.registry.url(), "test/signed", "1", &original).await;
+    let key = setup.path("cosign.key");
+    let public = setup.path("cosign.pub");
+    tool(
+        "openssl",
+        &[
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-out",
+            key.to_str().unwrap(),
+        ],
+    );
+    tool(
+        "openssl",
+        &[
+            "pkey",
+            "-in",
+            key.to_str().unwrap(),
+            "-pubout",
+            "-out",
+            public.to_str().unwrap(),
+        ],
+    );
+    let config = setup.config("run");
+    // Without --push there is nothing to sign: a usage error.
+    let run = patchpull(
+        &config,
+        &[
+            "patch",
+            "--sign-key",
+            key.to_str().unwrap(),
+            &setup.reference("test/signed:1"),
+        ],
+    )
+    .await;
+    assert_eq!(run.code, 2, "{}", run.stderr);
+
+    let run = patchpull(
+        &config,
+        &[
+            "patch",
+            "--insecure",
+            "--push",
+            "--sign-key",
+            key.to_str().unwrap(),
+            &setup.reference("test/signed:1"),
+        ],
+    )
+    .await;
+    run.assert_ok();
+    let digest = run.patched_digest();
+    let hex = digest.strip_prefix("sha256:").unwrap();
+    let name = setup.reference("test/signed");
+    for suffix in ["sig", "att"] {
+        assert!(
+            run.stdout
+                .contains(&format!("pushed {name}:sha256-{hex}.{suffix}")),
+            "{}",
+            run.stdout
+        );
+    }
+    let key_text = std::fs::read_to_string(&key).unwrap();
+    let key_body: String = key_text
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .collect();
+    assert!(!run.stdout.contains(&key_body) && !run.stderr.contains(&key_body));
+
+    // The signature, from the registry: the payload names the pushed digest and name, and
+    // openssl verifies it with the public key.
+    let (status, _, sig, _) = setup
+        .manifest("test/signed", &format!("sha256-{hex}.sig"))
+        .await;
+    assert_eq!(status, 200);
+    let sig: serde_json::Value = serde_json::from_slice(&sig).unwrap();
+    assert_eq!(sig["subject"]["digest"], digest.as_str());
+    let layer = &sig["layers"][0];
+    let payload = setup
+        .blob("test/signed", layer["digest"].as_str().unwrap())
+        .await;
+    let doc: serde_json::Value = serde_json::from_slice(&payload).unwrap();
+    assert_eq!(
+        doc["critical"]["image"]["docker-manifest-digest"],
+        digest.as_str()
+    );
+    assert_eq!(doc["critical"]["identity"]["docker-reference"], name);
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(
+            layer["annotations"]["dev.cosignproject.cosign/signature"]
+                .as_str()
+                .unwrap(),
+        )
+        .unwrap();
+    let (message, signature) = (setup.path("payload"), setup.path("payload.sig"));
+    std::fs::write(&message, &payload).unwrap();
+    std::fs::write(&signature, &der).unwrap();
+    tool(
+        "openssl",
+        &[
+            "dgst",
+            "-sha256",
+            "-verify",
+            public.to_str().unwrap(),
+            "-signature",
+            signature.to_str().unwrap(),
+            message.to_str().unwrap(),
+        ],
+    );
+
+    // The attestation names the original and the package change.
+    let (status, _, att, _) = setup
+        .manifest("test/signed", &format!("sha256-{hex}.att"))
+        .await;
+    assert_eq!(status, 200);
+    let att: serde_json::Value = serde_json::from_slice(&att).unwrap();
+    let envelope: serde_json::Value = serde_json::from_slice(
+        &setup
+            .blob("test/signed", att["layers"][0]["digest"].as_str().unwrap())
+            .await,
+    )
+    .unwrap();
+    let statement: serde_json::Value = serde_json::from_slice(
+        &base64::engine::general_purpose::STANDARD
+            .decode(envelope["payload"].as_str().unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(statement["subject"][0]["digest"]["sha256"], hex);
+    let predicate = &statement["predicate"];
+    assert_eq!(
+        predicate["original"]["digest"],
+        original.manifest.digest.as_str()
+    );
+    assert_eq!(predicate["platforms"][0]["packages"][0]["to"], NEW);
+}

@@ -1,7 +1,8 @@
 //! `patchpull patch <image-ref>`: copa's job in one command. Plans from `--report` or the
 //! built-in scanner, patches natively (or through BuildKit: `--engine`, `--buildkit`),
 //! checks the result, then pushes it
-//! (`--push`), writes an OCI layout (`--oci-dir`) and the VEX document (`--vex`). Progress
+//! (`--push`, signed with `--sign-key`: cosign's `.sig` and `.att` beside it), writes an OCI
+//! layout (`--oci-dir`) and the VEX document (`--vex`). Progress
 //! goes to stderr, the summary table to stdout, one section per platform saying what
 //! became of it. Exit 0 when patched (an index in part, as `patch.partial_index` allows:
 //! the platforms that failed keep their originals and the summary says why) or nothing
@@ -56,6 +57,13 @@ pub struct PatchArgs {
     /// Push the patched image to its registry.
     #[arg(short = 'p', long)]
     push: bool,
+    /// Sign what `--push` pushes with this key: a cosign signature of every patched
+    /// manifest (and index) and an in-toto attestation of the patch, pushed beside the
+    /// image as cosign's `sha256-<hex>.sig`/`.att` tags. A PEM private key (PKCS#8 or SEC1
+    /// EC P-256, or cosign's encrypted key, its password as `signing.password_env` or
+    /// `signing.password_file` say).
+    #[arg(long, value_name = "FILE", requires = "push")]
+    sign_key: Option<PathBuf>,
     /// Write the patched image as an OCI image layout into this directory.
     #[arg(long, value_name = "DIR")]
     oci_dir: Option<PathBuf>,
@@ -244,6 +252,18 @@ pub fn run(mut config: Config, args: PatchArgs) -> anyhow::Result<()> {
         ignore_errors: args.ignore_errors,
         no_cache: args.no_cache,
         partial_index: config.patch.partial_index,
+        original_signature: None,
+    };
+    // The key is read before anything is patched: a wrong password fails at once.
+    let signer = match &args.sign_key {
+        Some(path) => {
+            let signing = crate::config::SigningConfig {
+                key: Some(path.clone()),
+                ..config.signing.clone()
+            };
+            crate::sign::Signer::from_config(&signing).context("--sign-key")?
+        }
+        None => None,
     };
     let (engine, buildkit) = engine_choice(&config, &args)?;
     let insecure_hint = hint_for_http(&image, &config, args.insecure);
@@ -315,6 +335,25 @@ pub fn run(mut config: Config, args: PatchArgs) -> anyhow::Result<()> {
                 progress(&format!("pushing {reference}"));
                 output::push(&mirror, &route, &patched, &target.0, &target.1).await?;
                 println!("pushed {reference}@{top_digest}");
+                if let Some(signer) = &signer {
+                    // The signed identity is the name it was pushed as, as `cosign sign`
+                    // writes it.
+                    let name = format!("{}/{}", image.registry, target.0);
+                    let attachments = crate::pipeline::signing::attachments(
+                        signer,
+                        &name,
+                        &patched.original.digest,
+                        None,
+                        &patched,
+                    );
+                    for tag in output::push_attachments(&route, &target.0, attachments).await? {
+                        println!("pushed {name}:{tag}");
+                    }
+                    progress(&format!(
+                        "signed with key {}",
+                        signer.public().fingerprint()
+                    ));
+                }
             }
             println!(
                 "patched image {top_digest} ({top_type}, {} bytes)",

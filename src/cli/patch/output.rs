@@ -9,7 +9,10 @@ use anyhow::{bail, Context};
 use super::super::image_ref::ImageRef;
 use crate::distribution::{Digest, Reference};
 use crate::mirror::Mirror;
+use crate::patch::referrer::Artifact;
 use crate::pipeline::patcher::{PatchedImage, PlatformOutcome};
+use crate::sign::cosign::attachment_tag;
+use crate::sign::Attachment;
 use crate::upstream::push::BlobSource;
 use crate::upstream::Route;
 
@@ -160,6 +163,49 @@ pub(super) async fn push(
         bail!("the registry stored {pushed}, expected {top_digest}");
     }
     Ok(())
+}
+
+/// Pushes each attachment (its blobs, then its manifest under cosign's
+/// `sha256-<hex>.sig`/`.att` tag of its subject) to `repository`; the tags pushed.
+pub(super) async fn push_attachments(
+    route: &Route,
+    repository: &str,
+    attachments: Vec<(Digest, Attachment, Artifact)>,
+) -> anyhow::Result<Vec<String>> {
+    let upstream = &route.upstream;
+    let mut tags = Vec::new();
+    for (subject, kind, artifact) in attachments {
+        for (digest, bytes) in artifact.blobs {
+            if upstream.has_blob(repository, &digest).await? {
+                continue;
+            }
+            let size = bytes.len() as u64;
+            upstream
+                .push_blob(
+                    repository,
+                    &digest,
+                    size,
+                    BlobSource::Bytes(bytes.into()),
+                    None,
+                )
+                .await?;
+        }
+        let tag = attachment_tag(&subject, kind);
+        let reference: Reference = tag.parse().context("the attachment tag")?;
+        let pushed = upstream
+            .push_manifest(
+                repository,
+                &reference,
+                crate::distribution::media_type::OCI_MANIFEST,
+                artifact.manifest.into(),
+            )
+            .await?;
+        if pushed != artifact.digest {
+            bail!("the registry stored {pushed}, expected {}", artifact.digest);
+        }
+        tags.push(tag);
+    }
+    Ok(tags)
 }
 
 async fn read_mirror_blob(

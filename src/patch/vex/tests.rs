@@ -37,6 +37,7 @@ fn plan(arch: &str, updates: Vec<PackageUpdate>) -> PlatformPlan {
         updates,
         not_planned: vec![],
         unknown_severity: None,
+        repositories: vec![],
     }
 }
 

@@ -10,7 +10,6 @@
 mod flight;
 mod operator;
 mod records;
-mod signing;
 mod view;
 
 use std::collections::HashMap;
@@ -85,6 +84,8 @@ pub struct Jobs {
     signer: Option<crate::sign::Signer>,
     /// Redis leases: one job per image across replicas.
     coordinator: Arc<crate::coordination::Coordinator>,
+    /// `require_signature`: its refusals are listed with the jobs.
+    trust: Arc<super::trust::Trust>,
 }
 
 /// Where BuildKit reaches this patchpull: `patch.buildkit.registry`, else the listen
@@ -101,7 +102,11 @@ fn buildkit_registry(config: &Config, buildkit: &crate::config::BuildkitConfig) 
 }
 
 impl Jobs {
-    pub(super) fn new(config: &Config, mirror: Arc<Mirror>) -> Result<Jobs, String> {
+    pub(super) fn new(
+        config: &Config,
+        mirror: Arc<Mirror>,
+        trust: Arc<super::trust::Trust>,
+    ) -> Result<Jobs, String> {
         let scanner =
             BuiltinScanner::new(crate::scan::builtin::BuiltinConfig::from_scan(&config.scan))
                 .map_err(|e| format!("built-in scanner: {e}"))?;
@@ -154,6 +159,7 @@ impl Jobs {
             }
         }
         Ok(Jobs {
+            trust,
             signer,
             job_records: Mutex::default(),
             history,
@@ -318,6 +324,7 @@ impl Jobs {
                 record: saved.record,
             });
         }
+        views.extend(self.trust.refusals());
         views.sort_by(|a, b| (&a.upstream, &a.original).cmp(&(&b.upstream, &b.original)));
         views
     }
@@ -374,6 +381,12 @@ impl Jobs {
     async fn run(&self, route: &Route, digest: &Digest, options: &PatchOptions) -> JobOutcome {
         let key = (route.upstream.name().to_owned(), digest.clone());
         let queued = Instant::now();
+        let original_signature = options.original_signature.clone();
+        if let Some(verified) = &original_signature {
+            self.note(&key, |r| {
+                r.original_signature = Some(format!("verified with key {}", verified.key));
+            });
+        }
         let lease = match self.coordinate(route, &key).await {
             Ok(lease) => lease,
             Err(outcome) => return outcome,
@@ -444,10 +457,15 @@ impl Jobs {
             made.push(platform.image.config_digest.clone());
             made.push(platform.image.manifest_digest.clone());
         }
-        let attachments = self
-            .signer
-            .as_ref()
-            .map(|signer| signing::attachments(signer, &repository, digest, &patched));
+        let attachments = self.signer.as_ref().map(|signer| {
+            crate::pipeline::signing::attachments(
+                signer,
+                &repository,
+                digest,
+                original_signature.clone(),
+                &patched,
+            )
+        });
         if let Err(error) = self.records.store_patched(patched).await {
             return JobOutcome::Failed {
                 error,
@@ -467,7 +485,7 @@ impl Jobs {
                 };
             }
         }
-        for (subject, artifact) in attachments.into_iter().flatten() {
+        for (subject, _, artifact) in attachments.into_iter().flatten() {
             made.push(artifact.digest.clone());
             made.extend(artifact.blobs.iter().map(|(d, _)| d.clone()));
             if let Err(error) = self.records.store_referrer(&subject, artifact).await {

@@ -11,7 +11,9 @@ use crate::pipeline::record::JobRecord;
 pub struct JobView {
     pub upstream: String,
     pub original: String,
-    /// `running`, `patched`, `unchanged` or `failed`.
+    /// `running`, `patched`, `unchanged`, `failed`, or `unverified`: refused by
+    /// `require_signature` before any job (`detail` says why, `image` names the
+    /// repository).
     pub status: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub patched: Option<String>,

@@ -56,6 +56,8 @@ pub struct PatchOptions {
     pub no_cache: bool,
     /// An index some of whose platforms fail: patched where possible, or an error.
     pub partial_index: PartialIndex,
+    /// `require_signature`: what verified the original's signature, for the attestation.
+    pub original_signature: Option<crate::sign::attest::VerifiedSignature>,
 }
 
 /// The patcher: the mirror for images, the built-in scanner for plans and packages.

@@ -461,7 +461,7 @@ impl BuiltinScanner {
             .join(", ");
         let severities = self.severities().await?;
         let distribution = selected.first().map(|s| s.distribution.as_str());
-        let plan = matching::build_plan(
+        let mut plan = matching::build_plan(
             platform,
             inventory,
             &updates,
@@ -473,6 +473,16 @@ impl BuiltinScanner {
                 severities.lookup(distribution?, codename, &update.source_name, cve)
             },
         );
+        let used: Vec<crate::scan::plan::RepositoryIndex> = loaded
+            .iter()
+            .map(|l| crate::scan::plan::RepositoryIndex {
+                url: format!("{}/dists/{}", l.suite.base_url, l.suite.name),
+                index: l.version(),
+            })
+            .collect();
+        for platform in &mut plan.platforms {
+            platform.repositories = used.clone();
+        }
         Ok(BuiltinScan { plan, updates })
     }
 }

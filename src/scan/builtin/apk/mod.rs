@@ -313,7 +313,7 @@ impl ApkScanner {
             .map(|l| l.version())
             .collect::<Vec<_>>()
             .join(", ");
-        let plan = build_plan(
+        let mut plan = build_plan(
             platform,
             inventory,
             &updates,
@@ -321,6 +321,16 @@ impl ApkScanner {
             options,
             index_version,
         );
+        let used: Vec<crate::scan::plan::RepositoryIndex> = loaded
+            .iter()
+            .map(|l| crate::scan::plan::RepositoryIndex {
+                url: l.repository.base_url.clone(),
+                index: l.version(),
+            })
+            .collect();
+        for platform in &mut plan.platforms {
+            platform.repositories = used.clone();
+        }
         Ok(ApkScan {
             plan,
             updates,

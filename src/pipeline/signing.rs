@@ -1,21 +1,27 @@
 //! What a job signs: a cosign signature of every new manifest (the index and each patched
 //! platform's) and an attestation of the patch on the top one, named by the upstream
-//! name of the image (`docker.io/library/nginx`), whatever path a client pulls it by.
+//! name of the image (`docker.io/library/nginx`), whatever path a client pulls it by. The
+//! same attachments are pushed beside the image by `patchpull patch --push --sign-key`.
 
 use crate::distribution::Digest;
 use crate::patch::referrer::Artifact;
 use crate::pipeline::patcher::{EngineReport, PatchedImage, PlatformOutcome};
-use crate::sign::attest::{OriginalImage, PackageChange, PatchPredicate, PlatformPatch, Tool};
-use crate::sign::{Signer, Subject};
+use crate::sign::attest::{
+    OriginalImage, PackageChange, PatchPredicate, PlatformPatch, RepositoryUsed, Tool,
+    VerifiedSignature,
+};
+use crate::sign::{Attachment, Signer, Subject};
 
 /// The signature and attestation artifacts of `patched` (of `original`, named
-/// `docker_reference`), each with the digest of the manifest it is about.
-pub(super) fn attachments(
+/// `docker_reference`), each with the digest of the manifest it is about and its kind
+/// (which `sha256-<hex>.sig`/`.att` tag it goes under).
+pub fn attachments(
     signer: &Signer,
     docker_reference: &str,
     original: &Digest,
+    original_signature: Option<VerifiedSignature>,
     patched: &PatchedImage,
-) -> Vec<(Digest, Artifact)> {
+) -> Vec<(Digest, Attachment, Artifact)> {
     let Some((top_bytes, top_digest, top_media_type)) = &patched.top else {
         return Vec::new();
     };
@@ -24,7 +30,11 @@ pub(super) fn attachments(
         media_type: top_media_type,
         size: top_bytes.len() as u64,
     };
-    let mut made = vec![(top_digest.clone(), signer.signature(docker_reference, top))];
+    let mut made = vec![(
+        top_digest.clone(),
+        Attachment::Signature,
+        signer.signature(docker_reference, top),
+    )];
     for platform in patched.patched() {
         let image = &platform.image;
         if image.manifest_digest == *top_digest {
@@ -37,12 +47,15 @@ pub(super) fn attachments(
         };
         made.push((
             image.manifest_digest.clone(),
+            Attachment::Signature,
             signer.signature(docker_reference, subject),
         ));
     }
-    let predicate = predicate(docker_reference, original, patched);
+    let mut predicate = predicate(docker_reference, original, patched);
+    predicate.original.signature = original_signature;
     made.push((
         top_digest.clone(),
+        Attachment::Attestation,
         signer.attestation(docker_reference, top, &predicate),
     ));
     made
@@ -50,10 +63,15 @@ pub(super) fn attachments(
 
 fn predicate(docker_reference: &str, original: &Digest, patched: &PatchedImage) -> PatchPredicate {
     let mut platforms = Vec::new();
+    let mut repositories = Vec::new();
     for platform in &patched.platforms {
         let (PlatformOutcome::Patched(p), Some(plan)) = (&platform.outcome, &platform.plan) else {
             continue;
         };
+        repositories.extend(plan.repositories.iter().map(|r| RepositoryUsed {
+            url: r.url.clone(),
+            index: r.index.clone(),
+        }));
         let arch = &platform.original.platform.architecture;
         let packages = plan
             .updates
@@ -96,6 +114,8 @@ fn predicate(docker_reference: &str, original: &Digest, patched: &PatchedImage) 
             packages,
         });
     }
+    repositories.sort();
+    repositories.dedup();
     PatchPredicate {
         original: OriginalImage {
             name: docker_reference.to_owned(),
@@ -103,7 +123,7 @@ fn predicate(docker_reference: &str, original: &Digest, patched: &PatchedImage) 
             signature: None,
         },
         platforms,
-        repositories: Vec::new(),
+        repositories,
         patchpull: Tool::patchpull(),
     }
 }
