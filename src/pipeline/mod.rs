@@ -132,7 +132,7 @@ impl Pipeline {
         index: bytes::Bytes,
         artifact_type: Option<&str>,
     ) -> Result<bytes::Bytes, ApiError> {
-        let mut own = self.jobs.referrers(subject).await;
+        let mut own = self.jobs.referrers(route, subject).await;
         own.retain(|d| artifact_type.is_none_or(|t| d["artifactType"] == t));
         if own.is_empty() || self.mirror.ensure_readable(route, subject).await.is_err() {
             return Ok(index);
@@ -176,7 +176,7 @@ impl Pipeline {
         // cosign's `sha256-<hex>.sig`/`.att`: patchpull's own for a patched image, else
         // upstream's as they are (an original's signature is never patched).
         if let Some((subject, kind)) = crate::sign::cosign::parse_attachment_tag(tag) {
-            if let Some(own) = self.jobs.attachment(&subject, kind).await {
+            if let Some(own) = self.jobs.attachment(route, &subject, kind).await {
                 if self.mirror.ensure_readable(route, &subject).await.is_ok() {
                     return Ok((TagAnswer::Patched(own), TagServed::Patched));
                 }

@@ -7,7 +7,13 @@
 //! <prefix>/index/<upstream>:sha256-<hex> the entry of original <hex>: an OCI manifest whose
 //!                                       layers are that content (mounted from the
 //!                                       repository above) and whose annotations say the
-//!                                       patched digest, its media type and platforms
+//!                                       patched digest, its media type, platforms and
+//!                                       referrers (VEX, cosign signatures, attestations)
+//! <prefix>/index/<upstream>:sha256-<hex>.entry
+//!                                       the same entry, tagged by each manifest <hex> it
+//!                                       patched or that one of its referrers is about: a
+//!                                       replica asked for the referrers or the `.sig` of
+//!                                       a patched image it never pulled finds it there
 //! ```
 //!
 //! Upstream blobs are not pushed: each replica keeps them in its local, size-bounded cache
@@ -57,6 +63,23 @@ pub struct RegistryIndex {
 
 fn tag_of(original: &Digest) -> String {
     format!("{}-{}", original.algorithm().as_str(), original.hex())
+}
+
+/// The tag of an entry by a manifest it made (or that one of its referrers is about).
+fn subject_tag(subject: &Digest) -> String {
+    format!("{}.entry", tag_of(subject))
+}
+
+/// The manifests an entry made that referrers are about, each once: the patched manifest
+/// and every referrer's subject.
+fn subjects_of(entry: &IndexEntry) -> Vec<&Digest> {
+    let mut subjects = vec![&entry.patched];
+    for (subject, _) in &entry.referrers {
+        if !subjects.contains(&subject) {
+            subjects.push(subject);
+        }
+    }
+    subjects
 }
 
 impl RegistryIndex {
@@ -363,6 +386,15 @@ impl PatchedIndex for RegistryIndex {
                         .await,
                 )?;
             }
+            // After the entry itself, so that a subject tag always names a readable entry.
+            for subject in subjects_of(entry) {
+                let tag = Reference::Tag(subject_tag(subject));
+                self.backing(
+                    self.registry
+                        .push_manifest(&index_repo, &tag, OCI_MANIFEST, manifest.clone())
+                        .await,
+                )?;
+            }
             let local = IndexEntry {
                 content: Vec::new(),
                 ..entry.clone()
@@ -413,5 +445,50 @@ impl PatchedIndex for RegistryIndex {
 
     fn referrers<'a>(&'a self, subject: &'a Digest) -> BoxFuture<'a, Vec<Digest>> {
         self.local.referrers(subject)
+    }
+
+    fn find_by_subject<'a>(
+        &'a self,
+        upstream: &'a str,
+        subject: &'a Digest,
+    ) -> BoxFuture<'a, Result<Option<IndexKey>, IndexError>> {
+        async move {
+            let repository = self.index_repository(upstream);
+            let reference = Reference::Tag(subject_tag(subject));
+            let fetched = match self
+                .registry
+                .get_manifest(&repository, &reference, self.max_manifest_size)
+                .await
+            {
+                Ok(fetched) => fetched,
+                Err(UpstreamError::NotFound { .. }) => {
+                    self.metrics.fleet.backing(true);
+                    return Ok(None);
+                }
+                Err(e) => return self.backing(Err(e)),
+            };
+            self.metrics.fleet.backing(true);
+            let original = serde_json::from_slice::<serde_json::Value>(&fetched.bytes)
+                .ok()
+                .and_then(|doc| {
+                    doc["annotations"][ANNOTATION_ORIGINAL]
+                        .as_str()?
+                        .parse()
+                        .ok()
+                })
+                .ok_or_else(|| self.invalid(format!("the entry of {subject} names no original")))?;
+            let key = IndexKey {
+                upstream: upstream.to_owned(),
+                original,
+            };
+            // The same checks as an entry read by its original, and it must be about
+            // `subject`: a tag moved onto another entry is a miss, not that entry.
+            let entry = self.parse_entry(&key, &fetched.bytes)?;
+            if !subjects_of(&entry).contains(&subject) {
+                return Err(self.invalid(format!("the entry tagged by {subject} is not about it")));
+            }
+            Ok(Some(key))
+        }
+        .boxed()
     }
 }
