@@ -399,7 +399,7 @@ impl Jobs {
     async fn run(&self, route: &Route, digest: &Digest, options: &PatchOptions) -> JobOutcome {
         let key = (route.upstream.name().to_owned(), digest.clone());
         let queued = Instant::now();
-        let lease = match self.coordinate(route, &key).await {
+        let lease = match self.coordinate(route, &key, &options.plan_key()).await {
             Ok(lease) => lease,
             Err(outcome) => return outcome,
         };
@@ -554,13 +554,14 @@ impl Jobs {
         &self,
         route: &Route,
         key: &Key,
+        plan: &str,
     ) -> Result<Option<crate::coordination::Lease>, JobOutcome> {
         use crate::coordination::metrics::Coordinated;
         use crate::coordination::Claim;
         let fleet = &self.mirror.metrics().fleet;
         let mut waited = false;
         loop {
-            match self.coordinator.claim(&key.0, &key.1).await {
+            match self.coordinator.claim(&key.0, &key.1, plan).await {
                 Claim::Off => return Ok(None),
                 Claim::Leased(lease) => {
                     fleet.job(if waited {
