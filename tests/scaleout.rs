@@ -22,6 +22,9 @@ use common::registry::{free_port, Registry};
 use common::serve::ServeProcess;
 use support::metric;
 
+#[path = "scaleout/bench.rs"]
+mod bench;
+
 const NAME: &str = "team/app";
 
 /// A `redis-server` of the test's own, killed on drop.
