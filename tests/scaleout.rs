@@ -219,6 +219,18 @@ fn signing_key(env: &support::Env) {
     );
 }
 
+/// The body of `GET /v2/<NAME>/<path>`, which must answer 200.
+async fn get_bytes(base: &str, path: &str) -> Vec<u8> {
+    let resp = common::client()
+        .get(format!("{base}/v2/{NAME}/{path}"))
+        .header("accept", images::ACCEPT_ALL)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200, "{path}");
+    resp.bytes().await.unwrap().to_vec()
+}
+
 /// `(artifactType, digest)` of the referrers of `subject` a replica lists, sorted.
 async fn referrer_types(base: &str, subject: &str) -> Vec<(String, String)> {
     let resp = common::client()
@@ -298,6 +310,26 @@ async fn three_replicas_patch_a_cold_tag_once_and_a_fresh_replica_serves_it_with
         );
         let waited = sum_metric(&all, "patchpull_coordinated_jobs_total{how=\"Waited\"}").await;
         assert_eq!(waited, 2.0, "the two other replicas read the result");
+
+        // A client that resolved the tag through one replica fetches the rest from others:
+        // a replica with an empty disk, asked first for the patched manifest by digest and
+        // its blobs (no tag pull), serves them, every byte as made.
+        let blobs_first = start_replica(&env, "replica-blobs", &backing.url(), None, support::WAIT);
+        let manifest = get_bytes(&replicas[0].url, &format!("manifests/{patched}")).await;
+        assert_eq!(
+            get_bytes(&blobs_first.url, &format!("manifests/{patched}")).await,
+            manifest
+        );
+        let doc: serde_json::Value = serde_json::from_slice(&manifest).unwrap();
+        let mut digests = vec![doc["config"]["digest"].as_str().unwrap().to_owned()];
+        for layer in doc["layers"].as_array().unwrap() {
+            digests.push(layer["digest"].as_str().unwrap().to_owned());
+        }
+        for digest in &digests {
+            let bytes = get_bytes(&blobs_first.url, &format!("blobs/{digest}")).await;
+            assert_eq!(&images::sha256_digest(&bytes), digest);
+        }
+        assert_eq!(metric(&metrics_of(&blobs_first).await, RUNS), 0.0);
 
         let made = referrer_types(&replicas[0].url, &patched).await;
         assert_eq!(made.len(), 3, "VEX, signature, attestation: {made:?}");

@@ -148,6 +148,12 @@ impl Pipeline {
             .map_err(|e| ApiError::internal(e.to_string()))
     }
 
+    /// Adopts the patched image another replica made that `digest` (a manifest or blob)
+    /// belongs to, so that this replica can serve it; true when there was one.
+    pub async fn adopt_made(&self, route: &Route, digest: &crate::distribution::Digest) -> bool {
+        self.jobs.adopt_made(route, digest).await
+    }
+
     /// Decides what a manifest request for `tag` gets.
     ///
     /// # Errors

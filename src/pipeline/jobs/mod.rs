@@ -361,7 +361,7 @@ impl Jobs {
     /// of is looked up there first (another replica may have patched it).
     pub async fn referrers(&self, route: &Route, subject: &Digest) -> Vec<serde_json::Value> {
         let found = self.records.referrers(subject).await;
-        if found.is_empty() && self.adopt_subject(route, subject).await {
+        if found.is_empty() && self.adopt_made(route, subject).await {
             return self.records.referrers(subject).await;
         }
         found
@@ -379,17 +379,17 @@ impl Jobs {
         if let Some(found) = self.records.attachment(subject, artifact_type).await {
             return Some(found);
         }
-        if self.adopt_subject(route, subject).await {
+        if self.adopt_made(route, subject).await {
             return self.records.attachment(subject, artifact_type).await;
         }
         None
     }
 
-    /// Adopts the shared entry `subject` belongs to (see
-    /// [`crate::store::index::PatchedIndex::find_by_subject`]); true when there was one and
-    /// its content is now here.
-    async fn adopt_subject(&self, route: &Route, subject: &Digest) -> bool {
-        let Some(original) = self.records.find_by_subject(route, subject).await else {
+    /// Adopts the shared entry `subject` (a manifest or blob) belongs to (see
+    /// [`crate::store::index::PatchedIndex::find_by_digest`]); true when there was one and
+    /// its content is now here. Over the local store there is never one.
+    pub async fn adopt_made(&self, route: &Route, subject: &Digest) -> bool {
+        let Some(original) = self.records.find_by_digest(route, subject).await else {
             return false;
         };
         let key = (route.upstream.name().to_owned(), original);

@@ -111,14 +111,14 @@ impl Records {
 
     /// The original whose shared entry `subject` belongs to, behind `route`'s upstream; a
     /// backing registry that cannot say is a miss.
-    pub async fn find_by_subject(
+    pub async fn find_by_digest(
         &self,
         route: &crate::upstream::Route,
         subject: &Digest,
     ) -> Option<Digest> {
         match self
             .index
-            .find_by_subject(route.upstream.name(), subject)
+            .find_by_digest(route.upstream.name(), subject)
             .await
         {
             Ok(key) => key.map(|k| k.original),

@@ -135,15 +135,16 @@ pub trait PatchedIndex: Send + Sync {
     fn referrers<'a>(&'a self, subject: &'a Digest) -> BoxFuture<'a, Vec<Digest>>;
 
     /// The key of the shared entry behind `upstream` that `subject` belongs to: its
-    /// patched manifest, or the subject of one of its referrers (a platform's manifest
-    /// signed with it). A replica asked for the referrers or the `.sig` tag of a patched
-    /// image it has not pulled yet finds the entry this way, then adopts it as a whole.
+    /// patched manifest, a manifest or blob it made, or the subject of one of its
+    /// referrers. A replica asked for a blob, a manifest by digest, the referrers or the
+    /// `.sig` tag of a patched image it has not pulled yet (the client resolved the tag
+    /// through another replica) finds the entry this way, then adopts it as a whole.
     /// `None` for the local index: what it knows is local already.
     ///
     /// # Errors
     /// The backing store cannot say, or its answer does not verify; callers treat it as
     /// a miss.
-    fn find_by_subject<'a>(
+    fn find_by_digest<'a>(
         &'a self,
         upstream: &'a str,
         subject: &'a Digest,

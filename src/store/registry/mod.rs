@@ -10,10 +10,12 @@
 //!                                       patched digest, its media type, platforms and
 //!                                       referrers (VEX, cosign signatures, attestations)
 //! <prefix>/index/<upstream>:sha256-<hex>.entry
-//!                                       the same entry, tagged by each manifest <hex> it
-//!                                       patched or that one of its referrers is about: a
-//!                                       replica asked for the referrers or the `.sig` of
-//!                                       a patched image it never pulled finds it there
+//!                                       the same entry, tagged by each manifest or blob
+//!                                       <hex> it made or that one of its referrers is
+//!                                       about: a replica asked for a blob, a manifest by
+//!                                       digest, the referrers or the `.sig` of a patched
+//!                                       image it never pulled (a client that pulled the
+//!                                       tag through another replica) finds it there
 //! ```
 //!
 //! Upstream blobs are not pushed: each replica keeps them in its local, size-bounded cache
@@ -65,21 +67,25 @@ fn tag_of(original: &Digest) -> String {
     format!("{}-{}", original.algorithm().as_str(), original.hex())
 }
 
-/// The tag of an entry by a manifest it made (or that one of its referrers is about).
-fn subject_tag(subject: &Digest) -> String {
-    format!("{}.entry", tag_of(subject))
+/// The tag of an entry by a digest it made (or that one of its referrers is about).
+fn digest_tag(digest: &Digest) -> String {
+    format!("{}.entry", tag_of(digest))
 }
 
-/// The manifests an entry made that referrers are about, each once: the patched manifest
-/// and every referrer's subject.
-fn subjects_of(entry: &IndexEntry) -> Vec<&Digest> {
-    let mut subjects = vec![&entry.patched];
-    for (subject, _) in &entry.referrers {
-        if !subjects.contains(&subject) {
-            subjects.push(subject);
+/// Entry tags pushed at once.
+const TAG_PUSHES: usize = 4;
+
+/// What a client may ask a replica for by digest, each once: the patched manifest, every
+/// piece of content and every referrer's subject.
+fn digests_of(entry: &IndexEntry) -> Vec<&Digest> {
+    let mut digests = vec![&entry.patched];
+    let made = entry.content.iter().map(|c| &c.digest);
+    for digest in made.chain(entry.referrers.iter().map(|(s, _)| s)) {
+        if !digests.contains(&digest) {
+            digests.push(digest);
         }
     }
-    subjects
+    digests
 }
 
 impl RegistryIndex {
@@ -176,6 +182,19 @@ impl RegistryIndex {
             },
         });
         Bytes::from(serde_json::to_vec(&manifest).unwrap_or_default())
+    }
+
+    async fn push_digest_tag(
+        &self,
+        repository: &str,
+        digest: &Digest,
+        manifest: Bytes,
+    ) -> Result<(), UpstreamError> {
+        let tag = Reference::Tag(digest_tag(digest));
+        self.registry
+            .push_manifest(repository, &tag, OCI_MANIFEST, manifest)
+            .await
+            .map(|_| ())
     }
 
     fn parse_entry(&self, key: &IndexKey, bytes: &[u8]) -> Result<IndexEntry, IndexError> {
@@ -386,14 +405,15 @@ impl PatchedIndex for RegistryIndex {
                         .await,
                 )?;
             }
-            // After the entry itself, so that a subject tag always names a readable entry.
-            for subject in subjects_of(entry) {
-                let tag = Reference::Tag(subject_tag(subject));
-                self.backing(
-                    self.registry
-                        .push_manifest(&index_repo, &tag, OCI_MANIFEST, manifest.clone())
-                        .await,
-                )?;
+            // After the entry itself, so that a digest tag always names a readable entry.
+            for batch in digests_of(entry).chunks(TAG_PUSHES) {
+                let mut pushes = Vec::with_capacity(batch.len());
+                for digest in batch {
+                    pushes.push(self.push_digest_tag(&index_repo, digest, manifest.clone()));
+                }
+                for pushed in futures_util::future::join_all(pushes).await {
+                    self.backing(pushed)?;
+                }
             }
             let local = IndexEntry {
                 content: Vec::new(),
@@ -447,14 +467,14 @@ impl PatchedIndex for RegistryIndex {
         self.local.referrers(subject)
     }
 
-    fn find_by_subject<'a>(
+    fn find_by_digest<'a>(
         &'a self,
         upstream: &'a str,
         subject: &'a Digest,
     ) -> BoxFuture<'a, Result<Option<IndexKey>, IndexError>> {
         async move {
             let repository = self.index_repository(upstream);
-            let reference = Reference::Tag(subject_tag(subject));
+            let reference = Reference::Tag(digest_tag(subject));
             let fetched = match self
                 .registry
                 .get_manifest(&repository, &reference, self.max_manifest_size)
@@ -484,7 +504,7 @@ impl PatchedIndex for RegistryIndex {
             // The same checks as an entry read by its original, and it must be about
             // `subject`: a tag moved onto another entry is a miss, not that entry.
             let entry = self.parse_entry(&key, &fetched.bytes)?;
-            if !subjects_of(&entry).contains(&subject) {
+            if !digests_of(&entry).contains(&subject) {
                 return Err(self.invalid(format!("the entry tagged by {subject} is not about it")));
             }
             Ok(Some(key))
