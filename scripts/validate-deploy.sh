@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Checks deploy/ the way a cluster would read it, without a cluster:
-#  1. renders the kustomizations (deploy/, deploy/node/, deploy/restricted/) and validates every object
+#  1. renders the kustomizations (deploy/, deploy/node/, deploy/restricted/, deploy/ha/) and validates every object
 #     against the Kubernetes API schema of K8S_VERSION, strictly (unknown fields are
 #     errors), with kubernetes-validate from PyPI in a venv under target/;
 #  2. checks that no manifest under deploy/ is left out of both renderings;
-#  3. runs `patchpull config check` on the ConfigMap's patchpull.toml (TLS paths pointed at
-#     stand-in files), so the shipped configuration is one patchpull accepts;
+#  3. runs `patchpull config check` on the ConfigMaps' patchpull.toml (deploy/'s and
+#     deploy/ha/'s; TLS paths pointed at stand-in files), so the shipped configurations are
+#     ones patchpull accepts;
 #  4. checks that the seccomp ConfigMap holds deploy/seccomp/patchpull-sandbox.json as it
 #     is, and that deploy/restricted/ stays within the restricted Pod Security level's
 #     security context;
@@ -51,7 +52,7 @@ import copy, json, os, pathlib, subprocess, sys, tempfile
 import kubernetes_validate
 import yaml
 
-ROOTS = ["deploy", "deploy/node", "deploy/restricted"]
+ROOTS = ["deploy", "deploy/node", "deploy/restricted", "deploy/ha"]
 version = os.environ["K8S_VERSION"]
 errors = []
 
@@ -61,21 +62,27 @@ def named(items):
 
 
 def merge(base, patch):
-    """Strategic merge as far as deploy/ uses it: maps merge key by key; lists of maps with
-    a `name` (containers, env, volumes, volumeMounts: their merge key) merge item by item;
-    the rest replaces."""
+    """Strategic merge as far as deploy/ uses it: maps merge key by key, a null value
+    deleting the key; lists of maps with a `name` (containers, env, volumes, volumeMounts:
+    their merge key) merge item by item; the rest replaces."""
     if isinstance(base, dict) and isinstance(patch, dict):
         out = dict(base)
         for key, value in patch.items():
-            out[key] = merge(base[key], value) if key in base else copy.deepcopy(value)
+            if value is None:
+                out.pop(key, None)
+            else:
+                out[key] = merge(base[key], value) if key in base else copy.deepcopy(value)
         return out
     if named(base) and named(patch) and patch:
-        # As kustomize: items new to the list come first, in the patch's order.
+        # As kustomize: items new to the list come first, in the patch's order, and so does
+        # an item whose patch deletes one of its keys (kyaml rebuilds it).
         out = [copy.deepcopy(i) for i in base]
         new = []
         for item in patch:
             at = [n for n, b in enumerate(out) if b["name"] == item["name"]]
-            if at:
+            if at and None in item.values():
+                new.append(merge(out.pop(at[0]), item))
+            elif at:
                 out[at[0]] = merge(out[at[0]], item)
             else:
                 new.append(copy.deepcopy(item))
@@ -116,6 +123,9 @@ def render(directory, used):
             targets = [i for i, d in enumerate(docs) if ident(d) == ident(patch)]
             if len(targets) != 1:
                 sys.exit(f"{path}: patches {len(targets)} objects, expected 1")
+            if patch.get("$patch") == "delete":
+                del docs[targets[0]]
+                continue
             docs[targets[0]] = merge(docs[targets[0]], patch)
     for image in k.get("images", []):
         docs = [set_image(d, image) for d in docs]
@@ -176,7 +186,7 @@ try:
     json.loads(profile)
 except ValueError as e:
     errors.append(f"deploy/seccomp/patchpull-sandbox.json: not JSON: {e}")
-for root in ("deploy", "deploy/node"):
+for root in ("deploy", "deploy/node", "deploy/ha"):
     maps = [d for d in rendered[root] if d["kind"] == "ConfigMap"
             and d["metadata"]["name"] == "patchpull-seccomp"]
     if len(maps) != 1 or maps[0]["data"].get("patchpull-sandbox.json") != profile:
@@ -218,12 +228,13 @@ if render_dir:
         out = pathlib.Path(render_dir, root.replace("/", "_") + ".json")
         out.write_text(json.dumps(docs, indent=1))
 
-# The shipped configuration must be one patchpull starts with.
-configmaps = [d for d in rendered["deploy"] if d["kind"] == "ConfigMap"
-              and d["metadata"]["name"] == "patchpull-config"]
-if len(configmaps) != 1:
-    errors.append("deploy: expected one ConfigMap patchpull-config")
-else:
+# The shipped configurations must be ones patchpull starts with.
+for root in ("deploy", "deploy/ha"):
+    configmaps = [d for d in rendered[root] if d["kind"] == "ConfigMap"
+                  and d["metadata"]["name"] == "patchpull-config"]
+    if len(configmaps) != 1:
+        errors.append(f"{root}: expected one ConfigMap patchpull-config")
+        continue
     toml_text = configmaps[0]["data"]["patchpull.toml"]
     with tempfile.TemporaryDirectory() as tmp:
         for name in ("tls.crt", "tls.key"):
@@ -235,10 +246,11 @@ else:
         check = subprocess.run([os.environ["PATCHPULL_EXE"], "--config", str(config),
                                 "config", "check"], env=env, capture_output=True, text=True)
         if check.returncode != 0:
-            errors.append(f"ConfigMap patchpull-config: patchpull config check failed:\n"
-                          f"{check.stderr}")
+            errors.append(f"{root}: ConfigMap patchpull-config: patchpull config check "
+                          f"failed:\n{check.stderr}")
         else:
-            print("validate-deploy: ConfigMap patchpull-config passes `patchpull config check`")
+            print(f"validate-deploy: {root}: ConfigMap patchpull-config passes "
+                  "`patchpull config check`")
 
 # The Helm chart: every value set valid, and its defaults what deploy/ applies.
 sys.path.insert(0, "scripts")

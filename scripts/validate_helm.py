@@ -9,7 +9,9 @@ deploy/ (it calls `check` with its renderings):
    their CustomResourceDefinitions' schemas (crd-schemas/), as strictly;
 3. the chart's seccomp profile is deploy/seccomp/patchpull-sandbox.json, byte for byte;
 4. equivalence: the defaults render the objects of deploy/, ci/node-values.yaml those of
-   deploy/node/ and ci/restricted-values.yaml those of deploy/restricted/, the same but for
+   deploy/node/, ci/restricted-values.yaml those of deploy/restricted/ and
+   ci/ha-values.yaml those of deploy/ha/ (but the Redis, which the chart leaves to the
+   platform, and the chart's NetworkPolicy, whose address ranges are examples), the same but for
    Helm's own labels, the config checksum annotation and the Namespace (which a chart does
    not own: docs/deployment.md, "Helm"); patchpull.toml is compared as TOML data;
 5. with a render directory, writes each rendering there as helm_<set>.json.
@@ -28,7 +30,8 @@ import yaml
 CHART = pathlib.Path("deploy/helm/patchpull")
 RELEASE = ["patchpull", str(CHART), "--namespace", "patchpull"]
 # The value sets whose rendering must be a kustomization's.
-EQUIVALENT = {"defaults": "deploy", "node": "deploy/node", "restricted": "deploy/restricted"}
+EQUIVALENT = {"defaults": "deploy", "node": "deploy/node", "restricted": "deploy/restricted",
+              "ha": "deploy/ha"}
 # Labels and annotations Helm and the chart add to what deploy/ has.
 HELM_LABELS = {"helm.sh/chart", "app.kubernetes.io/instance", "app.kubernetes.io/version",
                "app.kubernetes.io/managed-by"}
@@ -40,6 +43,13 @@ KNOWN_DIFFERENCES = {
     # switches the endpoint off with the webhook.
     "node": {("ConfigMap", "patchpull-config"): [("data", "patchpull.toml", "admission",
                                                   "enabled")]},
+}
+# Objects one side has on purpose: set -> side -> (kind, name). deploy/ha/ deploys a Redis
+# (the chart expects an external one, coordination.redisUrl); the chart's ci/ha-values.yaml
+# switches on its NetworkPolicy with example address ranges, which deploy/ha/ cannot know.
+ONLY_ON_ONE_SIDE = {
+    "ha": {"kustomization": {("Deployment", "redis"), ("Service", "redis")},
+           "chart": {("NetworkPolicy", "patchpull")}},
 }
 # Operator kinds kubernetes-validate has no schema for: their CRDs' schemas (crd-schemas/).
 CRD_SCHEMAS = pathlib.Path(__file__).parent / "crd-schemas"
@@ -105,7 +115,8 @@ def validate(name, doc, version):
 
 
 def normalized(doc):
-    """`doc` without what Helm adds (labels, annotations), patchpull.toml parsed."""
+    """`doc` without what Helm adds (labels, annotations), patchpull.toml parsed, volumes
+    in name order."""
     doc = copy.deepcopy(doc)
 
     def strip(meta):
@@ -120,6 +131,10 @@ def normalized(doc):
             for key in ("metadata",):
                 if isinstance(node.get(key), dict):
                     strip(node[key])
+            # A Pod's volumes are a set by name: kustomize reorders a patched one.
+            if isinstance(node.get("volumes"), list) and all(
+                    isinstance(v, dict) and "name" in v for v in node["volumes"]):
+                node["volumes"] = sorted(node["volumes"], key=lambda v: v["name"])
             for key in ("matchLabels", "selector"):
                 if isinstance(node.get(key), dict) and all(
                         isinstance(v, str) for v in node[key].values()):
@@ -173,6 +188,10 @@ def equivalence(set_name, docs, root, kustomized):
                 for part in path[:-1]:
                     node = node.get(part, {})
                 node.pop(path[-1], None)
+    for side, name in (("chart", ours), ("kustomization", theirs)):
+        for key in ONLY_ON_ONE_SIDE.get(set_name, {}).get(side, ()):
+            if name.pop(key, None) is None:
+                errors.append(f"helm {set_name}: {key[0]} {key[1]} expected in the {side}")
     for key in sorted(set(ours) | set(theirs)):
         if key not in theirs:
             errors.append(f"helm {set_name}: {key[0]} {key[1]} is not in {root}")

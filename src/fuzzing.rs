@@ -81,6 +81,8 @@ impl PatchedDigests for NonePatched {
 
     fn signed<'a>(
         &'a self,
+        _upstream: &'a str,
+        _repository: &'a str,
         _patched: &'a Digest,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send + 'a>> {
         Box::pin(std::future::ready(true))

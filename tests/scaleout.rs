@@ -22,6 +22,9 @@ use common::registry::{free_port, Registry};
 use common::serve::ServeProcess;
 use support::metric;
 
+#[path = "scaleout/bench.rs"]
+mod bench;
+
 const NAME: &str = "team/app";
 
 /// A `redis-server` of the test's own, killed on drop.
@@ -107,7 +110,8 @@ impl Drop for Balancer {
     }
 }
 
-/// The TOML of one replica over `backing` (a registry URL) and `redis` (a URL or none).
+/// The TOML of one replica over `backing` (a registry URL) and `redis` (a URL or none),
+/// signing with `signing_key` when there is one.
 fn replica_toml(
     env: &support::Env,
     store: &Path,
@@ -118,6 +122,10 @@ fn replica_toml(
     let mut config = common::ProxyConfig::new(&[("local", &env.registry.url(), true)]);
     config.log_level = "info".into();
     config.patch = patch.iter().map(|l| l.to_string()).collect();
+    let key = env.path("keys").join("signing.key");
+    if key.exists() {
+        config.signing = vec![format!("key = {:?}", key.display().to_string())];
+    }
     config.scan = env.scan_lines(&env.repo.url());
     config.storage_extra = vec![
         "backend = \"registry\"".into(),
@@ -191,6 +199,62 @@ async fn sum_metric(replicas: &[&ServeProcess], series: &str) -> f64 {
 
 const RUNS: &str = "patchpull_patch_runs_total";
 
+/// Writes the replicas' signing key (an EC P-256 PKCS#8 key made by openssl) where
+/// [`replica_toml`] looks for it.
+fn signing_key(env: &support::Env) {
+    let keys = env.path("keys");
+    std::fs::create_dir_all(&keys).unwrap();
+    let key = keys.join("signing.key");
+    support::tool(
+        "openssl",
+        &[
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-out",
+            key.to_str().unwrap(),
+        ],
+    );
+}
+
+/// The body of `GET /v2/<NAME>/<path>`, which must answer 200.
+async fn get_bytes(base: &str, path: &str) -> Vec<u8> {
+    let resp = common::client()
+        .get(format!("{base}/v2/{NAME}/{path}"))
+        .header("accept", images::ACCEPT_ALL)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200, "{path}");
+    resp.bytes().await.unwrap().to_vec()
+}
+
+/// `(artifactType, digest)` of the referrers of `subject` a replica lists, sorted.
+async fn referrer_types(base: &str, subject: &str) -> Vec<(String, String)> {
+    let resp = common::client()
+        .get(format!("{base}/v2/{NAME}/referrers/{subject}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let doc: serde_json::Value = serde_json::from_slice(&resp.bytes().await.unwrap()).unwrap();
+    let mut found: Vec<(String, String)> = doc["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["artifactType"].as_str().unwrap_or_default().to_owned(),
+                m["digest"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    found.sort();
+    found
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_replicas_patch_a_cold_tag_once_and_a_fresh_replica_serves_it_without_a_job() {
     if !support::tools(false) || !common::require_tools(&["redis-server"]) {
@@ -200,6 +264,7 @@ async fn three_replicas_patch_a_cold_tag_once_and_a_fresh_replica_serves_it_with
         let env = support::Env::new().await;
         env.push(NAME, "1", &image::libfoo_image(Format::Oci, false))
             .await;
+        signing_key(&env);
         let backing = Registry::start().await;
         let redis = Redis::start();
         let replicas: Vec<ServeProcess> = (0..3)
@@ -246,9 +311,46 @@ async fn three_replicas_patch_a_cold_tag_once_and_a_fresh_replica_serves_it_with
         let waited = sum_metric(&all, "patchpull_coordinated_jobs_total{how=\"Waited\"}").await;
         assert_eq!(waited, 2.0, "the two other replicas read the result");
 
+        // A client that resolved the tag through one replica fetches the rest from others:
+        // a replica with an empty disk, asked first for the patched manifest by digest and
+        // its blobs (no tag pull), serves them, every byte as made.
+        let blobs_first = start_replica(&env, "replica-blobs", &backing.url(), None, support::WAIT);
+        let manifest = get_bytes(&replicas[0].url, &format!("manifests/{patched}")).await;
+        assert_eq!(
+            get_bytes(&blobs_first.url, &format!("manifests/{patched}")).await,
+            manifest
+        );
+        let doc: serde_json::Value = serde_json::from_slice(&manifest).unwrap();
+        let mut digests = vec![doc["config"]["digest"].as_str().unwrap().to_owned()];
+        for layer in doc["layers"].as_array().unwrap() {
+            digests.push(layer["digest"].as_str().unwrap().to_owned());
+        }
+        for digest in &digests {
+            let bytes = get_bytes(&blobs_first.url, &format!("blobs/{digest}")).await;
+            assert_eq!(&images::sha256_digest(&bytes), digest);
+        }
+        assert_eq!(metric(&metrics_of(&blobs_first).await, RUNS), 0.0);
+
+        let made = referrer_types(&replicas[0].url, &patched).await;
+        assert_eq!(made.len(), 3, "VEX, signature, attestation: {made:?}");
+
         // A fourth replica with an empty disk (and no Redis) serves it without a job, and
-        // the whole image reads back through it.
+        // the whole image reads back through it. Asked first for the referrers and the
+        // cosign signature of the patched image (as `cosign verify` would, through
+        // whichever replica the balancer picks), before any pull of the tag.
         let fresh = start_replica(&env, "replica-fresh", &backing.url(), None, support::WAIT);
+        assert_eq!(referrer_types(&fresh.url, &patched).await, made);
+        let signature = &made
+            .iter()
+            .find(|(t, _)| t == "application/vnd.dev.cosign.artifact.sig.v1+json")
+            .unwrap()
+            .1;
+        let sig_tag = format!("{}.sig", patched.replace(':', "-"));
+        assert_eq!(
+            get_manifest(&fresh.url, &sig_tag).await,
+            (200, signature.clone()),
+            "the .sig tag names the signature the referrers list"
+        );
         assert_eq!(get_manifest(&fresh.url, "1").await, (200, patched.clone()));
         assert_eq!(metric(&metrics_of(&fresh).await, RUNS), 0.0);
         let layout = env.path("layout");

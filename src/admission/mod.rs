@@ -53,8 +53,12 @@ pub trait PatchedDigests: Send + Sync {
     ) -> Pin<Box<dyn Future<Output = Option<Digest>> + Send + 'a>>;
 
     /// Whether patchpull's own cosign signature of `patched` exists.
-    fn signed<'a>(&'a self, patched: &'a Digest)
-        -> Pin<Box<dyn Future<Output = bool> + Send + 'a>>;
+    fn signed<'a>(
+        &'a self,
+        upstream: &'a str,
+        repository: &'a str,
+        patched: &'a Digest,
+    ) -> Pin<Box<dyn Future<Output = bool> + Send + 'a>>;
 }
 
 impl PatchedDigests for crate::pipeline::Pipeline {
@@ -68,14 +72,11 @@ impl PatchedDigests for crate::pipeline::Pipeline {
 
     fn signed<'a>(
         &'a self,
+        upstream: &'a str,
+        repository: &'a str,
         patched: &'a Digest,
     ) -> Pin<Box<dyn Future<Output = bool> + Send + 'a>> {
-        Box::pin(async move {
-            self.jobs()
-                .attachment(patched, crate::sign::Attachment::Signature)
-                .await
-                .is_some()
-        })
+        Box::pin(self.patch_is_signed(upstream, repository, patched))
     }
 }
 
@@ -377,7 +378,9 @@ impl Admission {
         }
         let lookup = async {
             let patched = digests.patched(&upstream.name, original).await?;
-            if self.config.signed_digests_only && !digests.signed(&patched).await {
+            if self.config.signed_digests_only
+                && !digests.signed(&upstream.name, &repository, &patched).await
+            {
                 tracing::info!(
                     uid,
                     image,

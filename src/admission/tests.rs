@@ -143,7 +143,12 @@ impl PatchedDigests for Known {
         Box::pin(async move { found })
     }
 
-    fn signed<'a>(&'a self, _: &'a Digest) -> Pin<Box<dyn Future<Output = bool> + Send + 'a>> {
+    fn signed<'a>(
+        &'a self,
+        _: &'a str,
+        _: &'a str,
+        _: &'a Digest,
+    ) -> Pin<Box<dyn Future<Output = bool> + Send + 'a>> {
         Box::pin(async { true })
     }
 }
@@ -160,7 +165,12 @@ impl PatchedDigests for Unsigned {
         self.0.patched(upstream, digest)
     }
 
-    fn signed<'a>(&'a self, _: &'a Digest) -> Pin<Box<dyn Future<Output = bool> + Send + 'a>> {
+    fn signed<'a>(
+        &'a self,
+        _: &'a str,
+        _: &'a str,
+        _: &'a Digest,
+    ) -> Pin<Box<dyn Future<Output = bool> + Send + 'a>> {
         Box::pin(async { false })
     }
 }
@@ -177,7 +187,12 @@ impl PatchedDigests for Stuck {
         Box::pin(std::future::pending())
     }
 
-    fn signed<'a>(&'a self, _: &'a Digest) -> Pin<Box<dyn Future<Output = bool> + Send + 'a>> {
+    fn signed<'a>(
+        &'a self,
+        _: &'a str,
+        _: &'a str,
+        _: &'a Digest,
+    ) -> Pin<Box<dyn Future<Output = bool> + Send + 'a>> {
         Box::pin(std::future::pending())
     }
 }

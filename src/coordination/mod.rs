@@ -1,10 +1,14 @@
 //! One patch job across replicas, through Redis (`coordination.redis_url`). The job for an
-//! original image behind an upstream is claimed with a lease:
+//! original image behind an upstream, under one plan (`<plan>`: 16 hex digits of what
+//! decides it, `PatchOptions::plan_key`), is claimed with a lease:
 //!
 //! ```text
-//! INCR  patchpull:fence:<upstream>:<digest>              -> token (fencing, monotonic)
-//! SET   patchpull:lease:<upstream>:<digest> <token> NX PX <lease_ttl>
+//! INCR  patchpull:fence:<upstream>:<digest>:<plan>              -> token (fencing, monotonic)
+//! SET   patchpull:lease:<upstream>:<digest>:<plan> <token> NX PX <lease_ttl>
 //! ```
+//!
+//! Replicas whose policies plan an image differently (a config change rolling out) hold
+//! separate leases instead of waiting for a result that is not theirs.
 //!
 //! The holder renews the lease every third of `lease_ttl` (only while it still holds that
 //! token) and deletes it when done; a replica that dies stops renewing and loses it after
@@ -62,12 +66,12 @@ pub struct Coordinator {
     metrics: Arc<Metrics>,
 }
 
-fn lease_key(upstream: &str, original: &Digest) -> String {
-    format!("patchpull:lease:{upstream}:{original}")
+fn lease_key(upstream: &str, original: &Digest, plan: &str) -> String {
+    format!("patchpull:lease:{upstream}:{original}:{plan}")
 }
 
-fn fence_key(upstream: &str, original: &Digest) -> String {
-    format!("patchpull:fence:{upstream}:{original}")
+fn fence_key(upstream: &str, original: &Digest, plan: &str) -> String {
+    format!("patchpull:fence:{upstream}:{original}:{plan}")
 }
 
 impl Coordinator {
@@ -124,8 +128,8 @@ impl Coordinator {
         error.to_string()
     }
 
-    /// Claims the job of `original` behind `upstream`.
-    pub async fn claim(self: &Arc<Self>, upstream: &str, original: &Digest) -> Claim {
+    /// Claims the job of `original` behind `upstream` under `plan` (a plan key).
+    pub async fn claim(self: &Arc<Self>, upstream: &str, original: &Digest, plan: &str) -> Claim {
         if self.client.is_none() {
             return Claim::Off;
         }
@@ -136,9 +140,9 @@ impl Coordinator {
                 return Claim::Unavailable(e);
             }
         };
-        let key = lease_key(upstream, original);
+        let key = lease_key(upstream, original, plan);
         let token: u64 = match redis::cmd("INCR")
-            .arg(fence_key(upstream, original))
+            .arg(fence_key(upstream, original, plan))
             .query_async(&mut c)
             .await
         {
@@ -274,3 +278,6 @@ impl Drop for Lease {
         });
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -75,6 +75,23 @@ impl Pipeline {
         })
     }
 
+    /// Whether patchpull's own cosign signature of `patched` (made for `repository` of
+    /// `upstream`) exists here or, adopted first, in the shared backing registry.
+    pub async fn patch_is_signed(
+        &self,
+        upstream: &str,
+        repository: &str,
+        patched: &crate::distribution::Digest,
+    ) -> bool {
+        let Ok(route) = self.mirror.route(repository, Some(upstream)) else {
+            return false;
+        };
+        self.jobs
+            .attachment(&route, patched, crate::sign::Attachment::Signature)
+            .await
+            .is_some()
+    }
+
     /// Jobs and their outcomes, for the admin API and tests.
     pub fn jobs(&self) -> &Arc<jobs::Jobs> {
         &self.jobs
@@ -146,7 +163,7 @@ impl Pipeline {
         index: bytes::Bytes,
         artifact_type: Option<&str>,
     ) -> Result<bytes::Bytes, ApiError> {
-        let mut own = self.jobs.referrers(subject).await;
+        let mut own = self.jobs.referrers(route, subject).await;
         own.retain(|d| artifact_type.is_none_or(|t| d["artifactType"] == t));
         if own.is_empty() || self.mirror.ensure_readable(route, subject).await.is_err() {
             return Ok(index);
@@ -160,6 +177,12 @@ impl Pipeline {
         serde_json::to_vec(&doc)
             .map(bytes::Bytes::from)
             .map_err(|e| ApiError::internal(e.to_string()))
+    }
+
+    /// Adopts the patched image another replica made that `digest` (a manifest or blob)
+    /// belongs to, so that this replica can serve it; true when there was one.
+    pub async fn adopt_made(&self, route: &Route, digest: &crate::distribution::Digest) -> bool {
+        self.jobs.adopt_made(route, digest).await
     }
 
     /// Decides what a manifest request for `tag` gets.
@@ -190,7 +213,7 @@ impl Pipeline {
         // cosign's `sha256-<hex>.sig`/`.att`: patchpull's own for a patched image, else
         // upstream's as they are (an original's signature is never patched).
         if let Some((subject, kind)) = crate::sign::cosign::parse_attachment_tag(tag) {
-            if let Some(own) = self.jobs.attachment(&subject, kind).await {
+            if let Some(own) = self.jobs.attachment(route, &subject, kind).await {
                 if self.mirror.ensure_readable(route, &subject).await.is_ok() {
                     return Ok((TagAnswer::Patched(own), TagServed::Patched));
                 }

@@ -279,14 +279,24 @@ async fn serve<B>(
                 digest => digest.clone(),
             };
             let reference = &reference;
+            let by_digest = match reference {
+                Reference::Digest(d) => Some(d),
+                Reference::Tag(_) => None,
+            };
             if head {
-                let info = mirror.manifest_info(&route, reference, &accept).await?;
+                let info = shared(state, &route, by_digest, || {
+                    mirror.manifest_info(&route, reference, &accept)
+                })
+                .await?;
                 return finish(
                     manifest_headers(&info.digest.to_string(), &info.media_type, info.size),
                     body::empty(),
                 );
             }
-            let m = mirror.manifest(&route, reference, &accept).await?;
+            let m = shared(state, &route, by_digest, || {
+                mirror.manifest(&route, reference, &accept)
+            })
+            .await?;
             if let Reference::Digest(d) = reference {
                 if *d != m.digest {
                     return Err(ApiError::internal(format!(
@@ -310,13 +320,19 @@ async fn serve<B>(
                     .header(header::ACCEPT_RANGES, "bytes")
             };
             if head {
-                let size = mirror.blob_size(&route, digest).await?;
+                let size = shared(state, &route, Some(digest), || {
+                    mirror.blob_size(&route, digest)
+                })
+                .await?;
                 return finish(
                     blob_headers(StatusCode::OK).header(header::CONTENT_LENGTH, size),
                     body::empty(),
                 );
             }
-            let handle = mirror.open_blob(&route, digest).await?;
+            let handle = shared(state, &route, Some(digest), || {
+                mirror.open_blob(&route, digest)
+            })
+            .await?;
             let range_header = req
                 .headers()
                 .get(header::RANGE)
@@ -410,6 +426,30 @@ async fn serve<B>(
             )
         }
         Endpoint::Base | Endpoint::Upload => Err(ApiError::internal("unreachable endpoint")),
+    }
+}
+
+/// `read`, asked again once when it finds nothing and `digest` turns out to be content
+/// another replica made (the client resolved the tag through it; over a backing registry
+/// this replica then adopts that image first). Over the local store it is `read`.
+async fn shared<'a, T, F, Fut>(
+    state: &AppState,
+    route: &crate::upstream::Route,
+    digest: Option<&crate::distribution::Digest>,
+    read: F,
+) -> Result<T, ApiError>
+where
+    F: Fn() -> Fut + 'a,
+    Fut: std::future::Future<Output = Result<T, ApiError>> + 'a,
+{
+    match read().await {
+        Err(e) if matches!(e.code, ErrorCode::ManifestUnknown | ErrorCode::BlobUnknown) => {
+            match digest {
+                Some(d) if state.pipeline.adopt_made(route, d).await => read().await,
+                _ => Err(e),
+            }
+        }
+        answer => answer,
     }
 }
 

@@ -27,7 +27,10 @@ impl ServeProcess {
         std::fs::write(&config, toml).unwrap();
         let stdout = dir.join("serve.stdout");
         let stderr = dir.join("serve.stderr");
-        let bin = env!("CARGO_BIN_EXE_patchpull");
+        // A benchmark (benches/scaleout.sh) runs the tests' harness against a release build.
+        let bin = std::env::var_os("BENCH_PATCHPULL_BIN")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| env!("CARGO_BIN_EXE_patchpull").into());
         let mut cmd = match wrapper.split_first() {
             Some((program, args)) => {
                 let mut cmd = Command::new(program);

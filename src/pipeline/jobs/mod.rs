@@ -364,18 +364,43 @@ impl Jobs {
     }
 
     /// The referrers patchpull made for `subject` (a patched manifest): descriptors for a
-    /// referrers index.
-    pub async fn referrers(&self, subject: &Digest) -> Vec<serde_json::Value> {
-        self.records.referrers(subject).await
+    /// referrers index. Over a backing registry, a subject this replica has no referrers
+    /// of is looked up there first (another replica may have patched it).
+    pub async fn referrers(&self, route: &Route, subject: &Digest) -> Vec<serde_json::Value> {
+        let found = self.records.referrers(subject).await;
+        if found.is_empty() && self.adopt_made(route, subject).await {
+            return self.records.referrers(subject).await;
+        }
+        found
     }
 
-    /// patchpull's own `kind` attachment of `subject` (the `sha256-<hex>.sig`/`.att` tag).
+    /// patchpull's own `kind` attachment of `subject` (the `sha256-<hex>.sig`/`.att` tag),
+    /// looked up in the backing registry as [`Jobs::referrers`] does.
     pub async fn attachment(
         &self,
+        route: &Route,
         subject: &Digest,
         kind: crate::sign::Attachment,
     ) -> Option<crate::mirror::ServedManifest> {
-        self.records.attachment(subject, kind.artifact_type()).await
+        let artifact_type = kind.artifact_type();
+        if let Some(found) = self.records.attachment(subject, artifact_type).await {
+            return Some(found);
+        }
+        if self.adopt_made(route, subject).await {
+            return self.records.attachment(subject, artifact_type).await;
+        }
+        None
+    }
+
+    /// Adopts the shared entry `subject` (a manifest or blob) belongs to (see
+    /// [`crate::store::index::PatchedIndex::find_by_digest`]); true when there was one and
+    /// its content is now here. Over the local store there is never one.
+    pub async fn adopt_made(&self, route: &Route, subject: &Digest) -> bool {
+        let Some(original) = self.records.find_by_digest(route, subject).await else {
+            return false;
+        };
+        let key = (route.upstream.name().to_owned(), original);
+        self.adopt(route, &key).await.is_some()
     }
 
     async fn run(&self, route: &Route, digest: &Digest, options: &PatchOptions) -> JobOutcome {
@@ -387,7 +412,7 @@ impl Jobs {
                 r.original_signature = Some(format!("verified with key {}", verified.key));
             });
         }
-        let lease = match self.coordinate(route, &key).await {
+        let lease = match self.coordinate(route, &key, &options.plan_key()).await {
             Ok(lease) => lease,
             Err(outcome) => return outcome,
         };
@@ -488,6 +513,8 @@ impl Jobs {
         for (subject, _, artifact) in attachments.into_iter().flatten() {
             made.push(artifact.digest.clone());
             made.extend(artifact.blobs.iter().map(|(d, _)| d.clone()));
+            // In the entry, so that a replica that reads it back serves them too.
+            referrers.push((subject.clone(), artifact.digest.clone()));
             if let Err(error) = self.records.store_referrer(&subject, artifact).await {
                 return JobOutcome::Failed {
                     error: format!("storing the signature: {error}"),
@@ -545,13 +572,14 @@ impl Jobs {
         &self,
         route: &Route,
         key: &Key,
+        plan: &str,
     ) -> Result<Option<crate::coordination::Lease>, JobOutcome> {
         use crate::coordination::metrics::Coordinated;
         use crate::coordination::Claim;
         let fleet = &self.mirror.metrics().fleet;
         let mut waited = false;
         loop {
-            match self.coordinator.claim(&key.0, &key.1).await {
+            match self.coordinator.claim(&key.0, &key.1, plan).await {
                 Claim::Off => return Ok(None),
                 Claim::Leased(lease) => {
                     fleet.job(if waited {

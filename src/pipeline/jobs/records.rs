@@ -54,7 +54,7 @@ impl Records {
     }
 
     /// Records `outcome` (a patched one) in the index, naming `made` (in the store) as its
-    /// content and `referrers` as its VEX referrers. A local record that cannot be written
+    /// content and `referrers` as its referrers (VEX, signatures, attestations). A local record that cannot be written
     /// costs a re-patch after a restart and is only logged; a backing registry that refuses
     /// it fails the job (other replicas could not read it).
     pub async fn save(
@@ -106,6 +106,26 @@ impl Records {
                 Ok(())
             }
             Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// The original whose shared entry `subject` belongs to, behind `route`'s upstream; a
+    /// backing registry that cannot say is a miss.
+    pub async fn find_by_digest(
+        &self,
+        route: &crate::upstream::Route,
+        subject: &Digest,
+    ) -> Option<Digest> {
+        match self
+            .index
+            .find_by_digest(route.upstream.name(), subject)
+            .await
+        {
+            Ok(key) => key.map(|k| k.original),
+            Err(error) => {
+                tracing::warn!(%error, %subject, "the backing registry cannot say which patched image this is; treated as none");
+                None
+            }
         }
     }
 

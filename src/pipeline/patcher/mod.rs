@@ -60,6 +60,37 @@ pub struct PatchOptions {
     pub original_signature: Option<crate::sign::attest::VerifiedSignature>,
 }
 
+impl PatchOptions {
+    /// What of these options decides the plan, as 16 hex digits: the key a job has beside
+    /// its original digest in the fleet's Redis lease, so replicas that plan differently
+    /// (a policy changed during a rolling upgrade) do not wait for each other's result.
+    /// `base_name` is left out: it names the tag pulled, and every tag of one digest is one
+    /// job (as it is within a replica). A report given inline (the `patch` command's)
+    /// counts by its Debug text.
+    pub fn plan_key(&self) -> String {
+        let PlanOptions {
+            min_severity,
+            unknown_severity,
+            include,
+            exclude,
+        } = &self.plan;
+        let list = |set: &std::collections::BTreeSet<String>| {
+            set.iter().cloned().collect::<Vec<_>>().join(",")
+        };
+        let text = format!(
+            "min_severity={min_severity:?}\nunknown_severity={unknown_severity:?}\ninclude={}\nexclude={}\nplatforms={}\nignore_errors={}\npartial_index={:?}\nreport={}\n",
+            list(include),
+            list(exclude),
+            self.platforms.join(","),
+            self.ignore_errors,
+            self.partial_index,
+            self.report.as_ref().map(|r| format!("{r:?}")).unwrap_or_default(),
+        );
+        let digest = crate::distribution::Digest::sha256_of(text.as_bytes());
+        digest.hex()[..16].to_owned()
+    }
+}
+
 /// The patcher: the mirror for images, the built-in scanner for plans and packages.
 pub struct Patcher {
     mirror: Arc<Mirror>,
@@ -398,5 +429,34 @@ impl Patcher {
             others.push((manifest, blobs));
         }
         Ok(others)
+    }
+}
+
+#[cfg(test)]
+mod plan_key_tests {
+    use super::PatchOptions;
+    use crate::scan::plan::Severity;
+
+    #[test]
+    fn the_plan_key_follows_the_plan_not_the_tag() {
+        let base = PatchOptions::default();
+        assert_eq!(base.plan_key(), PatchOptions::default().plan_key());
+        assert_eq!(base.plan_key().len(), 16);
+        let tagged = PatchOptions {
+            base_name: "hub/app:2".into(),
+            ..PatchOptions::default()
+        };
+        assert_eq!(tagged.plan_key(), base.plan_key(), "every tag is one job");
+        let mut severe = PatchOptions::default();
+        severe.plan.min_severity = Some(Severity::High);
+        assert_ne!(severe.plan_key(), base.plan_key());
+        let mut excluded = PatchOptions::default();
+        excluded.plan.exclude.insert("openssl".into());
+        assert_ne!(excluded.plan_key(), base.plan_key());
+        let lenient = PatchOptions {
+            ignore_errors: true,
+            ..PatchOptions::default()
+        };
+        assert_ne!(lenient.plan_key(), base.plan_key());
     }
 }

@@ -51,7 +51,8 @@ pub struct IndexEntry {
     /// Everything the patched image added, for a replica that has none of it yet. The
     /// local index leaves it empty: its content is the local store's.
     pub content: Vec<ContentDescriptor>,
-    /// `(subject, referrer manifest)` pairs: the VEX documents of patched manifests.
+    /// `(subject, referrer manifest)` pairs: the VEX documents, cosign signatures and
+    /// attestations of patched manifests.
     pub referrers: Vec<(Digest, Digest)>,
 }
 
@@ -132,6 +133,25 @@ pub trait PatchedIndex: Send + Sync {
 
     /// The referrers recorded for `subject`.
     fn referrers<'a>(&'a self, subject: &'a Digest) -> BoxFuture<'a, Vec<Digest>>;
+
+    /// The key of the shared entry behind `upstream` that `subject` belongs to: its
+    /// patched manifest, a manifest or blob it made, or the subject of one of its
+    /// referrers. A replica asked for a blob, a manifest by digest, the referrers or the
+    /// `.sig` tag of a patched image it has not pulled yet (the client resolved the tag
+    /// through another replica) finds the entry this way, then adopts it as a whole.
+    /// `None` for the local index: what it knows is local already.
+    ///
+    /// # Errors
+    /// The backing store cannot say, or its answer does not verify; callers treat it as
+    /// a miss.
+    fn find_by_digest<'a>(
+        &'a self,
+        upstream: &'a str,
+        subject: &'a Digest,
+    ) -> BoxFuture<'a, Result<Option<IndexKey>, IndexError>> {
+        let _ = (upstream, subject);
+        Box::pin(async { Ok(None) })
+    }
 }
 
 #[cfg(test)]

@@ -7,7 +7,15 @@
 //! <prefix>/index/<upstream>:sha256-<hex> the entry of original <hex>: an OCI manifest whose
 //!                                       layers are that content (mounted from the
 //!                                       repository above) and whose annotations say the
-//!                                       patched digest, its media type and platforms
+//!                                       patched digest, its media type, platforms and
+//!                                       referrers (VEX, cosign signatures, attestations)
+//! <prefix>/index/<upstream>:sha256-<hex>.entry
+//!                                       the same entry, tagged by each manifest or blob
+//!                                       <hex> it made or that one of its referrers is
+//!                                       about: a replica asked for a blob, a manifest by
+//!                                       digest, the referrers or the `.sig` of a patched
+//!                                       image it never pulled (a client that pulled the
+//!                                       tag through another replica) finds it there
 //! ```
 //!
 //! Upstream blobs are not pushed: each replica keeps them in its local, size-bounded cache
@@ -57,6 +65,27 @@ pub struct RegistryIndex {
 
 fn tag_of(original: &Digest) -> String {
     format!("{}-{}", original.algorithm().as_str(), original.hex())
+}
+
+/// The tag of an entry by a digest it made (or that one of its referrers is about).
+fn digest_tag(digest: &Digest) -> String {
+    format!("{}.entry", tag_of(digest))
+}
+
+/// Entry tags pushed at once.
+const TAG_PUSHES: usize = 4;
+
+/// What a client may ask a replica for by digest, each once: the patched manifest, every
+/// piece of content and every referrer's subject.
+fn digests_of(entry: &IndexEntry) -> Vec<&Digest> {
+    let mut digests = vec![&entry.patched];
+    let made = entry.content.iter().map(|c| &c.digest);
+    for digest in made.chain(entry.referrers.iter().map(|(s, _)| s)) {
+        if !digests.contains(&digest) {
+            digests.push(digest);
+        }
+    }
+    digests
 }
 
 impl RegistryIndex {
@@ -153,6 +182,19 @@ impl RegistryIndex {
             },
         });
         Bytes::from(serde_json::to_vec(&manifest).unwrap_or_default())
+    }
+
+    async fn push_digest_tag(
+        &self,
+        repository: &str,
+        digest: &Digest,
+        manifest: Bytes,
+    ) -> Result<(), UpstreamError> {
+        let tag = Reference::Tag(digest_tag(digest));
+        self.registry
+            .push_manifest(repository, &tag, OCI_MANIFEST, manifest)
+            .await
+            .map(|_| ())
     }
 
     fn parse_entry(&self, key: &IndexKey, bytes: &[u8]) -> Result<IndexEntry, IndexError> {
@@ -363,6 +405,16 @@ impl PatchedIndex for RegistryIndex {
                         .await,
                 )?;
             }
+            // After the entry itself, so that a digest tag always names a readable entry.
+            for batch in digests_of(entry).chunks(TAG_PUSHES) {
+                let mut pushes = Vec::with_capacity(batch.len());
+                for digest in batch {
+                    pushes.push(self.push_digest_tag(&index_repo, digest, manifest.clone()));
+                }
+                for pushed in futures_util::future::join_all(pushes).await {
+                    self.backing(pushed)?;
+                }
+            }
             let local = IndexEntry {
                 content: Vec::new(),
                 ..entry.clone()
@@ -413,5 +465,50 @@ impl PatchedIndex for RegistryIndex {
 
     fn referrers<'a>(&'a self, subject: &'a Digest) -> BoxFuture<'a, Vec<Digest>> {
         self.local.referrers(subject)
+    }
+
+    fn find_by_digest<'a>(
+        &'a self,
+        upstream: &'a str,
+        subject: &'a Digest,
+    ) -> BoxFuture<'a, Result<Option<IndexKey>, IndexError>> {
+        async move {
+            let repository = self.index_repository(upstream);
+            let reference = Reference::Tag(digest_tag(subject));
+            let fetched = match self
+                .registry
+                .get_manifest(&repository, &reference, self.max_manifest_size)
+                .await
+            {
+                Ok(fetched) => fetched,
+                Err(UpstreamError::NotFound { .. }) => {
+                    self.metrics.fleet.backing(true);
+                    return Ok(None);
+                }
+                Err(e) => return self.backing(Err(e)),
+            };
+            self.metrics.fleet.backing(true);
+            let original = serde_json::from_slice::<serde_json::Value>(&fetched.bytes)
+                .ok()
+                .and_then(|doc| {
+                    doc["annotations"][ANNOTATION_ORIGINAL]
+                        .as_str()?
+                        .parse()
+                        .ok()
+                })
+                .ok_or_else(|| self.invalid(format!("the entry of {subject} names no original")))?;
+            let key = IndexKey {
+                upstream: upstream.to_owned(),
+                original,
+            };
+            // The same checks as an entry read by its original, and it must be about
+            // `subject`: a tag moved onto another entry is a miss, not that entry.
+            let entry = self.parse_entry(&key, &fetched.bytes)?;
+            if !digests_of(&entry).contains(&subject) {
+                return Err(self.invalid(format!("the entry tagged by {subject} is not about it")));
+            }
+            Ok(Some(key))
+        }
+        .boxed()
     }
 }
