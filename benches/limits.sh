@@ -39,6 +39,8 @@ done
 ulimit -n "$(ulimit -Hn)"
 
 WORK="$(mktemp -d "$WORK_PARENT/patchpull-limits.XXXXXX")"
+# patchpull refuses a storage.path under a directory its sandbox user cannot search.
+chmod 711 "$WORK"
 declare -a PIDS=()
 cleanup() {
   local rc=$? pid
@@ -53,9 +55,11 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 wait_http() {
   local deadline=$((SECONDS + 30))
   while ((SECONDS < deadline)); do
+    [[ -n "${PP_PID:-}" ]] && ! kill -0 "$PP_PID" 2>/dev/null && break
     [[ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$1" || true)" == 200 ]] && return 0
     sleep 0.1
   done
+  [[ -s "$WORK/pp.err" ]] && tail -n 20 "$WORK/pp.err" >&2
   die "$1 did not answer"
 }
 
