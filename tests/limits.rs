@@ -164,3 +164,49 @@ async fn http2_clients_beyond_the_connection_limit_wait_in_the_backlog_and_are_s
     assert!(closed_within(&mut blocker, Duration::from_secs(10)).await);
     proxy.shutdown().await;
 }
+
+/// Streams over the server's HTTP/2 stream limit wait for a free stream (the client learns
+/// the limit from SETTINGS): 300 requests at once on one connection limited to 10
+/// streams all get their answer, none a reset.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_streams_beyond_the_stream_limit_wait_and_are_served() {
+    let proxy = Proxy::start(&[("local", "http://127.0.0.1:9", true)], |c| {
+        c.server_extra
+            .push("http2_max_concurrent_streams = 10".into());
+    })
+    .await;
+    let client = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let url = format!("{}/v2/", proxy.url());
+    // The connection first, so that every request shares it.
+    assert_eq!(client.get(&url).send().await.unwrap().status(), 200);
+    let connections = proxy.open_connections();
+    let requests: Vec<_> = (0..H2_CLIENTS)
+        .map(|_| {
+            let (client, url) = (client.clone(), url.clone());
+            tokio::spawn(async move { client.get(&url).send().await.map(|r| r.status()) })
+        })
+        .collect();
+    let mut failures = Vec::new();
+    for r in requests {
+        match r.await.unwrap() {
+            Ok(s) if s == 200 => {}
+            other => failures.push(format!("{other:?}")),
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {H2_CLIENTS} streams failed, first: {:?}",
+        failures.len(),
+        failures.first()
+    );
+    assert_eq!(
+        proxy.open_connections(),
+        connections,
+        "the requests did not share one connection"
+    );
+    proxy.shutdown().await;
+}
