@@ -23,6 +23,37 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
     temp.commit(path)
 }
 
+/// The pid in a [`TempFile`]'s name (`.tmp-<pid>-<n>`, maybe with a suffix); `None` for
+/// any other name.
+pub fn temp_file_pid(name: &str) -> Option<u32> {
+    let (pid, n) = name.strip_prefix(".tmp-")?.split_once('-')?;
+    n.starts_with(|c: char| c.is_ascii_digit())
+        .then(|| pid.parse().ok())
+        .flatten()
+}
+
+/// Removes the [`TempFile`]s in `dir` whose process no longer runs: a kill between their
+/// creation and their rename (SIGKILL, OOM, power loss) never ran their drop. Another
+/// process sharing the directory (a `patchpull patch`) keeps its own. Returns how many
+/// were removed.
+pub fn remove_abandoned_temps(dir: &Path) -> usize {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(temp_file_pid) else {
+            continue;
+        };
+        let alive = pid == std::process::id() || Path::new("/proc").join(pid.to_string()).exists();
+        if !alive && fs::remove_file(entry.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
+}
+
 /// A file under a temporary name, removed on drop unless committed or kept.
 #[derive(Debug)]
 pub struct TempFile {

@@ -12,6 +12,11 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 pub const MAX_CONNECTIONS: usize = 4096;
 /// File descriptors kept free of connections (store files, upstream sockets, logs).
 pub const RESERVED_FILES: u64 = 256;
+/// Connections the kernel holds for accept. Linux caps it at `net.core.somaxconn` (4096
+/// by default since 5.4). The 128 that std and tokio ask for overflows when a thousand
+/// clients connect at once: the kernel answers with SYN cookies, and an HTTP/2 client's
+/// second segment then fails the cookie check and gets a reset (benches/limits.sh).
+pub const LISTEN_BACKLOG: u32 = 4096;
 pub const HTTP2_MAX_CONCURRENT_STREAMS: u32 = 100;
 /// Blob chunks in flight to clients, shared by every response: 1,000 concurrent pulls stay
 /// far below the shipped Deployment's 1 GiB memory limit.

@@ -83,6 +83,8 @@ pub struct ServerConfig {
     pub idle_timeout: Duration,
     /// Connections served at once (lowered at start to fit the open-file limit).
     pub max_connections: usize,
+    /// Connections the kernel queues for accept (capped by `net.core.somaxconn`).
+    pub listen_backlog: u32,
     /// Concurrent HTTP/2 streams per connection.
     pub http2_max_concurrent_streams: u32,
     /// Bytes shared by all responses for blob chunks read ahead of the socket.

@@ -109,6 +109,8 @@ pub struct RawServer {
     pub idle_timeout: String,
     /// Connections served at once; more wait in the listen backlog.
     pub max_connections: usize,
+    /// Connections the kernel queues for accept (capped by `net.core.somaxconn`).
+    pub listen_backlog: u32,
     /// Concurrent HTTP/2 streams per connection.
     pub http2_max_concurrent_streams: u32,
     /// Memory shared by all responses for blob chunks read ahead of the socket.
@@ -259,6 +261,7 @@ impl Default for RawServer {
             header_read_timeout: fmt_duration(defaults::HEADER_READ_TIMEOUT),
             idle_timeout: fmt_duration(defaults::IDLE_TIMEOUT),
             max_connections: defaults::MAX_CONNECTIONS,
+            listen_backlog: defaults::LISTEN_BACKLOG,
             http2_max_concurrent_streams: defaults::HTTP2_MAX_CONCURRENT_STREAMS,
             buffer_memory: fmt_size(defaults::BUFFER_MEMORY),
         }
@@ -415,6 +418,9 @@ impl RawConfig {
         }
         if self.server.max_connections == 0 {
             p.0.push("`server.max_connections`: must be at least 1".into());
+        }
+        if self.server.listen_backlog == 0 {
+            p.0.push("`server.listen_backlog`: must be at least 1".into());
         }
         if self.server.http2_max_concurrent_streams == 0 {
             p.0.push("`server.http2_max_concurrent_streams`: must be at least 1".into());
@@ -582,6 +588,7 @@ impl RawConfig {
                 header_read_timeout,
                 idle_timeout,
                 max_connections: self.server.max_connections,
+                listen_backlog: self.server.listen_backlog,
                 http2_max_concurrent_streams: self.server.http2_max_concurrent_streams,
                 buffer_memory,
             },
@@ -612,6 +619,7 @@ impl RawConfig {
                 header_read_timeout: fmt_duration(c.server.header_read_timeout),
                 idle_timeout: fmt_duration(c.server.idle_timeout),
                 max_connections: c.server.max_connections,
+                listen_backlog: c.server.listen_backlog,
                 http2_max_concurrent_streams: c.server.http2_max_concurrent_streams,
                 buffer_memory: fmt_size(c.server.buffer_memory),
             },

@@ -3,6 +3,7 @@
 //! summary, and an idle clock on every connection (no byte moved for `idle_timeout`: the
 //! connection is dropped, also mid-response to a client that stopped reading).
 
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -10,6 +11,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::time::Instant;
 
 use crate::config::defaults;
@@ -56,6 +58,22 @@ pub fn fit_connections_to_file_limit(wanted: usize) -> usize {
         );
         wanted
     }
+}
+
+/// Binds `addr` with room for `backlog` connections waiting for accept (the kernel caps it
+/// at `net.core.somaxconn`). `TcpListener::bind` asks for 128, which 1,000 clients
+/// connecting at once overflow: the kernel falls back to SYN cookies, and an HTTP/2
+/// client whose handshake ACK was dropped sends its next segment, which fails the cookie
+/// check and is answered with a reset (`TcpExtSyncookiesFailed` counts them).
+pub fn listen(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog)
 }
 
 /// Accept errors (EMFILE, ENFILE, ENOBUFS) mean the process or the host is out of a

@@ -97,12 +97,12 @@ impl Server {
         let store = Arc::new(Store::open(&config.storage, metrics.clone())?);
         let mirror = Arc::new(Mirror::new(&config, store, metrics.clone())?);
         let acceptor = config.server.tls.as_ref().map(tls::acceptor).transpose()?;
-        let listener = TcpListener::bind(config.server.listen)
-            .await
-            .map_err(|source| ServerError::Bind {
+        let listener = limits::listen(config.server.listen, config.server.listen_backlog).map_err(
+            |source| ServerError::Bind {
                 addr: config.server.listen,
                 source,
-            })?;
+            },
+        )?;
         let addr = listener.local_addr().map_err(|source| ServerError::Bind {
             addr: config.server.listen,
             source,

@@ -194,11 +194,17 @@ fn hash_file(path: &Path, digest: &Digest) -> std::io::Result<Digest> {
     }
 }
 
-/// `write_atomically`'s temp files are `<name>.tmp<pid>`.
+/// `write_atomically`'s temp files are `.tmp-<pid>-<n>` (`<name>.tmp<pid>` before).
 fn is_temp_name(path: &Path) -> bool {
-    path.extension()
-        .and_then(|e| e.to_str())
-        .is_some_and(|e| e.starts_with("tmp"))
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default();
+    name.starts_with(".tmp-")
+        || path
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| e.starts_with("tmp"))
 }
 
 fn entries_in(dir: &Path) -> Vec<PathBuf> {

@@ -167,8 +167,10 @@ impl Store {
             .eviction_listener(move |digest: Arc<Digest>, _entry, cause| {
                 // Replaced entries are the same content; only capacity evictions delete.
                 if cause == RemovalCause::Size {
-                    let _ = std::fs::remove_file(layout::blob_path(&evict_root, &digest));
+                    // The type file first: a crash between leaves a blob, never a type file
+                    // naming a missing blob.
                     let _ = std::fs::remove_file(layout::manifest_type_path(&evict_root, &digest));
+                    let _ = std::fs::remove_file(layout::blob_path(&evict_root, &digest));
                     evict_metrics.evictions.inc();
                 }
             })
@@ -217,6 +219,7 @@ impl Store {
                 }
             }
         }
+        self.remove_dangling_manifest_types(&found);
         found.sort();
         for (_, digest, size) in found {
             self.index.insert(
@@ -229,6 +232,31 @@ impl Store {
         }
         self.index.run_pending_tasks();
         Ok(())
+    }
+
+    /// Removes the type files (`manifests/<alg>/<hex>`) whose blob is not among `blobs`:
+    /// left by a crash in a put or an eviction of an older version, which wrote or removed
+    /// the two files in the other order. Such a manifest is fetched or made again.
+    fn remove_dangling_manifest_types(&self, blobs: &[(SystemTime, Digest, u64)]) {
+        let stored: std::collections::HashSet<&Digest> = blobs.iter().map(|(_, d, _)| d).collect();
+        let mut removed = 0u32;
+        for alg in ["sha256", "sha512"] {
+            let dir = self.root.join("manifests").join(alg);
+            for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                let digest = entry
+                    .file_name()
+                    .to_str()
+                    .and_then(|hex| format!("{alg}:{hex}").parse::<Digest>().ok());
+                if digest.is_some_and(|d| !stored.contains(&d))
+                    && std::fs::remove_file(entry.path()).is_ok()
+                {
+                    removed += 1;
+                }
+            }
+        }
+        if removed > 0 {
+            tracing::info!(removed, "removed manifest type files whose blob is missing");
+        }
     }
 
     /// The size of a committed blob, marking it used.
@@ -376,8 +404,8 @@ impl Store {
             }
             self.index.invalidate(&digest);
             self.manifests.invalidate(&digest);
-            let _ = std::fs::remove_file(layout::blob_path(&self.root, &digest));
             let _ = std::fs::remove_file(layout::manifest_type_path(&self.root, &digest));
+            let _ = std::fs::remove_file(layout::blob_path(&self.root, &digest));
             self.metrics.evictions.inc();
             tracing::info!(%digest, needed, "evicted to make room on a full disk");
         }
@@ -438,24 +466,32 @@ impl Store {
         manifest: StoredManifest,
     ) -> Result<Arc<StoredManifest>, StoreError> {
         let manifest = Arc::new(manifest);
-        if self.committed_entry(&manifest.digest).is_none() {
+        let type_path = layout::manifest_type_path(&self.root, &manifest.digest);
+        let need_blob = self.committed_entry(&manifest.digest).is_none();
+        if need_blob || !type_path.is_file() {
             let root = self.root.clone();
             let m = manifest.clone();
-            let size = tokio::task::spawn_blocking(move || -> Result<u64, StoreError> {
+            // The blob first, its type file second: a crash between them leaves a stored
+            // blob that the next put of this manifest completes, never a type file that
+            // names a missing blob (`store check`: a dangling manifest entry).
+            let size = tokio::task::spawn_blocking(move || -> Result<Option<u64>, StoreError> {
                 let tmp = layout::tmp_dir(&root);
-                writer::write_small(
-                    &tmp,
-                    &layout::manifest_type_path(&root, &m.digest),
-                    m.media_type.as_bytes(),
-                )?;
-                let mut w =
-                    BlobWriter::create(&tmp, layout::blob_path(&root, &m.digest), &m.digest)?;
-                w.write(&m.bytes)?;
-                w.commit(Some(m.bytes.len() as u64))
+                let size = if need_blob {
+                    let mut w =
+                        BlobWriter::create(&tmp, layout::blob_path(&root, &m.digest), &m.digest)?;
+                    w.write(&m.bytes)?;
+                    Some(w.commit(Some(m.bytes.len() as u64))?)
+                } else {
+                    None
+                };
+                writer::write_small(&tmp, &type_path, m.media_type.as_bytes())?;
+                Ok(size)
             })
             .await
             .map_err(|e| StoreError::io("writing", &self.root, std::io::Error::other(e)))??;
-            self.committed(&manifest.digest, size);
+            if let Some(size) = size {
+                self.committed(&manifest.digest, size);
+            }
         }
         self.manifests
             .insert(manifest.digest.clone(), manifest.clone());

@@ -16,7 +16,7 @@ use futures_util::FutureExt;
 
 use super::{IndexEntry, IndexError, IndexKey, PatchedIndex};
 use crate::distribution::Digest;
-use crate::durable::write_atomically;
+use crate::durable::{remove_abandoned_temps, write_atomically};
 
 /// The directory of referrer records; an upstream cannot be named this (it holds no hex
 /// files an entry lookup would take for its own).
@@ -31,8 +31,23 @@ impl LocalIndex {
     ///
     /// # Errors
     /// The directory cannot be created.
+    /// The temporaries of a write that a crash interrupted are removed (the record
+    /// itself is its old content or absent).
     pub fn open(dir: PathBuf) -> Result<LocalIndex, String> {
         std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let subdirs = std::fs::read_dir(&dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .map(|e| e.path());
+        let removed: usize = std::iter::once(dir.clone())
+            .chain(subdirs)
+            .map(|d| remove_abandoned_temps(&d))
+            .sum();
+        if removed > 0 {
+            tracing::info!(removed, "removed temporaries of interrupted index writes");
+        }
         Ok(LocalIndex { dir })
     }
 
