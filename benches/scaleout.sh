@@ -33,6 +33,8 @@ if [[ -z "${BENCH_PATCHPULL_BIN:-}" ]]; then
   timeout 2400 nice cargo build --release --bin patchpull >&2
   BENCH_PATCHPULL_BIN="${CARGO_TARGET_DIR:-$PWD/target}/release/patchpull"
 fi
+# The test's working directory is not ours: a relative path would not be found.
+BENCH_PATCHPULL_BIN="$(realpath "$BENCH_PATCHPULL_BIN")"
 export BENCH_PATCHPULL_BIN
 log "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 out="$(timeout 1500 nice cargo test --test scaleout bench_one_replica_against_three \

@@ -100,13 +100,14 @@ async fn topology(
                     &dir.join("store"),
                     &b.url(),
                     redis.as_ref().map(|r| r.url()).as_deref(),
-                    &["mode = \"wait\"", "wait_timeout = \"120s\""],
+                    // Below the default server.idle_timeout (2m), which the config requires.
+                    &["mode = \"wait\"", "wait_timeout = \"110s\""],
                 ),
                 None => {
                     let mut config =
                         common::ProxyConfig::new(&[("local", &env.registry.url(), true)]);
                     config.log_level = "warn".into();
-                    config.patch = vec!["mode = \"wait\"".into(), "wait_timeout = \"120s\"".into()];
+                    config.patch = vec!["mode = \"wait\"".into(), "wait_timeout = \"110s\"".into()];
                     config.scan = env.scan_lines(&env.repo.url());
                     config.to_toml(&dir.join("store"))
                 }
