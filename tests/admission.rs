@@ -455,18 +455,7 @@ async fn signed_digests_only_pins_to_a_signed_patch_only() {
         let original = image::libfoo_image(common::images::Format::Oci, false);
         env.push("test/app", "1", &original).await;
         let key = env.path("operator.key");
-        tool(
-            "openssl",
-            &[
-                "genpkey",
-                "-algorithm",
-                "EC",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-out",
-                key.to_str().unwrap(),
-            ],
-        );
+        generate_p256_key(&key);
         let start = |signing: Vec<String>| {
             env.proxy("local", WAIT, move |c| {
                 c.patch.push("[admission]".into());

@@ -205,18 +205,7 @@ fn signing_key(env: &support::Env) {
     let keys = env.path("keys");
     std::fs::create_dir_all(&keys).unwrap();
     let key = keys.join("signing.key");
-    support::tool(
-        "openssl",
-        &[
-            "genpkey",
-            "-algorithm",
-            "EC",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-out",
-            key.to_str().unwrap(),
-        ],
-    );
+    support::generate_p256_key(&key);
 }
 
 /// The body of `GET /v2/<NAME>/<path>`, which must answer 200.

@@ -34,18 +34,7 @@ const UPSTREAM: &str = "upstream.test";
 fn openssl_key_pair(dir: &Path, name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
     let private = dir.join(format!("{name}.key"));
     let public = dir.join(format!("{name}.pub"));
-    tool(
-        "openssl",
-        &[
-            "genpkey",
-            "-algorithm",
-            "EC",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-out",
-            private.to_str().unwrap(),
-        ],
-    );
+    support::generate_p256_key(&private);
     tool(
         "openssl",
         &[

@@ -255,6 +255,24 @@ pub fn tool(program: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// A new ECDSA P-256 private key (PKCS#8 PEM) at `path`, as an operator makes a signing key.
+#[allow(dead_code)] // used by the signing, admission and scale-out tests, not by pipeline
+pub fn generate_p256_key(path: &std::path::Path) {
+    let out = path.to_str().expect("a UTF-8 key path");
+    tool(
+        "openssl",
+        &[
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-out",
+            out,
+        ],
+    );
+}
+
 /// A tool run to completion (at most two minutes), whatever its exit status.
 pub fn run_bounded(program: &str, args: &[&str]) -> Output {
     let mut command = std::process::Command::new(program);
